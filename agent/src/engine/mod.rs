@@ -1,0 +1,369 @@
+//! The sync engine: one execution of a task, from LAUNCHING to SUCCESS or
+//! ERROR, with DataSync's phases and counters.
+//!
+//! ```text
+//! LAUNCHING ─► PREPARING ─┬─► TRANSFERRING ─► VERIFYING ─► SUCCESS | ERROR
+//!              (scan both │   (starts while the scan still runs)
+//!               sides)    │
+//! ```
+//!
+//! The engine works through two [`Location`]s and a pool of worker threads
+//! that keep many file-system operations in flight: on NFS every call is a
+//! network round trip, and hiding round trips is what makes a sync fast.
+
+pub mod counters;
+pub mod filter;
+pub mod options;
+pub mod plan;
+pub mod report;
+pub mod sched;
+pub mod throttle;
+mod transfer;
+mod verify;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use self::counters::{CounterSnapshot, Counters};
+use self::filter::Filters;
+pub use self::options::Options;
+use self::options::{OptionsError, VerifyMode};
+use self::plan::{Creator, SkipReason};
+use self::report::{Observer, Outcome, Phase, Record};
+use self::throttle::Throttle;
+use crate::location::{Kind, Location, Timestamp};
+
+/// Why an execution could not start. Nothing was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("cannot open the source {path}: {source}")]
+    SourceRoot { path: String, source: io::Error },
+    #[error("cannot open the destination {path}: {source}")]
+    DestinationRoot { path: String, source: io::Error },
+    #[error("cannot prepare the task report: {0}")]
+    Report(io::Error),
+}
+
+/// The outcome of an execution, as the JSON report's summary and the last
+/// `--json` event show it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Summary {
+    pub status: Phase,
+    pub source: String,
+    pub destination: String,
+    pub start_time: String,
+    pub options: Options,
+    pub workers: usize,
+    /// Milliseconds of each phase; PREPARING and TRANSFERRING overlap.
+    pub prepare_duration: u64,
+    pub transfer_duration: u64,
+    pub verify_duration: u64,
+    pub total_duration: u64,
+    pub counters: CounterSnapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+}
+
+/// What every worker of an execution shares.
+pub(crate) struct Ctx<S: Location, D: Location> {
+    pub src: S,
+    pub dst: D,
+    pub opts: Options,
+    pub filters: Filters,
+    pub counters: Counters,
+    pub throttle: Option<Throttle>,
+    pub creator: Creator,
+    /// Wall-clock start: a source entry whose ctime is later changed during the run.
+    pub started: Timestamp,
+    pub workers: usize,
+    pub per_dir_limit: usize,
+    observer: Arc<dyn Observer>,
+    records: bool,
+    cancel: Arc<AtomicBool>,
+    phase: Mutex<Phase>,
+    temp_salt: u64,
+    temp_seq: AtomicU64,
+    /// Paths transferred, for VerifyMode ONLY_FILES_TRANSFERRED: spooled to a
+    /// temporary file so memory does not grow with the tree.
+    transferred_log: Option<Mutex<BufWriter<File>>>,
+}
+
+/// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
+const TEMP_PREFIX: &[u8] = b".ferry~";
+const TEMP_SUFFIX: &[u8] = b"~tmp";
+
+pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.len() == TEMP_PREFIX.len() + 16 + TEMP_SUFFIX.len()
+        && b.starts_with(TEMP_PREFIX)
+        && b.ends_with(TEMP_SUFFIX)
+}
+
+/// `/`-rooted path of `name` inside directory `dir`.
+pub(crate) fn child_path(dir: &[u8], name: &OsStr) -> Vec<u8> {
+    let mut path = Vec::with_capacity(dir.len() + name.len() + 1);
+    path.extend_from_slice(dir);
+    if dir != b"/" {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name.as_bytes());
+    path
+}
+
+fn wall_clock(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+impl<S: Location, D: Location> Ctx<S, D> {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap() = phase;
+        self.observer.phase(phase, &self.counters.snapshot());
+    }
+
+    pub fn record(&self, make: impl FnOnce() -> Record) {
+        if self.records {
+            self.observer.record(make());
+        }
+    }
+
+    pub fn fail(&self, phase: Phase, path: &[u8], kind: Kind, what: &str, err: &io::Error) {
+        let c = &self.counters;
+        Counters::inc(match phase {
+            Phase::Preparing => &c.files_failed_prepare,
+            Phase::Verifying => &c.files_failed_verify,
+            _ => &c.files_failed_transfer,
+        });
+        self.record(|| Record::new(path, kind, Outcome::Failed, phase).error(what, err));
+    }
+
+    pub fn skip(&self, path: &[u8], kind: Kind, reason: SkipReason) {
+        Counters::inc(&self.counters.files_skipped);
+        self.record(|| {
+            Record::new(path, kind, Outcome::Skipped, Phase::Preparing).reason(reason.text())
+        });
+    }
+
+    pub fn transferred(&self, path: &[u8], kind: Kind, bytes: u64) {
+        Counters::inc(&self.counters.files_transferred);
+        self.record(|| {
+            Record::new(path, kind, Outcome::Transferred, Phase::Transferring).bytes(bytes)
+        });
+        if let Some(log) = &self.transferred_log {
+            let mut log = log.lock().unwrap();
+            // NUL cannot occur in a path.
+            let _ = log.write_all(path).and_then(|_| log.write_all(b"\0"));
+        }
+    }
+
+    pub fn temp_name(&self) -> std::ffi::OsString {
+        let n = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!(".ferry~{:016x}~tmp", self.temp_salt ^ n);
+        name.into()
+    }
+
+    /// Runs `work` on every worker thread and waits for all of them.
+    pub fn run_workers(&self, work: impl Fn() + Sync) {
+        std::thread::scope(|scope| {
+            for i in 0..self.workers {
+                std::thread::Builder::new()
+                    .name(format!("ferry-worker-{i}"))
+                    .stack_size(4 << 20)
+                    .spawn_scoped(scope, &work)
+                    .expect("spawn worker thread");
+            }
+        });
+    }
+}
+
+/// Operations in flight when a side is remote: enough to hide round trips.
+pub const REMOTE_WORKERS: usize = 64;
+/// Entry jobs of one destination directory in flight on a remote destination
+/// (creates and renames in one NFS directory are serialized by the client).
+pub const PER_DIR_LIMIT: usize = 8;
+
+/// One execution of a sync task.
+pub struct Execution<S: Location, D: Location> {
+    ctx: Ctx<S, D>,
+}
+
+impl<S: Location, D: Location> Execution<S, D> {
+    /// Validates the options; nothing is touched yet.
+    pub fn new(
+        src: S,
+        dst: D,
+        opts: Options,
+        observer: Arc<dyn Observer>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self, EngineError> {
+        let filters = opts.validate()?;
+        let workers = opts.parallel.unwrap_or_else(|| {
+            if src.is_remote() || dst.is_remote() {
+                REMOTE_WORKERS
+            } else {
+                std::thread::available_parallelism()
+                    .map_or(4, |n| n.get() * 4)
+                    .clamp(4, 16)
+            }
+        });
+        let transferred_log = match opts.verify_mode {
+            VerifyMode::OnlyFilesTransferred => Some(Mutex::new(BufWriter::new(
+                tempfile::tempfile().map_err(EngineError::Report)?,
+            ))),
+            _ => None,
+        };
+        let now = SystemTime::now();
+        let salt = wall_clock(now).nsec as u64 ^ (u64::from(std::process::id()) << 32);
+        Ok(Execution {
+            ctx: Ctx {
+                throttle: opts.bandwidth_limit().map(Throttle::new),
+                records: observer.wants_records(),
+                creator: Creator {
+                    uid: rustix::process::geteuid().as_raw(),
+                    gid: rustix::process::getegid().as_raw(),
+                },
+                started: wall_clock(now),
+                workers,
+                per_dir_limit: PER_DIR_LIMIT,
+                src,
+                dst,
+                opts,
+                filters,
+                counters: Counters::default(),
+                observer,
+                cancel,
+                phase: Mutex::new(Phase::Queued),
+                temp_salt: salt.rotate_left(17),
+                temp_seq: AtomicU64::new(0),
+                transferred_log,
+            },
+        })
+    }
+
+    /// The current phase and counters, for progress displays.
+    pub fn progress(&self) -> (Phase, CounterSnapshot) {
+        (
+            *self.ctx.phase.lock().unwrap(),
+            self.ctx.counters.snapshot(),
+        )
+    }
+
+    /// Changes the bandwidth limit of a running execution.
+    pub fn set_bytes_per_second(&self, rate: u64) -> bool {
+        match &self.ctx.throttle {
+            Some(t) => {
+                t.set_rate(rate);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the execution to its end.
+    pub fn run(&self) -> Result<Summary, EngineError> {
+        let ctx = &self.ctx;
+        let start = Instant::now();
+        let start_time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        ctx.set_phase(Phase::Launching);
+        let src_root = ctx.src.root().map_err(|source| EngineError::SourceRoot {
+            path: ctx.src.describe(),
+            source,
+        })?;
+        let dst_root = ctx
+            .dst
+            .root()
+            .map_err(|source| EngineError::DestinationRoot {
+                path: ctx.dst.describe(),
+                source,
+            })?;
+
+        ctx.set_phase(Phase::Preparing);
+        let prepare_start = Instant::now();
+        let transfer = transfer::Transfer::new(ctx);
+        let mut error_detail = None;
+        if let Err(e) = transfer.run(src_root, dst_root) {
+            Counters::inc(&ctx.counters.files_failed_prepare);
+            error_detail = Some(format!("cannot read the roots: {e}"));
+        }
+        let transfer_end = Instant::now();
+        let prepared = transfer.prepared_at.lock().unwrap().unwrap_or(transfer_end);
+        drop(transfer);
+        if let Some(log) = &ctx.transferred_log {
+            let _ = log.lock().unwrap().flush();
+        }
+
+        let mut verify_duration = Duration::ZERO;
+        if ctx.opts.verify_mode != VerifyMode::None && !ctx.cancelled() && error_detail.is_none() {
+            ctx.set_phase(Phase::Verifying);
+            let verify_start = Instant::now();
+            verify::run(ctx);
+            verify_duration = verify_start.elapsed();
+        }
+
+        let counters = ctx.counters.snapshot();
+        let (status, error_code) = if ctx.cancelled() {
+            error_detail.get_or_insert_with(|| "the execution was cancelled".into());
+            (Phase::Error, Some("Cancelled"))
+        } else if error_detail.is_some() {
+            (Phase::Error, Some("SourceOrDestinationUnreadable"))
+        } else if counters.files_failed_verify > 0 {
+            error_detail = Some(format!(
+                "verification found {} difference(s); see the report",
+                counters.files_failed_verify
+            ));
+            (Phase::Error, Some("VerificationFailed"))
+        } else if counters.files_failed() > 0 {
+            error_detail = Some(format!(
+                "{} entr{} failed; see the report",
+                counters.files_failed(),
+                if counters.files_failed() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+            (Phase::Error, Some("FilesFailed"))
+        } else {
+            (Phase::Success, None)
+        };
+        ctx.set_phase(status);
+        Ok(Summary {
+            status,
+            source: ctx.src.describe(),
+            destination: ctx.dst.describe(),
+            start_time,
+            options: ctx.opts.clone(),
+            workers: ctx.workers,
+            prepare_duration: millis(prepared - prepare_start),
+            transfer_duration: millis(transfer_end - prepare_start),
+            verify_duration: millis(verify_duration),
+            total_duration: millis(start.elapsed()),
+            counters,
+            error_code: error_code.map(str::to_string),
+            error_detail,
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -1,0 +1,204 @@
+//! What an execution tells the world: phase changes and one record per entry
+//! that was transferred, verified, deleted, skipped or failed.
+//!
+//! [`ReportWriter`] spools records to a temporary file while the execution
+//! runs (memory stays flat whatever the tree's size) and writes the JSON task
+//! report at the end.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::counters::CounterSnapshot;
+use crate::location::Kind;
+
+/// The states of an execution, as DataSync names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    Queued,
+    Launching,
+    Preparing,
+    Transferring,
+    Verifying,
+    Success,
+    Error,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(text.as_str().unwrap_or("?"))
+    }
+}
+
+/// What happened to one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Transferred,
+    Verified,
+    Deleted,
+    Skipped,
+    Failed,
+    /// Changed at the source while the execution ran; the next run copies it.
+    ChangedAtSource,
+}
+
+/// One record of the task report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Path from the root of the location, `/`-rooted; bytes that are not
+    /// UTF-8 are shown as U+FFFD here and kept exactly in `path_hex`.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_hex: Option<String>,
+    pub kind: Kind,
+    pub outcome: Outcome,
+    pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bytes: Option<u64>,
+}
+
+impl Record {
+    pub fn new(path: &[u8], kind: Kind, outcome: Outcome, phase: Phase) -> Record {
+        let (path, path_hex) = match std::str::from_utf8(path) {
+            Ok(s) => (s.to_string(), None),
+            Err(_) => (
+                String::from_utf8_lossy(path).into_owned(),
+                Some(path.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+        };
+        Record {
+            path,
+            path_hex,
+            kind,
+            outcome,
+            phase,
+            reason: None,
+            errno: None,
+            bytes: None,
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Record {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn error(mut self, what: &str, err: &io::Error) -> Record {
+        self.errno = err.raw_os_error();
+        self.reason = Some(format!("{what}: {err}"));
+        self
+    }
+
+    pub fn bytes(mut self, bytes: u64) -> Record {
+        self.bytes = Some(bytes);
+        self
+    }
+}
+
+/// Receives what an execution does. Called from many threads.
+pub trait Observer: Send + Sync {
+    fn phase(&self, _phase: Phase, _counters: &CounterSnapshot) {}
+    /// Whether per-entry records are wanted at all (building them costs).
+    fn wants_records(&self) -> bool {
+        false
+    }
+    fn record(&self, _record: Record) {}
+}
+
+/// An observer that wants nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Several observers as one.
+pub struct Fanout(pub Vec<std::sync::Arc<dyn Observer>>);
+
+impl Observer for Fanout {
+    fn phase(&self, phase: Phase, counters: &CounterSnapshot) {
+        self.0.iter().for_each(|o| o.phase(phase, counters));
+    }
+    fn wants_records(&self) -> bool {
+        self.0.iter().any(|o| o.wants_records())
+    }
+    fn record(&self, record: Record) {
+        for o in &self.0 {
+            if o.wants_records() {
+                o.record(record.clone());
+            }
+        }
+    }
+}
+
+/// Spools records and writes the JSON task report.
+pub struct ReportWriter {
+    target: PathBuf,
+    spool: Mutex<BufWriter<File>>,
+    error: Mutex<Option<io::Error>>,
+}
+
+impl ReportWriter {
+    /// Prepares a report at `target`; the file is written by [`Self::finish`].
+    pub fn create(target: &Path) -> io::Result<ReportWriter> {
+        // Fail early on an unwritable target, before anything is copied.
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let spool = tempfile::tempfile_in(&parent)?;
+        Ok(ReportWriter {
+            target: target.to_path_buf(),
+            spool: Mutex::new(BufWriter::new(spool)),
+            error: Mutex::new(None),
+        })
+    }
+
+    /// Writes `{"Summary": summary, "Entries": [records...]}` atomically.
+    pub fn finish<T: Serialize>(&self, summary: &T) -> io::Result<()> {
+        if let Some(e) = self.error.lock().unwrap().take() {
+            return Err(e);
+        }
+        let mut spool = self.spool.lock().unwrap();
+        spool.flush()?;
+        let file = spool.get_mut();
+        file.rewind()?;
+        let records = BufReader::new(file.try_clone()?);
+
+        let tmp = self.target.with_extension("partial");
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(b"{\"Summary\":")?;
+        serde_json::to_writer(&mut out, summary)?;
+        out.write_all(b",\n\"Entries\":[")?;
+        for (i, line) in records.lines().enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            out.write_all(line?.as_bytes())?;
+        }
+        out.write_all(b"\n]}\n")?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, &self.target)
+    }
+}
+
+impl Observer for ReportWriter {
+    fn wants_records(&self) -> bool {
+        true
+    }
+
+    fn record(&self, record: Record) {
+        let mut spool = self.spool.lock().unwrap();
+        let result = serde_json::to_writer(&mut *spool, &record)
+            .map_err(io::Error::from)
+            .and_then(|_| spool.write_all(b"\n"));
+        if let Err(e) = result {
+            self.error.lock().unwrap().get_or_insert(e);
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! VERIFYING: compare the destination with the source, content included.
+//!
+//! POINT_IN_TIME_CONSISTENT rescans both trees in parallel and compares every
+//! entry's type, attributes and SHA-256; ONLY_FILES_TRANSFERRED checks the
+//! entries this execution wrote. A difference on an entry that changed at
+//! the source after the execution started is reported as such (the next run
+//! copies it), not as a failure of the copy.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::counters::Counters;
+use super::filter::Verdict;
+use super::options::{
+    IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
+};
+use super::report::{Outcome, Phase, Record};
+use super::plan;
+use super::sched::{Scheduler, Slot};
+use super::{child_path, is_temp_name, Ctx};
+use crate::location::{Entry, Kind, Location, Meta, Reader};
+
+/// Why an entry failed verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Difference {
+    Checksum,
+    Metadata(String),
+    /// At the source, not at the destination.
+    Missing,
+    /// At the destination although the source removed it (PreserveDeletedFiles REMOVE).
+    NotRemoved,
+}
+
+impl Difference {
+    fn text(&self) -> String {
+        match self {
+            Difference::Checksum => "checksum: content differs".into(),
+            Difference::Metadata(what) => format!("metadata: {what}"),
+            Difference::Missing => "missing at destination".into(),
+            Difference::NotRemoved => "removed at source but still at destination".into(),
+        }
+    }
+}
+
+enum Job<S: Location, D: Location> {
+    Dir {
+        src: Arc<S::Dir>,
+        dst: Arc<D::Dir>,
+        rel: Vec<u8>,
+        src_meta: Meta,
+        included: bool,
+    },
+    Open {
+        src_parent: Arc<S::Dir>,
+        dst_parent: Arc<D::Dir>,
+        name: OsString,
+        rel: Vec<u8>,
+        src_meta: Meta,
+        included: bool,
+    },
+    Hash {
+        src_dir: Arc<S::Dir>,
+        dst_dir: Arc<D::Dir>,
+        name: OsString,
+        rel: Vec<u8>,
+        src_meta: Meta,
+    },
+}
+
+struct Verify<'a, S: Location, D: Location> {
+    ctx: &'a Ctx<S, D>,
+    sched: Scheduler<Job<S, D>>,
+}
+
+pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
+    let v = Verify {
+        ctx,
+        sched: Scheduler::new(ctx.workers, ctx.workers),
+    };
+    let roots = (|| -> io::Result<_> {
+        let src = ctx.src.root()?;
+        let dst = ctx.dst.root()?;
+        let src_meta = ctx.src.stat_dir(&src)?;
+        let dst_meta = ctx.dst.stat_dir(&dst)?;
+        Ok((Arc::new(src), Arc::new(dst), src_meta, dst_meta))
+    })();
+    let (src, dst, src_meta, dst_meta) = match roots {
+        Ok(r) => r,
+        Err(e) => return ctx.fail(Phase::Verifying, b"/", Kind::Dir, "open the roots", &e),
+    };
+    match &ctx.transferred_log {
+        Some(log) => {
+            let mut log = log.lock().unwrap();
+            let file = match log
+                .get_mut()
+                .rewind()
+                .and_then(|_| log.get_ref().try_clone())
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    return ctx.fail(
+                        Phase::Verifying,
+                        b"/",
+                        Kind::Dir,
+                        "read the transfer log",
+                        &e,
+                    )
+                }
+            };
+            drop(log);
+            v.transferred_only(file, src, dst);
+        }
+        None => {
+            if v.compare(b"/", &src_meta, Some(&dst_meta), None) {
+                v.verified(b"/", Kind::Dir);
+            }
+            v.sched.push(
+                Slot::Scan,
+                Job::Dir {
+                    src,
+                    dst,
+                    rel: b"/".to_vec(),
+                    src_meta,
+                    included: true,
+                },
+            );
+        }
+    }
+    ctx.run_workers(|| {
+        while let Some((slot, job)) = v.sched.next() {
+            if !ctx.cancelled() {
+                v.run_job(job);
+            }
+            v.sched.done(slot);
+        }
+    });
+}
+
+impl<S: Location, D: Location> Verify<'_, S, D> {
+    fn run_job(&self, job: Job<S, D>) {
+        let ctx = self.ctx;
+        match job {
+            Job::Dir {
+                src,
+                dst,
+                rel,
+                src_meta,
+                included,
+            } => self.dir(src, dst, &rel, &src_meta, included),
+            Job::Open {
+                src_parent,
+                dst_parent,
+                name,
+                rel,
+                src_meta,
+                included,
+            } => {
+                let opened = ctx
+                    .src
+                    .open_dir(&src_parent, &name)
+                    .and_then(|s| Ok((s, ctx.dst.open_dir(&dst_parent, &name)?)));
+                match opened {
+                    Ok((s, d)) => self.dir(Arc::new(s), Arc::new(d), &rel, &src_meta, included),
+                    Err(e) => ctx.fail(Phase::Verifying, &rel, Kind::Dir, "open directory", &e),
+                }
+            }
+            Job::Hash {
+                src_dir,
+                dst_dir,
+                name,
+                rel,
+                src_meta,
+            } => self.hash(&src_dir, &dst_dir, &name, &rel, &src_meta),
+        }
+    }
+
+    fn dir(&self, src: Arc<S::Dir>, dst: Arc<D::Dir>, rel: &[u8], src_meta: &Meta, included: bool) {
+        let ctx = self.ctx;
+        let listed = std::thread::scope(|scope| {
+            let d = scope.spawn(|| ctx.dst.list(&dst));
+            let s = ctx.src.list(&src);
+            (
+                s,
+                d.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("listing panicked"))),
+            )
+        });
+        let (mut src_entries, mut dst_entries) = match listed {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), _) | (_, Err(e)) => {
+                return ctx.fail(Phase::Verifying, rel, Kind::Dir, "list directory", &e)
+            }
+        };
+        src_entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        dst_entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut src_it = src_entries.into_iter().peekable();
+        let mut dst_it = dst_entries.into_iter().peekable();
+        loop {
+            let (s, d): (Option<Entry>, Option<Entry>) = match (src_it.peek(), dst_it.peek()) {
+                (None, None) => break,
+                (Some(_), None) => (src_it.next(), None),
+                (None, Some(_)) => (None, dst_it.next()),
+                (Some(a), Some(b)) => match a.name.cmp(&b.name) {
+                    std::cmp::Ordering::Less => (src_it.next(), None),
+                    std::cmp::Ordering::Greater => (None, dst_it.next()),
+                    std::cmp::Ordering::Equal => (src_it.next(), dst_it.next()),
+                },
+            };
+            let name = s.as_ref().or(d.as_ref()).expect("one side").name.clone();
+            if is_temp_name(&name) {
+                continue;
+            }
+            let path = child_path(rel, &name);
+            let is_dir = s
+                .as_ref()
+                .or(d.as_ref())
+                .is_some_and(|e| e.meta.kind == Kind::Dir);
+            let verdict = ctx.filters.judge(&path, is_dir, included);
+            if verdict == Verdict::Excluded {
+                continue;
+            }
+            match (s, d) {
+                (Some(s), d) => {
+                    if s.meta.kind.is_special()
+                        && ctx.opts.preserve_devices == PreserveDevices::None
+                    {
+                        continue;
+                    }
+                    let d_meta = d.map(|d| d.meta);
+                    let links = (s.meta.kind == Kind::Symlink).then_some((&*src, &*dst, &*name));
+                    let same = self.compare(&path, &s.meta, d_meta.as_ref(), links);
+                    if !same {
+                        continue;
+                    }
+                    match s.meta.kind {
+                        Kind::Dir => {
+                            self.verified(&path, Kind::Dir);
+                            self.sched.push(
+                                Slot::Scan,
+                                Job::Open {
+                                    src_parent: src.clone(),
+                                    dst_parent: dst.clone(),
+                                    name,
+                                    rel: path,
+                                    src_meta: s.meta,
+                                    included: verdict == Verdict::Included,
+                                },
+                            )
+                        }
+                        Kind::File => self.sched.push(
+                            Slot::Global,
+                            Job::Hash {
+                                src_dir: src.clone(),
+                                dst_dir: dst.clone(),
+                                name,
+                                rel: path,
+                                src_meta: s.meta,
+                            },
+                        ),
+                        kind => self.verified(&path, kind),
+                    }
+                }
+                (None, Some(d)) => {
+                    if ctx.opts.preserve_deleted_files == PreserveDeletedFiles::Remove {
+                        // Removed from the source after its directory was listed?
+                        if src_meta.mtime >= ctx.started || src_meta.ctime >= ctx.started {
+                            self.changed_at_source(
+                                &path,
+                                d.meta.kind,
+                                "removed at source during the run",
+                            );
+                        } else {
+                            self.differs(&path, d.meta.kind, Difference::NotRemoved);
+                        }
+                    }
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+    }
+
+    /// Compares attributes; true when equal so far (content still to check).
+    fn compare(
+        &self,
+        path: &[u8],
+        src: &Meta,
+        dst: Option<&Meta>,
+        links: Option<(&S::Dir, &D::Dir, &OsStr)>,
+    ) -> bool {
+        let ctx = self.ctx;
+        let Some(dst) = dst else {
+            if src.ctime >= ctx.started {
+                self.changed_at_source(path, src.kind, "added at source during the run");
+            } else {
+                self.differs(path, src.kind, Difference::Missing);
+            }
+            return false;
+        };
+        let mut difference = meta_difference(src, dst, ctx).map(Difference::Metadata);
+        if difference.is_none() {
+            if let Some((s, d, name)) = links {
+                let targets = ctx
+                    .src
+                    .read_link(s, name)
+                    .and_then(|a| Ok((a, ctx.dst.read_link(d, name)?)));
+                match targets {
+                    Ok((a, b)) if a == b => {}
+                    Ok(_) => {
+                        difference = Some(Difference::Metadata("symlink target differs".into()))
+                    }
+                    Err(e) => {
+                        ctx.fail(Phase::Verifying, path, Kind::Symlink, "read symlink", &e);
+                        return false;
+                    }
+                }
+            }
+        }
+        match difference {
+            None => true,
+            Some(d) => {
+                if src.ctime >= ctx.started {
+                    self.changed_at_source(path, src.kind, "changed at source during the run");
+                } else {
+                    self.differs(path, src.kind, d);
+                }
+                false
+            }
+        }
+    }
+
+    fn hash(&self, src_dir: &S::Dir, dst_dir: &D::Dir, name: &OsStr, path: &[u8], src_meta: &Meta) {
+        let ctx = self.ctx;
+        let (s, d) = std::thread::scope(|scope| {
+            let d = scope.spawn(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)));
+            let s = ctx
+                .src
+                .open_file(src_dir, name)
+                .and_then(|r| Ok((digest(&r)?, r.meta()?)));
+            (
+                s,
+                d.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("hashing panicked"))),
+            )
+        });
+        match (s, d) {
+            (Ok((a, now)), Ok(b)) => {
+                if a == b {
+                    self.verified(path, Kind::File);
+                } else if now.ctime >= ctx.started || super::transfer::changed(src_meta, &now) {
+                    self.changed_at_source(path, Kind::File, "changed at source during the run");
+                } else {
+                    self.differs(path, Kind::File, Difference::Checksum);
+                }
+            }
+            (Err(e), _) => ctx.fail(Phase::Verifying, path, Kind::File, "read source file", &e),
+            (_, Err(e)) => ctx.fail(
+                Phase::Verifying,
+                path,
+                Kind::File,
+                "read destination file",
+                &e,
+            ),
+        }
+    }
+
+    /// ONLY_FILES_TRANSFERRED: checks each path in the transfer log.
+    fn transferred_only(&self, log: File, src_root: Arc<S::Dir>, dst_root: Arc<D::Dir>) {
+        let ctx = self.ctx;
+        for item in BufReader::new(log).split(0) {
+            let path = match item {
+                Ok(p) => p,
+                Err(e) => {
+                    return ctx.fail(
+                        Phase::Verifying,
+                        b"/",
+                        Kind::Dir,
+                        "read the transfer log",
+                        &e,
+                    )
+                }
+            };
+            let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&path[..i], OsStr::from_bytes(&path[i + 1..])),
+                None => continue,
+            };
+            let dirs = if parent.is_empty() {
+                Ok((src_root.clone(), dst_root.clone()))
+            } else {
+                let rel = OsStr::from_bytes(&parent[1..]);
+                ctx.src
+                    .open_dir(&src_root, rel)
+                    .and_then(|s| Ok((Arc::new(s), Arc::new(ctx.dst.open_dir(&dst_root, rel)?))))
+            };
+            let (s_dir, d_dir) = match dirs {
+                Ok(d) => d,
+                Err(e) => {
+                    ctx.fail(
+                        Phase::Verifying,
+                        &path,
+                        Kind::File,
+                        "open parent directory",
+                        &e,
+                    );
+                    continue;
+                }
+            };
+            if name.is_empty() {
+                // The root directory itself.
+                match (ctx.src.stat_dir(&s_dir), ctx.dst.stat_dir(&d_dir)) {
+                    (Ok(s), Ok(d)) => {
+                        if self.compare(b"/", &s, Some(&d), None) {
+                            self.verified(b"/", Kind::Dir);
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        ctx.fail(Phase::Verifying, b"/", Kind::Dir, "stat", &e)
+                    }
+                }
+                continue;
+            }
+            let metas = ctx.src.stat(&s_dir, name);
+            let src_meta = match metas {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.changed_at_source(&path, Kind::File, "removed at source during the run");
+                    continue;
+                }
+                Err(e) => {
+                    ctx.fail(Phase::Verifying, &path, Kind::File, "stat source", &e);
+                    continue;
+                }
+            };
+            let dst_meta = ctx.dst.stat(&d_dir, name).ok();
+            let links = (src_meta.kind == Kind::Symlink).then_some((&*s_dir, &*d_dir, name));
+            if !self.compare(&path, &src_meta, dst_meta.as_ref(), links) {
+                continue;
+            }
+            if src_meta.kind == Kind::File {
+                self.sched.push(
+                    Slot::Global,
+                    Job::Hash {
+                        src_dir: s_dir,
+                        dst_dir: d_dir,
+                        name: name.to_os_string(),
+                        rel: path,
+                        src_meta,
+                    },
+                );
+            } else {
+                self.verified(&path, src_meta.kind);
+            }
+        }
+    }
+
+    fn verified(&self, path: &[u8], kind: Kind) {
+        Counters::inc(&self.ctx.counters.files_verified);
+        self.ctx
+            .record(|| Record::new(path, kind, Outcome::Verified, Phase::Verifying));
+    }
+
+    fn changed_at_source(&self, path: &[u8], kind: Kind, why: &str) {
+        Counters::inc(&self.ctx.counters.files_changed_at_source);
+        self.ctx.record(|| {
+            Record::new(path, kind, Outcome::ChangedAtSource, Phase::Verifying)
+                .reason(format!("{why}; the next execution copies it"))
+        });
+    }
+
+    fn differs(&self, path: &[u8], kind: Kind, difference: Difference) {
+        let ctx = self.ctx;
+        if ctx.opts.overwrite_mode == OverwriteMode::Never && difference != Difference::Missing {
+            // The destination's own version was kept on purpose.
+            Counters::inc(&ctx.counters.files_skipped);
+            return ctx.record(|| {
+                Record::new(path, kind, Outcome::Skipped, Phase::Verifying)
+                    .reason(format!("{} (OverwriteMode NEVER)", difference.text()))
+            });
+        }
+        Counters::inc(&ctx.counters.files_failed_verify);
+        ctx.record(|| {
+            Record::new(path, kind, Outcome::Failed, Phase::Verifying).reason(difference.text())
+        });
+    }
+}
+
+/// The first attribute that differs, per the options.
+fn meta_difference<S: Location, D: Location>(
+    src: &Meta,
+    dst: &Meta,
+    ctx: &Ctx<S, D>,
+) -> Option<String> {
+    let opts = &ctx.opts;
+    if src.kind != dst.kind {
+        return Some(format!(
+            "type ({:?} at source, {:?} at destination)",
+            src.kind, dst.kind
+        ));
+    }
+    if src.kind == Kind::File && src.size != dst.size {
+        return Some(format!(
+            "size ({} at source, {} at destination)",
+            src.size, dst.size
+        ));
+    }
+    if matches!(src.kind, Kind::CharDevice | Kind::BlockDevice) && src.rdev != dst.rdev {
+        return Some("device numbers".into());
+    }
+    if opts.posix_permissions == PosixPermissions::Preserve
+        && src.kind != Kind::Symlink
+        && src.mode != dst.mode
+    {
+        return Some(format!(
+            "mode ({:04o} at source, {:04o} at destination)",
+            src.mode, dst.mode
+        ));
+    }
+    if opts.uid == IdMode::IntValue && src.uid != dst.uid {
+        return Some(format!(
+            "owner ({} at source, {} at destination)",
+            src.uid, dst.uid
+        ));
+    }
+    if opts.gid == IdMode::IntValue && src.gid != dst.gid {
+        return Some(format!(
+            "group ({} at source, {} at destination)",
+            src.gid, dst.gid
+        ));
+    }
+    if opts.mtime == Mtime::Preserve && !plan::same_mtime(src, dst) {
+        return Some("modification time".into());
+    }
+    None
+}
+
+fn digest<R: Reader>(reader: &R) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = reader.read_at(&mut buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finalize().into())
+}

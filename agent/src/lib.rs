@@ -1,0 +1,8 @@
+//! Ferry: a parallel, incremental file-sync engine with AWS DataSync's task
+//! model, and the pieces of the `ferry` command and the `ferry-agent` daemon.
+//!
+//! - [`location`]: where the engine reads and writes (a POSIX tree, the hub).
+//! - [`engine`]: one execution of a task: PREPARING, TRANSFERRING, VERIFYING.
+
+pub mod engine;
+pub mod location;

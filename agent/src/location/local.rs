@@ -1,0 +1,387 @@
+//! A POSIX directory tree: a local disk or a mounted NFS export.
+//!
+//! Every operation is one system call relative to an open directory, so a
+//! sync over NFS costs the fewest round trips the semantics allow and paths
+//! longer than `PATH_MAX` work.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec};
+
+use super::{Entry, Kind, Location, Meta, MetaUpdate, Reader, Timestamp, Writer};
+
+/// `statfs` magic numbers of file systems where every call is a network round trip.
+const NFS_SUPER_MAGIC: i64 = 0x6969;
+const SMB2_SUPER_MAGIC: i64 = 0xFE53_4D42;
+const CIFS_SUPER_MAGIC: i64 = 0xFF53_4D42;
+
+/// A directory on a mounted file system.
+#[derive(Debug)]
+pub struct LocalLocation {
+    root: PathBuf,
+    remote: bool,
+}
+
+impl LocalLocation {
+    /// Opens `root`, which must be a directory.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let fd = open_dir_path(root)?;
+        let fs = rfs::fstatfs(&fd)?;
+        #[allow(clippy::unnecessary_cast)]
+        let magic = fs.f_type as i64;
+        let remote = matches!(magic, NFS_SUPER_MAGIC | SMB2_SUPER_MAGIC | CIFS_SUPER_MAGIC);
+        Ok(Self {
+            root: root.to_path_buf(),
+            remote,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn timestamp(t: rfs::StatxTimestamp) -> Timestamp {
+    Timestamp {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    }
+}
+
+fn kind_of(mode: u32) -> Kind {
+    match FileType::from_raw_mode(mode) {
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::CharacterDevice => Kind::CharDevice,
+        FileType::BlockDevice => Kind::BlockDevice,
+        FileType::Socket => Kind::Socket,
+        _ => Kind::File,
+    }
+}
+
+fn meta_of(st: &rfs::Statx) -> Meta {
+    let mode = u32::from(st.stx_mode);
+    Meta {
+        kind: kind_of(mode),
+        mode: mode & 0o7777,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        nlink: u64::from(st.stx_nlink),
+        dev: rfs::makedev(st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+        rdev: rfs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+        atime: timestamp(st.stx_atime),
+        mtime: timestamp(st.stx_mtime),
+        ctime: timestamp(st.stx_ctime),
+    }
+}
+
+const STATX_WANTED: StatxFlags = StatxFlags::BASIC_STATS;
+
+fn statx_at(dir: impl AsFd, name: &OsStr) -> io::Result<Meta> {
+    let st = rfs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_WANTED)?;
+    Ok(meta_of(&st))
+}
+
+fn statx_fd(fd: impl AsFd) -> io::Result<Meta> {
+    let st = rfs::statx(fd, "", AtFlags::EMPTY_PATH, STATX_WANTED)?;
+    Ok(meta_of(&st))
+}
+
+fn timespec(t: Option<Timestamp>) -> Timespec {
+    match t {
+        Some(t) => Timespec {
+            tv_sec: t.sec,
+            tv_nsec: t.nsec.into(),
+        },
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+    }
+}
+
+fn timestamps(update: &MetaUpdate) -> Option<rfs::Timestamps> {
+    if update.atime.is_none() && update.mtime.is_none() {
+        return None;
+    }
+    Some(rfs::Timestamps {
+        last_access: timespec(update.atime),
+        last_modification: timespec(update.mtime),
+    })
+}
+
+fn owner(update: &MetaUpdate) -> Option<(Option<rfs::Uid>, Option<rfs::Gid>)> {
+    if update.uid.is_none() && update.gid.is_none() {
+        return None;
+    }
+    Some((
+        update.uid.map(rfs::Uid::from_raw),
+        update.gid.map(rfs::Gid::from_raw),
+    ))
+}
+
+/// Applies an update to an open file: owner first (it clears set-id bits),
+/// then the mode, then the times.
+fn update_fd(fd: impl AsFd, update: &MetaUpdate) -> io::Result<()> {
+    let fd = fd.as_fd();
+    if let Some((uid, gid)) = owner(update) {
+        rfs::fchown(fd, uid, gid)?;
+    }
+    if let Some(mode) = update.mode {
+        rfs::fchmod(fd, Mode::from_raw_mode(mode))?;
+    }
+    if let Some(times) = timestamps(update) {
+        rfs::futimens(fd, &times)?;
+    }
+    Ok(())
+}
+
+impl Location for LocalLocation {
+    type Dir = OwnedFd;
+    type Reader = LocalReader;
+    type Writer = LocalWriter;
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    fn root(&self) -> io::Result<OwnedFd> {
+        open_dir_path(&self.root)
+    }
+
+    fn open_dir(&self, parent: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+        Ok(rfs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
+    fn list(&self, dir: &OwnedFd) -> io::Result<Vec<Entry>> {
+        // A duplicate descriptor: reading the directory moves its offset.
+        let mut reader = rfs::Dir::new(rustix::io::dup(dir)?)?;
+        reader.rewind();
+        let mut entries = Vec::new();
+        while let Some(item) = reader.read() {
+            let item = item?;
+            let name = item.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = OsString::from_vec(name.to_vec());
+            match statx_at(dir, &name) {
+                Ok(meta) => entries.push(Entry { name, meta }),
+                // Removed between the listing and the stat: it is not there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn stat_dir(&self, dir: &OwnedFd) -> io::Result<Meta> {
+        statx_fd(dir)
+    }
+
+    fn stat(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<Meta> {
+        statx_at(dir, name)
+    }
+
+    fn open_file(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<LocalReader> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // O_NOATIME keeps the source's access times, but only the owner (or
+        // CAP_FOWNER) may ask for it.
+        let fd = match rfs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => rfs::openat(dir, name, flags, Mode::empty())?,
+            other => other?,
+        };
+        Ok(LocalReader(File::from(fd)))
+    }
+
+    fn read_link(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OsString> {
+        let target = rfs::readlinkat(dir, name, Vec::new())?;
+        Ok(OsString::from_vec(target.into_bytes()))
+    }
+
+    fn make_dir(&self, parent: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        Ok(rfs::mkdirat(parent, name, Mode::from_raw_mode(mode))?)
+    }
+
+    fn create_file(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<LocalWriter> {
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(LocalWriter(File::from(fd)))
+    }
+
+    fn make_symlink(&self, dir: &OwnedFd, name: &OsStr, target: &OsStr) -> io::Result<()> {
+        Ok(rfs::symlinkat(target, dir, name)?)
+    }
+
+    fn make_node(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        rdev: u64,
+    ) -> io::Result<()> {
+        let file_type = match kind {
+            Kind::Fifo => FileType::Fifo,
+            Kind::CharDevice => FileType::CharacterDevice,
+            Kind::BlockDevice => FileType::BlockDevice,
+            Kind::Socket => FileType::Socket,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("mknod cannot make a {other:?}"),
+                ))
+            }
+        };
+        Ok(rfs::mknodat(
+            dir,
+            name,
+            file_type,
+            Mode::from_raw_mode(mode),
+            rdev,
+        )?)
+    }
+
+    fn hard_link(
+        &self,
+        from_dir: &OwnedFd,
+        from: &OsStr,
+        to_dir: &OwnedFd,
+        to: &OsStr,
+    ) -> io::Result<()> {
+        Ok(rfs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?)
+    }
+
+    fn rename(&self, dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        Ok(rfs::renameat(dir, from, dir, to)?)
+    }
+
+    fn remove(&self, dir: &OwnedFd, name: &OsStr, kind: Kind) -> io::Result<()> {
+        let flags = if kind == Kind::Dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        Ok(rfs::unlinkat(dir, name, flags)?)
+    }
+
+    fn update(&self, dir: &OwnedFd, name: &OsStr, update: &MetaUpdate) -> io::Result<()> {
+        if let Some((uid, gid)) = owner(update) {
+            rfs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        if let Some(mode) = update.mode {
+            rfs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+        }
+        if let Some(times) = timestamps(update) {
+            rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        Ok(())
+    }
+
+    fn update_dir(&self, dir: &OwnedFd, update: &MetaUpdate) -> io::Result<()> {
+        update_fd(dir, update)
+    }
+}
+
+/// An open source file.
+#[derive(Debug)]
+pub struct LocalReader(File);
+
+impl Reader for LocalReader {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+
+    fn meta(&self) -> io::Result<Meta> {
+        statx_fd(&self.0)
+    }
+
+    fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
+        let mut segments = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let start = match rfs::seek(&self.0, rfs::SeekFrom::Data(offset)) {
+                Ok(start) => start,
+                // No data after `offset`: the rest is a hole.
+                Err(rustix::io::Errno::NXIO) => break,
+                // SEEK_DATA unsupported: all of it is data.
+                Err(rustix::io::Errno::INVAL) if offset == 0 => {
+                    let all = 0..size;
+                    return Ok(vec![all]);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if start >= size {
+                break;
+            }
+            let end = match rfs::seek(&self.0, rfs::SeekFrom::Hole(start)) {
+                Ok(end) => end.min(size),
+                Err(rustix::io::Errno::NXIO) => size,
+                Err(e) => return Err(e.into()),
+            };
+            segments.push(start..end);
+            offset = end;
+        }
+        Ok(segments)
+    }
+}
+
+/// A new destination file under its temporary name.
+#[derive(Debug)]
+pub struct LocalWriter(File);
+
+impl Writer for LocalWriter {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.0.write_at(buf, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        Ok(rfs::ftruncate(&self.0, len)?)
+    }
+
+    fn update(&self, update: &MetaUpdate) -> io::Result<()> {
+        update_fd(&self.0, update)
+    }
+
+    fn finish(self) -> io::Result<()> {
+        let fd = self.0.into_raw_fd();
+        // SAFETY: `fd` was just released by the File and is closed exactly once.
+        if unsafe { libc::close(fd) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Locations: where the engine reads and writes.
+//!
+//! The engine never calls the file system directly. It works through a
+//! [`Location`], whose operations are all relative to a directory handle and a
+//! single name, so that paths of any length work and no lookup is repeated.
+//! [`local::LocalLocation`] is a POSIX directory (a local disk or an NFS
+//! mount); a remote location (the hub, over TLS) implements the same trait.
+
+pub mod local;
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// The type of a file-system entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+impl Kind {
+    /// FIFOs, sockets and device nodes: what `--preserve-devices` governs.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::CharDevice | Kind::BlockDevice | Kind::Socket
+        )
+    }
+}
+
+/// A point in time with nanoseconds, as the file system keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// What the engine knows of an entry: one `statx` worth of attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// Permission bits, set-id and sticky bits (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Allocated 512-byte blocks; fewer than the size needs means holes.
+    pub blocks: u64,
+    pub nlink: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub rdev: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+impl Meta {
+    /// True when the file has fewer blocks allocated than its size needs.
+    pub fn looks_sparse(&self) -> bool {
+        self.kind == Kind::File && self.blocks.saturating_mul(512) < self.size
+    }
+}
+
+/// One name in a directory listing, with its attributes.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: OsString,
+    pub meta: Meta,
+}
+
+/// Attributes to change on an entry; `None` leaves an attribute as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaUpdate {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+}
+
+impl MetaUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == MetaUpdate::default()
+    }
+}
+
+/// Reads one open file.
+pub trait Reader: Send + Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Attributes of the open file, fresh from the server.
+    fn meta(&self) -> io::Result<Meta>;
+    /// The ranges of `0..size` that hold data; holes are left out.
+    fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>>;
+}
+
+/// Writes one new file, created under a temporary name.
+pub trait Writer: Send + Sync {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    fn update(&self, update: &MetaUpdate) -> io::Result<()>;
+    /// Closes the file and reports what closing found (on NFS, write errors
+    /// surface here).
+    fn finish(self) -> io::Result<()>;
+}
+
+/// A tree the engine can scan, read and write.
+pub trait Location: Send + Sync + 'static {
+    type Dir: Send + Sync + 'static;
+    type Reader: Reader + 'static;
+    type Writer: Writer + 'static;
+
+    /// A human-readable name for messages.
+    fn describe(&self) -> String;
+    /// True when every operation is a network round trip (NFS, the hub):
+    /// the engine then keeps many more operations in flight.
+    fn is_remote(&self) -> bool;
+
+    fn root(&self) -> io::Result<Self::Dir>;
+    fn open_dir(&self, parent: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
+    /// All entries of a directory but `.` and `..`, in no particular order.
+    fn list(&self, dir: &Self::Dir) -> io::Result<Vec<Entry>>;
+    fn stat_dir(&self, dir: &Self::Dir) -> io::Result<Meta>;
+    fn stat(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Meta>;
+    fn open_file(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Reader>;
+    fn read_link(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<OsString>;
+
+    fn make_dir(&self, parent: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<()>;
+    /// Creates a new file (never replaces one) with its final mode.
+    fn create_file(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::Writer>;
+    fn make_symlink(&self, dir: &Self::Dir, name: &OsStr, target: &OsStr) -> io::Result<()>;
+    fn make_node(
+        &self,
+        dir: &Self::Dir,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        rdev: u64,
+    ) -> io::Result<()>;
+    fn hard_link(
+        &self,
+        from_dir: &Self::Dir,
+        from: &OsStr,
+        to_dir: &Self::Dir,
+        to: &OsStr,
+    ) -> io::Result<()>;
+    /// Renames within one directory, replacing what `to` names (not a directory).
+    fn rename(&self, dir: &Self::Dir, from: &OsStr, to: &OsStr) -> io::Result<()>;
+    /// Removes one entry; a directory must be empty.
+    fn remove(&self, dir: &Self::Dir, name: &OsStr, kind: Kind) -> io::Result<()>;
+    /// Changes attributes of an entry without following symlinks.
+    fn update(&self, dir: &Self::Dir, name: &OsStr, update: &MetaUpdate) -> io::Result<()>;
+    /// Changes attributes of an open directory.
+    fn update_dir(&self, dir: &Self::Dir, update: &MetaUpdate) -> io::Result<()>;
+}
