@@ -1,0 +1,420 @@
+//! The configuration document, `/data/config/ferry.yaml`.
+//!
+//! One YAML document, `version: 1`, strictly validated: unknown keys are
+//! refused, and every error names the key and the line. A document that is
+//! refused never replaces the last good one, which stays in force.
+//!
+//! ```yaml
+//! version: 1
+//! hostname: ferry-01
+//! network:
+//!   interface: eth0        # default: the first Ethernet adapter
+//!   mode: static           # dhcp (default) or static
+//!   address: 192.0.2.10/24
+//!   gateway: 192.0.2.1
+//!   dns: [192.0.2.53]
+//! time:
+//!   servers: [ntp.example.org]
+//! ```
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the document in force lives.
+pub const DOCUMENT: &str = "/data/config/ferry.yaml";
+/// The last document that passed validation.
+pub const LAST_GOOD: &str = "/data/config/ferry.last-good.yaml";
+
+/// Why a document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// YAML syntax or schema error (unknown key, wrong type...). serde_yaml's
+    /// message names the key path, line and column.
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{source_name}: {key}: {why} (line {line})")]
+    Invalid {
+        source_name: String,
+        key: String,
+        why: String,
+        line: usize,
+    },
+    #[error("{source_name}: {source}")]
+    Io {
+        source_name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub version: u32,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub time: Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Dhcp,
+    Static,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Time {
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// The configuration in force, with what it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub doc: Document,
+    /// "default" (first boot), or the path of the document.
+    pub origin: String,
+}
+
+impl Config {
+    /// First boot, no document: DHCP on the first adapter, hostname "ferry".
+    pub fn first_boot() -> Config {
+        Config {
+            doc: Document {
+                version: 1,
+                ..Document::default()
+            },
+            origin: "default (no document yet)".into(),
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        self.doc.hostname.as_deref().unwrap_or("ferry")
+    }
+}
+
+/// Line (1-based) of the first line mentioning `key:`, for error messages.
+fn line_of(text: &str, key: &str) -> usize {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{leaf}:"))
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
+/// Parses an IPv4 address with its prefix length, `a.b.c.d/n`.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let len: u8 = len.parse().ok()?;
+    (1..=32).contains(&len).then_some(())?;
+    Some((ip.parse().ok()?, len))
+}
+
+/// Parses and validates a document. `source_name` goes into error messages.
+pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
+    let doc: Document = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    })?;
+    let invalid = |key: &str, why: String| ConfigError::Invalid {
+        source_name: source_name.to_string(),
+        key: key.to_string(),
+        why,
+        line: line_of(text, key),
+    };
+    if doc.version != 1 {
+        return Err(invalid(
+            "version",
+            format!(
+                "version {} is not supported (this system reads version 1)",
+                doc.version
+            ),
+        ));
+    }
+    if let Some(h) = &doc.hostname {
+        if !valid_hostname(h) {
+            return Err(invalid(
+                "hostname",
+                format!("{h:?} is not a host name (letters, digits and '-', at most 63)"),
+            ));
+        }
+    }
+    let n = &doc.network;
+    match n.mode {
+        Mode::Static => {
+            let Some(addr) = &n.address else {
+                return Err(invalid(
+                    "network.mode",
+                    "static needs network.address".into(),
+                ));
+            };
+            if parse_cidr(addr).is_none() {
+                return Err(invalid(
+                    "network.address",
+                    format!("{addr:?} is not an IPv4 address with a prefix length (a.b.c.d/n)"),
+                ));
+            }
+        }
+        Mode::Dhcp => {
+            if n.address.is_some() || n.gateway.is_some() {
+                return Err(invalid(
+                    "network.mode",
+                    "address and gateway are only for mode: static".into(),
+                ));
+            }
+        }
+    }
+    if let Some(i) = &n.interface {
+        if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
+            return Err(invalid(
+                "network.interface",
+                format!("{i:?} is not an interface name"),
+            ));
+        }
+    }
+    for s in &doc.time.servers {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(invalid(
+                "time.servers",
+                format!("{s:?} is not a server name"),
+            ));
+        }
+    }
+    Ok(doc)
+}
+
+/// Where documents are kept; a directory so tests can use a scratch one.
+pub struct Store {
+    pub document: PathBuf,
+    pub last_good: PathBuf,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            document: DOCUMENT.into(),
+            last_good: LAST_GOOD.into(),
+        }
+    }
+}
+
+/// What loading found: the configuration in force, and the refusals to show.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub refused: Vec<ConfigError>,
+}
+
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::write(&tmp, text)?;
+    fs::File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+impl Store {
+    pub fn in_dir(dir: &Path) -> Store {
+        Store {
+            document: dir.join("ferry.yaml"),
+            last_good: dir.join("ferry.last-good.yaml"),
+        }
+    }
+
+    /// Offers a new document (from a provider: the console, QEMU fw_cfg,
+    /// VMware guestinfo, EC2 user data). A good one becomes the document in
+    /// force; a bad one is refused and changes nothing.
+    pub fn offer(&self, text: &str, source_name: &str) -> Result<Document, ConfigError> {
+        let doc = parse(text, source_name)?;
+        let io_err = |source| ConfigError::Io {
+            source_name: self.document.display().to_string(),
+            source,
+        };
+        write_atomic(&self.document, text).map_err(io_err)?;
+        write_atomic(&self.last_good, text).map_err(io_err)?;
+        Ok(doc)
+    }
+
+    /// Loads the document in force: the document if it is good, else the
+    /// last good one, else the first-boot default.
+    pub fn load(&self) -> Loaded {
+        let mut refused = Vec::new();
+        let name = self.document.display().to_string();
+        match fs::read_to_string(&self.document) {
+            Ok(text) => match parse(&text, &name) {
+                Ok(doc) => {
+                    let _ = write_atomic(&self.last_good, &text);
+                    return Loaded {
+                        config: Config { doc, origin: name },
+                        refused,
+                    };
+                }
+                Err(e) => refused.push(e),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => refused.push(ConfigError::Io {
+                source_name: name,
+                source,
+            }),
+        }
+        let good_name = self.last_good.display().to_string();
+        if let Ok(text) = fs::read_to_string(&self.last_good) {
+            if let Ok(doc) = parse(&text, &good_name) {
+                return Loaded {
+                    config: Config {
+                        doc,
+                        origin: good_name,
+                    },
+                    refused,
+                };
+            }
+        }
+        Loaded {
+            config: Config::first_boot(),
+            refused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("test_data/config")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn good_fixtures_parse() {
+        let d = parse(&fixture("v1-static.yaml"), "t").unwrap();
+        assert_eq!(d.hostname.as_deref(), Some("ferry-01"));
+        assert_eq!(d.network.mode, Mode::Static);
+        assert_eq!(
+            parse_cidr(d.network.address.as_deref().unwrap()),
+            Some(("192.0.2.10".parse().unwrap(), 24))
+        );
+        assert_eq!(d.time.servers, vec!["ntp.example.org".to_string()]);
+        let d = parse(&fixture("v1-dhcp.yaml"), "t").unwrap();
+        assert_eq!(d.network.mode, Mode::Dhcp);
+        assert_eq!(
+            parse("version: 1\n", "t").unwrap(),
+            Document {
+                version: 1,
+                ..Document::default()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_refused_naming_key_and_line() {
+        let e = parse(&fixture("v1-unknown-key.yaml"), "ferry.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("adress"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.starts_with("ferry.yaml: network"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let e = parse("version: 2\n", "f").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "f: version: version 2 is not supported (this system reads version 1) (line 1)"
+        );
+        let e = parse("version: 1\nhostname: bad_name\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hostname") && e.contains("line 2"), "{e}");
+        let e = parse(
+            "version: 1\nnetwork:\n  mode: static\n  address: 10.0.0.1\n",
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("network.address") && e.contains("line 4"), "{e}");
+        let e = parse("version: 1\nnetwork:\n  mode: bogus\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(parse("hostname: x\n", "f")
+            .unwrap_err()
+            .to_string()
+            .contains("version"));
+    }
+
+    #[test]
+    fn bad_document_keeps_last_good_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::in_dir(dir.path());
+        let first = store.load();
+        assert_eq!(first.config, Config::first_boot());
+        assert!(first.refused.is_empty());
+
+        store
+            .offer("version: 1\nhostname: alpha\n", "fw_cfg")
+            .unwrap();
+        assert_eq!(store.load().config.hostname(), "alpha");
+
+        // a bad offer changes nothing
+        let e = store
+            .offer("version: 1\nhostnme: beta\n", "fw_cfg")
+            .unwrap_err();
+        assert!(e.to_string().contains("hostnme"), "{e}");
+        assert_eq!(store.load().config.hostname(), "alpha");
+
+        // someone edits the document badly: the last good stays in force
+        fs::write(&store.document, "version: 1\nhostname: [\n").unwrap();
+        let l = store.load();
+        assert_eq!(l.config.hostname(), "alpha");
+        assert!(l.config.origin.ends_with("ferry.last-good.yaml"));
+        assert_eq!(l.refused.len(), 1);
+    }
+}

@@ -1,0 +1,63 @@
+//! ferry-init: PID 1 of the Ferry appliance. See README.md.
+//!
+//! In the initramfs (where `/etc/ferry-initramfs` exists) it assembles the
+//! verified root and switches to it; there it runs again as the system
+//! stage. Run by hand, `ferry-init check-config FILE` validates a
+//! configuration document.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use ferry_init::sys::RealSys;
+use ferry_init::{config, initramfs, logging, system};
+
+fn usage() -> ! {
+    eprintln!("usage: ferry-init check-config FILE   (as PID 1 it takes no arguments)");
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if std::process::id() != 1 {
+        match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("check-config"), Some(file)) => {
+                let text = std::fs::read_to_string(file).unwrap_or_else(|e| {
+                    eprintln!("{file}: {e}");
+                    std::process::exit(1)
+                });
+                match config::parse(&text, file) {
+                    Ok(_) => println!("{file}: ok"),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        std::process::exit(1)
+                    }
+                }
+                return;
+            }
+            (Some("--version"), _) => {
+                println!("ferry-init {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
+            _ => usage(),
+        }
+    }
+    logging::init();
+    let sys = RealSys;
+    if Path::new(initramfs::MARKER).exists() {
+        let r = catch_unwind(AssertUnwindSafe(|| initramfs::run(&sys)));
+        if r.is_err() {
+            initramfs::refuse(
+                &sys,
+                &ferry_init::error::Error::RootTampered("the initramfs stage panicked".into()),
+            );
+        }
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| system::run(&sys)));
+    // system::run never returns; if it panicked past its own guards, do not exit
+    log::error!("system stage ended unexpectedly; powering off");
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,276 @@
+//! Services: what the manifest says to run (`/usr/lib/ferry/services.yaml`,
+//! written by the image builder) and how one is started: as its user, with
+//! only its capabilities (ambient), no new privileges, output into the journal.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+/// The service list in the root file system.
+pub const SERVICES: &str = "/usr/lib/ferry/services.yaml";
+
+/// One supervised program.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// argv; the first element is an absolute path.
+    pub exec: Vec<String>,
+    /// User to run as (from the generated /etc/passwd); root when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Capabilities kept (ambient), e.g. `CAP_NET_BIND_SERVICE`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Parses the service list.
+pub fn parse(text: &str) -> Result<Vec<Service>, String> {
+    let list: Vec<Service> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    for s in &list {
+        if s.exec.first().is_none_or(|p| !p.starts_with('/')) {
+            return Err(format!(
+                "service {}: exec must start with an absolute path",
+                s.name
+            ));
+        }
+        for c in &s.capabilities {
+            cap_number(c).ok_or_else(|| format!("service {}: unknown capability {c}", s.name))?;
+        }
+    }
+    Ok(list)
+}
+
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+];
+
+/// The number of a capability name.
+pub fn cap_number(name: &str) -> Option<u32> {
+    CAPS.iter().position(|c| *c == name).map(|p| p as u32)
+}
+
+/// A user from the generated /etc/passwd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks up a user in the built-in account table (see `etc`).
+pub fn lookup_user(name: &str) -> Option<Ids> {
+    crate::etc::USERS
+        .iter()
+        .find(|u| u.name == name)
+        .map(|u| Ids {
+            uid: u.uid,
+            gid: u.gid,
+        })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// In the child, after fork: become `ids` keeping exactly `caps`, as ambient
+/// capabilities so they survive exec of a non-setcap binary.
+fn drop_privileges(ids: Option<Ids>, caps: &[u32]) -> io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: plain syscalls on this process, between fork and exec.
+    unsafe {
+        check(libc::setsid())?;
+        if let Some(ids) = ids {
+            check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(ids.gid, ids.gid, ids.gid))?;
+            check(libc::setresuid(ids.uid, ids.uid, ids.uid))?;
+            let mut mask = [0u32; 2];
+            for c in caps {
+                mask[(*c / 32) as usize] |= 1 << (c % 32);
+            }
+            let mut hdr = CapHeader {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let data = [
+                CapData {
+                    effective: mask[0],
+                    permitted: mask[0],
+                    inheritable: mask[0],
+                },
+                CapData {
+                    effective: mask[1],
+                    permitted: mask[1],
+                    inheritable: mask[1],
+                },
+            ];
+            check(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) as libc::c_int)?;
+            for c in caps {
+                check(libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    *c as libc::c_ulong,
+                    0,
+                    0,
+                ))?;
+            }
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+    }
+    Ok(())
+}
+
+/// A stream into journald for a service's stdout/stderr (the journald
+/// "stdout" protocol: a header of seven lines, then the text).
+pub fn journal_stream(identifier: &str) -> Option<OwnedFd> {
+    let mut s = UnixStream::connect("/run/systemd/journal/stdout").ok()?;
+    let _ = s.shutdown(std::net::Shutdown::Read);
+    s.write_all(format!("{identifier}\n\n6\n0\n0\n0\n0\n").as_bytes())
+        .ok()?;
+    Some(OwnedFd::from(s))
+}
+
+/// Starts a service; returns its pid.
+pub fn spawn(s: &Service) -> io::Result<u32> {
+    let ids = match &s.user {
+        Some(u) => Some(
+            lookup_user(u)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no user {u}")))?,
+        ),
+        None => None,
+    };
+    let caps: Vec<u32> = s
+        .capabilities
+        .iter()
+        .filter_map(|c| cap_number(c))
+        .collect();
+    let mut cmd = Command::new(&s.exec[0]);
+    cmd.args(&s.exec[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin")
+        .envs(&s.environment)
+        .current_dir("/")
+        .stdin(Stdio::null());
+    match (journal_stream(&s.name), journal_stream(&s.name)) {
+        (Some(out), Some(err)) => {
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        _ => {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+    }
+    // SAFETY: drop_privileges only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || drop_privileges(ids, &caps));
+    }
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_service_list() {
+        let l = parse(
+            "- name: chronyd\n  exec: [/usr/sbin/chronyd, -d]\n- name: agent\n  exec: [/usr/bin/ferry-agent]\n  user: ferry\n  capabilities: [CAP_NET_BIND_SERVICE]\n",
+        )
+        .unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].user.as_deref(), Some("ferry"));
+        assert!(parse("- name: x\n  exec: [relative]\n").is_err());
+        assert!(parse("- name: x\n  exec: [/x]\n  capabilities: [CAP_BOGUS]\n").is_err());
+        assert!(parse("- name: x\n  exec: [/x]\n  usr: root\n").is_err());
+        assert_eq!(cap_number("CAP_NET_BIND_SERVICE"), Some(10));
+        assert_eq!(cap_number("CAP_SYS_TIME"), Some(25));
+    }
+
+    /// Runs for real as root (CI is root); skipped cleanly otherwise.
+    #[test]
+    fn spawned_service_runs_unprivileged_with_only_its_capabilities() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let out = dir.path().join("status");
+        let s = Service {
+            name: "probe".into(),
+            exec: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "grep -E '^(Uid|CapAmb|CapEff|NoNewPrivs)' /proc/self/status > {}",
+                    out.display()
+                ),
+            ],
+            user: Some("ferry".into()),
+            capabilities: vec!["CAP_NET_BIND_SERVICE".into()],
+            environment: BTreeMap::new(),
+        };
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let pid = spawn(&s).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        let status = std::fs::read_to_string(out).unwrap();
+        assert!(status.contains("Uid:\t1000\t1000\t1000\t1000"), "{status}");
+        assert!(status.contains("CapAmb:\t0000000000000400"), "{status}");
+        assert!(status.contains("CapEff:\t0000000000000400"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+}

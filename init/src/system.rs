@@ -1,0 +1,483 @@
+//! The system stage: PID 1 of the running appliance.
+//!
+//! Boot is a list of units run in order (mounts, sysctls, data, identity,
+//! config, /etc, hostname, journald, network, services, ready); a unit that
+//! fails is logged and the boot goes on as far as it can. Then the main loop
+//! reaps children, restarts services, and waits for a reason to shut down:
+//! the ACPI power button, SIGTERM, SIGUSR1/SIGUSR2, Ctrl-Alt-Del (SIGINT).
+//! PID 1 never exits: a panic in a unit or in the loop is caught and logged.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use crate::config::{Config, Store};
+use crate::error::{Context, Result};
+use crate::network;
+use crate::reaper::{self, Exit};
+use crate::services::{self, Service};
+use crate::supervisor::Supervisor;
+use crate::sys::{Halt, Sys};
+use crate::{datapart, etc, logging, mounts, sysctl};
+
+const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+const JOURNAL_DIR: &str = "/data/log/journal";
+/// QEMU's fw_cfg: a configuration document offered by the hypervisor.
+pub const FW_CFG_CONFIG: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/ferry/config/raw";
+
+/// Seconds since the kernel started.
+pub fn uptime() -> f64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Everything PID 1 keeps track of.
+pub struct State {
+    pub sup: Supervisor<Service>,
+    pub config: Config,
+    pub network: Option<network::Handle>,
+    pub data_mounted: bool,
+    pub started: Vec<String>,
+}
+
+type Unit = (&'static str, fn(&dyn Sys, &mut State) -> Result<()>);
+
+/// The boot units, in order.
+pub const UNITS: &[Unit] = &[
+    ("mounts", unit_mounts),
+    ("sysctl", unit_sysctl),
+    ("data", unit_data),
+    ("identity", unit_identity),
+    ("config", unit_config),
+    ("etc", unit_etc),
+    ("hostname", unit_hostname),
+    ("journald", unit_journald),
+    ("network", unit_network),
+    ("services", unit_services),
+];
+
+fn unit_mounts(sys: &dyn Sys, _: &mut State) -> Result<()> {
+    let dev_mounted = Path::new("/dev/null").exists();
+    mounts::mount_all(sys, &mounts::table(dev_mounted))?;
+    logging::reopen_kmsg();
+    Ok(())
+}
+
+fn unit_sysctl(sys: &dyn Sys, _: &mut State) -> Result<()> {
+    let failed = sysctl::apply(sys, sysctl::HARDENING);
+    log::info!(
+        "sysctl: {} hardening settings applied{}",
+        sysctl::HARDENING.len() - failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not available)", failed.len())
+        }
+    );
+    Ok(())
+}
+
+fn unit_data(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    datapart::prepare(sys)?;
+    st.data_mounted = true;
+    for d in ["/data/config", "/data/ferry", JOURNAL_DIR] {
+        sys.mkdir(d, 0o755).ctx(|| format!("mkdir {d}"))?;
+    }
+    Ok(())
+}
+
+fn random_hex16() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom into a 16-byte buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 16, 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The machine id (kept on /data) and the boot counter.
+fn unit_identity(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    let id_path = "/data/ferry/machine-id";
+    let id = match fs::read_to_string(id_path) {
+        Ok(s) if s.trim().len() == 32 => s.trim().to_string(),
+        _ => {
+            let id = random_hex16();
+            if st.data_mounted {
+                sys.write_file(id_path, format!("{id}\n").as_bytes(), 0o444)
+                    .ctx(|| format!("write {id_path}"))?;
+            }
+            id
+        }
+    };
+    let count_path = "/data/ferry/boot-count";
+    let boots = fs::read_to_string(count_path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    if st.data_mounted {
+        sys.write_file(count_path, format!("{boots}\n").as_bytes(), 0o644)
+            .ctx(|| format!("write {count_path}"))?;
+    }
+    log::info!("identity: machine-id {id}, boot {boots}");
+    st.started.push(id);
+    Ok(())
+}
+
+/// Loads the configuration; takes a document offered through QEMU fw_cfg.
+fn unit_config(_: &dyn Sys, st: &mut State) -> Result<()> {
+    let store = Store::default();
+    if let Ok(text) = fs::read_to_string(FW_CFG_CONFIG) {
+        let before = store.load().config;
+        match store.offer(&text, "fw_cfg opt/ferry/config") {
+            Ok(_) => {
+                log::info!("config: accepted the document offered through fw_cfg opt/ferry/config")
+            }
+            Err(e) => {
+                log::error!("config: refused: {e}");
+                log::error!(
+                    "config: the configuration in force is unchanged (from {}, hostname {})",
+                    before.origin,
+                    before.hostname()
+                );
+            }
+        }
+    }
+    let loaded = store.load();
+    for e in &loaded.refused {
+        log::error!("config: refused: {e}");
+        log::error!(
+            "config: keeping the last good configuration ({})",
+            loaded.config.origin
+        );
+    }
+    st.config = loaded.config;
+    log::info!(
+        "config: in force from {} (hostname {}, network {:?})",
+        st.config.origin,
+        st.config.hostname(),
+        st.config.doc.network.mode
+    );
+    Ok(())
+}
+
+fn unit_etc(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    let id = st.started.first().cloned().unwrap_or_else(random_hex16);
+    etc::generate(sys, &st.config, &id)
+}
+
+fn unit_hostname(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    sys.sethostname(st.config.hostname())
+        .ctx(|| "sethostname".into())?;
+    log::info!("hostname: {}", st.config.hostname());
+    Ok(())
+}
+
+fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    if st.data_mounted {
+        sys.mkdir("/var/log/journal", 0o755)
+            .ctx(|| "mkdir /var/log/journal".into())?;
+        sys.mount(
+            JOURNAL_DIR,
+            "/var/log/journal",
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .ctx(|| "bind the journal from /data".into())?;
+    }
+    let spec = Service {
+        name: "systemd-journald".into(),
+        exec: vec![JOURNALD.into()],
+        user: None,
+        capabilities: vec![],
+        environment: Default::default(),
+    };
+    st.sup
+        .start("systemd-journald", spec, Instant::now(), &mut |s| {
+            services::spawn(s)
+        });
+    let t = Instant::now();
+    while !Path::new(JOURNAL_SOCKET).exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !st.sup.is_running("systemd-journald") || !logging::use_journal() {
+        return Err(crate::error::Error::Service {
+            name: "systemd-journald".into(),
+            why: "did not come up; logging to the kernel log".into(),
+        });
+    }
+    log::info!(
+        "journald: running, journal on {} (capped at 64 MiB), up in {} ms",
+        if st.data_mounted {
+            JOURNAL_DIR
+        } else {
+            "/run (volatile)"
+        },
+        t.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+fn unit_network(_: &dyn Sys, st: &mut State) -> Result<()> {
+    st.network = Some(network::start(network::Spec::from_config(&st.config)));
+    Ok(())
+}
+
+fn unit_services(_: &dyn Sys, st: &mut State) -> Result<()> {
+    let text =
+        fs::read_to_string(services::SERVICES).ctx(|| format!("read {}", services::SERVICES))?;
+    let list = services::parse(&text).map_err(|why| crate::error::Error::Service {
+        name: services::SERVICES.into(),
+        why,
+    })?;
+    for s in list {
+        let name = s.name.clone();
+        st.sup
+            .start(&name, s, Instant::now(), &mut |s| services::spawn(s));
+    }
+    Ok(())
+}
+
+fn run_units(sys: &dyn Sys, st: &mut State) {
+    for (name, unit) in UNITS {
+        let t = Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| unit(sys, st))) {
+            Ok(Ok(())) => log::debug!("unit {name}: done in {} ms", t.elapsed().as_millis()),
+            Ok(Err(e)) => log::error!("unit {name} failed: {e}"),
+            Err(_) => log::error!("unit {name} panicked; continuing"),
+        }
+    }
+}
+
+/// The system stage. Never returns.
+pub fn run(sys: &dyn Sys) -> ! {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPWR,
+    ] {
+        mask.add(s);
+    }
+    let _ = mask.thread_block();
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
+    // Ctrl-Alt-Del sends SIGINT to PID 1 instead of an immediate reboot
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+
+    log::info!(
+        "system stage ({}), {:.2} s after kernel start",
+        env!("CARGO_PKG_VERSION"),
+        uptime()
+    );
+    let mut st = State {
+        sup: Supervisor::new(),
+        config: Config::first_boot(),
+        network: None,
+        data_mounted: false,
+        started: Vec::new(),
+    };
+    run_units(sys, &mut st);
+    let names: Vec<String> = ["systemd-journald", "chronyd", "ferry-agent"]
+        .iter()
+        .filter(|n| st.sup.is_running(n))
+        .map(|n| n.to_string())
+        .collect();
+    log::info!("ready in {:.2} s: running {}", uptime(), names.join(", "));
+
+    let mut button = power_button();
+    loop {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            step(sys, &mut st, sfd.as_ref(), &mut button)
+        }));
+        if r.is_err() {
+            log::error!("main loop panicked; carrying on");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn power_button() -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dev = crate::power::find(Path::new("/sys"))?;
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&dev)
+        .ok()?;
+    log::info!("power: listening to the ACPI power button on {dev}");
+    Some(f)
+}
+
+fn on_exit(st: &mut State, pid: Pid, how: Exit) {
+    if !st.sup.exited(pid.as_raw() as u32, how, Instant::now()) {
+        log::debug!("reaped process {pid} ({how})");
+    }
+}
+
+/// One turn of the main loop.
+fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Option<File>) {
+    let timeout = st
+        .sup
+        .next_deadline()
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .unwrap_or(Duration::from_secs(60));
+    let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32 + 1)
+        .unwrap_or(PollTimeout::MAX);
+    let mut halt = None;
+    {
+        let mut fds = Vec::new();
+        if let Some(s) = sfd {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(b) = button.as_ref() {
+            fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+        }
+        if fds.is_empty() {
+            std::thread::sleep(timeout.min(Duration::from_secs(1)));
+            reaper::reap(|pid, how| on_exit(st, pid, how));
+        } else {
+            let _ = poll(&mut fds, ms);
+        }
+    }
+    if let Some(s) = sfd {
+        while let Ok(Some(info)) = s.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => reaper::reap(|pid, how| on_exit(st, pid, how)),
+                Ok(Signal::SIGTERM) => halt = Some((Halt::Reboot, "SIGTERM")),
+                Ok(Signal::SIGINT) => halt = Some((Halt::Reboot, "Ctrl-Alt-Del")),
+                Ok(Signal::SIGUSR1) => halt = Some((Halt::Halt, "SIGUSR1")),
+                Ok(Signal::SIGUSR2) => halt = Some((Halt::PowerOff, "SIGUSR2")),
+                Ok(Signal::SIGPWR) => halt = Some((Halt::PowerOff, "SIGPWR")),
+                Ok(Signal::SIGHUP) => reload(sys, st),
+                _ => {}
+            }
+        }
+    }
+    if let Some(b) = button.as_mut() {
+        if crate::power::pressed(b) {
+            halt = Some((Halt::PowerOff, "the ACPI power button"));
+        }
+    }
+    if let Some((how, why)) = halt {
+        shutdown(sys, st, how, why);
+    }
+    st.sup.tick(Instant::now(), &mut |s| services::spawn(s));
+}
+
+/// SIGHUP: read the configuration again and apply what can change live.
+fn reload(sys: &dyn Sys, st: &mut State) {
+    let loaded = Store::default().load();
+    for e in &loaded.refused {
+        log::error!("config: refused: {e}; keeping {}", loaded.config.origin);
+    }
+    if loaded.config != st.config {
+        st.config = loaded.config;
+        let id = st.started.first().cloned().unwrap_or_default();
+        if let Err(e) = etc::generate(sys, &st.config, &id) {
+            log::error!("config: {e}");
+        }
+        let _ = sys.sethostname(st.config.hostname());
+        if let Some(n) = &st.network {
+            let _ = n.updates.send(network::Spec::from_config(&st.config));
+        }
+        log::info!("config: reloaded from {}", st.config.origin);
+    }
+}
+
+fn wait_gone(st: &mut State, pid: u32, limit: Duration) -> bool {
+    let t = Instant::now();
+    let mut gone = false;
+    while t.elapsed() < limit {
+        reaper::reap(|p, how| {
+            if p.as_raw() as u32 == pid {
+                gone = true;
+            }
+            on_exit(st, p, how)
+        });
+        if gone {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Stops everything in order and halts the machine. Never returns.
+pub fn shutdown(sys: &dyn Sys, st: &mut State, how: Halt, why: &str) -> ! {
+    log::info!("shutdown: {how:?} requested by {why}");
+    st.sup.stop_all();
+    st.network = None;
+    for (name, pid) in st.sup.running_for_stop() {
+        if name == "systemd-journald" {
+            logging::stop_journal();
+        }
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if !wait_gone(st, pid, Duration::from_secs(5)) {
+            log::warn!("shutdown: {name} did not stop in 5 s; killing it");
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            wait_gone(st, pid, Duration::from_secs(2));
+        }
+    }
+    logging::stop_journal();
+    // everything else (there should be nothing)
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    reaper::reap(|_, _| {});
+    sys.sync();
+    if st.data_mounted {
+        let _ = sys.umount("/var/log/journal");
+        match sys.umount(datapart::MOUNTPOINT) {
+            Ok(()) => log::info!("shutdown: data partition unmounted cleanly"),
+            Err(e) => {
+                let ro = sys.mount(
+                    "none",
+                    datapart::MOUNTPOINT,
+                    None,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None,
+                );
+                log::error!(
+                    "shutdown: cannot unmount /data ({e}); remounted read-only: {}",
+                    if ro.is_ok() { "ok" } else { "failed" }
+                );
+            }
+        }
+    }
+    sys.sync();
+    log::info!(
+        "shutdown: {}",
+        match how {
+            Halt::PowerOff => "powering off",
+            Halt::Reboot => "rebooting",
+            Halt::Halt => "halting",
+        }
+    );
+    if let Err(e) = sys.reboot(how) {
+        log::error!("shutdown: reboot(2) failed: {e}");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Keeps the descriptor of the signalfd out of children (it is CLOEXEC);
+/// exists so the compiler sees the import used on all paths.
+#[allow(dead_code)]
+fn _fd(s: &SignalFd) -> i32 {
+    s.as_fd().as_raw_fd()
+}
