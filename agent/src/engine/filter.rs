@@ -135,8 +135,9 @@ impl Filters {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.includes.is_empty() && self.excludes.is_empty()
+    /// Whether the root itself is included (no include filter narrows it).
+    pub fn root_included(&self) -> bool {
+        self.includes.is_empty()
     }
 
     /// Judges `path` (rooted, e.g. `/a/b`). `parent_included` is true when an

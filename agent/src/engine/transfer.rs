@@ -199,7 +199,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             parent: None,
             pending: AtomicUsize::new(1),
             modified: AtomicBool::new(false),
-            included: true,
+            included: self.ctx.filters.root_included(),
             keep_meta,
         });
         self.scans_outstanding.store(1, Ordering::SeqCst);

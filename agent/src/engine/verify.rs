@@ -19,8 +19,8 @@ use super::filter::Verdict;
 use super::options::{
     IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
 };
-use super::report::{Outcome, Phase, Record};
 use super::plan;
+use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
 use super::{child_path, is_temp_name, Ctx};
 use crate::location::{Entry, Kind, Location, Meta, Reader};
@@ -126,7 +126,7 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
                     dst,
                     rel: b"/".to_vec(),
                     src_meta,
-                    included: true,
+                    included: ctx.filters.root_included(),
                 },
             );
         }

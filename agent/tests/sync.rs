@@ -1,0 +1,624 @@
+//! End-to-end tests of `ferry sync` on real directory trees.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{compare_trees, counter, ferry, make_full_tree, sync, temp_files, write};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}
+
+#[test]
+fn full_tree_is_exact_and_at_least_as_exact_as_rsync() {
+    require_root!();
+    let t = tempdir();
+    let src = t.path().join("src");
+    make_full_tree(&src);
+
+    let dst = t.path().join("ferry");
+    let (code, summary) = sync(&src, &dst, &["--preserve-devices", "preserve"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["Status"], "SUCCESS");
+    let ferry_diffs = compare_trees(&src, &dst);
+
+    let reference = t.path().join("rsync");
+    let status = Command::new("rsync")
+        .args(["-aHS", "--numeric-ids"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", reference.display()))
+        .status()
+        .expect("rsync is installed (scripts/setup)");
+    assert!(status.success(), "rsync failed: {status}");
+    let rsync_diffs = compare_trees(&src, &reference);
+    eprintln!(
+        "rsync -aHS --numeric-ids differs in {} ways:",
+        rsync_diffs.len()
+    );
+    for d in &rsync_diffs {
+        eprintln!("  rsync: {d}");
+    }
+    assert!(
+        ferry_diffs.is_empty(),
+        "ferry's copy differs:\n{}",
+        ferry_diffs.join("\n")
+    );
+    assert!(ferry_diffs.len() <= rsync_diffs.len());
+
+    // Every entry was verified, nothing failed.
+    assert_eq!(counter(&summary, "FilesFailedVerify"), 0);
+    assert!(counter(&summary, "FilesVerified") >= counter(&summary, "FilesListedSource"));
+    assert!(temp_files(&dst).is_empty());
+}
+
+#[test]
+fn second_run_is_incremental() {
+    require_root!();
+    let t = tempdir();
+    let src = t.path().join("src");
+    let dst = t.path().join("dst");
+    make_full_tree(&src);
+    let (code, first) = sync(&src, &dst, &["--preserve-devices", "preserve"]);
+    assert_eq!(code, 0, "{first}");
+    assert!(counter(&first, "FilesTransferred") > 40);
+
+    let (code, second) = sync(&src, &dst, &["--preserve-devices", "preserve"]);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(counter(&second, "FilesTransferred"), 0, "{second}");
+    assert_eq!(counter(&second, "BytesTransferred"), 0);
+
+    // Touch one file: that file alone is transferred.
+    let touched = src.join("docs/sub/one.mib");
+    write(&touched, &common::bytes(99, 1 << 20));
+    let (code, third) = sync(&src, &dst, &["--preserve-devices", "preserve"]);
+    assert_eq!(code, 0, "{third}");
+    assert_eq!(counter(&third, "BytesTransferred"), 1 << 20, "{third}");
+    // Its directory's times moved at the destination and are put back,
+    // which is not a transfer of its own.
+    assert_eq!(counter(&third, "FilesTransferred"), 1, "{third}");
+    assert!(compare_trees(&src, &dst).is_empty());
+}
+
+fn small_tree(root: &Path) {
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    write(&root.join("a/one.txt"), b"one");
+    write(&root.join("a/b/two.tmp"), b"two");
+    write(&root.join("three.jpg"), b"three");
+}
+
+#[test]
+fn preserve_deleted_files() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    write(&dst.join("extra.txt"), b"only at destination");
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert!(dst.join("extra.txt").exists(), "PRESERVE keeps it");
+    assert_eq!(counter(&s, "FilesDeleted"), 0);
+
+    fs::create_dir_all(dst.join("gone/deeper")).unwrap();
+    write(&dst.join("gone/deeper/x"), b"x");
+    let (code, s) = sync(&src, &dst, &["--preserve-deleted-files", "remove"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(!dst.join("extra.txt").exists());
+    assert!(!dst.join("gone").exists());
+    assert_eq!(counter(&s, "FilesDeleted"), 4, "{s}");
+}
+
+#[test]
+fn overwrite_mode_never_keeps_destination_versions() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    write(&dst.join("a/one.txt"), b"mine");
+    let (code, s) = sync(&src, &dst, &["--overwrite-mode", "never"]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(fs::read(dst.join("a/one.txt")).unwrap(), b"mine");
+    assert_eq!(
+        fs::read(dst.join("three.jpg")).unwrap(),
+        b"three",
+        "new files still arrive"
+    );
+    assert!(counter(&s, "FilesSkipped") >= 1);
+
+    let (code, s) = sync(&src, &dst, &["--overwrite-mode", "always"]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(fs::read(dst.join("a/one.txt")).unwrap(), b"one");
+}
+
+#[test]
+fn transfer_mode_all_copies_unchanged_files() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    assert_eq!(sync(&src, &dst, &[]).0, 0);
+    let inode = fs::metadata(dst.join("three.jpg")).unwrap().ino();
+    let (_, changed) = sync(&src, &dst, &["--transfer-mode", "changed"]);
+    assert_eq!(counter(&changed, "FilesTransferred"), 0);
+    let (code, all) = sync(&src, &dst, &["--transfer-mode", "all"]);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(counter(&all, "FilesTransferred"), 3, "{all}");
+    assert_ne!(
+        fs::metadata(dst.join("three.jpg")).unwrap().ino(),
+        inode,
+        "rewritten"
+    );
+}
+
+#[test]
+fn preserve_devices() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert!(!dst.join("fifo").exists(), "NONE leaves special files out");
+    assert_eq!(counter(&s, "FilesSkipped"), 1);
+    let (code, s) = sync(&src, &dst, &["--preserve-devices", "preserve"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(fs::symlink_metadata(dst.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn posix_permissions_uid_gid() {
+    require_root!();
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"f");
+    fs::set_permissions(src.join("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    common::chown(&src.join("f"), 4321, 8765);
+
+    let none = t.path().join("none");
+    let (code, s) = sync(
+        &src,
+        &none,
+        &[
+            "--posix-permissions",
+            "none",
+            "--uid",
+            "none",
+            "--gid",
+            "none",
+        ],
+    );
+    assert_eq!(code, 0, "{s}");
+    let m = fs::metadata(none.join("f")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 0, 0));
+
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    let m = fs::metadata(dst.join("f")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 4321, 8765));
+
+    // Only the group differs now: a metadata-only transfer, no data.
+    common::chown(&src.join("f"), 4321, 1111);
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(counter(&s, "BytesTransferred"), 0);
+    assert_eq!(fs::metadata(dst.join("f")).unwrap().gid(), 1111);
+}
+
+#[test]
+fn atime_and_mtime() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"f");
+    common::set_times(&src.join("f"), (1_000_000_000, 5));
+    let src_atime = fs::metadata(src.join("f")).unwrap().atime();
+
+    let kept = t.path().join("kept");
+    assert_eq!(sync(&src, &kept, &[]).0, 0);
+    let m = fs::metadata(kept.join("f")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000_000, 5));
+    assert_eq!(m.atime(), src_atime);
+
+    let no_atime = t.path().join("no-atime");
+    assert_eq!(sync(&src, &no_atime, &["--atime", "none"]).0, 0);
+    let m = fs::metadata(no_atime.join("f")).unwrap();
+    assert_eq!(m.mtime(), 1_000_000_000);
+    assert_ne!(m.atime(), src_atime);
+
+    let neither = t.path().join("neither");
+    assert_eq!(
+        sync(&src, &neither, &["--atime", "none", "--mtime", "none"]).0,
+        0
+    );
+    assert_ne!(
+        fs::metadata(neither.join("f")).unwrap().mtime(),
+        1_000_000_000
+    );
+}
+
+#[test]
+fn include_and_exclude_filters() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    small_tree(&src);
+    let dst = t.path().join("excluded");
+    let (code, s) = sync(&src, &dst, &["--exclude", "*.tmp|/three.jpg"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(dst.join("a/one.txt").exists());
+    assert!(!dst.join("a/b/two.tmp").exists());
+    assert!(!dst.join("three.jpg").exists());
+
+    let dst = t.path().join("included");
+    let (code, s) = sync(&src, &dst, &["--include", "*.jpg"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(dst.join("three.jpg").exists());
+    assert!(!dst.join("a/one.txt").exists());
+
+    // Excluded destination entries are not deleted.
+    let dst = t.path().join("excluded");
+    write(&dst.join("keep.tmp"), b"keep");
+    let (code, s) = sync(
+        &src,
+        &dst,
+        &[
+            "--exclude",
+            "*.tmp|/three.jpg",
+            "--preserve-deleted-files",
+            "remove",
+        ],
+    );
+    assert_eq!(code, 0, "{s}");
+    assert!(dst.join("keep.tmp").exists());
+}
+
+#[test]
+fn bytes_per_second_limits_the_rate() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), &common::bytes(7, 3 << 20));
+    let start = Instant::now();
+    let (code, s) = sync(
+        &src,
+        &t.path().join("dst"),
+        &["--bytes-per-second", "1048576", "--verify-mode", "none"],
+    );
+    assert_eq!(code, 0, "{s}");
+    // 3 MiB at 1 MiB/s cannot take less than about two seconds.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1800),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn parallel_sets_the_workers() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    small_tree(&src);
+    let (code, s) = sync(&src, &t.path().join("dst"), &["--parallel", "3"]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["Workers"], 3);
+    assert!(compare_trees(&src, &t.path().join("dst")).is_empty());
+}
+
+#[test]
+fn verify_modes_catch_what_the_comparison_cannot() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    assert_eq!(sync(&src, &dst, &[]).0, 0);
+    // Same size and time, other content: invisible to the comparison.
+    let victim = dst.join("a/one.txt");
+    let m = fs::metadata(&victim).unwrap();
+    write(&victim, b"ONE");
+    common::set_times(&victim, (m.mtime(), m.mtime_nsec()));
+
+    let (code, s) = sync(&src, &dst, &["--verify-mode", "none"]);
+    assert_eq!((code, s["Status"].as_str()), (0, Some("SUCCESS")));
+    let (code, s) = sync(&src, &dst, &["--verify-mode", "only-files-transferred"]);
+    assert_eq!(code, 0, "nothing was transferred, so nothing to check: {s}");
+    let report = t.path().join("report.json");
+    let (code, s) = sync(&src, &dst, &["--report", report.to_str().unwrap()]);
+    assert_eq!(code, 1, "{s}");
+    assert_eq!(s["Status"], "ERROR");
+    assert_eq!(s["ErrorCode"], "VerificationFailed");
+    assert_eq!(counter(&s, "FilesFailedVerify"), 1);
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(report).unwrap()).unwrap();
+    let failed: Vec<_> = report["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["path"], "/a/one.txt");
+    assert!(failed[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("checksum"));
+
+    // only-files-transferred checks what it wrote.
+    write(&src.join("new.txt"), b"new");
+    let (code, s) = sync(&src, &dst, &["--verify-mode", "only-files-transferred"]);
+    assert_eq!(code, 0, "{s}");
+    assert!(counter(&s, "FilesVerified") >= 1);
+}
+
+#[test]
+fn report_lists_every_outcome() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    let report = t.path().join("r.json");
+    let (code, _) = sync(&src, &dst, &["--report", report.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let r: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["Summary"]["Status"], "SUCCESS");
+    let entries = r["Entries"].as_array().unwrap();
+    let with = |outcome: &str| entries.iter().filter(|e| e["outcome"] == outcome).count();
+    // a, a/b, a/one.txt, a/b/two.tmp, three.jpg (the root existed already).
+    assert_eq!(with("transferred"), 5, "{r}");
+    assert_eq!(with("verified"), 6, "{r}");
+}
+
+#[test]
+fn json_events_end_with_a_summary() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    small_tree(&src);
+    let out = ferry(&[
+        OsStr::new("sync"),
+        OsStr::new("--json"),
+        src.as_os_str(),
+        t.path().join("dst").as_os_str(),
+    ]);
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let phases: Vec<_> = events
+        .iter()
+        .filter(|e| e["Event"] == "Phase")
+        .map(|e| e["Phase"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "LAUNCHING",
+            "PREPARING",
+            "TRANSFERRING",
+            "VERIFYING",
+            "SUCCESS"
+        ]
+    );
+    assert_eq!(events.last().unwrap()["Event"], "Summary");
+    assert!(out.stderr.is_empty(), "nothing but errors on stderr");
+}
+
+#[test]
+fn usage_errors_exit_2_and_touch_nothing() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    small_tree(&src);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let s = src.to_str().unwrap();
+    let missing = t.path().join("missing");
+    let (code, err) = run(&["sync", missing.to_str().unwrap(), "/tmp/x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("source"), "{err}");
+    let inside = src.join("inside");
+    let (code, err) = run(&["sync", s, inside.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("inside the source"), "{err}");
+    assert!(!inside.exists());
+    let dst = t.path().join("dst");
+    let d = dst.to_str().unwrap();
+    let (code, err) = run(&[
+        "sync",
+        "--transfer-mode",
+        "all",
+        "--preserve-deleted-files",
+        "remove",
+        s,
+        d,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot go with"), "{err}");
+    let (code, err) = run(&["sync", "--verify-mode", "sometimes", s, d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sometimes"), "{err}");
+    let (code, err) = run(&["sync", "--exclude", "a||b", s, d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty pattern"), "{err}");
+    let (code, err) = run(&["sync", "-avH", "--delete", s, d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("hint"), "{err}");
+    assert!(!dst.exists(), "nothing was created");
+}
+
+#[test]
+fn unreadable_file_fails_alone_and_the_run_goes_on() {
+    let t = tempdir();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    small_tree(&src);
+    write(&src.join("secret"), b"secret");
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads everything: run as nobody, into a destination nobody owns.
+    let mut cmd = if common::is_root() {
+        fs::create_dir(&dst).unwrap();
+        common::chown(&dst, 65534, 65534);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ferry"));
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+    };
+    let out = cmd
+        .args(["sync", "--json", "--uid", "none", "--gid", "none"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    check_unreadable(&out, &dst);
+}
+
+fn check_unreadable(out: &std::process::Output, dst: &Path) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["Event"] == "Failed")
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|f| f["path"] == "/secret" && f["errno"] == 13),
+        "{stdout}"
+    );
+    assert!(dst.join("a/one.txt").exists(), "the rest was copied");
+    assert!(!dst.join("secret").exists());
+}
+
+#[test]
+fn interrupted_runs_leave_no_partial_file_and_the_next_run_completes() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    let dst = t.path().join("dst");
+    // Many files and a few large ones, so a kill lands mid-copy.
+    for d in 0..8 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..50 {
+            write(
+                &src.join(format!("d{d}/f{f}")),
+                &common::bytes(d * 100 + f, 20_000 + f as usize * 997),
+            );
+        }
+        write(
+            &src.join(format!("d{d}/large")),
+            &common::bytes(d, 24 << 20),
+        );
+    }
+    let kills = [
+        Duration::from_millis(40),
+        Duration::from_millis(150),
+        Duration::from_millis(400),
+        Duration::from_millis(900),
+    ];
+    for (i, after) in kills.iter().enumerate() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "sync",
+                "--verify-mode",
+                "none",
+                "--bytes-per-second",
+                "150000000",
+            ])
+            .arg(&src)
+            .arg(&dst)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(*after);
+        // SIGKILL, or SIGINT (a cancel) every other time.
+        if i % 2 == 0 {
+            child.kill().unwrap();
+        } else {
+            rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::INT,
+            )
+            .unwrap();
+        }
+        child.wait().unwrap();
+        // Whatever is under a final name is complete.
+        for d in 0..8u64 {
+            for f in 0..50u64 {
+                let path = dst.join(format!("d{d}/f{f}"));
+                if let Ok(data) = fs::read(&path) {
+                    assert_eq!(
+                        data,
+                        common::bytes(d * 100 + f, 20_000 + f as usize * 997),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+            if let Ok(data) = fs::read(dst.join(format!("d{d}/large"))) {
+                assert!(
+                    data == common::bytes(d, 24 << 20),
+                    "partial large file under its final name"
+                );
+            }
+        }
+    }
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert!(compare_trees(&src, &dst).is_empty());
+    assert!(
+        temp_files(&dst).is_empty(),
+        "leftovers removed: {:?}",
+        temp_files(&dst)
+    );
+}
+
+#[test]
+fn changed_at_source_during_the_run_is_reported_not_failed() {
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    write(&src.join("growing"), &common::bytes(1, 2 << 20));
+    let writer = {
+        let path = src.join("growing");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+            std::io::Write::write_all(&mut f, b"appended while copying").unwrap();
+        })
+    };
+    // Throttled so the copy is still running when the file changes.
+    let (code, s) = sync(&src, &dst, &["--bytes-per-second", "1048576"]);
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["Status"], "SUCCESS");
+    assert!(counter(&s, "FilesChangedAtSource") >= 1, "{s}");
+    assert_eq!(counter(&s, "FilesFailedVerify"), 0);
+    // The next run copies it.
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    assert!(compare_trees(&src, &dst).is_empty());
+}
