@@ -125,6 +125,11 @@ pub fn generate(sys: &dyn Sys, cfg: &Config, machine_id: &str) -> Result<()> {
         sys.write_file(path, text.as_bytes(), *mode)
             .ctx(|| format!("write {path}"))?;
     }
+    // chronyd's state and socket directories belong to _chrony
+    for d in ["/run/chrony", "/var/lib/chrony"] {
+        sys.mkdir(d, 0o750).ctx(|| format!("mkdir {d}"))?;
+        sys.chown(d, 100, 101).ctx(|| format!("chown {d}"))?;
+    }
     sys.symlink("/usr/lib/os-release", "/etc/os-release")
         .ctx(|| "link /etc/os-release".into())?;
     sys.symlink("/run/ferry/resolv.conf", "/etc/resolv.conf")

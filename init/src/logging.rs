@@ -73,6 +73,10 @@ fn kmsg_priority(level: Level) -> u8 {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
+        // netlink-packet-* warn about kernel attributes newer than they know
+        if metadata.target().starts_with("netlink_packet") {
+            return metadata.level() <= Level::Error;
+        }
         metadata.level() <= log::max_level()
     }
 

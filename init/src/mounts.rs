@@ -76,13 +76,7 @@ pub fn mount_all(sys: &dyn Sys, table: &[Mount]) -> Result<()> {
             .ctx(|| format!("mount {} on {}", m.fstype, m.target))?;
     }
     // directories the services expect under the fresh tmpfs
-    for d in [
-        "/run/ferry",
-        "/run/systemd/journal",
-        "/var/log",
-        "/var/lib/chrony",
-        "/run/chrony",
-    ] {
+    for d in ["/run/ferry", "/run/systemd/journal", "/var/log"] {
         sys.mkdir(d, 0o755).ctx(|| format!("mkdir {d}"))?;
     }
     Ok(())

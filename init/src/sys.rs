@@ -37,6 +37,7 @@ pub trait Sys {
     /// Writes a value into an existing kernel file (/proc/sys, /sys).
     fn set(&self, path: &str, value: &str) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> io::Result<()>;
     /// Loads a kernel module from a file; already loaded is success.
     fn load_module(&self, path: &str) -> io::Result<()>;
     fn sync(&self);
@@ -99,6 +100,10 @@ impl Sys for RealSys {
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(io::Error::from)
+    }
+
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
     }
 
     fn load_module(&self, path: &str) -> io::Result<()> {
@@ -214,6 +219,9 @@ impl Sys for Recorder {
     }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(format!("sethostname {name}"))
+    }
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> io::Result<()> {
+        self.record(format!("chown {path} {uid}:{gid}"))
     }
     fn load_module(&self, path: &str) -> io::Result<()> {
         self.record(format!("finit_module {path}"))

@@ -34,11 +34,10 @@ const JOURNAL_DIR: &str = "/data/log/journal";
 /// QEMU's fw_cfg: a configuration document offered by the hypervisor.
 pub const FW_CFG_CONFIG: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/ferry/config/raw";
 
-/// Seconds since the kernel started.
+/// Seconds since the kernel started (CLOCK_BOOTTIME).
 pub fn uptime() -> f64 {
-    fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
         .unwrap_or(0.0)
 }
 

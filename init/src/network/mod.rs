@@ -169,14 +169,14 @@ fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
             };
             write_resolv(&dns);
             log::info!(
-                "network: {} {}/{}{} dns {} (dhcp from {}, lease {} s)",
+                "network: {} {}/{}{}, dns [{}] (dhcp from {}, lease {} s)",
                 link.name,
                 lease.address,
                 lease.prefix,
                 lease
                     .router
                     .map(|g| format!(" gateway {g}"))
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| " (no gateway offered)".into()),
                 dns.iter()
                     .map(|d| d.to_string())
                     .collect::<Vec<_>>()

@@ -1,0 +1,409 @@
+//! The appliance disk, `out/ferry.raw`: GPT with an ESP (unified kernel
+//! image for UEFI, syslinux for BIOS), the erofs root, its dm-verity hash
+//! tree, and a small data partition that ferry-init grows on first boot.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ferry_gpt::{align_up, types, Guid, Partition, Table, ATTR_LEGACY_BIOS_BOOTABLE, SECTOR};
+use sha2::{Digest, Sha256};
+
+use crate::cpio::{self, Node};
+use crate::debian::Cache;
+use crate::fsimage::{self, hex};
+use crate::kmod::Kernel;
+use crate::manifest::Manifest;
+use crate::tree::Tree;
+use crate::{elf, run, Error, Result};
+
+const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
+
+pub struct Options {
+    /// Directory with the static binaries (target/x86_64-unknown-linux-musl/release).
+    pub binaries: PathBuf,
+    /// Output directory (`out`).
+    pub out: PathBuf,
+    /// Debian package cache.
+    pub cache: PathBuf,
+}
+
+/// What was built.
+#[derive(Debug)]
+pub struct Built {
+    pub raw: PathBuf,
+    pub roothash: String,
+    pub root_sha256: String,
+    pub root_bytes: u64,
+    pub cmdline: String,
+    pub report: PathBuf,
+}
+
+fn guid(seed: &str) -> Guid {
+    Guid::from_hash(&Sha256::digest(seed.as_bytes()))
+}
+
+fn io_err(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::io(what.to_string(), e)
+}
+
+/// Checks a listed binary exists and is static.
+fn check_binary(src: &Path, bin: &str, package: &str) -> Result<()> {
+    if !src.is_file() {
+        return Err(Error::Missing(format!(
+            "binary {bin} (cargo package {package}) is listed in image/manifest.toml but missing at {}: \
+             build it with `scripts/build-image` (cargo build --release --target x86_64-unknown-linux-musl -p {package} --bin {bin})",
+            src.display()
+        )));
+    }
+    if let Some(n) = elf::needs(src)? {
+        if n.interpreter.is_some() || !n.needed.is_empty() {
+            return Err(Error::Policy(format!(
+                "{} is dynamically linked; the image takes static (musl) binaries",
+                src.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The root file system tree.
+fn rootfs(
+    m: &Manifest,
+    opt: &Options,
+    cache: &Cache,
+    dir: &Path,
+    report: &mut String,
+) -> Result<()> {
+    let mut t = Tree::new(dir, Some(cache))?;
+    for (d, mode) in [
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/run", 0o755),
+        ("/tmp", 0o1777),
+        ("/etc", 0o755),
+        ("/var", 0o755),
+        ("/data", 0o755),
+        ("/root", 0o700),
+        ("/usr/lib/ferry", 0o755),
+    ] {
+        t.dir(d, mode)?;
+    }
+    for b in &m.binaries {
+        let src = opt.binaries.join(&b.bin);
+        check_binary(&src, &b.bin, &b.package)?;
+        t.copy(&src, &b.dest, Some(0o755))?;
+    }
+    for p in &m.packages {
+        let x = cache.extract(&p.name)?;
+        writeln!(report, "package {} {}", x.name, x.version).ok();
+        t.search.push(x.root.clone());
+        for lib in cache.library_depends(&p.name)? {
+            let l = cache.extract(&lib)?;
+            writeln!(
+                report,
+                "package {} {} (library of {})",
+                l.name, l.version, p.name
+            )
+            .ok();
+            t.search.push(l.root);
+        }
+        for f in &p.files {
+            t.add_from_package(&x.root, f)?;
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    t.write(
+        "/usr/lib/os-release",
+        format!(
+            "NAME=\"Ferry\"\nPRETTY_NAME=\"{} {version}\"\nID=ferry\nVERSION_ID={version}\nHOME_URL=\"https://github.com/ferry-sync/ferry\"\n",
+            m.image.pretty_name
+        )
+        .as_bytes(),
+        0o644,
+    )?;
+    let services =
+        serde_yaml::to_string(&m.services).map_err(|e| Error::Manifest(e.to_string()))?;
+    t.write("/usr/lib/ferry/services.yaml", services.as_bytes(), 0o644)?;
+    t.check_policy()?;
+    for (dest, src) in &t.provenance {
+        writeln!(report, "file {dest} <- {src}").ok();
+    }
+    Ok(())
+}
+
+/// The initramfs: ferry-init as /init, the modules, their load order.
+fn initramfs(
+    m: &Manifest,
+    opt: &Options,
+    kernel: &Kernel,
+    order: &[String],
+    dir: &Path,
+    out: &Path,
+) -> Result<()> {
+    let mut t = Tree::plain(dir, None)?;
+    for d in ["/dev", "/proc", "/sys", "/newroot", "/etc/ferry"] {
+        t.dir(d, 0o755)?;
+    }
+    let init = m
+        .binaries
+        .iter()
+        .find(|b| b.dest == "/usr/sbin/ferry-init")
+        .expect("checked by the manifest");
+    t.copy(&opt.binaries.join(&init.bin), "/init", Some(0o755))?;
+    t.write(
+        "/etc/ferry-initramfs",
+        format!("{}\n", kernel.release).as_bytes(),
+        0o644,
+    )?;
+    t.write(
+        "/etc/ferry/modules",
+        format!("{}\n", order.join("\n")).as_bytes(),
+        0o644,
+    )?;
+    for rel in order {
+        t.copy(
+            &kernel.dir.join(rel),
+            &format!("/lib/modules/{}/{rel}", kernel.release),
+            Some(0o644),
+        )?;
+    }
+    cpio::write(dir, &[Node::console()], out)
+}
+
+/// A unified kernel image: systemd-boot's stub with kernel, initrd, command
+/// line and os-release as PE sections (one file to sign).
+fn uki(vmlinuz: &Path, initrd: &Path, cmdline: &str, work: &Path, out: &Path) -> Result<()> {
+    let osrel = work.join("uki-os-release");
+    fs::write(&osrel, "NAME=\"Ferry\"\nID=ferry\n").map_err(io_err("write os-release"))?;
+    let cmd = work.join("uki-cmdline");
+    fs::write(&cmd, format!("{cmdline}\0")).map_err(io_err("write cmdline"))?;
+    let linux_size = fs::metadata(vmlinuz).map_err(io_err("stat vmlinuz"))?.len();
+    let linux_vma: u64 = 0x200_0000;
+    let initrd_vma = (linux_vma + linux_size).div_ceil(0x10_0000) * 0x10_0000 + 0x10_0000;
+    let _ = fs::remove_file(out);
+    run(Command::new("objcopy")
+        .arg("--add-section")
+        .arg(format!(".osrel={}", osrel.display()))
+        .args(["--change-section-vma", ".osrel=0x20000"])
+        .arg("--add-section")
+        .arg(format!(".cmdline={}", cmd.display()))
+        .args(["--change-section-vma", ".cmdline=0x30000"])
+        .arg("--add-section")
+        .arg(format!(".linux={}", vmlinuz.display()))
+        .args(["--change-section-vma", &format!(".linux={linux_vma:#x}")])
+        .arg("--add-section")
+        .arg(format!(".initrd={}", initrd.display()))
+        .args(["--change-section-vma", &format!(".initrd={initrd_vma:#x}")])
+        .arg(STUB)
+        .arg(out))?;
+    Ok(())
+}
+
+/// The ESP: FAT with the UKI as the default UEFI loader, and syslinux with
+/// the same kernel, initrd and command line for BIOS.
+fn esp(
+    m: &Manifest,
+    uki: &Path,
+    vmlinuz: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    work: &Path,
+) -> Result<PathBuf> {
+    let img = work.join("esp.vfat");
+    let _ = fs::remove_file(&img);
+    File::create(&img)
+        .and_then(|f| f.set_len(m.partitions.esp_mib << 20))
+        .map_err(io_err("create the ESP image"))?;
+    run(Command::new("mkfs.vfat")
+        .args(["--invariant", "-i", "46455259", "-n", "FERRY-ESP"])
+        .arg(&img))?;
+    let cfg = work.join("syslinux.cfg");
+    fs::write(
+        &cfg,
+        format!("DEFAULT ferry\nPROMPT 0\nTIMEOUT 0\nLABEL ferry\n  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND {cmdline}\n"),
+    )
+    .map_err(io_err("write syslinux.cfg"))?;
+    let i = img.to_string_lossy().into_owned();
+    run(Command::new("mmd").args(["-i", &i, "::/EFI", "::/EFI/BOOT"]))?;
+    for (src, dest) in [
+        (uki, "::/EFI/BOOT/BOOTX64.EFI"),
+        (vmlinuz, "::/vmlinuz"),
+        (initrd, "::/initrd.img"),
+        (cfg.as_path(), "::/syslinux.cfg"),
+    ] {
+        run(Command::new("mcopy").args(["-i", &i]).arg(src).arg(dest))?;
+    }
+    run(Command::new("syslinux").args(["--install", &i]))?;
+    Ok(img)
+}
+
+fn copy_at(disk: &mut File, src: &Path, offset: u64) -> Result<()> {
+    let mut f = File::open(src).map_err(io_err("open a partition image"))?;
+    disk.seek(SeekFrom::Start(offset)).map_err(io_err("seek"))?;
+    io::copy(&mut f, disk).map_err(io_err("copy a partition image"))?;
+    Ok(())
+}
+
+/// Builds everything; returns where and what.
+pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
+    let work = opt.out.join("work");
+    fs::create_dir_all(&work).map_err(io_err("mkdir out/work"))?;
+    let cache = Cache::new(&opt.cache)?;
+    let mut report = String::new();
+
+    // kernel and modules
+    let kpkg = cache.kernel(&m.kernel.package)?;
+    writeln!(report, "package {} {}", kpkg.name, kpkg.version).ok();
+    let kernel = Kernel::open(&kpkg.root)?;
+    let vmlinuz = kpkg.root.join(format!("boot/vmlinuz-{}", kernel.release));
+    if !vmlinuz.is_file() {
+        return Err(Error::Missing(format!("{} has no kernel", kpkg.name)));
+    }
+    let order = kernel.load_order(&m.modules.load)?;
+    writeln!(report, "modules {}", order.len()).ok();
+
+    // root file system, erofs, dm-verity
+    let root_dir = work.join("rootfs");
+    rootfs(m, opt, &cache, &root_dir, &mut report)?;
+    let root_img = work.join("root.erofs");
+    let uuid = guid(&format!("{}-root", m.image.name))
+        .to_string()
+        .to_lowercase();
+    fsimage::erofs(&root_dir, &root_img, &uuid)?;
+    let root_sha256 = fsimage::sha256_file(&root_img)?;
+    let hash_img = work.join("root.verity");
+    let salt = root_sha256.clone();
+    let verity = fsimage::verity(&root_img, &hash_img, &salt)?;
+    let cmdline = format!(
+        "{} ferry.verity.roothash={} ferry.verity.salt={} ferry.verity.blocks={}",
+        m.kernel.cmdline.join(" "),
+        verity.roothash,
+        verity.salt,
+        verity.data_blocks
+    );
+
+    // initramfs, UKI, ESP
+    let initrd = work.join("initrd.cpio");
+    initramfs(m, opt, &kernel, &order, &work.join("initramfs"), &initrd)?;
+    let uki_path = opt.out.join("ferry.efi");
+    uki(&vmlinuz, &initrd, &cmdline, &work, &uki_path)?;
+    let esp_img = esp(m, &uki_path, &vmlinuz, &initrd, &cmdline, &work)?;
+
+    // the disk
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io_err("stat"));
+    let sectors = (m.image.disk_size_gib << 30) / SECTOR;
+    let mut next = 2048u64;
+    let mut parts = Vec::new();
+    let mut place = |name: &str, type_guid: &str, bytes: u64, attrs: u64| -> Result<u64> {
+        let first = next;
+        let count = align_up(bytes.div_ceil(SECTOR));
+        parts.push(Partition {
+            type_guid: type_guid.parse()?,
+            unique_guid: guid(&format!("{name}-{}", verity.roothash)),
+            first_lba: first,
+            last_lba: first + count - 1,
+            attributes: attrs,
+            name: name.to_string(),
+        });
+        next = first + count;
+        Ok(first * SECTOR)
+    };
+    let esp_off = place(
+        "esp",
+        types::ESP,
+        size(&esp_img)?,
+        ATTR_LEGACY_BIOS_BOOTABLE,
+    )?;
+    let root_off = place("ferry-root", types::ROOT_X86_64, size(&root_img)?, 0)?;
+    let hash_off = place(
+        "ferry-verity",
+        types::ROOT_X86_64_VERITY,
+        size(&hash_img)?,
+        0,
+    )?;
+    place(
+        "ferry-data",
+        types::LINUX_DATA,
+        m.partitions.data_mib << 20,
+        0,
+    )?;
+    let table = Table {
+        disk_guid: guid(&format!("{}-disk-{}", m.image.name, verity.roothash)),
+        partitions: parts,
+    };
+
+    let raw = opt.out.join(format!("{}.raw", m.image.name));
+    let tmp = opt.out.join(format!("{}.raw.tmp", m.image.name));
+    let _ = fs::remove_file(&tmp);
+    let mut disk = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(io_err("create the disk image"))?;
+    disk.set_len(sectors * SECTOR)
+        .map_err(io_err("size the disk image"))?;
+    let mbr = fs::read(GPTMBR).map_err(io_err(GPTMBR))?;
+    disk.write_all(&mbr[..mbr.len().min(440)])
+        .map_err(io_err("write gptmbr.bin"))?;
+    copy_at(&mut disk, &esp_img, esp_off)?;
+    copy_at(&mut disk, &root_img, root_off)?;
+    copy_at(&mut disk, &hash_img, hash_off)?;
+    table.write(&mut disk, sectors)?;
+    disk.sync_all().map_err(io_err("sync the disk image"))?;
+    drop(disk);
+    fs::rename(&tmp, &raw).map_err(io_err("rename the disk image"))?;
+
+    let root_bytes = size(&root_img)?;
+    writeln!(report, "cmdline {cmdline}").ok();
+    writeln!(
+        report,
+        "root.erofs sha256 {root_sha256} ({root_bytes} bytes)"
+    )
+    .ok();
+    writeln!(report, "roothash {}", verity.roothash).ok();
+    writeln!(
+        report,
+        "initrd {} bytes, uki {} bytes",
+        size(&initrd)?,
+        size(&uki_path)?
+    )
+    .ok();
+    for p in &table.partitions {
+        writeln!(
+            report,
+            "partition {} {} offset {} size {}",
+            p.name,
+            p.type_guid,
+            p.offset(),
+            p.size()
+        )
+        .ok();
+    }
+    let report_path = opt.out.join(format!("{}.report.txt", m.image.name));
+    fs::write(&report_path, &report).map_err(io_err("write the build report"))?;
+    fs::write(
+        opt.out.join(format!("{}.roothash", m.image.name)),
+        format!("{}\n", verity.roothash),
+    )
+    .map_err(io_err("write the root hash"))?;
+    Ok(Built {
+        raw,
+        roothash: verity.roothash,
+        root_sha256,
+        root_bytes,
+        cmdline,
+        report: report_path,
+    })
+}
+
+/// Hex sha256 of bytes (for callers that hash small things).
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex(&Sha256::digest(b))
+}

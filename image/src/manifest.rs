@@ -1,0 +1,183 @@
+//! The image manifest (`image/manifest.toml`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub image: ImageInfo,
+    pub kernel: Kernel,
+    pub modules: Modules,
+    pub partitions: Partitions,
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    #[serde(default)]
+    pub binaries: Vec<Binary>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    pub name: String,
+    pub pretty_name: String,
+    pub disk_size_gib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    pub package: String,
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modules {
+    pub load: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partitions {
+    pub esp_mib: u64,
+    pub data_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub name: String,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binary {
+    /// Cargo package that builds it.
+    pub package: String,
+    /// Cargo binary target name.
+    pub bin: String,
+    /// Path in the root file system.
+    pub dest: String,
+}
+
+/// A service for ferry-init (written to /usr/lib/ferry/services.yaml).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub exec: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Manifest, Error> {
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    pub fn load(path: &Path) -> Result<Manifest, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        Manifest::parse(&text).map_err(|e| Error::Manifest(format!("{}: {e}", path.display())))
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let bad = |s: String| Err(Error::Manifest(s));
+        for s in &self.services {
+            if s.exec.first().is_none_or(|p| !p.starts_with('/')) {
+                return bad(format!(
+                    "service {}: exec must start with an absolute path",
+                    s.name
+                ));
+            }
+            let provided = self.binaries.iter().any(|b| b.dest == s.exec[0])
+                || self.packages.iter().any(|p| {
+                    p.files
+                        .iter()
+                        .any(|f| crate::tree::usrmerge(f) == s.exec[0])
+                });
+            if !provided {
+                return bad(format!(
+                    "service {} runs {}, which no [[binaries]] or [[packages]] entry provides",
+                    s.name, s.exec[0]
+                ));
+            }
+        }
+        if !self
+            .binaries
+            .iter()
+            .any(|b| b.dest == "/usr/sbin/ferry-init")
+        {
+            return bad("the image needs ferry-init at /usr/sbin/ferry-init".into());
+        }
+        for c in &self.kernel.cmdline {
+            if c.starts_with("ferry.verity.") {
+                return bad(format!("{c}: the builder sets ferry.verity.* itself"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `-p PKG --bin BIN` arguments for cargo, one pair per binary.
+    pub fn cargo_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for b in &self.binaries {
+            v.extend([
+                "-p".into(),
+                b.package.clone(),
+                "--bin".into(),
+                b.bin.clone(),
+            ]);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_manifest_parses() {
+        let m =
+            Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml")).unwrap();
+        assert_eq!(m.image.disk_size_gib, 80);
+        assert!(m.kernel.cmdline.iter().any(|c| c == "lockdown=integrity"));
+        assert!(m.modules.load.iter().any(|c| c == "dm_verity"));
+        assert!(m
+            .cargo_args()
+            .windows(2)
+            .any(|w| w == ["--bin", "ferry-init"]));
+    }
+
+    #[test]
+    fn services_must_run_something_the_image_has() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml"))
+                .unwrap();
+        let bad = format!("{base}\n[[services]]\nname = \"x\"\nexec = [\"/usr/bin/missing\"]\n");
+        let e = Manifest::parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("no [[binaries]] or [[packages]] entry provides"),
+            "{e}"
+        );
+        let bad = base.replace("\"quiet\",", "\"quiet\", \"ferry.verity.blocks=1\",");
+        assert!(Manifest::parse(&bad).is_err());
+        let unknown = format!("{base}\n[extra]\nx = 1\n");
+        assert!(Manifest::parse(&unknown).is_err());
+    }
+}
