@@ -32,6 +32,8 @@ struct State<J> {
     in_flight: HashMap<usize, usize>,
     queued_entries: usize,
     active: usize,
+    /// Workers blocked in `next`: only then is a wake-up worth a system call.
+    waiting: usize,
     finished: bool,
 }
 
@@ -55,6 +57,7 @@ impl<J> Scheduler<J> {
                 in_flight: HashMap::new(),
                 queued_entries: 0,
                 active: 0,
+                waiting: 0,
                 finished: false,
             }),
             wake: Condvar::new(),
@@ -80,8 +83,11 @@ impl<J> Scheduler<J> {
                 }
             }
         }
+        let wake = s.waiting > 0;
         drop(s);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Queues the entry jobs of one directory at once.
@@ -95,8 +101,11 @@ impl<J> Scheduler<J> {
             key,
             jobs: jobs.into(),
         });
+        let wake = s.waiting > 0;
         drop(s);
-        self.wake.notify_all();
+        if wake {
+            self.wake.notify_all();
+        }
     }
 
     /// The next job, waiting for one; `None` once all work is done.
@@ -115,7 +124,9 @@ impl<J> Scheduler<J> {
                 self.wake.notify_all();
                 return None;
             }
+            s.waiting += 1;
             s = self.wake.wait(s).unwrap();
+            s.waiting -= 1;
         }
     }
 
@@ -165,11 +176,14 @@ impl<J> Scheduler<J> {
                 }
             }
         }
+        // Waiting workers can only be unblocked by the end of all work or by
+        // a directory dropping below its cap.
         let idle = s.active == 0;
+        let freed = matches!(slot, Slot::Dir(_)) && s.queued_entries > 0 && s.waiting > 0;
         drop(s);
         if idle {
             self.wake.notify_all();
-        } else {
+        } else if freed {
             self.wake.notify_one();
         }
     }

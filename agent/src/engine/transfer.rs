@@ -3,8 +3,14 @@
 //! the work it finds, while other workers already copy.
 //!
 //! Rules that keep the destination correct at every instant:
-//! - data goes to a temporary name in the destination directory and is
-//!   renamed into place once its content and attributes are complete;
+//! - nothing partial ever stands under its final path: a file in an existing
+//!   directory is written under a temporary name and renamed into place once
+//!   its content and attributes are complete; a new directory is built under
+//!   a temporary name (files inside it written directly under their own
+//!   names) and renamed into place when all of it is done. On NFS this saves
+//!   a LOOKUP and a RENAME per file, both serialized by the directory's lock;
+//! - an interrupted run leaves staged directories behind: the next run
+//!   adopts them (what is complete is kept) and renames them when done;
 //! - a directory's attributes are applied after all its children are done
 //!   (a per-directory counter of pending work), so its times stick;
 //! - leftover temporary names from an interrupted run are removed when the
@@ -42,6 +48,12 @@ thread_local! {
 /// A destination directory being filled.
 pub(crate) struct DirNode<S: Location, D: Location> {
     rel: Vec<u8>,
+    /// The name in the parent (empty for the root).
+    name: OsString,
+    /// The temporary name this new directory is built under, until renamed.
+    staged: Option<OsString>,
+    /// This directory or an ancestor is staged: entries are written directly.
+    hidden: bool,
     src: S::Dir,
     dst: D::Dir,
     src_meta: Meta,
@@ -69,6 +81,8 @@ struct ScanJob<S: Location, D: Location> {
     src: Meta,
     dst: Option<Meta>,
     create: bool,
+    /// Build it under this temporary name (its parent is visible).
+    staged: Option<OsString>,
     clear: Option<Kind>,
     keep_meta: bool,
     included: bool,
@@ -94,6 +108,8 @@ struct FileCopy<S: Location, D: Location> {
     failure: Mutex<Option<(&'static str, io::Error)>>,
     /// Whether the data ends in a hole, so the length must be set.
     ends_in_hole: bool,
+    /// Written under its final name (inside a staged directory).
+    direct: bool,
 }
 
 enum Job<S: Location, D: Location> {
@@ -191,6 +207,9 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         }
         let root = Arc::new(DirNode {
             rel: b"/".to_vec(),
+            name: OsString::new(),
+            staged: None,
+            hidden: false,
             src: src_root,
             dst: dst_root,
             setgid: dst_meta.mode & 0o2000 != 0,
@@ -255,11 +274,13 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             src,
             dst,
             create,
+            staged,
             clear,
             keep_meta,
             included,
         } = job;
         let rel = child_path(&parent.rel, &name);
+        let at = staged.clone().unwrap_or_else(|| name.clone());
         let opened = (|| -> Result<DirNode<S, D>, Failure> {
             if ctx.cancelled() {
                 return Err(("cancelled", io::Error::from(io::ErrorKind::Interrupted)));
@@ -269,7 +290,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             }
             if create {
                 ctx.dst
-                    .make_dir(&parent.dst, &name, 0o700)
+                    .make_dir(&parent.dst, &at, 0o700)
                     .map_err(|e| ("create directory", e))?;
                 parent.modified.store(true, Ordering::Relaxed);
             }
@@ -279,9 +300,12 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 .map_err(|e| ("open source directory", e))?;
             let dst_dir = ctx
                 .dst
-                .open_dir(&parent.dst, &name)
+                .open_dir(&parent.dst, &at)
                 .map_err(|e| ("open destination directory", e))?;
             Ok(DirNode {
+                hidden: parent.hidden || staged.is_some(),
+                staged,
+                name: name.clone(),
                 setgid: match &dst {
                     Some(d) if !create => d.mode & 0o2000 != 0,
                     _ => parent.setgid,
@@ -358,6 +382,13 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let c = &ctx.counters;
         let mut entries = Vec::new();
         let mut scans = Vec::new();
+        // Temporary names of interrupted runs: staged directories to adopt,
+        // or leftovers to remove.
+        let mut leftovers: HashMap<OsString, Meta> = HashMap::new();
+        // Temporary names sort first (`.`): collect them before the merge.
+        dst.iter().filter(|d| is_temp_name(&d.name)).for_each(|d| {
+            leftovers.insert(d.name.clone(), d.meta.clone());
+        });
         let mut src = src.into_iter().peekable();
         let mut dst = dst.into_iter().peekable();
         loop {
@@ -373,10 +404,6 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             };
             let name = s.as_ref().or(d.as_ref()).expect("one side").name.clone();
             if is_temp_name(&name) {
-                if let (None, Some(d)) = (&s, &d) {
-                    // A leftover of an interrupted run.
-                    let _ = ctx.dst.remove(&node.dst, &name, d.meta.kind);
-                }
                 continue;
             }
             let path = child_path(&node.rel, &name);
@@ -426,12 +453,24 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                         if create || (meta_differs && !keep_meta) {
                             Counters::inc(&c.estimated_files_to_transfer);
                         }
+                        // A new directory in a visible one is staged; one
+                        // staged by an interrupted run is adopted.
+                        let (mut create, mut d_meta, mut staged) = (create, d_meta, None);
+                        if create && !node.hidden {
+                            let tmp = staging_name(&name);
+                            if let Some(m) = leftovers.remove(&tmp).filter(|m| m.kind == Kind::Dir)
+                            {
+                                (create, d_meta) = (false, Some(m));
+                            }
+                            staged = Some(tmp);
+                        }
                         scans.push(Job::Scan(ScanJob {
                             parent: node.clone(),
                             name,
                             src: s,
                             dst: d_meta,
                             create,
+                            staged,
                             clear,
                             keep_meta,
                             included: verdict == Verdict::Included,
@@ -483,6 +522,10 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 decision,
             }));
         }
+        for (name, meta) in leftovers {
+            let path = child_path(&node.rel, &name);
+            self.remove_tree(&node.dst, &name, meta.kind, &path, false);
+        }
         node.pending
             .fetch_add(entries.len() + scans.len(), Ordering::AcqRel);
         self.scans_outstanding
@@ -515,6 +558,22 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         if node.keep_meta || ctx.cancelled() {
             return;
         }
+        self.apply_dir_meta(node);
+        if let (Some(tmp), Some(parent)) = (&node.staged, &node.parent) {
+            if let Err(e) = ctx.dst.rename(&parent.dst, tmp, &node.name) {
+                ctx.fail(
+                    Phase::Transferring,
+                    &node.rel,
+                    Kind::Dir,
+                    "rename directory into place",
+                    &e,
+                );
+            }
+        }
+    }
+
+    fn apply_dir_meta(&self, node: &DirNode<S, D>) {
+        let ctx = self.ctx;
         let parent_setgid = node.parent.as_ref().is_some_and(|p| p.setgid);
         // Created, or attributes differed at the scan: that counts as a transfer.
         let (mut update, counts) = match &node.dst_meta {
@@ -680,7 +739,12 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
     fn make_other(&self, job: EntryJob<S, D>) {
         let ctx = self.ctx;
         let path = child_path(&job.dir.rel, &job.name);
-        let tmp = ctx.temp_name();
+        let direct = self.clear_for_direct(&job);
+        let tmp = if direct {
+            job.name.clone()
+        } else {
+            ctx.temp_name()
+        };
         let result = (|| -> Result<(), Failure> {
             match job.src.kind {
                 Kind::Symlink => {
@@ -708,10 +772,12 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 .dst
                 .update(&job.dir.dst, &tmp, &update)
                 .map_err(|e| ("set attributes", e))
-                .and_then(|_| {
-                    ctx.dst
+                .and_then(|_| match direct {
+                    true => Ok(()),
+                    false => ctx
+                        .dst
                         .rename(&job.dir.dst, &tmp, &job.name)
-                        .map_err(|e| ("rename into place", e))
+                        .map_err(|e| ("rename into place", e)),
                 });
             if renamed.is_err() {
                 let _ = ctx.dst.remove(&job.dir.dst, &tmp, job.src.kind);
@@ -731,6 +797,24 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         };
         self.settle_group(&job.src, target);
         self.release(job.dir);
+    }
+
+    /// Whether `job` is written under its final name (inside a staged
+    /// directory); if so, clears what an interrupted run left at that name
+    /// unless it is a regular file, which the create truncates.
+    fn clear_for_direct(&self, job: &EntryJob<S, D>) -> bool {
+        if !job.dir.hidden {
+            return false;
+        }
+        if let Some(d) = &job.dst {
+            if d.kind != Kind::Dir && (d.kind != Kind::File || job.src.kind != Kind::File) {
+                let _ = self.ctx.dst.remove(&job.dir.dst, &job.name, d.kind);
+            } else if d.kind == Kind::File && job.src.nlink > 1 {
+                // Do not truncate through a hard link.
+                let _ = self.ctx.dst.remove(&job.dir.dst, &job.name, d.kind);
+            }
+        }
+        true
     }
 
     /// For hard-linked entries only: where the first copy landed.
@@ -772,16 +856,22 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         if !matches!(job.decision, Decision::Copy(_)) {
             Counters::inc(&ctx.counters.estimated_files_to_transfer);
         }
-        let tmp = ctx.temp_name();
+        let direct = self.clear_for_direct(&job);
+        let tmp = if direct {
+            job.name.clone()
+        } else {
+            ctx.temp_name()
+        };
         let result = ctx
             .dst
             .hard_link(&target.dir.dst, &target.name, &job.dir.dst, &tmp)
             .map_err(|e| ("create hard link", e))
-            .and_then(|_| {
-                ctx.dst.rename(&job.dir.dst, &tmp, &job.name).map_err(|e| {
+            .and_then(|_| match direct {
+                true => Ok(()),
+                false => ctx.dst.rename(&job.dir.dst, &tmp, &job.name).map_err(|e| {
                     let _ = ctx.dst.remove(&job.dir.dst, &tmp, job.src.kind);
                     ("rename into place", e)
-                })
+                }),
             });
         match result {
             Ok(()) => {
@@ -803,15 +893,16 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 .open_file(&job.dir.src, &job.name)
                 .map_err(|e| ("open source file", e))?;
             let mode = plan::create_mode(&job.src, &ctx.opts);
-            let mut tmp = ctx.temp_name();
-            let writer = match ctx.dst.create_file(&job.dir.dst, &tmp, mode) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    tmp = ctx.temp_name();
-                    ctx.dst.create_file(&job.dir.dst, &tmp, mode)
-                }
-                other => other,
-            }
-            .map_err(|e| ("create destination file", e))?;
+            let direct = self.clear_for_direct(&job);
+            let tmp = if direct {
+                job.name.clone()
+            } else {
+                ctx.temp_name()
+            };
+            let writer = ctx
+                .dst
+                .create_file(&job.dir.dst, &tmp, mode)
+                .map_err(|e| ("create destination file", e))?;
             Ok(FileCopy {
                 dir: job.dir.clone(),
                 name: job.name.clone(),
@@ -822,6 +913,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 ranges_left: AtomicUsize::new(0),
                 failure: Mutex::new(None),
                 ends_in_hole: false,
+                direct,
             })
         })();
         let mut copy = match opened {
@@ -943,6 +1035,9 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                     writer.update(&update).map_err(|e| ("set attributes", e))?;
                 }
                 writer.finish().map_err(|e| ("close destination file", e))?;
+                if copy.direct {
+                    return Ok(());
+                }
                 ctx.dst
                     .rename(&copy.dir.dst, &copy.tmp, &copy.name)
                     .map_err(|e| ("rename into place", e))
@@ -1026,6 +1121,16 @@ fn nlink_of<S: Location, D: Location>(claim: &Claim<S, D>) -> u64 {
         Claim::Copy(job) | Claim::LinkTo(job, _) => job.src.nlink,
         Claim::Parked => u64::MAX,
     }
+}
+
+/// The temporary name a new directory is built under: derived from its
+/// name, so that a later run finds and adopts it.
+fn staging_name(name: &OsStr) -> OsString {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_encoded_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    format!(".ferry~{:016x}~tmp", u64::from_be_bytes(n)).into()
 }
 
 /// Whether a file changed between two looks at it.

@@ -235,7 +235,9 @@ impl Location for LocalLocation {
         let fd = rfs::openat(
             dir,
             name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Not O_EXCL: on NFSv4 an exclusive create costs a SETATTR more,
+            // and temporary names are unique per run and cleaned at the scan.
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )?;
         Ok(LocalWriter(File::from(fd)))
@@ -325,7 +327,15 @@ impl Reader for LocalReader {
     }
 
     fn meta(&self) -> io::Result<Meta> {
-        statx_fd(&self.0)
+        // What the client already knows: no round trip on NFS, where the
+        // attributes come with the open and the reads.
+        let st = rfs::statx(
+            &self.0,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            STATX_WANTED,
+        )?;
+        Ok(meta_of(&st))
     }
 
     fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>> {

@@ -97,7 +97,7 @@ impl MetaUpdate {
 /// Reads one open file.
 pub trait Reader: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
-    /// Attributes of the open file, fresh from the server.
+    /// Attributes of the open file as the client knows them (no round trip).
     fn meta(&self) -> io::Result<Meta>;
     /// The ranges of `0..size` that hold data; holes are left out.
     fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>>;
@@ -135,7 +135,7 @@ pub trait Location: Send + Sync + 'static {
     fn read_link(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<OsString>;
 
     fn make_dir(&self, parent: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<()>;
-    /// Creates a new file (never replaces one) with its final mode.
+    /// Creates a file with its final mode (truncating a leftover of the same name).
     fn create_file(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::Writer>;
     fn make_symlink(&self, dir: &Self::Dir, name: &OsStr, target: &OsStr) -> io::Result<()>;
     fn make_node(
