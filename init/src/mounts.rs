@@ -63,6 +63,13 @@ pub fn table(dev_mounted: bool) -> Vec<Mount> {
         m("tmpfs", "/etc", "tmpfs", NSDE, Some("mode=0755,size=8m")),
         m("tmpfs", "/var", "tmpfs", NSDE, Some("mode=0755,size=64m")),
         m("cgroup2", "/sys/fs/cgroup", "cgroup2", NSDE, None),
+        m(
+            "securityfs",
+            "/sys/kernel/security",
+            "securityfs",
+            NSDE,
+            None,
+        ),
     ]);
     t
 }
@@ -105,6 +112,7 @@ mod tests {
                 "mount tmpfs /etc tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=0755,size=8m",
                 "mount tmpfs /var tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=0755,size=64m",
                 "mount cgroup2 /sys/fs/cgroup cgroup2 MS_NOSUID | MS_NODEV | MS_NOEXEC -",
+                "mount securityfs /sys/kernel/security securityfs MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             ]
         );
         // every mount but /dev and /dev/pts is nosuid, nodev and noexec

@@ -74,6 +74,10 @@ fn unit_mounts(sys: &dyn Sys, _: &mut State) -> Result<()> {
 }
 
 fn unit_sysctl(sys: &dyn Sys, _: &mut State) -> Result<()> {
+    // the kernel's lockdown mode, as set by lockdown= on the command line
+    if let Ok(l) = fs::read_to_string("/sys/kernel/security/lockdown") {
+        log::info!("lockdown: {}", l.trim());
+    }
     let failed = sysctl::apply(sys, sysctl::HARDENING);
     log::info!(
         "sysctl: {} hardening settings applied{}",
@@ -183,6 +187,19 @@ fn unit_hostname(sys: &dyn Sys, st: &mut State) -> Result<()> {
 
 fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
     if st.data_mounted {
+        let id = st.started.first().cloned().unwrap_or_default();
+        let kept = fs::read_dir(format!("{JOURNAL_DIR}/{id}"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".journal"))
+                    .count()
+            })
+            .unwrap_or(0);
+        log::info!("journal: {kept} journal file(s) on /data from earlier boots");
+        // journald writes to /var/log/journal only once "flushed" (what
+        // systemd-journal-flush.service asks for); /var is ready now
+        sys.write_file("/run/systemd/journal/flushed", b"", 0o644)
+            .ctx(|| "write /run/systemd/journal/flushed".into())?;
         sys.mkdir("/var/log/journal", 0o755)
             .ctx(|| "mkdir /var/log/journal".into())?;
         sys.mount(

@@ -97,7 +97,7 @@ fn seconds_after_word(line: &str, marker: &str) -> String {
 /// UEFI first boot (DHCP, config accepted, power button), then a BIOS boot
 /// of the same disk: /data kept, a bad config refused, previous in force.
 #[test]
-fn uefi_then_bios_boot_dhcp_powerdown_persistence_and_bad_config() {
+fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let image = appliance_image().unwrap();
     let s = Scratch::new("boots").unwrap();
@@ -125,6 +125,11 @@ fn uefi_then_bios_boot_dhcp_powerdown_persistence_and_bad_config() {
     .unwrap();
     vm.wait_for("hostname: ferry-e2e", Duration::from_secs(1))
         .unwrap();
+    vm.wait_for(
+        "lockdown: none [integrity] confidentiality",
+        Duration::from_secs(1),
+    )
+    .unwrap();
     // QEMU's user-mode DHCP server hands out 10.0.2.15/24
     let net = vm
         .wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
@@ -177,9 +182,28 @@ fn uefi_then_bios_boot_dhcp_powerdown_persistence_and_bad_config() {
         !vm.console().contains("grown from"),
         "the data partition grows once"
     );
+    let journal = vm.wait_for("journal: ", Duration::from_secs(1)).unwrap();
+    assert!(
+        !journal.contains("journal: 0 journal"),
+        "boot 1's journal is not on /data: {journal}"
+    );
     vm.wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
         .unwrap();
-    power_down_cleanly(&mut vm);
+    // this time Ctrl-Alt-Del: an ordered reboot (QEMU runs with -no-reboot, so it exits)
+    vm.wait_for("power: listening", Duration::from_secs(30))
+        .unwrap();
+    vm.monitor("sendkey ctrl-alt-delete").unwrap();
+    vm.wait_for(
+        "shutdown: Reboot requested by Ctrl-Alt-Del",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    vm.wait_for(
+        "shutdown: data partition unmounted cleanly",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
     assert_eq!(ext4_clean(&disk, &data).unwrap(), Some(true));
 }
 
