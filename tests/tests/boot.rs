@@ -115,7 +115,10 @@ fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
     cfg.fw_cfg.push(("opt/ferry/config".into(), good));
     let mut vm = Vm::start(&cfg).unwrap();
     let ready = expect_ready(&mut vm);
-    eprintln!("UEFI boot 1: ready in {ready} s of guest time");
+    eprintln!(
+        "UEFI boot 1: ready in {ready} s of guest time, {:.1} s after QEMU started",
+        vm.started.elapsed().as_secs_f64()
+    );
     vm.wait_for("data: partition /dev/vda4 grown", Duration::from_secs(1))
         .unwrap();
     vm.wait_for(
@@ -135,6 +138,12 @@ fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
         .wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
         .unwrap();
     assert!(net.contains("dhcp from 10.0.2.2"), "{net}");
+    // read back from the kernel over netlink
+    vm.wait_for(
+        "network: status eth0: addresses [10.0.2.15/24]",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let id1 = machine_id(&mut vm);
     power_down_cleanly(&mut vm);
     drop(vm);
@@ -157,7 +166,10 @@ fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
     cfg.fw_cfg.push(("opt/ferry/config".into(), bad));
     let mut vm = Vm::start(&cfg).unwrap();
     let ready = expect_ready(&mut vm);
-    eprintln!("BIOS boot 2: ready in {ready} s of guest time");
+    eprintln!(
+        "BIOS boot 2: ready in {ready} s of guest time, {:.1} s after QEMU started",
+        vm.started.elapsed().as_secs_f64()
+    );
     let refused = vm
         .wait_for("config: refused:", Duration::from_secs(1))
         .unwrap();

@@ -90,6 +90,25 @@ fn apply(
     Ok(())
 }
 
+/// Reads back what the kernel has on the link (the controller's status).
+fn status(nl: &mut Netlink, link: &Link) -> String {
+    match nl.addresses() {
+        Ok(a) => {
+            let mine: Vec<String> = a
+                .iter()
+                .filter(|(i, _, _)| *i == link.index)
+                .map(|(_, ip, p)| format!("{ip}/{p}"))
+                .collect();
+            format!(
+                "network: status {}: addresses [{}]",
+                link.name,
+                mine.join(", ")
+            )
+        }
+        Err(e) => format!("network: status {}: cannot read addresses: {e}", link.name),
+    }
+}
+
 /// A running controller; dropping the sender stops it.
 pub struct Handle {
     pub updates: Sender<Spec>,
@@ -152,6 +171,7 @@ fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
                 link.name,
                 gateway.map(|g| format!(" gateway {g}")).unwrap_or_default()
             );
+            log::info!("{}", status(&mut nl, &link));
             Ok(None)
         }
         Addressing::Dhcp => {
@@ -184,6 +204,7 @@ fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
                 lease.server,
                 lease.lease_secs
             );
+            log::info!("{}", status(&mut nl, &link));
             Ok(Some(lease.renew_after()))
         }
     }

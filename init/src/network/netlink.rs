@@ -122,6 +122,24 @@ impl Netlink {
         Ok(links)
     }
 
+    /// IPv4 addresses on the system, as (link index, address, prefix).
+    pub fn addresses(&mut self) -> io::Result<Vec<(u32, Ipv4Addr, u8)>> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        let msgs = self.request(RouteNetlinkMessage::GetAddress(m), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for msg in msgs {
+            if let RouteNetlinkMessage::NewAddress(a) = msg {
+                for attr in &a.attributes {
+                    if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                        out.push((a.header.index, *ip, a.header.prefix_len));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
@@ -215,5 +233,7 @@ mod tests {
             links.iter().any(|l| l.name == "lo" && l.index == 1),
             "{links:?}"
         );
+        let addrs = nl.addresses().unwrap();
+        assert!(addrs.contains(&(1, Ipv4Addr::LOCALHOST, 8)), "{addrs:?}");
     }
 }
