@@ -14,6 +14,7 @@ pub mod cpio;
 pub mod debian;
 pub mod elf;
 pub mod fsimage;
+pub mod guest;
 pub mod kmod;
 pub mod manifest;
 pub mod tree;

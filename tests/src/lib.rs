@@ -148,10 +148,21 @@ pub fn ext4_clean(image: &Path, part: &ferry_gpt::Partition) -> Result<Option<bo
     Ok(Some(incompat & 0x4 == 0))
 }
 
+/// A kernel booted directly (`-kernel`, `-initrd`, `-append`).
+#[derive(Debug, Clone)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+}
+
 /// How to start a VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    pub disk: PathBuf,
+    /// The disk (none for a direct-kernel guest).
+    pub disk: Option<PathBuf>,
+    /// Boot this kernel instead of the disk's boot loader.
+    pub direct: Option<DirectKernel>,
     pub firmware: Firmware,
     pub memory_mib: u32,
     /// Files offered through QEMU fw_cfg, as (name, path).
@@ -161,9 +172,22 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// A test guest: kernel and initramfs, no disk, SeaBIOS.
+    pub fn direct(kernel: DirectKernel, dir: &Path) -> VmConfig {
+        VmConfig {
+            disk: None,
+            direct: Some(kernel),
+            firmware: Firmware::Bios,
+            memory_mib: 1024,
+            fw_cfg: Vec::new(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
     pub fn new(disk: &Path, firmware: Firmware, dir: &Path) -> VmConfig {
         VmConfig {
-            disk: disk.to_path_buf(),
+            disk: Some(disk.to_path_buf()),
+            direct: None,
             firmware,
             memory_mib: 1024,
             fw_cfg: Vec::new(),
@@ -195,8 +219,6 @@ impl Vm {
         ])
         .args(["-m", &cfg.memory_mib.to_string()])
         .args(["-display", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", cfg.disk.display()))
         .args([
             "-netdev",
             "user,id=n0,restrict=on",
@@ -207,6 +229,18 @@ impl Vm {
         .arg(format!("file:{}", serial.display()))
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", monitor.display()));
+        if let Some(disk) = &cfg.disk {
+            cmd.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", disk.display()));
+        }
+        if let Some(k) = &cfg.direct {
+            cmd.arg("-kernel")
+                .arg(&k.kernel)
+                .arg("-initrd")
+                .arg(&k.initrd)
+                .arg("-append")
+                .arg(&k.append);
+        }
         if cfg.firmware == Firmware::Uefi {
             cmd.args(["-bios", OVMF]);
         }
