@@ -94,46 +94,77 @@ fn seconds_after_word(line: &str, marker: &str) -> String {
         .to_string()
 }
 
-/// UEFI first boot (DHCP, config accepted, power button), then a BIOS boot
-/// of the same disk: /data kept, a bad config refused, previous in force.
+fn ctrl_alt_del(vm: &mut Vm) {
+    // an ordered reboot; QEMU runs with -no-reboot, so it exits
+    vm.wait_for("power: listening", Duration::from_secs(30))
+        .unwrap();
+    vm.monitor("sendkey ctrl-alt-delete").unwrap();
+    vm.wait_for(
+        "shutdown: Reboot requested by Ctrl-Alt-Del",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    vm.wait_for(
+        "shutdown: data partition unmounted cleanly",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+}
+
+fn boot(
+    disk: &std::path::Path,
+    fw: Firmware,
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    what: &str,
+) -> Vm {
+    let mut cfg = VmConfig::new(disk, fw, dir);
+    if let Some(c) = config {
+        cfg.fw_cfg
+            .push(("opt/ferry/config".into(), c.to_path_buf()));
+    }
+    let mut vm = Vm::start(&cfg).unwrap();
+    let ready = expect_ready(&mut vm);
+    eprintln!(
+        "{what}: ready in {ready} s of guest time, {:.1} s after QEMU started",
+        vm.started.elapsed().as_secs_f64()
+    );
+    vm
+}
+
+/// Three boots of one disk:
+/// 1. UEFI, first boot, no document: data partition grown and formatted,
+///    DHCP on the first adapter, ACPI power button;
+/// 2. BIOS, a static configuration offered: accepted, address and gateway
+///    set, /data kept, Ctrl-Alt-Del;
+/// 3. UEFI, a bad document offered: refused naming key and line, the
+///    static configuration stays in force, journal of earlier boots kept.
 #[test]
-fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
+fn three_boots_dhcp_static_bad_config_persistence_and_shutdowns() {
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let image = appliance_image().unwrap();
     let s = Scratch::new("boots").unwrap();
     let disk = s.0.join("disk.raw");
     copy_sparse(&image, &disk).unwrap();
 
-    // boot 1: OVMF, a good configuration offered through fw_cfg
-    let good = s.0.join("good.yaml");
-    fs::write(
-        &good,
-        "version: 1\nhostname: ferry-e2e\nnetwork:\n  mode: dhcp\n",
-    )
-    .unwrap();
-    let mut cfg = VmConfig::new(&disk, Firmware::Uefi, &s.0);
-    cfg.fw_cfg.push(("opt/ferry/config".into(), good));
-    let mut vm = Vm::start(&cfg).unwrap();
-    let ready = expect_ready(&mut vm);
-    eprintln!(
-        "UEFI boot 1: ready in {ready} s of guest time, {:.1} s after QEMU started",
-        vm.started.elapsed().as_secs_f64()
-    );
+    // boot 1: OVMF, first boot, no configuration document
+    let mut vm = boot(&disk, Firmware::Uefi, &s.0, None, "UEFI boot 1");
     vm.wait_for("data: partition /dev/vda4 grown", Duration::from_secs(1))
         .unwrap();
     vm.wait_for(
-        "config: accepted the document offered through fw_cfg",
+        "config: in force from default (no document yet)",
         Duration::from_secs(1),
     )
     .unwrap();
-    vm.wait_for("hostname: ferry-e2e", Duration::from_secs(1))
+    vm.wait_for("hostname: ferry", Duration::from_secs(1))
         .unwrap();
     vm.wait_for(
         "lockdown: none [integrity] confidentiality",
         Duration::from_secs(1),
     )
     .unwrap();
-    // QEMU's user-mode DHCP server hands out 10.0.2.15/24
+    // QEMU's user-mode DHCP server hands out 10.0.2.15/24 to the first adapter
     let net = vm
         .wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
         .unwrap();
@@ -159,24 +190,16 @@ fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
         "ext4 left cleanly unmounted"
     );
 
-    // boot 2: SeaBIOS, a bad document offered
-    let bad = s.0.join("bad.yaml");
-    fs::write(&bad, "version: 1\nhostnme: ferry-typo\n").unwrap();
-    let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
-    cfg.fw_cfg.push(("opt/ferry/config".into(), bad));
-    let mut vm = Vm::start(&cfg).unwrap();
-    let ready = expect_ready(&mut vm);
-    eprintln!(
-        "BIOS boot 2: ready in {ready} s of guest time, {:.1} s after QEMU started",
-        vm.started.elapsed().as_secs_f64()
-    );
-    let refused = vm
-        .wait_for("config: refused:", Duration::from_secs(1))
-        .unwrap();
-    assert!(refused.contains("unknown field `hostnme`"), "{refused}");
-    assert!(refused.contains("line 2"), "{refused}");
+    // boot 2: SeaBIOS, a good static configuration offered through fw_cfg
+    let good = s.0.join("good.yaml");
+    fs::write(
+        &good,
+        "version: 1\nhostname: ferry-e2e\nnetwork:\n  mode: static\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n  dns: [10.0.2.3]\n",
+    )
+    .unwrap();
+    let mut vm = boot(&disk, Firmware::Bios, &s.0, Some(&good), "BIOS boot 2");
     vm.wait_for(
-        "config: the configuration in force is unchanged",
+        "config: accepted the document offered through fw_cfg",
         Duration::from_secs(1),
     )
     .unwrap();
@@ -194,28 +217,51 @@ fn uefi_then_bios_boot_dhcp_shutdowns_persistence_and_bad_config() {
         !vm.console().contains("grown from"),
         "the data partition grows once"
     );
-    let journal = vm.wait_for("journal: ", Duration::from_secs(1)).unwrap();
-    assert!(
-        !journal.contains("journal: 0 journal"),
-        "boot 1's journal is not on /data: {journal}"
-    );
-    vm.wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
-        .unwrap();
-    // this time Ctrl-Alt-Del: an ordered reboot (QEMU runs with -no-reboot, so it exits)
-    vm.wait_for("power: listening", Duration::from_secs(30))
-        .unwrap();
-    vm.monitor("sendkey ctrl-alt-delete").unwrap();
+    // address and default route applied over netlink (the line follows success)
     vm.wait_for(
-        "shutdown: Reboot requested by Ctrl-Alt-Del",
+        "network: eth0 10.0.2.15/24 gateway 10.0.2.2 (static)",
         Duration::from_secs(30),
     )
     .unwrap();
     vm.wait_for(
-        "shutdown: data partition unmounted cleanly",
-        Duration::from_secs(60),
+        "network: status eth0: addresses [10.0.2.15/24]",
+        Duration::from_secs(10),
     )
     .unwrap();
-    vm.wait_exit(Duration::from_secs(60)).unwrap();
+    let c = vm.console();
+    assert!(!c.contains(": ended with"), "a service died:\n{c}");
+    ctrl_alt_del(&mut vm);
+    drop(vm);
+    assert_eq!(ext4_clean(&disk, &data).unwrap(), Some(true));
+
+    // boot 3: OVMF, a bad document offered
+    let bad = s.0.join("bad.yaml");
+    fs::write(&bad, "version: 1\nhostnme: ferry-typo\n").unwrap();
+    let mut vm = boot(&disk, Firmware::Uefi, &s.0, Some(&bad), "UEFI boot 3");
+    let refused = vm
+        .wait_for("config: refused:", Duration::from_secs(1))
+        .unwrap();
+    assert!(refused.contains("unknown field `hostnme`"), "{refused}");
+    assert!(refused.contains("line 2"), "{refused}");
+    vm.wait_for(
+        "config: the configuration in force is unchanged",
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    vm.wait_for("hostname: ferry-e2e", Duration::from_secs(1))
+        .unwrap();
+    vm.wait_for("boot 3", Duration::from_secs(1)).unwrap();
+    let journal = vm.wait_for("journal: ", Duration::from_secs(1)).unwrap();
+    assert!(
+        !journal.contains("journal: 0 journal"),
+        "earlier journals are not on /data: {journal}"
+    );
+    vm.wait_for(
+        "network: eth0 10.0.2.15/24 gateway 10.0.2.2 (static)",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    power_down_cleanly(&mut vm);
     assert_eq!(ext4_clean(&disk, &data).unwrap(), Some(true));
 }
 

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Ferry's benchmark: ferry against cp, rsync, rclone and fpsync, side by
+side, over real NFS (nfs-ganesha on the host, a QEMU guest with the
+appliance's kernel as the client, netem adding round-trip delay), or on the
+local disk (--local). Writes report.md, report.json and ratios.png.
+
+Run it through scripts/bench, which builds ferry and installs the peers."""
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ferrybench import check, ganesha, guest, plan, report, trees  # noqa: E402
+from ferrybench.util import BenchError  # noqa: E402
+
+MIB = 1 << 20
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="target/bench", help="where the report goes (default target/bench)")
+    p.add_argument("--ferry", default="target/x86_64-unknown-linux-musl/release/ferry", help="the static ferry binary")
+    p.add_argument("--local", action="store_true", help="host disk to host disk, no VM")
+    p.add_argument("--smoke", action="store_true", help="tiny trees, one run: checks that every tool runs and every copy is exact")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default)")
+    p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
+    p.add_argument("--once-over", type=int, default=120, help="a run longer than this many seconds is not repeated (default 120)")
+    p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
+    return p.parse_args()
+
+
+def sizes(args):
+    if args.smoke:
+        return dict(small=dict(files=100, dirs=5), large=dict(files=2, size=8 * MIB), mixed=dict(files=40, dirs=4, cap=4 * MIB))
+    return dict(small=dict(files=int(1000 * args.scale), dirs=20), large=dict(files=4, size=256 * MIB), mixed=dict(files=300, dirs=10))
+
+
+def make_trees(src_root, workloads, args):
+    """Generates each workload's source tree; returns {kind: (dir, files)}."""
+    sz = sizes(args)
+    made = {}
+    kinds = {w.kind for w in workloads}
+    for kind in sorted(kinds):
+        rel = kind
+        root = os.path.join(src_root, rel)
+        if kind == "small":
+            trees.small(root, **sz["small"])
+        elif kind == "large":
+            trees.large(root, **sz["large"])
+        elif kind == "mixed":
+            trees.mixed(root, **sz["mixed"])
+        elif kind.startswith("incr"):
+            # One copy per run and tool: each is prepared, changed and synced on its own.
+            for r in range(1, args.runs + 1):
+                for tool in plan.INCREMENTAL_TOOLS:
+                    trees.small(os.path.join(root, f"r{r}.{tool}"), **sz["small"])
+        files = sz["small"]["files"] if kind.startswith("incr") else trees.tree_size(root)[0]
+        made[kind] = (rel, files)
+    return made
+
+
+def progress(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_nfs(args, workloads, out):
+    work = os.path.join(out, "work")
+    export = {"src": os.path.join(work, "export", "src"), "dst": os.path.join(work, "export", "dst")}
+    shutil.rmtree(os.path.join(work, "export"), ignore_errors=True)
+    for path in export.values():
+        os.makedirs(path)
+    progress("generating source trees")
+    made = make_trees(export["src"], workloads, args)
+    script = plan.guest_plan(workloads, made, args.runs, args.once_over)
+    progress("building the guest (Debian cloud kernel, busybox, the tools)")
+    vmlinuz, initrd = guest.build_initramfs(work, os.path.join(out, "cache"), args.ferry, script)
+
+    results, pending = [], {}
+    ops = {}
+
+    def on_line(line):
+        m = re.match(r"^(SERIES|RTT|RESULT|SKIPPED|BENCH-ERROR|TOOLOUT|OPS|BENCH-BOOTED|PLAN-END)\b ?(.*)", line)
+        if not m:
+            return
+        kind, rest = m.groups()
+        if kind == "OPS":
+            rid, mount, when, *pairs = rest.split()
+            ops[(rid, mount, when)] = {k: int(v) for k, v in (p.split("=") for p in pairs)}
+        elif kind == "RESULT":
+            rid, rc, ms = re.match(r"(\S+) rc=(\d+) ms=(\d+)", rest).groups()
+            workload, series, tool, run = pending[rid]
+            res = dict(id=rid, workload=workload, series=series, tool=tool, run=run, rc=int(rc), ms=int(ms))
+            for mount in ("src", "dst"):
+                before, after = ops.get((rid, mount, "before")), ops.get((rid, mount, "after"))
+                res[f"{mount}_ops"] = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)} if before is not None and after else None
+            results.append(res)
+            progress(f"{workload} | {series} | {plan.LABELS[tool]} | run {run}: {int(ms) / 1000:.2f} s" + ("" if rc == "0" else f" (exit {rc})"))
+        elif kind in ("SERIES", "RTT"):
+            progress(f"{kind.lower()} {rest}")
+        elif kind in ("BENCH-ERROR", "TOOLOUT"):
+            progress(f"{kind}: {rest}")
+
+    for w in workloads:
+        for s in w.series:
+            for r in range(1, args.runs + 1):
+                for tool in w.tools:
+                    pending[plan.run_id(w.name, s, tool, r)] = (w.name, s, tool, r)
+    with ganesha.Ganesha(work, export):
+        progress("nfs-ganesha serves the exports; booting the guest")
+        guest.run(vmlinuz, initrd, os.path.join(out, "guest.log"), on_line)
+    progress("checking every destination against its source")
+    for res in results:
+        w = next(x for x in workloads if x.name == res["workload"])
+        rel, _ = made[w.kind]
+        src = os.path.join(export["src"], rel)
+        if w.kind.startswith("incr"):
+            src = os.path.join(src, f"r{res['run']}.{res['tool'] if res['tool'] in plan.INCREMENTAL_TOOLS else 'ferry'}")
+        res["diffs"] = check.differences(src, os.path.join(export["dst"], res["id"]))
+        if res["diffs"]:
+            progress(f"MISMATCH {res['id']}: {'; '.join(res['diffs'])}")
+    return results, {k: v[1] for k, v in made.items()}
+
+
+def run_local(args, workloads, out):
+    work = os.path.join(out, "local")
+    shutil.rmtree(work, ignore_errors=True)
+    src_root, dst_root = os.path.join(work, "src"), os.path.join(work, "dst")
+    os.makedirs(dst_root)
+    progress("generating source trees")
+    made = make_trees(src_root, workloads, args)
+    results = []
+    binaries = {"ferry": os.path.abspath(args.ferry)}
+    for w in workloads:
+        rel, files = made[w.kind]
+        for r in range(1, args.runs + 1):
+            for tool in w.tools:
+                rid = plan.run_id(w.name, "local", tool, r)
+                dst = os.path.join(dst_root, rid)
+                src = os.path.join(src_root, rel)
+                if w.kind.startswith("incr"):
+                    src = os.path.join(src, f"r{r}.{tool}")
+                    subprocess.run([binaries["ferry"], "sync", "--verify-mode", "none", src, dst], check=True)
+                    if w.kind == "incr-1pct":
+                        for i, f in enumerate(sorted(os.path.join(d, n) for d, _, ns in os.walk(src) for n in ns)):
+                            if (i + 1) % 100 == 0:
+                                with open(f, "r+b") as fh:
+                                    fh.write(os.urandom(4096))
+                else:
+                    os.makedirs(dst)
+                cmd = plan.command(tool, src, dst, files)
+                cmd[0] = binaries.get(cmd[0], cmd[0])
+                subprocess.run(["sync"])
+                try:
+                    with open("/proc/sys/vm/drop_caches", "w") as f:
+                        f.write("3")
+                except OSError:
+                    pass
+                start = time.monotonic()
+                proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env=dict(os.environ, RCLONE_CONFIG="/dev/null"))
+                ms = int((time.monotonic() - start) * 1000)
+                diffs = check.differences(src, dst)
+                results.append(dict(id=rid, workload=w.name, series="local", tool=tool, run=r, rc=proc.returncode,
+                                    ms=ms, src_ops=None, dst_ops=None, diffs=diffs))
+                progress(f"{w.name} | local | {plan.LABELS[tool]} | run {r}: {ms / 1000:.2f} s"
+                         + ("" if proc.returncode == 0 else f" (exit {proc.returncode}: {proc.stderr.decode()[-200:]})")
+                         + (f" MISMATCH {'; '.join(diffs)}" if diffs else ""))
+    return results, {k: v[1] for k, v in made.items()}
+
+
+def main():
+    args = parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    workloads = plan.smoke_workloads() if args.smoke else plan.default_workloads()
+    if args.local:
+        for w in workloads:
+            w.series = ["local"]
+        workloads = [w for w in workloads if w.name != "large single connection"]
+    if args.workloads:
+        wanted = set(args.workloads.split(","))
+        workloads = [w for w in workloads if w.name in wanted]
+    if args.smoke:
+        args.runs = 1
+    if not os.path.exists(args.ferry):
+        raise BenchError(f"{args.ferry} does not exist: build it with scripts/bench, which runs cargo first")
+    started = time.time()
+    runner = run_local if args.local else run_nfs
+    results, files = runner(args, workloads, out)
+    rows = report.summarize(results, {w.name: files[w.kind] for w in workloads})
+    meta = {
+        "command": "scripts/bench " + " ".join(sys.argv[1:]),
+        "mode": "local disk" if args.local else "NFS (nfs-ganesha on the host, QEMU/TCG guest with Debian's cloud kernel)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "duration": f"{(time.time() - started) / 60:.1f} min",
+        "runs": args.runs,
+        "once over": f"{args.once_over} s",
+    }
+    report.write(out, results, rows, meta)
+    progress(f"report: {os.path.join(out, 'report.md')}")
+    print(report.markdown(rows, meta))
+    expected = sum(len(w.series) * len(w.tools) for w in workloads)
+    ran = {(r["workload"], r["series"], r["tool"]) for r in results}
+    bad = [r for r in results if r["rc"] != 0 or r["diffs"]]
+    if len(ran) < expected or bad:
+        print(f"bench: {expected - len(ran)} tool/series pairs did not run, {len(bad)} runs failed or copied wrong",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(2)

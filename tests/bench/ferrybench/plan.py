@@ -1,0 +1,185 @@
+"""What the benchmark runs: workloads, network series and tools, and the
+shell script the guest executes."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Ferry against the peers; `ferry-verify` shows what verification costs.
+TOOLS = ["cp", "rsync", "rclone", "fpsync", "ferry", "ferry-verify"]
+INCREMENTAL_TOOLS = ["rsync", "rclone", "fpsync", "ferry"]  # cp has no incremental mode
+
+LABELS = {
+    "cp": "cp -a",
+    "rsync": "rsync -a",
+    "rclone": "rclone sync --transfers 64 --checkers 64",
+    "fpsync": "fpsync -n 16",
+    "ferry": "ferry sync --verify-mode none",
+    "ferry-verify": "ferry sync (verification on)",
+}
+
+
+def command(tool, src, dst, files):
+    """The command line of `tool` copying directory `src` into `dst`."""
+    if tool == "cp":
+        return ["cp", "-a", f"{src}/.", f"{dst}/"]
+    if tool == "rsync":
+        return ["rsync", "-a", f"{src}/", f"{dst}/"]
+    if tool == "rclone":
+        return ["rclone", "sync", "--transfers", "64", "--checkers", "64", src, dst]
+    if tool == "fpsync":
+        # fpsync puts 2,000 files in a partition by default: size the
+        # partitions so 16 jobs really run.
+        per_job = max(1, -(-files // 16))
+        return ["fpsync", "-n", "16", "-f", str(per_job), f"{src}/", f"{dst}/"]
+    if tool == "ferry":
+        return ["ferry", "sync", "--verify-mode", "none", src, dst]
+    if tool == "ferry-verify":
+        return ["ferry", "sync", src, dst]
+    raise ValueError(tool)
+
+
+@dataclass(frozen=True)
+class Series:
+    """How the guest reaches the server: NFS version, added delay, mount options."""
+
+    name: str
+    vers: str = "4.1"
+    delay_ms: int = 0
+    nconnect: Optional[int] = None
+
+    def mount_options(self):
+        if self.vers == "3":
+            # No rpcbind or lockd in the guest; ganesha answers NFSACL with EIO.
+            opts = "vers=3,nolock,proto=tcp,port=2049,mountport=20048,mountproto=tcp,noacl"
+        else:
+            opts = f"vers={self.vers}"
+        if self.nconnect:
+            opts += f",nconnect={self.nconnect}"
+        return opts + ",addr=10.0.2.2"
+
+
+@dataclass
+class Workload:
+    name: str
+    kind: str  # small | large | mixed | incr-none | incr-1pct
+    series: list
+    tools: list = field(default_factory=lambda: list(TOOLS))
+
+
+SERIES = {
+    s.name: s
+    for s in [
+        Series("v4.1 0ms", delay_ms=0),
+        Series("v4.1 5ms", delay_ms=5),
+        Series("v4.1 20ms", delay_ms=20),
+        Series("v4.1 20ms nconnect=8", delay_ms=20, nconnect=8),
+        Series("v3 5ms", vers="3", delay_ms=5),
+    ]
+}
+
+
+def default_workloads():
+    peers = ["cp", "rsync", "rclone", "fpsync", "ferry"]
+    return [
+        Workload("small", "small", ["v4.1 0ms", "v4.1 5ms", "v4.1 20ms", "v3 5ms"], peers),
+        Workload("small+verify", "small", ["v4.1 20ms"], ["ferry", "ferry-verify"]),
+        Workload("mixed", "mixed", ["v4.1 5ms"], TOOLS),
+        Workload("large", "large", ["v4.1 0ms", "v4.1 20ms nconnect=8"], TOOLS),
+        Workload("large single connection", "large", ["v4.1 20ms"], ["cp", "ferry"]),
+        Workload("incr-none", "incr-none", ["v4.1 20ms"], INCREMENTAL_TOOLS),
+        Workload("incr-1pct", "incr-1pct", ["v4.1 20ms"], INCREMENTAL_TOOLS),
+    ]
+
+
+def smoke_workloads():
+    return [
+        Workload("small", "small", ["v4.1 0ms", "v3 5ms"], TOOLS),
+        Workload("incr-none", "incr-none", ["v4.1 0ms"], INCREMENTAL_TOOLS),
+        Workload("incr-1pct", "incr-1pct", ["v4.1 0ms"], INCREMENTAL_TOOLS),
+    ]
+
+
+def run_id(workload, series, tool, run):
+    slug = lambda s: s.replace(" ", "_").replace("=", "").replace("+", "_")
+    return f"{slug(workload)}.{slug(series)}.{tool}.r{run}"
+
+
+GUEST_FUNCTIONS = r"""
+ops() {
+    awk -v mp="$1" '$1 == "device" { on = ($5 == mp); per = 0; next }
+        on && /per-op statistics/ { per = 1; next }
+        on && per && NF > 2 { sub(":", "", $1); printf "%s=%s ", $1, $2 }' /proc/self/mountstats
+}
+mount_all() {
+    umount /mnt/src 2>/dev/null; umount /mnt/dst 2>/dev/null
+    mount -t nfs -o "$1" 10.0.2.2:/src /mnt/src || echo "BENCH-ERROR mount src $1"
+    mount -t nfs -o "$1" 10.0.2.2:/dst /mnt/dst || echo "BENCH-ERROR mount dst $1"
+}
+delay() {
+    /usr/bin/tc qdisc del dev eth0 root 2>/dev/null
+    [ "$1" -gt 0 ] && /usr/bin/tc qdisc add dev eth0 root netem delay "$1"ms
+}
+# run ID SLOWKEY CMD...: one timed run, with NFS operation counts.
+run() {
+    id=$1; key=$2; shift 2
+    if [ -n "$(eval echo \$slow_$key)" ]; then echo "SKIPPED $id"; return; fi
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo "OPS $id src before $(ops /mnt/src)"
+    echo "OPS $id dst before $(ops /mnt/dst)"
+    s=$(/usr/bin/date +%s%N)
+    "$@" > /tmp/out 2>&1
+    rc=$?
+    e=$(/usr/bin/date +%s%N)
+    echo "OPS $id src after $(ops /mnt/src)"
+    echo "OPS $id dst after $(ops /mnt/dst)"
+    ms=$(( (e - s) / 1000000 ))
+    echo "RESULT $id rc=$rc ms=$ms"
+    [ $rc -ne 0 ] && tail -n 5 /tmp/out | sed "s|^|TOOLOUT $id |"
+    [ $ms -gt $ONCE_OVER_MS ] && eval slow_$key=1
+    return 0
+}
+# change_1pct DIR N: rewrites every Nth file (by sorted name) of DIR.
+change_1pct() {
+    find "$1" -type f | sort | awk -v n="$2" 'NR % n == 0' | while read -r f; do
+        /usr/bin/dd if=/dev/urandom of="$f" bs=4096 count=1 conv=notrunc status=none
+    done
+}
+"""
+
+
+def guest_plan(workloads, trees, runs, once_over_s):
+    """The shell script the guest runs. `trees` maps a workload kind to
+    (source dir under /src, file count)."""
+    lines = ["#!/bin/sh", GUEST_FUNCTIONS, f"ONCE_OVER_MS={once_over_s * 1000}"]
+    by_series = {}
+    for w in workloads:
+        for s in w.series:
+            by_series.setdefault(s, []).append(w)
+    for series_name, ws in by_series.items():
+        series = SERIES[series_name]
+        lines.append(f'echo "SERIES {series_name}"')
+        lines.append(f'mount_all "{series.mount_options()}"')
+        lines.append(f"delay {series.delay_ms}")
+        lines.append('ping -c 3 10.0.2.2 | tail -n 1 | sed "s/^/RTT /"')
+        for w in ws:
+            src_rel, files = trees[w.kind]
+            for r in range(1, runs + 1):
+                for tool in w.tools:
+                    rid = run_id(w.name, series_name, tool, r)
+                    key = rid.rsplit(".", 1)[0].replace(".", "_").replace("-", "_")
+                    dst = f"/mnt/dst/{rid}"
+                    if w.kind.startswith("incr"):
+                        # Its own source copy, synced beforehand (untimed, by ferry:
+                        # every tool compares size and time, which ferry keeps).
+                        src = f"/mnt/src/{src_rel}/r{r}.{tool}"
+                        lines.append(f"mkdir -p {dst}")
+                        lines.append(f"ferry sync --verify-mode none {src} {dst} >/dev/null 2>&1 || echo BENCH-ERROR prep {rid}")
+                        if w.kind == "incr-1pct":
+                            lines.append(f"change_1pct {src} 100")
+                    else:
+                        src = f"/mnt/src/{src_rel}"
+                        lines.append(f"mkdir -p {dst}")
+                    cmd = " ".join(f"'{a}'" for a in command(tool, src, dst, files))
+                    lines.append(f"run {rid} {key} {cmd}")
+    lines.append('echo "PLAN-END"')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""Turns run results into report.md, report.json and a chart of ratios."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from .plan import LABELS
+
+
+def _ops_total(ops):
+    return sum(ops.values())
+
+
+def summarize(results, files_per_workload):
+    """Groups runs by (workload, series, tool): median time, runs, NFS
+    operations per file; and per peer the median of run-by-run ratios."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["workload"], r["series"], r["tool"]), []).append(r)
+    rows = []
+    for (workload, series, tool), runs in groups.items():
+        ok = [r for r in runs if r["rc"] == 0 and not r["diffs"]]
+        times = [r["ms"] for r in ok]
+        files = files_per_workload.get(workload, 0)
+        ops = [(_ops_total(r["src_ops"]) + _ops_total(r["dst_ops"])) for r in ok if r.get("src_ops") is not None]
+        rows.append({
+            "workload": workload,
+            "series": series,
+            "tool": tool,
+            "runs": len(runs),
+            "good_runs": len(ok),
+            "median_ms": statistics.median(times) if times else None,
+            "nfs_ops_per_file": round(statistics.median(ops) / files, 1) if ops and files else None,
+            "failed": [f"run {r['run']}: rc={r['rc']} {'; '.join(r['diffs'])}" for r in runs if r not in ok],
+        })
+    # Ratios peer/ferry, run by run in the same series.
+    by_run = {(r["workload"], r["series"], r["tool"], r["run"]): r for r in results if r["rc"] == 0 and not r["diffs"]}
+    for row in rows:
+        ratios = []
+        for run in range(1, 100):
+            peer = by_run.get((row["workload"], row["series"], row["tool"], run))
+            ferry = by_run.get((row["workload"], row["series"], "ferry", run))
+            if peer and ferry and ferry["ms"] > 0:
+                ratios.append(peer["ms"] / ferry["ms"])
+        if not ratios and row["median_ms"]:
+            # The peer ran once (it took long): against ferry's median.
+            ferry_row = next((x for x in rows if (x["workload"], x["series"], x["tool"]) ==
+                              (row["workload"], row["series"], "ferry")), None)
+            if ferry_row and ferry_row["median_ms"]:
+                ratios.append(row["median_ms"] / ferry_row["median_ms"])
+        row["ratio_vs_ferry"] = round(statistics.median(ratios), 2) if ratios else None
+    rows.sort(key=lambda x: (x["workload"], x["series"], list(LABELS).index(x["tool"]) if x["tool"] in LABELS else 99))
+    return rows
+
+
+def _fmt_ms(ms):
+    if ms is None:
+        return "—"
+    return f"{ms / 1000:.2f} s" if ms < 100_000 else f"{ms / 1000:.0f} s"
+
+
+def markdown(rows, meta):
+    out = ["# Ferry benchmark", ""]
+    out += [f"- {k}: {v}" for k, v in meta.items()]
+    out += ["", "Times are medians of the runs (a run over the once-over limit is done once: `runs` = 1).",
+            "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
+            "NFS operations per file count every operation on both mounts (from the guest's /proc/self/mountstats).", ""]
+    workloads = []
+    for r in rows:
+        if r["workload"] not in workloads:
+            workloads.append(r["workload"])
+    for w in workloads:
+        out += [f"## {w}", "", "| series | tool | median | runs | peer/ferry | NFS ops/file |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in [r for r in rows if r["workload"] == w]:
+            ratio = "—" if r["ratio_vs_ferry"] is None else f"{r['ratio_vs_ferry']:.2f}x"
+            ops = "—" if r["nfs_ops_per_file"] is None else f"{r['nfs_ops_per_file']}"
+            runs = f"{r['good_runs']}" + (f" ({r['runs'] - r['good_runs']} failed)" if r["good_runs"] != r["runs"] else "")
+            out.append(f"| {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {_fmt_ms(r['median_ms'])} | {runs} | {ratio} | {ops} |")
+        failures = [f"- {r['tool']} in {r['series']}: {f}" for r in rows if r["workload"] == w for f in r["failed"]]
+        if failures:
+            out += ["", "Failed runs (not counted):", *failures]
+        out.append("")
+    return "\n".join(out)
+
+
+def write(out_dir, results, rows, meta):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump({"meta": meta, "summary": rows, "runs": results}, f, indent=1)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown(rows, meta))
+    chart = os.path.join(out_dir, "ratios.png")
+    try:
+        _chart(rows, chart)
+    except ImportError:
+        print("bench: matplotlib is missing (scripts/setup installs it): no chart", file=sys.stderr)
+
+
+def _chart(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = [t for t in LABELS if t not in ("ferry",)]
+    groups = []
+    for r in rows:
+        key = (r["workload"], r["series"])
+        if key not in groups:
+            groups.append(key)
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(groups)), 5))
+    width = 0.8 / len(peers)
+    for i, tool in enumerate(peers):
+        values = []
+        for key in groups:
+            row = next((r for r in rows if (r["workload"], r["series"], r["tool"]) == (*key, tool)), None)
+            values.append(row["ratio_vs_ferry"] if row and row["ratio_vs_ferry"] else 0)
+        ax.bar([g + i * width for g in range(len(groups))], values, width, label=LABELS[tool])
+    ax.axhline(1, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("peer time / ferry time (log scale; >1: ferry faster)")
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{w}\n{s}" for w, s in groups], fontsize=8)
+    ax.legend(fontsize=8)
+    ax.set_title("Ferry against cp, rsync, rclone and fpsync")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
