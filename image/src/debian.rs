@@ -106,11 +106,15 @@ impl Cache {
         })
     }
 
-    /// The library packages (`lib*`) a package depends on directly: where
+    /// The library packages (`lib*`) a package depends or pre-depends on: where
     /// its binaries' shared libraries come from.
     pub fn library_depends(&self, name: &str) -> Result<Vec<String>> {
         let deb = self.deb(name)?;
-        let depends = Cache::field(&deb, "Depends")?;
+        let depends = format!(
+            "{}, {}",
+            Cache::field(&deb, "Pre-Depends")?,
+            Cache::field(&deb, "Depends")?
+        );
         Ok(parse_depends(&depends)
             .into_iter()
             .filter(|d| d.starts_with("lib"))
