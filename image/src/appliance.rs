@@ -29,6 +29,22 @@ pub struct Options {
     pub out: PathBuf,
     /// Debian package cache.
     pub cache: PathBuf,
+    /// Secure Boot signing key and certificate (PEM) for the UKI, if any.
+    pub sign: Option<(PathBuf, PathBuf)>,
+}
+
+/// Signs a PE image (the UKI) for Secure Boot with `sbsign`. The key must
+/// not be passphrase-protected.
+pub fn sign_efi(key: &Path, cert: &Path, input: &Path, output: &Path) -> Result<()> {
+    run(Command::new("sbsign")
+        .arg("--key")
+        .arg(key)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--output")
+        .arg(output)
+        .arg(input))?;
+    Ok(())
 }
 
 /// What was built.
@@ -292,6 +308,12 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
     initramfs(m, opt, &kernel, &order, &work.join("initramfs"), &initrd)?;
     let uki_path = opt.out.join("ferry.efi");
     uki(&vmlinuz, &initrd, &cmdline, &work, &uki_path)?;
+    if let Some((key, cert)) = &opt.sign {
+        let unsigned = work.join("ferry-unsigned.efi");
+        fs::rename(&uki_path, &unsigned).map_err(io_err("rename the UKI"))?;
+        sign_efi(key, cert, &unsigned, &uki_path)?;
+        writeln!(report, "uki signed with {}", cert.display()).ok();
+    }
     let esp_img = esp(m, &uki_path, &vmlinuz, &initrd, &cmdline, &work)?;
 
     // the disk

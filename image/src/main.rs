@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ferry-image build [--manifest image/manifest.toml] [--binaries DIR] [--out out] [--cache DIR]
+//!                   [--sign-key KEY.pem --sign-cert CERT.pem]
 //! ferry-image cargo-args [--manifest image/manifest.toml]
 //! ```
 
@@ -19,6 +20,8 @@ fn main() -> ExitCode {
     let mut binaries = PathBuf::from("target/x86_64-unknown-linux-musl/release");
     let mut out = PathBuf::from("out");
     let mut cache = Cache::default_dir();
+    let mut sign_key: Option<PathBuf> = std::env::var_os("FERRY_SIGN_KEY").map(PathBuf::from);
+    let mut sign_cert: Option<PathBuf> = std::env::var_os("FERRY_SIGN_CERT").map(PathBuf::from);
     let Some(cmd) = args.first().cloned() else {
         eprintln!("usage: ferry-image build|cargo-args [--manifest F] [--binaries DIR] [--out DIR] [--cache DIR]");
         return ExitCode::from(2);
@@ -35,6 +38,8 @@ fn main() -> ExitCode {
             "--binaries" => binaries = val.into(),
             "--out" => out = val.into(),
             "--cache" => cache = val.into(),
+            "--sign-key" => sign_key = Some(val.into()),
+            "--sign-cert" => sign_cert = Some(val.into()),
             other => {
                 eprintln!("ferry-image: unknown option {other}");
                 return ExitCode::from(2);
@@ -56,14 +61,21 @@ fn main() -> ExitCode {
         }
         "build" => {
             let t = Instant::now();
-            match appliance::build(
-                &m,
-                &Options {
-                    binaries,
-                    out,
-                    cache,
-                },
-            ) {
+            let sign = match (sign_key, sign_cert) {
+                (Some(k), Some(c)) => Some((k, c)),
+                (None, None) => None,
+                _ => {
+                    eprintln!("ferry-image: signing needs both --sign-key and --sign-cert");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = Options {
+                binaries,
+                out,
+                cache,
+                sign,
+            };
+            match appliance::build(&m, &opts) {
                 Ok(b) => {
                     println!(
                         "built {} in {:.1} s",

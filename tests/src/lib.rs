@@ -44,10 +44,21 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// OVMF with Secure Boot on and Debian's test ("snakeoil") key enrolled
+/// in PK, KEK and db; the key and certificate ship with it.
+pub const OVMF_SECURE_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
+pub const OVMF_SECURE_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+/// The (public, test-only) passphrase of the snakeoil key.
+pub const SNAKEOIL_PASSPHRASE: &str = "snakeoil";
+
 /// Boot firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
     Uefi,
+    /// UEFI with Secure Boot enforcing (snakeoil keys).
+    UefiSecureBoot,
     Bios,
 }
 
@@ -214,8 +225,13 @@ impl Vm {
         let _ = fs::remove_file(&serial);
         let _ = fs::remove_file(&monitor);
         let mut cmd = Command::new("qemu-system-x86_64");
+        let machine = if cfg.firmware == Firmware::UefiSecureBoot {
+            "q35,smm=on"
+        } else {
+            "q35"
+        };
         cmd.args([
-            "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-smp", "1",
+            "-accel", "tcg", "-machine", machine, "-cpu", "max", "-smp", "1",
         ])
         .args(["-m", &cfg.memory_mib.to_string()])
         .args(["-display", "none", "-no-reboot"])
@@ -241,8 +257,26 @@ impl Vm {
                 .arg("-append")
                 .arg(&k.append);
         }
-        if cfg.firmware == Firmware::Uefi {
-            cmd.args(["-bios", OVMF]);
+        match cfg.firmware {
+            Firmware::Uefi => {
+                cmd.args(["-bios", OVMF]);
+            }
+            Firmware::UefiSecureBoot => {
+                let vars = cfg.dir.join("ovmf-vars.fd");
+                fs::copy(OVMF_SECURE_VARS, &vars)
+                    .map_err(io_err(format!("copy {OVMF_SECURE_VARS}")))?;
+                cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SECURE_CODE}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ));
+            }
+            Firmware::Bios => {}
         }
         for (name, path) in &cfg.fw_cfg {
             cmd.arg("-fw_cfg")
@@ -353,6 +387,7 @@ impl VmConfig {
     fn firmware_name(&self) -> &'static str {
         match self.firmware {
             Firmware::Uefi => "uefi",
+            Firmware::UefiSecureBoot => "uefi-secure-boot",
             Firmware::Bios => "bios",
         }
     }
