@@ -31,7 +31,7 @@ def parse_args():
     p.add_argument("--smoke", action="store_true", help="tiny trees, one run: checks that every tool runs and every copy is exact")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default)")
     p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
-    p.add_argument("--once-over", type=int, default=120, help="a run longer than this many seconds is not repeated (default 120)")
+    p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
     return p.parse_args()
 
@@ -54,6 +54,8 @@ def make_trees(src_root, workloads, args):
             trees.small(root, **sz["small"])
         elif kind == "large":
             trees.large(root, **sz["large"])
+        elif kind == "large-1":
+            trees.large(root, files=1, size=sz["large"]["size"])
         elif kind == "mixed":
             trees.mixed(root, **sz["mixed"])
         elif kind.startswith("incr"):
@@ -183,7 +185,7 @@ def main():
     if args.local:
         for w in workloads:
             w.series = ["local"]
-        workloads = [w for w in workloads if w.name != "large single connection"]
+        workloads = [w for w in workloads if w.kind != "large-1"]
     if args.workloads:
         wanted = set(args.workloads.split(","))
         workloads = [w for w in workloads if w.name in wanted]
@@ -195,6 +197,9 @@ def main():
     runner = run_local if args.local else run_nfs
     results, files = runner(args, workloads, out)
     rows = report.summarize(results, {w.name: files[w.kind] for w in workloads})
+    order = [w.name for w in workloads]
+    series_order = list(plan.SERIES) + ["local"]
+    rows.sort(key=lambda r: (order.index(r["workload"]), series_order.index(r["series"])))
     meta = {
         "command": "scripts/bench " + " ".join(sys.argv[1:]),
         "mode": "local disk" if args.local else "NFS (nfs-ganesha on the host, QEMU/TCG guest with Debian's cloud kernel)",

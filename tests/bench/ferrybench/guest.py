@@ -21,7 +21,11 @@ MODULES = [
 # Host binaries copied into the guest with their shared libraries.
 HOST_TOOLS = [
     "/usr/bin/cp", "/usr/bin/rsync", "/usr/bin/rclone", "/usr/bin/fpart", "/usr/bin/fpsync",
-    "/usr/sbin/tc", "/usr/bin/date", "/usr/bin/touch", "/usr/bin/dd",
+    "/usr/sbin/tc", "/usr/bin/date", "/usr/bin/dd",
+    # fpsync is a POSIX shell script that checks its jobs with `ps PID`: it
+    # needs procps' ps and a shell that looks commands up in PATH (busybox's
+    # own shell runs its applets first).
+    "/usr/bin/dash", "/usr/bin/ps",
 ]
 
 INIT = r"""#!/bin/busybox sh

@@ -9,8 +9,13 @@ import sys
 from .plan import LABELS
 
 
-def _ops_total(ops):
-    return sum(ops.values())
+def _run_ops(run):
+    """NFS operations of a run on both mounts. Two exports of one file system
+    share the client's superblock, and then its statistics: count them once."""
+    src, dst = run["src_ops"] or {}, run["dst_ops"] or {}
+    if src == dst:
+        return sum(src.values())
+    return sum(src.values()) + sum(dst.values())
 
 
 def summarize(results, files_per_workload):
@@ -24,7 +29,7 @@ def summarize(results, files_per_workload):
         ok = [r for r in runs if r["rc"] == 0 and not r["diffs"]]
         times = [r["ms"] for r in ok]
         files = files_per_workload.get(workload, 0)
-        ops = [(_ops_total(r["src_ops"]) + _ops_total(r["dst_ops"])) for r in ok if r.get("src_ops") is not None]
+        ops = [_run_ops(r) for r in ok if r.get("src_ops") is not None]
         rows.append({
             "workload": workload,
             "series": series,
@@ -51,7 +56,7 @@ def summarize(results, files_per_workload):
             if ferry_row and ferry_row["median_ms"]:
                 ratios.append(row["median_ms"] / ferry_row["median_ms"])
         row["ratio_vs_ferry"] = round(statistics.median(ratios), 2) if ratios else None
-    rows.sort(key=lambda x: (x["workload"], x["series"], list(LABELS).index(x["tool"]) if x["tool"] in LABELS else 99))
+    rows.sort(key=lambda x: list(LABELS).index(x["tool"]))
     return rows
 
 
@@ -64,7 +69,8 @@ def _fmt_ms(ms):
 def markdown(rows, meta):
     out = ["# Ferry benchmark", ""]
     out += [f"- {k}: {v}" for k, v in meta.items()]
-    out += ["", "Times are medians of the runs (a run over the once-over limit is done once: `runs` = 1).",
+    out += ["", "Times are medians of the runs (a run longer than the once-over limit is not repeated: `runs` = 1;",
+            "latency-bound runs vary little).",
             "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
             "NFS operations per file count every operation on both mounts (from the guest's /proc/self/mountstats).", ""]
     workloads = []
