@@ -532,12 +532,11 @@ fn interrupted_runs_leave_no_partial_file_and_the_next_run_completes() {
             &common::bytes(d, 24 << 20),
         );
     }
-    let kills = [
-        Duration::from_millis(40),
-        Duration::from_millis(150),
-        Duration::from_millis(400),
-        Duration::from_millis(900),
-    ];
+    // Random points in the run, printed so a failure can be replayed.
+    let kills: Vec<Duration> = (0..5)
+        .map(|_| Duration::from_millis(rand::random_range(20..1200)))
+        .collect();
+    eprintln!("killing after {kills:?}");
     for (i, after) in kills.iter().enumerate() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use super::counters::Counters;
 use super::filter::Verdict;
-use super::options::{OverwriteMode, PreserveDeletedFiles};
+use super::options::{OverwriteMode, PreserveDeletedFiles, VerifyMode};
 use super::plan::{self, Decision, DirDecision};
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
@@ -1048,7 +1048,10 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 copy.dir.modified.store(true, Ordering::Relaxed);
                 match copy.reader.meta() {
                     Ok(now) if changed(&copy.src, &now) => {
-                        Counters::inc(&ctx.counters.files_changed_at_source);
+                        // Verification, when on, finds it again and counts it.
+                        if ctx.opts.verify_mode == VerifyMode::None {
+                            Counters::inc(&ctx.counters.files_changed_at_source);
+                        }
                         ctx.record(|| {
                             Record::new(&path, Kind::File, Outcome::ChangedAtSource, Phase::Transferring)
                                 .reason("changed at source during the copy; the next execution copies it again")
