@@ -21,6 +21,7 @@ pub mod throttle;
 mod transfer;
 mod verify;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -38,7 +39,7 @@ use self::options::{OptionsError, VerifyMode};
 use self::plan::{Creator, SkipReason};
 use self::report::{Observer, Outcome, Phase, Record};
 use self::throttle::Throttle;
-use crate::location::{Kind, Location, Timestamp};
+use crate::location::{Kind, Location, Meta, Timestamp};
 
 /// Why an execution could not start. Nothing was touched.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,22 @@ pub(crate) struct Ctx<S: Location, D: Location> {
     /// Paths transferred, for VerifyMode ONLY_FILES_TRANSFERRED: spooled to a
     /// temporary file so memory does not grow with the tree.
     transferred_log: Option<Mutex<BufWriter<File>>>,
+    /// SHA-256 of source files taken while copying them, by (dev, inode).
+    source_hashes: Mutex<HashMap<(u64, u64), SourceHash>>,
 }
+
+/// The content hash of a source file and the attributes it was taken under:
+/// valid as long as size, mtime and ctime are unchanged.
+pub(crate) struct SourceHash {
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    digest: [u8; 32],
+}
+
+/// Hashes remembered at most (about 80 MB): beyond, verification reads the
+/// source again.
+const MAX_SOURCE_HASHES: usize = 1 << 20;
 
 /// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
 const TEMP_PREFIX: &[u8] = b".ferry~";
@@ -173,6 +189,26 @@ impl<S: Location, D: Location> Ctx<S, D> {
             // NUL cannot occur in a path.
             let _ = log.write_all(path).and_then(|_| log.write_all(b"\0"));
         }
+    }
+
+    pub fn remember_source_hash(&self, meta: &Meta, digest: [u8; 32]) {
+        let mut hashes = self.source_hashes.lock().unwrap();
+        if hashes.len() < MAX_SOURCE_HASHES {
+            let hash = SourceHash {
+                size: meta.size,
+                mtime: meta.mtime,
+                ctime: meta.ctime,
+                digest,
+            };
+            hashes.insert((meta.dev, meta.ino), hash);
+        }
+    }
+
+    /// The hash taken while copying, if the file is still as it was then.
+    pub fn source_hash(&self, meta: &Meta) -> Option<[u8; 32]> {
+        let hashes = self.source_hashes.lock().unwrap();
+        let h = hashes.get(&(meta.dev, meta.ino))?;
+        (h.size == meta.size && h.mtime == meta.mtime && h.ctime == meta.ctime).then_some(h.digest)
     }
 
     pub fn temp_name(&self) -> std::ffi::OsString {
@@ -255,6 +291,7 @@ impl<S: Location, D: Location> Execution<S, D> {
                 temp_salt: salt.rotate_left(17),
                 temp_seq: AtomicU64::new(0),
                 transferred_log,
+                source_hashes: Mutex::new(HashMap::new()),
             },
         })
     }

@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -110,6 +112,10 @@ struct FileCopy<S: Location, D: Location> {
     ends_in_hole: bool,
     /// Written under its final name (inside a staged directory).
     direct: bool,
+    /// SHA-256 of the source as it streams by, for files copied in order by
+    /// one worker: verification then reads only the destination.
+    hasher: Mutex<Option<Sha256>>,
+    hashed: AtomicU64,
 }
 
 enum Job<S: Location, D: Location> {
@@ -914,6 +920,8 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 failure: Mutex::new(None),
                 ends_in_hole: false,
                 direct,
+                hasher: Mutex::new(None),
+                hashed: AtomicU64::new(0),
             })
         })();
         let mut copy = match opened {
@@ -950,6 +958,12 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         } else {
             Vec::new()
         };
+        if ranges.len() <= 1
+            && !job.src.looks_sparse()
+            && ctx.opts.verify_mode == VerifyMode::PointInTimeConsistent
+        {
+            copy.hasher = Mutex::new(Some(Sha256::new()));
+        }
         if ranges.len() > 1 {
             copy.ranges_left.store(ranges.len(), Ordering::Release);
             let copy = Arc::new(copy);
@@ -1002,6 +1016,10 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 if let Some(t) = &ctx.throttle {
                     t.take(got as u64);
                 }
+                if let Some(h) = copy.hasher.lock().unwrap().as_mut() {
+                    h.update(&buffer[..got]);
+                    copy.hashed.fetch_add(got as u64, Ordering::Relaxed);
+                }
                 write_all_at(writer, &buffer[..got], offset)
                     .map_err(|e| ("write destination file", e))?;
                 Counters::add(&ctx.counters.bytes_transferred, got as u64);
@@ -1046,7 +1064,13 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let target = match result {
             Ok(()) => {
                 copy.dir.modified.store(true, Ordering::Relaxed);
-                match copy.reader.meta() {
+                let now = copy.reader.meta();
+                if let (Ok(now), Some(h)) = (&now, copy.hasher.lock().unwrap().take()) {
+                    if !changed(&copy.src, now) && copy.hashed.load(Ordering::Relaxed) == now.size {
+                        ctx.remember_source_hash(now, h.finalize().into());
+                    }
+                }
+                match now {
                     Ok(now) if changed(&copy.src, &now) => {
                         // Verification, when on, finds it again and counts it.
                         if ctx.opts.verify_mode == VerifyMode::None {

@@ -335,18 +335,25 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
 
     fn hash(&self, src_dir: &S::Dir, dst_dir: &D::Dir, name: &OsStr, path: &[u8], src_meta: &Meta) {
         let ctx = self.ctx;
-        let (s, d) = std::thread::scope(|scope| {
-            let d = scope.spawn(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)));
-            let s = ctx
-                .src
-                .open_file(src_dir, name)
-                .and_then(|r| Ok((digest(&r)?, r.meta()?)));
-            (
-                s,
-                d.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("hashing panicked"))),
-            )
-        });
+        // Taken while copying, and the file has not changed since: only the
+        // destination needs reading.
+        let (s, d) = match ctx.source_hash(src_meta) {
+            Some(known) => (
+                Ok((known, src_meta.clone())),
+                ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)),
+            ),
+            None => std::thread::scope(|scope| {
+                let d = scope.spawn(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)));
+                let s = ctx
+                    .src
+                    .open_file(src_dir, name)
+                    .and_then(|r| Ok((digest(&r)?, r.meta()?)));
+                let d = d
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("hashing panicked")));
+                (s, d)
+            }),
+        };
         match (s, d) {
             (Ok((a, now)), Ok(b)) => {
                 if a == b {
