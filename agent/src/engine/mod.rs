@@ -22,7 +22,7 @@ mod transfer;
 mod verify;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -115,6 +115,60 @@ pub(crate) struct SourceHash {
 /// Hashes remembered at most (about 80 MB): beyond, verification reads the
 /// source again.
 const MAX_SOURCE_HASHES: usize = 1 << 20;
+
+/// One name of a directory as both sides have it.
+pub(crate) struct Pair {
+    pub name: OsString,
+    pub src: Option<Meta>,
+    pub dst: Option<Meta>,
+}
+
+/// Lists a directory on both sides at once (each listing is a round trip on
+/// NFS) and pairs the entries by name, in name order. Without `dst_dir` only
+/// the source is listed.
+pub(crate) fn list_pair<S: Location, D: Location>(
+    src: &S,
+    src_dir: &S::Dir,
+    dst: &D,
+    dst_dir: Option<&D::Dir>,
+) -> Result<Vec<Pair>, (&'static str, io::Error)> {
+    let (a, b) = std::thread::scope(|scope| {
+        let b = dst_dir.map(|d| scope.spawn(|| dst.list(d)));
+        let a = src.list(src_dir);
+        let b = match b {
+            Some(b) => b
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("listing panicked"))),
+            None => Ok(Vec::new()),
+        };
+        (a, b)
+    });
+    let mut a = a.map_err(|e| ("list source directory", e))?;
+    let mut b = b.map_err(|e| ("list destination directory", e))?;
+    a.sort_unstable_by(|x, y| x.name.cmp(&y.name));
+    b.sort_unstable_by(|x, y| x.name.cmp(&y.name));
+    let mut pairs = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let (x, y) = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => (a.next(), None),
+            (None, Some(_)) => (None, b.next()),
+            (Some(x), Some(y)) => match x.name.cmp(&y.name) {
+                std::cmp::Ordering::Less => (a.next(), None),
+                std::cmp::Ordering::Greater => (None, b.next()),
+                std::cmp::Ordering::Equal => (a.next(), b.next()),
+            },
+        };
+        let name = x.as_ref().or(y.as_ref()).expect("one side").name.clone();
+        pairs.push(Pair {
+            name,
+            src: x.map(|e| e.meta),
+            dst: y.map(|e| e.meta),
+        });
+    }
+    Ok(pairs)
+}
 
 /// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
 const TEMP_PREFIX: &[u8] = b".ferry~";

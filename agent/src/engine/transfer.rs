@@ -33,8 +33,8 @@ use super::options::{OverwriteMode, PreserveDeletedFiles, VerifyMode};
 use super::plan::{self, Decision, DirDecision};
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
-use super::{child_path, is_temp_name, Ctx};
-use crate::location::{Entry, Kind, Location, Meta, Reader, Writer};
+use super::{child_path, is_temp_name, list_pair, Ctx, Pair};
+use crate::location::{Kind, Location, Meta, Reader, Writer};
 
 /// Files at least this large are copied as ranges by several workers.
 const SPLIT_THRESHOLD: u64 = 32 << 20;
@@ -346,10 +346,11 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let listed = if ctx.cancelled() {
             Err(("cancelled", io::Error::from(io::ErrorKind::Interrupted)))
         } else {
-            self.list_both(&node)
+            let dst_dir = node.dst_meta.as_ref().map(|_| &node.dst);
+            list_pair(&ctx.src, &node.src, &ctx.dst, dst_dir)
         };
         match listed {
-            Ok((src_entries, dst_entries)) => self.compare(&node, src_entries, dst_entries),
+            Ok(pairs) => self.compare(&node, pairs),
             Err((what, e)) => {
                 if e.kind() != io::ErrorKind::Interrupted {
                     ctx.fail(Phase::Preparing, &node.rel, Kind::Dir, what, &e);
@@ -360,30 +361,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         self.release(node);
     }
 
-    fn list_both(&self, node: &DirNode<S, D>) -> Result<(Vec<Entry>, Vec<Entry>), Failure> {
-        let ctx = self.ctx;
-        let (src, dst) = if node.dst_meta.is_some() {
-            // Both listings are round trips: run them side by side.
-            std::thread::scope(|scope| {
-                let dst = scope.spawn(|| ctx.dst.list(&node.dst));
-                let src = ctx.src.list(&node.src);
-                (
-                    src,
-                    dst.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("listing panicked"))),
-                )
-            })
-        } else {
-            (ctx.src.list(&node.src), Ok(Vec::new()))
-        };
-        let mut src = src.map_err(|e| ("list source directory", e))?;
-        let mut dst = dst.map_err(|e| ("list destination directory", e))?;
-        src.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        dst.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok((src, dst))
-    }
-
-    fn compare(&self, node: &Arc<DirNode<S, D>>, src: Vec<Entry>, dst: Vec<Entry>) {
+    fn compare(&self, node: &Arc<DirNode<S, D>>, pairs: Vec<Pair>) {
         let ctx = self.ctx;
         let c = &ctx.counters;
         let mut entries = Vec::new();
@@ -392,28 +370,21 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         // or leftovers to remove.
         let mut leftovers: HashMap<OsString, Meta> = HashMap::new();
         // Temporary names sort first (`.`): collect them before the merge.
-        dst.iter().filter(|d| is_temp_name(&d.name)).for_each(|d| {
-            leftovers.insert(d.name.clone(), d.meta.clone());
-        });
-        let mut src = src.into_iter().peekable();
-        let mut dst = dst.into_iter().peekable();
-        loop {
-            let (s, d) = match (src.peek(), dst.peek()) {
-                (None, None) => break,
-                (Some(_), None) => (src.next(), None),
-                (None, Some(_)) => (None, dst.next()),
-                (Some(a), Some(b)) => match a.name.cmp(&b.name) {
-                    std::cmp::Ordering::Less => (src.next(), None),
-                    std::cmp::Ordering::Greater => (None, dst.next()),
-                    std::cmp::Ordering::Equal => (src.next(), dst.next()),
-                },
-            };
-            let name = s.as_ref().or(d.as_ref()).expect("one side").name.clone();
+        for p in &pairs {
+            if let (true, Some(d)) = (is_temp_name(&p.name), &p.dst) {
+                leftovers.insert(p.name.clone(), d.clone());
+            }
+        }
+        for Pair {
+            name,
+            src: s,
+            dst: d_meta,
+        } in pairs
+        {
             if is_temp_name(&name) {
                 continue;
             }
             let path = child_path(&node.rel, &name);
-            let d_meta = d.map(|d| d.meta);
             if let Some(d) = &d_meta {
                 if ctx.filters.judge(&path, d.kind == Kind::Dir, node.included) != Verdict::Excluded
                 {
@@ -437,7 +408,6 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 }
                 continue;
             };
-            let s = s.meta;
             let verdict = ctx.filters.judge(&path, s.kind == Kind::Dir, node.included);
             if verdict == Verdict::Excluded {
                 continue;

@@ -22,8 +22,8 @@ use super::options::{
 use super::plan;
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
-use super::{child_path, is_temp_name, Ctx};
-use crate::location::{Entry, Kind, Location, Meta, Reader};
+use super::{child_path, is_temp_name, list_pair, Ctx, Pair};
+use crate::location::{Kind, Location, Meta, Reader};
 
 /// Why an entry failed verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,37 +181,16 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
 
     fn dir(&self, src: Arc<S::Dir>, dst: Arc<D::Dir>, rel: &[u8], src_meta: &Meta, included: bool) {
         let ctx = self.ctx;
-        let listed = std::thread::scope(|scope| {
-            let d = scope.spawn(|| ctx.dst.list(&dst));
-            let s = ctx.src.list(&src);
-            (
-                s,
-                d.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("listing panicked"))),
-            )
-        });
-        let (mut src_entries, mut dst_entries) = match listed {
-            (Ok(s), Ok(d)) => (s, d),
-            (Err(e), _) | (_, Err(e)) => {
-                return ctx.fail(Phase::Verifying, rel, Kind::Dir, "list directory", &e)
-            }
+        let pairs = match list_pair(&ctx.src, &src, &ctx.dst, Some(&*dst)) {
+            Ok(p) => p,
+            Err((what, e)) => return ctx.fail(Phase::Verifying, rel, Kind::Dir, what, &e),
         };
-        src_entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        dst_entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let mut src_it = src_entries.into_iter().peekable();
-        let mut dst_it = dst_entries.into_iter().peekable();
-        loop {
-            let (s, d): (Option<Entry>, Option<Entry>) = match (src_it.peek(), dst_it.peek()) {
-                (None, None) => break,
-                (Some(_), None) => (src_it.next(), None),
-                (None, Some(_)) => (None, dst_it.next()),
-                (Some(a), Some(b)) => match a.name.cmp(&b.name) {
-                    std::cmp::Ordering::Less => (src_it.next(), None),
-                    std::cmp::Ordering::Greater => (None, dst_it.next()),
-                    std::cmp::Ordering::Equal => (src_it.next(), dst_it.next()),
-                },
-            };
-            let name = s.as_ref().or(d.as_ref()).expect("one side").name.clone();
+        for Pair {
+            name,
+            src: s,
+            dst: d,
+        } in pairs
+        {
             if is_temp_name(&name) {
                 continue;
             }
@@ -219,25 +198,22 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             let is_dir = s
                 .as_ref()
                 .or(d.as_ref())
-                .is_some_and(|e| e.meta.kind == Kind::Dir);
+                .is_some_and(|m| m.kind == Kind::Dir);
             let verdict = ctx.filters.judge(&path, is_dir, included);
             if verdict == Verdict::Excluded {
                 continue;
             }
             match (s, d) {
                 (Some(s), d) => {
-                    if s.meta.kind.is_special()
-                        && ctx.opts.preserve_devices == PreserveDevices::None
-                    {
+                    if s.kind.is_special() && ctx.opts.preserve_devices == PreserveDevices::None {
                         continue;
                     }
-                    let d_meta = d.map(|d| d.meta);
-                    let links = (s.meta.kind == Kind::Symlink).then_some((&*src, &*dst, &*name));
-                    let same = self.compare(&path, &s.meta, d_meta.as_ref(), links);
+                    let links = (s.kind == Kind::Symlink).then_some((&*src, &*dst, &*name));
+                    let same = self.compare(&path, &s, d.as_ref(), links);
                     if !same {
                         continue;
                     }
-                    match s.meta.kind {
+                    match s.kind {
                         Kind::Dir => {
                             self.verified(&path, Kind::Dir);
                             self.sched.push(
@@ -247,7 +223,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                                     dst_parent: dst.clone(),
                                     name,
                                     rel: path,
-                                    src_meta: s.meta,
+                                    src_meta: s,
                                     included: verdict == Verdict::Included,
                                 },
                             )
@@ -259,7 +235,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                                 dst_dir: dst.clone(),
                                 name,
                                 rel: path,
-                                src_meta: s.meta,
+                                src_meta: s,
                             },
                         ),
                         kind => self.verified(&path, kind),
@@ -271,11 +247,11 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                         if src_meta.mtime >= ctx.started || src_meta.ctime >= ctx.started {
                             self.changed_at_source(
                                 &path,
-                                d.meta.kind,
+                                d.kind,
                                 "removed at source during the run",
                             );
                         } else {
-                            self.differs(&path, d.meta.kind, Difference::NotRemoved);
+                            self.differs(&path, d.kind, Difference::NotRemoved);
                         }
                     }
                 }
