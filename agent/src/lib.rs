@@ -3,6 +3,8 @@
 //!
 //! - [`location`]: where the engine reads and writes (a POSIX tree, the hub).
 //! - [`engine`]: one execution of a task: PREPARING, TRANSFERRING, VERIFYING.
+//! - [`daemon`]: `ferry-agent`, which keeps locations, tasks and executions.
 
+pub mod daemon;
 pub mod engine;
 pub mod location;

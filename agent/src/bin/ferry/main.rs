@@ -1,10 +1,16 @@
 //! `ferry`: the command-line tool.
 //!
 //! `ferry sync SOURCE DEST` runs the sync engine between two directories
-//! (local, or NFS mounts) without an appliance.
+//! (local, or NFS mounts) without an appliance. `ferry location`, `ferry
+//! task` and `ferry execution` drive a `ferry-agent` through its API.
 
+mod client;
+mod execution;
+mod location;
+mod options;
 mod progress;
 mod sync;
+mod task;
 
 use std::process::ExitCode;
 
@@ -21,6 +27,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Sync(sync::SyncArgs),
+    /// Locations of the agent: NFS exports and local directories.
+    Location(location::LocationArgs),
+    /// Tasks of the agent: create, list, describe, update, delete, start.
+    Task(task::TaskArgs),
+    /// Executions of the agent's tasks: list, describe, cancel, report.
+    Execution(execution::ExecutionArgs),
 }
 
 /// Exit codes: 0 SUCCESS, 1 ERROR, 2 usage or setup error.
@@ -36,5 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Sync(args) => sync::run(args),
+        Command::Location(args) => location::run(args),
+        Command::Task(args) => task::run(args),
+        Command::Execution(args) => execution::run(args),
     }
 }

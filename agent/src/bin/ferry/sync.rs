@@ -8,14 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use ferry::engine::options::{
-    Atime, IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
-    TransferMode, VerifyMode,
-};
 use ferry::engine::report::{Fanout, Observer, Phase, ReportWriter};
-use ferry::engine::{Execution, Options};
+use ferry::engine::Execution;
 use ferry::location::local::LocalLocation;
 
+use crate::options::OptionArgs;
 use crate::progress::{ErrorPrinter, JsonEvents, ProgressBar};
 use crate::{EXIT_ERROR, EXIT_USAGE};
 
@@ -30,75 +27,14 @@ pub struct SyncArgs {
     pub source: PathBuf,
     /// The directory to copy into (created if its parent exists).
     pub dest: PathBuf,
-    /// What to check after transferring.
-    #[arg(long, value_enum, default_value_t = VerifyMode::PointInTimeConsistent)]
-    pub verify_mode: VerifyMode,
-    /// Whether destination entries that differ are overwritten.
-    #[arg(long, value_enum, default_value_t = OverwriteMode::Always)]
-    pub overwrite_mode: OverwriteMode,
-    /// Transfer only what differs, or everything.
-    #[arg(long, value_enum, default_value_t = TransferMode::Changed)]
-    pub transfer_mode: TransferMode,
-    /// Keep or remove destination entries that are gone from the source.
-    #[arg(long, value_enum, default_value_t = PreserveDeletedFiles::Preserve)]
-    pub preserve_deleted_files: PreserveDeletedFiles,
-    /// Copy FIFOs, sockets and device nodes.
-    #[arg(long, value_enum, default_value_t = PreserveDevices::None)]
-    pub preserve_devices: PreserveDevices,
-    /// Copy permission bits.
-    #[arg(long, value_enum, default_value_t = PosixPermissions::Preserve)]
-    pub posix_permissions: PosixPermissions,
-    /// Copy numeric owner ids.
-    #[arg(long, value_enum, default_value_t = IdMode::IntValue)]
-    pub uid: IdMode,
-    /// Copy numeric group ids.
-    #[arg(long, value_enum, default_value_t = IdMode::IntValue)]
-    pub gid: IdMode,
-    /// Copy access times (needs --mtime preserve).
-    #[arg(long, value_enum, default_value_t = Atime::BestEffort)]
-    pub atime: Atime,
-    /// Copy modification times.
-    #[arg(long, value_enum, default_value_t = Mtime::Preserve)]
-    pub mtime: Mtime,
-    /// Bandwidth limit for the whole execution; -1 is unlimited.
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
-    pub bytes_per_second: i64,
-    /// Only paths matching these patterns ('|'-separated, '*' wildcard, e.g. '/photos|*.jpg').
-    #[arg(long, value_name = "PATTERNS")]
-    pub include: Vec<String>,
-    /// Leave out paths matching these patterns ('|'-separated, '*' wildcard, e.g. '*.tmp|/cache').
-    #[arg(long, value_name = "PATTERNS")]
-    pub exclude: Vec<String>,
-    /// Operations in flight (default: 64 on NFS, a few per CPU on local disks).
-    #[arg(long, value_name = "N")]
-    pub parallel: Option<usize>,
+    #[command(flatten)]
+    pub options: OptionArgs,
     /// Write the JSON task report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Newline-delimited JSON events on stdout instead of the progress bar.
     #[arg(long)]
     pub json: bool,
-}
-
-impl SyncArgs {
-    fn options(&self) -> Options {
-        Options {
-            verify_mode: self.verify_mode,
-            overwrite_mode: self.overwrite_mode,
-            transfer_mode: self.transfer_mode,
-            preserve_deleted_files: self.preserve_deleted_files,
-            preserve_devices: self.preserve_devices,
-            posix_permissions: self.posix_permissions,
-            uid: self.uid,
-            gid: self.gid,
-            atime: self.atime,
-            mtime: self.mtime,
-            bytes_per_second: self.bytes_per_second,
-            includes: self.include.clone(),
-            excludes: self.exclude.clone(),
-            parallel: self.parallel,
-        }
-    }
 }
 
 /// rsync flags people type from habit, and what to use instead.
@@ -218,7 +154,7 @@ pub fn run(args: SyncArgs) -> ExitCode {
         eprintln!("ferry sync: {msg}");
         ExitCode::from(EXIT_USAGE)
     };
-    let opts = args.options();
+    let opts = args.options.options();
     if let Err(e) = opts.validate() {
         return usage(e.to_string());
     }

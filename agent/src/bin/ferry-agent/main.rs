@@ -1,0 +1,64 @@
+//! `ferry-agent`: the daemon that keeps locations, tasks and executions and
+//! serves the JSON API on a Unix socket (see `ferry::daemon`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ferry::daemon::{self, Agent, Config};
+
+/// Ferry's agent: locations, tasks and executions, with history, schedules,
+/// reports and metrics, behind a JSON HTTP API on a Unix socket.
+#[derive(Parser, Debug)]
+#[command(name = "ferry-agent", version, about)]
+struct Args {
+    /// Where the database, the reports and the mount points live.
+    #[arg(long, value_name = "DIR", default_value = "/data/agent")]
+    data_dir: PathBuf,
+    /// The API's Unix socket.
+    #[arg(long, value_name = "PATH", default_value = daemon::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Days an ended execution (and its report) is kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    history_days: u32,
+    /// Also log CloudWatch embedded-metric-format lines at each execution's end.
+    #[arg(long)]
+    cloudwatch_emf: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Files are created with their final modes: no umask in the way.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let config = Config {
+        data_dir: args.data_dir,
+        history: Duration::from_secs(u64::from(args.history_days) * 86_400),
+        emf: args.cloudwatch_emf,
+    };
+    let agent = match Agent::start(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ferry-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry-agent: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(daemon::serve(agent, &args.socket)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry-agent: the API on {}: {e}", args.socket.display());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The task options on the command line, shared by `ferry sync`,
+//! `ferry task create`, `ferry task update` and `ferry task start`.
+//!
+//! Every option is optional here: `sync` and `task create` fill in
+//! DataSync's defaults, while `task update` and `task start` send only what
+//! was given (to change the task, or to override it for one execution).
+
+use clap::Args;
+use ferry::engine::options::{
+    Atime, IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
+    TransferMode, VerifyMode,
+};
+use ferry::engine::Options;
+use serde_json::{Map, Value};
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct OptionArgs {
+    /// What to check after transferring [default: point-in-time-consistent].
+    #[arg(long, value_enum)]
+    pub verify_mode: Option<VerifyMode>,
+    /// Whether destination entries that differ are overwritten [default: always].
+    #[arg(long, value_enum)]
+    pub overwrite_mode: Option<OverwriteMode>,
+    /// Transfer only what differs, or everything [default: changed].
+    #[arg(long, value_enum)]
+    pub transfer_mode: Option<TransferMode>,
+    /// Keep or remove destination entries that are gone from the source [default: preserve].
+    #[arg(long, value_enum)]
+    pub preserve_deleted_files: Option<PreserveDeletedFiles>,
+    /// Copy FIFOs, sockets and device nodes [default: none].
+    #[arg(long, value_enum)]
+    pub preserve_devices: Option<PreserveDevices>,
+    /// Copy permission bits [default: preserve].
+    #[arg(long, value_enum)]
+    pub posix_permissions: Option<PosixPermissions>,
+    /// Copy numeric owner ids [default: int-value].
+    #[arg(long, value_enum)]
+    pub uid: Option<IdMode>,
+    /// Copy numeric group ids [default: int-value].
+    #[arg(long, value_enum)]
+    pub gid: Option<IdMode>,
+    /// Copy access times, needs --mtime preserve [default: best-effort].
+    #[arg(long, value_enum)]
+    pub atime: Option<Atime>,
+    /// Copy modification times [default: preserve].
+    #[arg(long, value_enum)]
+    pub mtime: Option<Mtime>,
+    /// Bandwidth limit for the whole execution; -1 is unlimited [default: -1].
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub bytes_per_second: Option<i64>,
+    /// Only paths matching these patterns ('|'-separated, '*' wildcard, e.g. '/photos|*.jpg').
+    #[arg(long, value_name = "PATTERNS")]
+    pub include: Vec<String>,
+    /// Leave out paths matching these patterns ('|'-separated, '*' wildcard, e.g. '*.tmp|/cache').
+    #[arg(long, value_name = "PATTERNS")]
+    pub exclude: Vec<String>,
+    /// Operations in flight (default: 64 on NFS, a few per CPU on local disks).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+impl OptionArgs {
+    /// DataSync's defaults with what was given.
+    pub fn options(&self) -> Options {
+        let d = Options::new();
+        Options {
+            verify_mode: self.verify_mode.unwrap_or(d.verify_mode),
+            overwrite_mode: self.overwrite_mode.unwrap_or(d.overwrite_mode),
+            transfer_mode: self.transfer_mode.unwrap_or(d.transfer_mode),
+            preserve_deleted_files: self
+                .preserve_deleted_files
+                .unwrap_or(d.preserve_deleted_files),
+            preserve_devices: self.preserve_devices.unwrap_or(d.preserve_devices),
+            posix_permissions: self.posix_permissions.unwrap_or(d.posix_permissions),
+            uid: self.uid.unwrap_or(d.uid),
+            gid: self.gid.unwrap_or(d.gid),
+            atime: self.atime.unwrap_or(d.atime),
+            mtime: self.mtime.unwrap_or(d.mtime),
+            bytes_per_second: self.bytes_per_second.unwrap_or(d.bytes_per_second),
+            includes: self.include.clone(),
+            excludes: self.exclude.clone(),
+            parallel: self.parallel,
+        }
+    }
+
+    /// Only the options given, under their API (DataSync) names.
+    pub fn changes(&self) -> Map<String, Value> {
+        fn json<T: serde::Serialize>(v: &Option<T>) -> Option<Value> {
+            v.as_ref().and_then(|v| serde_json::to_value(v).ok())
+        }
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| Value::from(v.clone()));
+        [
+            ("VerifyMode", json(&self.verify_mode)),
+            ("OverwriteMode", json(&self.overwrite_mode)),
+            ("TransferMode", json(&self.transfer_mode)),
+            ("PreserveDeletedFiles", json(&self.preserve_deleted_files)),
+            ("PreserveDevices", json(&self.preserve_devices)),
+            ("PosixPermissions", json(&self.posix_permissions)),
+            ("Uid", json(&self.uid)),
+            ("Gid", json(&self.gid)),
+            ("Atime", json(&self.atime)),
+            ("Mtime", json(&self.mtime)),
+            ("BytesPerSecond", json(&self.bytes_per_second)),
+            ("Includes", list(&self.include)),
+            ("Excludes", list(&self.exclude)),
+            ("Parallel", json(&self.parallel)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_only_what_was_given_in_datasync_spelling() {
+        let args = OptionArgs {
+            verify_mode: Some(VerifyMode::None),
+            bytes_per_second: Some(1000),
+            exclude: vec!["*.tmp".into()],
+            ..Default::default()
+        };
+        let m = args.changes();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m["VerifyMode"], "NONE");
+        assert_eq!(m["BytesPerSecond"], 1000);
+        assert_eq!(m["Excludes"], serde_json::json!(["*.tmp"]));
+        // The full options agree with what the agent would make of the changes.
+        let opts = args.options();
+        let mut base = serde_json::to_value(Options::new()).unwrap();
+        for (k, v) in m {
+            base[k] = v;
+        }
+        assert_eq!(serde_json::from_value::<Options>(base).unwrap(), opts);
+    }
+}

@@ -1,0 +1,520 @@
+//! The HTTP API (JSON; described in `agent/openapi.yaml`). Requests that
+//! cannot be honoured are refused with a status, a DataSync-style error code
+//! and a message that says what to change, and nothing is stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::model::{self, LocationSpec, Task};
+use super::store::StoreError;
+use super::{nfs, schedule, Agent};
+use crate::engine::Options;
+
+/// One line per route: the router is built from it, and the OpenAPI test
+/// checks every line against `agent/openapi.yaml`.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:ident),+ $(,)?) => {
+        /// (method, path) of every route.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),+];
+
+        pub fn router(agent: Arc<Agent>) -> Router {
+            Router::new()
+                $(.route($path, axum::routing::$method($handler)))+
+                .with_state(agent)
+        }
+    };
+}
+
+routes! {
+    get "/v1/locations" => list_locations,
+    post "/v1/locations" => create_location,
+    get "/v1/locations/{location_id}" => describe_location,
+    delete "/v1/locations/{location_id}" => delete_location,
+    get "/v1/tasks" => list_tasks,
+    post "/v1/tasks" => create_task,
+    get "/v1/tasks/{task}" => describe_task,
+    patch "/v1/tasks/{task}" => update_task,
+    delete "/v1/tasks/{task}" => delete_task,
+    post "/v1/tasks/{task}/start" => start_task,
+    get "/v1/executions" => list_executions,
+    get "/v1/executions/{execution_id}" => describe_execution,
+    post "/v1/executions/{execution_id}/cancel" => cancel_execution,
+    get "/v1/executions/{execution_id}/report" => execution_report,
+    get "/metrics" => metrics,
+}
+
+type Shared = State<Arc<Agent>>;
+
+/// A refused request: HTTP status, error code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code,
+        message: message.into(),
+    }
+}
+
+fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code,
+        message: message.into(),
+    }
+}
+
+fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::CONFLICT,
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError",
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"Error": self.code, "Message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+type Reply = Result<Response, ApiError>;
+
+fn ok(value: impl serde::Serialize) -> Reply {
+    Ok(Json(value).into_response())
+}
+
+/// Parses a JSON body with serde's message (which names the field) on error.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| bad_request("InvalidRequest", format!("the request body: {e}")))
+}
+
+// ---- locations
+
+async fn list_locations(State(agent): Shared) -> Reply {
+    ok(json!({"Locations": agent.store.lock().unwrap().locations()?}))
+}
+
+fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
+    match spec {
+        LocationSpec::Local { path } => {
+            let p = std::path::Path::new(path);
+            if !p.is_absolute() {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("the path {path:?} must be absolute"),
+                ));
+            }
+            if !p.is_dir() {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("{path} is not a directory on the agent: a local location must already exist"),
+                ));
+            }
+            Ok(())
+        }
+        LocationSpec::Nfs {
+            server,
+            export,
+            mount_options,
+            ..
+        } => nfs::validate(server, export, mount_options.as_deref())
+            .map_err(|m| bad_request("InvalidLocation", m)),
+    }
+}
+
+async fn create_location(State(agent): Shared, bytes: Bytes) -> Reply {
+    let spec: LocationSpec = body(&bytes)?;
+    check_location(&spec)?;
+    let loc = agent.store.lock().unwrap().insert_location(&spec)?;
+    Ok((StatusCode::CREATED, Json(loc)).into_response())
+}
+
+async fn describe_location(State(agent): Shared, Path(id): Path<String>) -> Reply {
+    match agent.store.lock().unwrap().location(&id)? {
+        Some(l) => ok(l),
+        None => Err(unknown_location(&id)),
+    }
+}
+
+fn unknown_location(id: &str) -> ApiError {
+    not_found(
+        "LocationNotFound",
+        format!("there is no location {id} (see `ferry location list`)"),
+    )
+}
+
+async fn delete_location(State(agent): Shared, Path(id): Path<String>) -> Reply {
+    let store = agent.store.lock().unwrap();
+    if store.location(&id)?.is_none() {
+        return Err(unknown_location(&id));
+    }
+    let users = store.tasks_using(&id)?;
+    if !users.is_empty() {
+        return Err(conflict(
+            "LocationInUse",
+            format!(
+                "location {id} is used by task(s) {}: delete or change them first",
+                users.join(", ")
+            ),
+        ));
+    }
+    store.delete_location(&id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- tasks
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateTask {
+    name: String,
+    source_location_id: String,
+    destination_location_id: String,
+    #[serde(default)]
+    options: Map<String, Value>,
+    #[serde(default)]
+    schedule: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UpdateTask {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+    /// An empty string removes the schedule.
+    #[serde(default)]
+    schedule: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StartTask {
+    #[serde(default)]
+    override_options: Map<String, Value>,
+}
+
+/// `base` with the options named in `changes` replaced, validated.
+pub fn apply_options(base: &Options, changes: &Map<String, Value>) -> Result<Options, ApiError> {
+    let mut value = serde_json::to_value(base).expect("options serialize");
+    let known = value.as_object_mut().expect("options are an object");
+    for (key, v) in changes {
+        if !known.contains_key(key) {
+            let names: Vec<&str> = known.keys().map(String::as_str).collect();
+            return Err(bad_request(
+                "InvalidOption",
+                format!("unknown option {key}: the options are {}", names.join(", ")),
+            ));
+        }
+        known.insert(key.clone(), v.clone());
+    }
+    let options: Options = serde_json::from_value(value)
+        .map_err(|e| bad_request("InvalidOption", format!("options: {e}")))?;
+    options
+        .validate()
+        .map_err(|e| bad_request("InvalidOption", e.to_string()))?;
+    Ok(options)
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(bad_request(
+            "InvalidName",
+            "a task name is 1 to 256 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_schedule(expr: Option<&str>) -> Result<(), ApiError> {
+    if let Some(expr) = expr {
+        schedule::parse(expr).map_err(|m| bad_request("InvalidSchedule", m))?;
+    }
+    Ok(())
+}
+
+/// A task by id, or else by name.
+fn find_task(agent: &Agent, key: &str) -> Result<Task, ApiError> {
+    let store = agent.store.lock().unwrap();
+    if let Some(t) = store.task(key)? {
+        return Ok(t);
+    }
+    store.task_by_name(key)?.ok_or_else(|| {
+        not_found(
+            "TaskNotFound",
+            format!("there is no task {key} (see `ferry task list`)"),
+        )
+    })
+}
+
+async fn list_tasks(State(agent): Shared) -> Reply {
+    ok(json!({"Tasks": agent.store.lock().unwrap().tasks()?}))
+}
+
+async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
+    let req: CreateTask = body(&bytes)?;
+    check_name(&req.name)?;
+    let options = apply_options(&Options::new(), &req.options)?;
+    let schedule = req.schedule.filter(|s| !s.trim().is_empty());
+    check_schedule(schedule.as_deref())?;
+    let store = agent.store.lock().unwrap();
+    for (role, id) in [
+        ("source", &req.source_location_id),
+        ("destination", &req.destination_location_id),
+    ] {
+        if store.location(id)?.is_none() {
+            return Err(bad_request(
+                "LocationNotFound",
+                format!("the {role} location {id} does not exist (see `ferry location list`)"),
+            ));
+        }
+    }
+    if req.source_location_id == req.destination_location_id {
+        return Err(bad_request(
+            "InvalidTask",
+            "the source and the destination are the same location",
+        ));
+    }
+    if store.task_by_name(&req.name)?.is_some() {
+        return Err(conflict(
+            "TaskNameTaken",
+            format!("a task named {:?} already exists", req.name),
+        ));
+    }
+    let task = Task {
+        task_id: model::new_id("task"),
+        name: req.name,
+        source_location_id: req.source_location_id,
+        destination_location_id: req.destination_location_id,
+        options,
+        schedule,
+        status: "AVAILABLE".into(),
+        current_task_execution_id: None,
+        creation_time: String::new(),
+    };
+    store.insert_task(&task)?;
+    let created = store.task(&task.task_id)?.unwrap_or(task);
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn describe_task(State(agent): Shared, Path(key): Path<String>) -> Reply {
+    ok(find_task(&agent, &key)?)
+}
+
+async fn update_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes) -> Reply {
+    let req: UpdateTask = body(&bytes)?;
+    let task = find_task(&agent, &key)?;
+    let name = req.name.unwrap_or(task.name.clone());
+    check_name(&name)?;
+    let options = match &req.options {
+        Some(changes) => apply_options(&task.options, changes)?,
+        None => task.options.clone(),
+    };
+    let schedule = match req.schedule {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s),
+        None => task.schedule.clone(),
+    };
+    check_schedule(schedule.as_deref())?;
+    let store = agent.store.lock().unwrap();
+    if name != task.name && store.task_by_name(&name)?.is_some() {
+        return Err(conflict(
+            "TaskNameTaken",
+            format!("a task named {name:?} already exists"),
+        ));
+    }
+    store.update_task(&task.task_id, &name, &options, schedule.as_deref())?;
+    ok(store.task(&task.task_id)?)
+}
+
+async fn delete_task(State(agent): Shared, Path(key): Path<String>) -> Reply {
+    let task = find_task(&agent, &key)?;
+    let mut store = agent.store.lock().unwrap();
+    if !store.active_executions(&task.task_id)?.is_empty() {
+        return Err(conflict(
+            "TaskBusy",
+            format!(
+                "task {} has an execution queued or running: cancel it first",
+                task.task_id
+            ),
+        ));
+    }
+    let reports = store.delete_task(&task.task_id)?;
+    super::remove_reports(&reports);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn start_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes) -> Reply {
+    let req: StartTask = body(&bytes)?;
+    let task = find_task(&agent, &key)?;
+    let options = apply_options(&task.options, &req.override_options)?;
+    let id = agent.queue(&task, &options)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"TaskExecutionId": id}))).into_response())
+}
+
+// ---- executions
+
+async fn list_executions(
+    State(agent): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let task_id = match query.get("task") {
+        Some(key) => Some(find_task(&agent, key)?.task_id),
+        None => None,
+    };
+    ok(json!({"Executions": agent.store.lock().unwrap().executions(task_id.as_deref())?}))
+}
+
+fn unknown_execution(id: &str) -> ApiError {
+    not_found(
+        "ExecutionNotFound",
+        format!("there is no execution {id} (see `ferry execution list`)"),
+    )
+}
+
+async fn describe_execution(State(agent): Shared, Path(id): Path<String>) -> Reply {
+    match agent.store.lock().unwrap().execution(&id)? {
+        Some(e) => ok(e),
+        None => Err(unknown_execution(&id)),
+    }
+}
+
+async fn cancel_execution(State(agent): Shared, Path(id): Path<String>) -> Reply {
+    if agent.store.lock().unwrap().execution(&id)?.is_none() {
+        return Err(unknown_execution(&id));
+    }
+    if agent.cancel(&id)? {
+        Ok(StatusCode::ACCEPTED.into_response())
+    } else {
+        Err(conflict(
+            "ExecutionEnded",
+            format!("execution {id} has already ended"),
+        ))
+    }
+}
+
+async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply {
+    let (exec, path) = {
+        let store = agent.store.lock().unwrap();
+        (store.execution(&id)?, store.report_path(&id)?)
+    };
+    let Some(exec) = exec else {
+        return Err(unknown_execution(&id));
+    };
+    let Some(path) = path else {
+        return Err(not_found(
+            "ReportNotAvailable",
+            if model::is_terminal(&exec.status) {
+                format!("execution {id} ended {} without a report", exec.status)
+            } else {
+                format!(
+                    "execution {id} is {}: its report is written when it ends",
+                    exec.status
+                )
+            },
+        ));
+    };
+    let data = tokio::fs::read(&path).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "InternalError",
+        message: format!("cannot read the report {path}: {e}"),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], data).into_response())
+}
+
+async fn metrics(State(agent): Shared) -> Reply {
+    let (tasks, all) = {
+        let store = agent.store.lock().unwrap();
+        (store.tasks()?, store.executions(None)?)
+    };
+    let mut latest = Vec::new();
+    for t in &tasks {
+        if let Some(e) = all.iter().find(|e| e.task_id == t.task_id) {
+            latest.push(e.clone());
+        }
+    }
+    let text = super::metrics::render(&tasks, &latest, &all);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+
+    /// (method, path) pairs under `paths:` of the OpenAPI description: paths
+    /// are the keys indented by two spaces, methods those indented by four.
+    fn documented() -> Vec<(String, String)> {
+        let text = include_str!("../../openapi.yaml");
+        let mut out = Vec::new();
+        let mut in_paths = false;
+        let mut path = None;
+        for line in text.lines() {
+            if !line.starts_with(' ') {
+                in_paths = line == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /") {
+                path = Some(format!("/{}", p.trim_end_matches(':')));
+            } else if let (Some(m), Some(p)) = (line.strip_prefix("    "), &path) {
+                let m = m.trim_end_matches(':');
+                if ["get", "post", "put", "patch", "delete"].contains(&m) {
+                    out.push((m.to_string(), p.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_description_and_nothing_else() {
+        let documented = documented();
+        for (method, path) in ROUTES {
+            assert!(
+                documented.iter().any(|(m, p)| m == method && p == path),
+                "{method} {path} is served but not in agent/openapi.yaml"
+            );
+        }
+        for (m, p) in &documented {
+            assert!(
+                ROUTES.iter().any(|(method, path)| m == method && p == path),
+                "{m} {p} is in agent/openapi.yaml but not served"
+            );
+        }
+        assert_eq!(documented.len(), ROUTES.len());
+    }
+}

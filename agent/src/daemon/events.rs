@@ -1,0 +1,110 @@
+//! Structured log lines: one JSON object per execution state change and per
+//! failed file, on standard error (ferry-init puts a service's output into
+//! the journal). With CloudWatch embedded metric format enabled, each
+//! execution's end also gives one EMF line a CloudWatch agent picks up.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::engine::counters::CounterSnapshot;
+use crate::engine::report::Record;
+
+pub struct Events {
+    /// Emit CloudWatch embedded-metric-format lines.
+    pub emf: bool,
+}
+
+impl Events {
+    fn line(&self, value: &Value) {
+        let mut err = std::io::stderr().lock();
+        let _ = serde_json::to_writer(&mut err, value);
+        let _ = err.write_all(b"\n");
+    }
+
+    pub fn info(&self, message: &str) {
+        self.line(&json!({"level": "info", "message": message}));
+    }
+
+    pub fn warn(&self, message: &str) {
+        self.line(&json!({"level": "warn", "message": message}));
+    }
+
+    pub fn state(&self, task_id: &str, execution_id: &str, status: &str, detail: Option<&str>) {
+        let mut line = json!({
+            "level": if status == "ERROR" { "error" } else { "info" },
+            "event": "execution-state",
+            "task": task_id,
+            "execution": execution_id,
+            "status": status,
+        });
+        if let Some(d) = detail {
+            line["detail"] = d.into();
+        }
+        self.line(&line);
+    }
+
+    pub fn file_failed(&self, task_id: &str, execution_id: &str, record: &Record) {
+        self.line(&json!({
+            "level": "warn",
+            "event": "file-failed",
+            "task": task_id,
+            "execution": execution_id,
+            "path": record.path,
+            "phase": record.phase,
+            "reason": record.reason,
+            "errno": record.errno,
+        }));
+    }
+
+    /// The end of an execution, as a CloudWatch EMF document.
+    pub fn finished(
+        &self,
+        task_id: &str,
+        execution_id: &str,
+        status: &str,
+        c: &CounterSnapshot,
+        total_ms: u64,
+    ) {
+        if !self.emf {
+            return;
+        }
+        let metrics: Vec<(&str, u64, &str)> = vec![
+            ("FilesPreparedSource", c.files_listed_source, "Count"),
+            ("BytesPreparedSource", c.bytes_prepared_source, "Bytes"),
+            (
+                "FilesPreparedDestination",
+                c.files_listed_destination,
+                "Count",
+            ),
+            (
+                "BytesPreparedDestination",
+                c.bytes_prepared_destination,
+                "Bytes",
+            ),
+            ("FilesTransferred", c.files_transferred, "Count"),
+            ("BytesTransferred", c.bytes_transferred, "Bytes"),
+            ("BytesWritten", c.bytes_written, "Bytes"),
+            ("FilesVerified", c.files_verified, "Count"),
+            ("FilesFailed", c.files_failed(), "Count"),
+            ("TotalDuration", total_ms, "Milliseconds"),
+        ];
+        let mut doc = json!({
+            "_aws": {
+                "Timestamp": super::model::now_ms(),
+                "CloudWatchMetrics": [{
+                    "Namespace": "Ferry",
+                    "Dimensions": [["TaskId"]],
+                    "Metrics": metrics.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
+                }],
+            },
+            "TaskId": task_id,
+            "TaskExecutionId": execution_id,
+            "Status": status,
+        });
+        for (name, value, _) in metrics {
+            doc[name] = value.into();
+        }
+        self.line(&doc);
+    }
+}

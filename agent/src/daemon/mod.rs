@@ -1,0 +1,229 @@
+//! `ferry-agent`: the daemon that keeps locations, tasks and executions, runs
+//! executions one at a time with the sync engine, and serves a JSON HTTP API
+//! on a Unix socket.
+//!
+//! | module | does |
+//! | --- | --- |
+//! | [`model`] | the records, in the API's JSON shape |
+//! | [`store`] | SQLite persistence with versioned migrations |
+//! | [`runner`] | the queue: one execution at a time, oldest first |
+//! | [`schedule`] | cron schedules |
+//! | [`nfs`] | mounting NFS locations |
+//! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
+//! | [`metrics`] | Prometheus text at `/metrics` |
+//! | [`events`] | structured log lines and CloudWatch EMF |
+
+pub mod api;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod nfs;
+pub mod runner;
+pub mod schedule;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use self::events::Events;
+use self::model::Task;
+use self::store::{Store, StoreError};
+use crate::engine::Options;
+
+/// Where the appliance's agent listens.
+pub const DEFAULT_SOCKET: &str = "/run/ferry/agent.sock";
+
+/// How the daemon is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Executions that ended longer ago than this are forgotten.
+    pub history: Duration,
+    /// CloudWatch embedded-metric-format lines in the log.
+    pub emf: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The execution the runner is working on.
+#[derive(Clone, Debug)]
+pub struct Running {
+    pub execution_id: String,
+    pub task_id: String,
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub struct Agent {
+    /// Locks are taken in the order `running`, then `store`.
+    pub store: Mutex<Store>,
+    pub running: Mutex<Option<Running>>,
+    pub reports_dir: PathBuf,
+    pub mounts_dir: PathBuf,
+    pub events: Events,
+    pub history: Duration,
+    wake: Mutex<mpsc::Sender<()>>,
+}
+
+impl Agent {
+    /// Opens the store, recovers from an unclean stop, and starts the runner,
+    /// the scheduler and the history cleaner.
+    pub fn start(config: &Config) -> Result<Arc<Agent>, AgentError> {
+        let dir = |p: PathBuf| -> Result<PathBuf, AgentError> {
+            std::fs::create_dir_all(&p).map_err(|source| AgentError::Dir {
+                path: p.display().to_string(),
+                source,
+            })?;
+            Ok(p)
+        };
+        let data_dir = dir(config.data_dir.clone())?;
+        let reports_dir = dir(data_dir.join("reports"))?;
+        let mounts_dir = dir(data_dir.join("mnt"))?;
+        let events = Events { emf: config.emf };
+        runner::clean_mounts(&mounts_dir);
+        let store = Store::open(&data_dir.join("agent.db"))?;
+        for id in store.mark_interrupted()? {
+            events.state(
+                "",
+                &id,
+                model::ERROR,
+                Some("interrupted: the agent stopped during the execution"),
+            );
+        }
+        let (wake, woken) = mpsc::channel();
+        let agent = Arc::new(Agent {
+            store: Mutex::new(store),
+            running: Mutex::new(None),
+            reports_dir,
+            mounts_dir,
+            events,
+            history: config.history,
+            wake: Mutex::new(wake),
+        });
+        agent.expire_history();
+        let a = agent.clone();
+        std::thread::Builder::new()
+            .name("runner".into())
+            .spawn(move || runner::run(a, woken))
+            .expect("spawn the runner");
+        let a = agent.clone();
+        std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || schedule::run(a))
+            .expect("spawn the scheduler");
+        let a = agent.clone();
+        std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                a.expire_history();
+            })
+            .expect("spawn the history cleaner");
+        Ok(agent)
+    }
+
+    fn expire_history(&self) {
+        let cutoff = model::now_ms() - self.history.as_millis() as i64;
+        match self.store.lock().unwrap().expire(cutoff) {
+            Ok(reports) => remove_reports(&reports),
+            Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
+        }
+    }
+
+    fn wake_runner(&self) {
+        let _ = self.wake.lock().unwrap().send(());
+    }
+
+    /// Queues an execution of `task` with `options`.
+    pub fn queue(&self, task: &Task, options: &Options) -> Result<String, StoreError> {
+        let id = self
+            .store
+            .lock()
+            .unwrap()
+            .insert_execution(&task.task_id, options)?;
+        self.events.state(&task.task_id, &id, model::QUEUED, None);
+        self.wake_runner();
+        Ok(id)
+    }
+
+    /// A scheduled start: queued unless an execution of the task already waits.
+    pub fn start_scheduled(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+        let task = {
+            let store = self.store.lock().unwrap();
+            let active = store.active_executions(task_id)?;
+            if active.iter().any(|e| e.status == model::QUEUED) {
+                return Ok(None);
+            }
+            match store.task(task_id)? {
+                Some(t) => t,
+                None => return Ok(None),
+            }
+        };
+        self.queue(&task, &task.options).map(Some)
+    }
+
+    /// Cancels a queued or running execution. `Ok(false)`: it had already ended.
+    pub fn cancel(&self, execution_id: &str) -> Result<bool, StoreError> {
+        let running = self.running.lock().unwrap();
+        let store = self.store.lock().unwrap();
+        if let Some(r) = running.as_ref().filter(|r| r.execution_id == execution_id) {
+            r.cancel.store(true, Ordering::Relaxed);
+            store.set_status(execution_id, model::CANCELLING)?;
+            self.events
+                .state(&r.task_id, execution_id, model::CANCELLING, None);
+            return Ok(true);
+        }
+        match store.execution(execution_id)? {
+            Some(e) if e.status == model::QUEUED => {
+                let mut result = e.result.clone();
+                result.prepare_status = model::ERROR.into();
+                result.transfer_status = model::ERROR.into();
+                result.verify_status = model::ERROR.into();
+                result.error_code = Some("Cancelled".into());
+                result.error_detail = Some("the execution was cancelled before it started".into());
+                store.finish(execution_id, model::ERROR, &result, &e.counters, None)?;
+                self.events.state(
+                    &e.task_id,
+                    execution_id,
+                    model::ERROR,
+                    Some("cancelled while queued"),
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn remove_reports(reports: &[String]) {
+    for r in reports {
+        let _ = std::fs::remove_file(Path::new(r));
+    }
+}
+
+/// Serves the API on `socket` until the process ends.
+pub async fn serve(agent: Arc<Agent>, socket: &Path) -> std::io::Result<()> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // A socket left by a killed agent would make bind fail.
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    agent
+        .events
+        .info(&format!("listening on {}", socket.display()));
+    axum::serve(listener, api::router(agent)).await
+}

@@ -1,0 +1,176 @@
+//! What the agent keeps: locations, tasks and executions, in the JSON shape
+//! of the API (DataSync's PascalCase names and SCREAMING_SNAKE_CASE values).
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::counters::CounterSnapshot;
+use crate::engine::Options;
+
+/// Which NFS protocol version to mount with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NfsVersion {
+    /// 4.1, then 4.0, then 3: the first the server accepts.
+    #[default]
+    Automatic,
+    Nfs3,
+    #[serde(rename = "NFS4_0")]
+    Nfs4_0,
+    #[serde(rename = "NFS4_1")]
+    Nfs4_1,
+}
+
+/// Where a task reads or writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "Type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "PascalCase",
+    deny_unknown_fields
+)]
+pub enum LocationSpec {
+    /// An NFS export the agent mounts for each execution.
+    Nfs {
+        server: String,
+        export: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdirectory: Option<String>,
+        #[serde(default)]
+        version: NfsVersion,
+        /// Extra mount options (`key=value,flag`), added to and overriding
+        /// the agent's defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mount_options: Option<String>,
+    },
+    /// A directory that is already there (a local disk, or a file system
+    /// mounted another way).
+    Local { path: String },
+}
+
+impl LocationSpec {
+    pub fn uri(&self) -> String {
+        match self {
+            LocationSpec::Nfs {
+                server,
+                export,
+                subdirectory,
+                ..
+            } => {
+                let sub = subdirectory.as_deref().unwrap_or("");
+                format!(
+                    "nfs://{server}/{}{}{}",
+                    export.trim_matches('/'),
+                    if sub.trim_matches('/').is_empty() {
+                        ""
+                    } else {
+                        "/"
+                    },
+                    sub.trim_matches('/')
+                )
+            }
+            LocationSpec::Local { path } => format!("file://{path}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Location {
+    pub location_id: String,
+    pub location_uri: String,
+    #[serde(flatten)]
+    pub spec: LocationSpec,
+    pub creation_time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    pub task_id: String,
+    pub name: String,
+    pub source_location_id: String,
+    pub destination_location_id: String,
+    pub options: Options,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// AVAILABLE, QUEUED (an execution waits) or RUNNING.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_task_execution_id: Option<String>,
+    pub creation_time: String,
+}
+
+/// The states of an execution. The engine's phases, plus CANCELLING.
+pub const QUEUED: &str = "QUEUED";
+pub const LAUNCHING: &str = "LAUNCHING";
+pub const CANCELLING: &str = "CANCELLING";
+pub const SUCCESS: &str = "SUCCESS";
+pub const ERROR: &str = "ERROR";
+
+pub fn is_terminal(status: &str) -> bool {
+    status == SUCCESS || status == ERROR
+}
+
+/// Per-phase status and duration (DataSync's TaskExecutionResultDetail).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResultDetail {
+    /// PENDING, SUCCESS or ERROR for each phase.
+    pub prepare_status: String,
+    pub prepare_duration: u64,
+    pub transfer_status: String,
+    pub transfer_duration: u64,
+    pub verify_status: String,
+    pub verify_duration: u64,
+    pub total_duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Execution {
+    pub task_execution_id: String,
+    pub task_id: String,
+    pub status: String,
+    pub options: Options,
+    pub queue_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub result: ResultDetail,
+    pub counters: CounterSnapshot,
+    /// Whether `GET /v1/executions/{id}/report` has a report to give.
+    pub report_available: bool,
+}
+
+/// Milliseconds since the epoch as RFC 3339.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `prefix-` and 17 hex digits, as DataSync's ids look.
+pub fn new_id(prefix: &str) -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 9];
+    // /dev/urandom is always there on Linux; the clock is a fallback only.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        bytes[..8]
+            .copy_from_slice(&(now_ms() as u64 ^ u64::from(std::process::id())).to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{}", &hex[..17])
+}

@@ -1,0 +1,221 @@
+//! NFS locations: the agent mounts the export for an execution and unmounts
+//! it afterwards, with mount(2) directly (the appliance has no mount.nfs).
+//!
+//! The kernel's NFS mount wants the server's address in the data string
+//! (`addr=`); mount.nfs would add it, so we resolve the name ourselves.
+//! Default options are chosen for throughput over long round trips:
+//! several TCP connections per server (`nconnect`), 1 MiB reads and writes,
+//! and `hard` mounts that ride out a link that drops for a while.
+
+use std::ffi::CString;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+use super::model::NfsVersion;
+
+/// Options every NFS mount of the agent starts from. The NFS client opens one
+/// TCP connection per server by default, window-limited on a long round trip;
+/// `nconnect` spreads the traffic over several.
+pub const DEFAULT_OPTIONS: &str = "nconnect=8,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2";
+
+/// v3 without rpcbind or lockd on the appliance: no locks, no ACL side protocol.
+const V3_OPTIONS: &str = "nolock,noacl,proto=tcp,mountproto=tcp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NfsError {
+    #[error("cannot resolve the NFS server {server}: {source}")]
+    Resolve { server: String, source: io::Error },
+    #[error("cannot create the mount point {path}: {source}")]
+    MountPoint { path: String, source: io::Error },
+    #[error("mounting {device} (NFS {version}, options {options}) failed: {source}")]
+    Mount {
+        device: String,
+        version: &'static str,
+        options: String,
+        source: io::Error,
+    },
+}
+
+/// The versions to try, in order.
+fn versions(v: NfsVersion) -> &'static [&'static str] {
+    match v {
+        NfsVersion::Automatic => &["4.1", "4.0", "3"],
+        NfsVersion::Nfs3 => &["3"],
+        NfsVersion::Nfs4_0 => &["4.0"],
+        NfsVersion::Nfs4_1 => &["4.1"],
+    }
+}
+
+/// `a=1,b,c=2` merged: later keys replace earlier ones, order kept.
+pub fn merge_options(layers: &[&str]) -> String {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for layer in layers {
+        for opt in layer.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let key = opt.split('=').next().unwrap_or(opt).to_string();
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = opt.to_string(),
+                None => out.push((key, opt.to_string())),
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(_, o)| o)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Checks what can be checked before anything is mounted.
+pub fn validate(server: &str, export: &str, mount_options: Option<&str>) -> Result<(), String> {
+    if server.is_empty() || server.contains(['/', ',', ' ']) {
+        return Err(format!(
+            "the NFS server {server:?} is not a host name or address"
+        ));
+    }
+    if !export.starts_with('/') {
+        return Err(format!(
+            "the export {export:?} must be an absolute path, such as /exports/data"
+        ));
+    }
+    if let Some(opts) = mount_options {
+        for opt in opts.split(',').map(str::trim) {
+            let key = opt.split('=').next().unwrap_or(opt);
+            if matches!(key, "vers" | "nfsvers" | "addr") {
+                return Err(format!(
+                    "the mount option {key} is set by the agent: use --version for the protocol version"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mounts `server:export[/subdirectory]` on `target`; returns the version used.
+pub fn mount(
+    server: &str,
+    export: &str,
+    subdirectory: Option<&str>,
+    version: NfsVersion,
+    mount_options: Option<&str>,
+    target: &Path,
+) -> Result<&'static str, NfsError> {
+    let addr = (server, 2049)
+        .to_socket_addrs()
+        .and_then(|mut a| {
+            a.next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+        })
+        .map_err(|source| NfsError::Resolve {
+            server: server.into(),
+            source,
+        })?
+        .ip();
+    std::fs::create_dir_all(target).map_err(|source| NfsError::MountPoint {
+        path: target.display().to_string(),
+        source,
+    })?;
+    let mut path = export.trim_end_matches('/').to_string();
+    if let Some(sub) = subdirectory
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+    {
+        path.push('/');
+        path.push_str(sub);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    let host = if addr.is_ipv6() {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    };
+    let device = format!("{host}:{path}");
+    let mut last = None;
+    for &vers in versions(version) {
+        let (fstype, extra) = if vers == "3" {
+            ("nfs", V3_OPTIONS)
+        } else {
+            ("nfs4", "")
+        };
+        let options = merge_options(&[
+            DEFAULT_OPTIONS,
+            extra,
+            mount_options.unwrap_or(""),
+            &format!("vers={vers},addr={addr}"),
+        ]);
+        match mount_syscall(&device, target, fstype, &options) {
+            Ok(()) => return Ok(vers),
+            Err(source) => {
+                last = Some(NfsError::Mount {
+                    device: device.clone(),
+                    version: vers,
+                    options,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last.expect("at least one version is tried"))
+}
+
+fn mount_syscall(device: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let device = c(device)?;
+    let target = c(&target.to_string_lossy())?;
+    let fstype = c(fstype)?;
+    let data = c(data)?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            device.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts; a busy or unreachable mount is detached instead.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    let target = CString::new(target.to_string_lossy().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_options_override_defaults() {
+        assert_eq!(
+            merge_options(&[DEFAULT_OPTIONS, "nconnect=4,noatime", "vers=3"]),
+            "nconnect=4,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noatime,vers=3"
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_agent_sets() {
+        assert!(validate("nas", "/export", Some("vers=3")).is_err());
+        assert!(validate("nas", "export", None).is_err());
+        assert!(validate("", "/export", None).is_err());
+        assert!(validate("nas.example", "/export", Some("nconnect=16")).is_ok());
+    }
+}

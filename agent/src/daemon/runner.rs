@@ -1,0 +1,409 @@
+//! The runner: one execution at a time, the oldest queued first (DataSync's
+//! task queueing). It mounts NFS locations, runs the engine, keeps the store
+//! up to date while it runs, writes the report, and unmounts.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
+use super::{nfs, Agent, Running};
+use crate::engine::counters::CounterSnapshot;
+use crate::engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
+use crate::engine::{Execution, Summary};
+use crate::location::local::LocalLocation;
+
+/// How often live counters are saved while an execution runs.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs queued executions until the process ends.
+pub fn run(agent: Arc<Agent>, wake: std::sync::mpsc::Receiver<()>) {
+    loop {
+        match claim_next(&agent) {
+            Some((exec, running)) => {
+                execute(&agent, &exec, &running);
+                *agent.running.lock().unwrap() = None;
+            }
+            None => {
+                let _ = wake.recv_timeout(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Takes the oldest queued execution and marks it LAUNCHING, atomically with
+/// respect to cancels (which take the same locks in the same order).
+fn claim_next(agent: &Agent) -> Option<(ExecutionRecord, Running)> {
+    let mut running = agent.running.lock().unwrap();
+    let store = agent.store.lock().unwrap();
+    let exec = match store.next_queued() {
+        Ok(e) => e?,
+        Err(e) => {
+            agent.events.warn(&format!("cannot read the queue: {e}"));
+            return None;
+        }
+    };
+    if let Err(e) = store.mark_started(&exec.task_execution_id) {
+        agent
+            .events
+            .warn(&format!("cannot start {}: {e}", exec.task_execution_id));
+        return None;
+    }
+    let r = Running {
+        execution_id: exec.task_execution_id.clone(),
+        task_id: exec.task_id.clone(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    *running = Some(r.clone());
+    agent.events.state(
+        &exec.task_id,
+        &exec.task_execution_id,
+        model::LAUNCHING,
+        None,
+    );
+    Some((exec, r))
+}
+
+/// A location made ready for one execution: mounted if it is NFS.
+struct Prepared {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Prepared {
+    fn open(agent: &Agent, spec: &LocationSpec, mount_point: PathBuf) -> Result<Prepared, String> {
+        match spec {
+            LocationSpec::Local { path } => Ok(Prepared {
+                path: PathBuf::from(path),
+                mounted: false,
+            }),
+            LocationSpec::Nfs {
+                server,
+                export,
+                subdirectory,
+                version,
+                mount_options,
+            } => {
+                let vers = nfs::mount(
+                    server,
+                    export,
+                    subdirectory.as_deref(),
+                    *version,
+                    mount_options.as_deref(),
+                    &mount_point,
+                )
+                .map_err(|e| e.to_string())?;
+                agent.events.info(&format!(
+                    "mounted {} (NFS {vers}) on {}",
+                    spec.uri(),
+                    mount_point.display()
+                ));
+                Ok(Prepared {
+                    path: mount_point,
+                    mounted: true,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = nfs::unmount(&self.path) {
+                eprintln!("cannot unmount {}: {e}", self.path.display());
+            }
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Keeps the store's status in step with the engine's phases, and logs.
+struct StoreObserver {
+    agent: Arc<Agent>,
+    task_id: String,
+    execution_id: String,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Observer for StoreObserver {
+    fn phase(&self, phase: Phase, _counters: &CounterSnapshot) {
+        // The end is written by the runner with the summary, in one update;
+        // after a cancel the status stays CANCELLING until then.
+        if matches!(phase, Phase::Success | Phase::Error | Phase::Queued)
+            || self.cancel.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let status = phase.to_string();
+        if status == model::LAUNCHING {
+            return; // already recorded when claimed
+        }
+        if let Err(e) = self
+            .agent
+            .store
+            .lock()
+            .unwrap()
+            .set_status(&self.execution_id, &status)
+        {
+            self.agent
+                .events
+                .warn(&format!("cannot save the status: {e}"));
+        }
+        self.agent
+            .events
+            .state(&self.task_id, &self.execution_id, &status, None);
+    }
+
+    fn wants_records(&self) -> bool {
+        true
+    }
+
+    fn record(&self, record: Record) {
+        if record.outcome == Outcome::Failed {
+            self.agent
+                .events
+                .file_failed(&self.task_id, &self.execution_id, &record);
+        }
+    }
+}
+
+fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
+    let id = &exec.task_execution_id;
+    let fail = |code: &str, detail: String| {
+        let mut result = store_result(agent, id);
+        for s in [
+            &mut result.prepare_status,
+            &mut result.transfer_status,
+            &mut result.verify_status,
+        ] {
+            if s == "PENDING" {
+                *s = model::ERROR.into();
+            }
+        }
+        result.error_code = Some(code.into());
+        result.error_detail = Some(detail.clone());
+        finish(agent, exec, model::ERROR, &result, &exec.counters, None);
+    };
+
+    let (task, source, destination) = {
+        let store = agent.store.lock().unwrap();
+        let task = store.task(&exec.task_id).ok().flatten();
+        let loc = |id: Option<&String>| id.and_then(|id| store.location(id).ok().flatten());
+        (
+            task.clone(),
+            loc(task.as_ref().map(|t| &t.source_location_id)),
+            loc(task.as_ref().map(|t| &t.destination_location_id)),
+        )
+    };
+    let (Some(_task), Some(source), Some(destination)) = (task, source, destination) else {
+        return fail(
+            "TaskNotFound",
+            "the task or one of its locations is gone".into(),
+        );
+    };
+    let mounts = agent.mounts_dir.join(id);
+    let src = match Prepared::open(agent, &source.spec, mounts.join("source")) {
+        Ok(p) => p,
+        Err(e) => return fail("SourceUnavailable", e),
+    };
+    let dst = match Prepared::open(agent, &destination.spec, mounts.join("destination")) {
+        Ok(p) => p,
+        Err(e) => return fail("DestinationUnavailable", e),
+    };
+    let src_loc = match LocalLocation::open(&src.path) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                "SourceUnavailable",
+                format!("cannot open the source {}: {e}", source.location_uri),
+            )
+        }
+    };
+    let dst_loc = match LocalLocation::open(&dst.path) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                "DestinationUnavailable",
+                format!(
+                    "cannot open the destination {}: {e}",
+                    destination.location_uri
+                ),
+            )
+        }
+    };
+    let report_path = agent.reports_dir.join(format!("{id}.json"));
+    let report = match ReportWriter::create(&report_path) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            return fail(
+                "ReportUnavailable",
+                format!("cannot prepare the report: {e}"),
+            )
+        }
+    };
+    let observer = Arc::new(StoreObserver {
+        agent: agent.clone(),
+        task_id: exec.task_id.clone(),
+        execution_id: id.clone(),
+        cancel: running.cancel.clone(),
+    });
+    let fanout: Arc<dyn Observer> = Arc::new(Fanout(vec![report.clone(), observer]));
+    let engine = match Execution::new(
+        src_loc,
+        dst_loc,
+        exec.options.clone(),
+        fanout,
+        running.cancel.clone(),
+    ) {
+        Ok(e) => e,
+        Err(e) => return fail("InvalidOptions", e.to_string()),
+    };
+    let done = Mutex::new(false);
+    let done_signal = std::sync::Condvar::new();
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut finished = done.lock().unwrap();
+            while !*finished {
+                finished = done_signal
+                    .wait_timeout(finished, PROGRESS_EVERY)
+                    .unwrap()
+                    .0;
+                let (_, counters) = engine.progress();
+                let result = store_result(agent, id);
+                let _ = agent
+                    .store
+                    .lock()
+                    .unwrap()
+                    .save_progress(id, &result, &counters);
+            }
+        });
+        let outcome = engine.run();
+        *done.lock().unwrap() = true;
+        done_signal.notify_all();
+        outcome
+    });
+    let summary = match outcome {
+        Ok(s) => s,
+        Err(e) => return fail("LocationUnavailable", e.to_string()),
+    };
+    let report_saved = match report.finish(&summary) {
+        Ok(()) => Some(report_path.to_string_lossy().into_owned()),
+        Err(e) => {
+            agent
+                .events
+                .warn(&format!("cannot write the report of {id}: {e}"));
+            None
+        }
+    };
+    let status = if summary.status == Phase::Success {
+        model::SUCCESS
+    } else {
+        model::ERROR
+    };
+    finish(
+        agent,
+        exec,
+        status,
+        &result_of(&summary),
+        &summary.counters,
+        report_saved.as_deref(),
+    );
+    drop((src, dst));
+    let _ = std::fs::remove_dir(&mounts);
+}
+
+fn store_result(agent: &Agent, id: &str) -> ResultDetail {
+    agent
+        .store
+        .lock()
+        .unwrap()
+        .execution(id)
+        .ok()
+        .flatten()
+        .map(|e| e.result)
+        .unwrap_or_else(super::store::pending_result)
+}
+
+fn finish(
+    agent: &Agent,
+    exec: &ExecutionRecord,
+    status: &str,
+    result: &ResultDetail,
+    counters: &CounterSnapshot,
+    report: Option<&str>,
+) {
+    let id = &exec.task_execution_id;
+    if let Err(e) = agent
+        .store
+        .lock()
+        .unwrap()
+        .finish(id, status, result, counters, report)
+    {
+        agent
+            .events
+            .warn(&format!("cannot save the end of {id}: {e}"));
+    }
+    agent
+        .events
+        .state(&exec.task_id, id, status, result.error_detail.as_deref());
+    agent
+        .events
+        .finished(&exec.task_id, id, status, counters, result.total_duration);
+}
+
+/// DataSync's per-phase statuses from the engine's summary.
+pub fn result_of(s: &Summary) -> ResultDetail {
+    let c = &s.counters;
+    let cancelled = s.error_code.as_deref() == Some("Cancelled");
+    let phase = |failed: bool, ran: bool| {
+        if failed {
+            model::ERROR
+        } else if ran {
+            model::SUCCESS
+        } else if s.status == Phase::Error {
+            model::ERROR
+        } else {
+            model::SUCCESS
+        }
+    };
+    let unreadable = s.error_code.as_deref() == Some("SourceOrDestinationUnreadable");
+    let verify_ran = s.verify_duration > 0 || c.files_verified > 0 || c.files_failed_verify > 0;
+    ResultDetail {
+        prepare_status: phase(c.files_failed_prepare > 0 || unreadable, true).into(),
+        prepare_duration: s.prepare_duration,
+        transfer_status: phase(
+            c.files_failed_transfer + c.files_failed_delete > 0 || unreadable,
+            !cancelled,
+        )
+        .into(),
+        transfer_duration: s.transfer_duration,
+        verify_status: phase(
+            c.files_failed_verify > 0,
+            verify_ran || s.options.verify_mode == crate::engine::options::VerifyMode::None,
+        )
+        .into(),
+        verify_duration: s.verify_duration,
+        total_duration: s.total_duration,
+        error_code: s.error_code.clone(),
+        error_detail: s.error_detail.clone(),
+    }
+}
+
+/// Unmounts what a killed agent left mounted, and removes the mount points.
+pub fn clean_mounts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for exec in entries.flatten() {
+        for side in ["source", "destination"] {
+            let p = exec.path().join(side);
+            if p.exists() {
+                let _ = nfs::unmount(&p);
+                let _ = std::fs::remove_dir(&p);
+            }
+        }
+        let _ = std::fs::remove_dir(exec.path());
+    }
+}
