@@ -5,6 +5,8 @@
 //!
 //! The benchmark and NFS end-to-end tests reuse it for their test guests.
 
+pub mod ovf;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::net::UnixStream;
@@ -180,6 +182,30 @@ pub struct VmConfig {
     pub fw_cfg: Vec<(String, PathBuf)>,
     /// Directory for the console log and monitor socket.
     pub dir: PathBuf,
+    /// The disk's format as QEMU names it (`raw`, `vmdk`).
+    pub disk_format: &'static str,
+    /// Where the disk hangs.
+    pub disk_bus: DiskBus,
+    /// Writes go to a temporary overlay, the disk file stays as it is
+    /// (QEMU cannot write a streamOptimized VMDK in place).
+    pub snapshot: bool,
+    /// The network adapter's QEMU device (`virtio-net-pci`, `vmxnet3`).
+    pub nic: &'static str,
+    /// An ISO image in a CD-ROM drive on the disk's SCSI controller (PVSCSI),
+    /// else on SATA.
+    pub cdrom: Option<PathBuf>,
+    /// `guestfwd` rules for user-mode networking, e.g.
+    /// `tcp:169.254.169.254:80-tcp:127.0.0.1:8080` (guest connections to
+    /// that address reach a server on the host's loopback).
+    pub guestfwd: Vec<String>,
+}
+
+/// The disk controller a VM's disk is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    /// VMware ParaVirtual SCSI (`pvscsi` + `scsi-hd`).
+    Pvscsi,
 }
 
 impl VmConfig {
@@ -192,6 +218,12 @@ impl VmConfig {
             memory_mib: 1024,
             fw_cfg: Vec::new(),
             dir: dir.to_path_buf(),
+            disk_format: "raw",
+            disk_bus: DiskBus::Virtio,
+            snapshot: false,
+            nic: "virtio-net-pci",
+            cdrom: None,
+            guestfwd: Vec::new(),
         }
     }
 
@@ -203,6 +235,12 @@ impl VmConfig {
             memory_mib: 1024,
             fw_cfg: Vec::new(),
             dir: dir.to_path_buf(),
+            disk_format: "raw",
+            disk_bus: DiskBus::Virtio,
+            snapshot: false,
+            nic: "virtio-net-pci",
+            cdrom: None,
+            guestfwd: Vec::new(),
         }
     }
 }
@@ -235,19 +273,48 @@ impl Vm {
         ])
         .args(["-m", &cfg.memory_mib.to_string()])
         .args(["-display", "none", "-no-reboot"])
-        .args([
-            "-netdev",
-            "user,id=n0,restrict=on",
-            "-device",
-            "virtio-net-pci,netdev=n0",
-        ])
+        .arg("-netdev")
+        .arg(
+            std::iter::once("user,id=n0,restrict=on".to_string())
+                .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .arg("-device")
+        .arg(format!("{},netdev=n0", cfg.nic))
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", monitor.display()));
         if let Some(disk) = &cfg.disk {
-            cmd.arg("-drive")
-                .arg(format!("file={},format=raw,if=virtio", disk.display()));
+            let snapshot = if cfg.snapshot { ",snapshot=on" } else { "" };
+            let drive = format!(
+                "file={},format={}{snapshot}",
+                disk.display(),
+                cfg.disk_format
+            );
+            match cfg.disk_bus {
+                DiskBus::Virtio => {
+                    cmd.arg("-drive").arg(format!("{drive},if=virtio"));
+                }
+                DiskBus::Pvscsi => {
+                    cmd.args(["-device", "pvscsi,id=scsi0"])
+                        .arg("-drive")
+                        .arg(format!("{drive},if=none,id=disk0"))
+                        .args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"]);
+                }
+            }
+        }
+        if let Some(iso) = &cfg.cdrom {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,media=cdrom,readonly=on,if=none,id=cd0",
+                iso.display()
+            ));
+            let device = match cfg.disk_bus {
+                DiskBus::Pvscsi => "scsi-cd,drive=cd0,bus=scsi0.0",
+                DiskBus::Virtio => "ide-cd,drive=cd0",
+            };
+            cmd.args(["-device", device]);
         }
         if let Some(k) = &cfg.direct {
             cmd.arg("-kernel")
