@@ -42,6 +42,12 @@ const SPLIT_THRESHOLD: u64 = 32 << 20;
 const RANGE_SIZE: u64 = 8 << 20;
 /// The copy buffer of each worker.
 const BUFFER_SIZE: usize = 1 << 20;
+/// Files up to this size are copied through user space and hashed on the
+/// way (verification then reads only the destination); larger ones are
+/// copied inside the kernel.
+const HASH_WHILE_COPYING_MAX: u64 = 1 << 20;
+/// One in-kernel copy call at most: a cancel is noticed between calls.
+const KERNEL_COPY_CHUNK: usize = 8 << 20;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -183,6 +189,8 @@ pub(crate) struct Transfer<'a, S: Location, D: Location> {
     scans_outstanding: AtomicUsize,
     /// When the last directory was listed: the end of PREPARING.
     pub prepared_at: Mutex<Option<Instant>>,
+    /// Cleared when the kernel refuses to copy between the two locations.
+    kernel_copy: AtomicBool,
 }
 
 type Failure = (&'static str, io::Error);
@@ -200,6 +208,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             links: Mutex::new(HashMap::new()),
             scans_outstanding: AtomicUsize::new(0),
             prepared_at: Mutex::new(None),
+            kernel_copy: AtomicBool::new(true),
         }
     }
 
@@ -929,6 +938,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             Vec::new()
         };
         if ranges.len() <= 1
+            && job.src.size <= HASH_WHILE_COPYING_MAX
             && !job.src.looks_sparse()
             && ctx.opts.verify_mode == VerifyMode::PointInTimeConsistent
         {
@@ -963,6 +973,19 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let ctx = self.ctx;
         let writer = copy.writer.read().unwrap();
         let writer = writer.as_ref().expect("writer is taken only at the end");
+        let hashing = copy.hasher.lock().unwrap().is_some();
+        if let (false, true, Some(fd)) = (
+            hashing,
+            self.kernel_copy.load(Ordering::Relaxed),
+            copy.reader.fd(),
+        ) {
+            match self.kernel_copy(writer, fd, range.clone()) {
+                Ok(()) => return Ok(()),
+                // Not between these two: copy through user space from now on.
+                Err(None) => self.kernel_copy.store(false, Ordering::Relaxed),
+                Err(Some(f)) => return Err(f),
+            }
+        }
         BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let want = (range.end - range.start).min(BUFFER_SIZE as u64) as usize;
@@ -998,6 +1021,40 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             }
             Ok(())
         })
+    }
+
+    /// Copies a range inside the kernel. `Err(None)`: the kernel cannot copy
+    /// between these files and nothing was copied.
+    fn kernel_copy(
+        &self,
+        writer: &D::Writer,
+        src: std::os::fd::BorrowedFd<'_>,
+        range: Range<u64>,
+    ) -> Result<(), Option<Failure>> {
+        let ctx = self.ctx;
+        let mut offset = range.start;
+        while offset < range.end {
+            if ctx.cancelled() {
+                return Err(Some((
+                    "cancelled",
+                    io::Error::from(io::ErrorKind::Interrupted),
+                )));
+            }
+            let n = (range.end - offset).min(KERNEL_COPY_CHUNK as u64) as usize;
+            if let Some(t) = &ctx.throttle {
+                t.take(n as u64);
+            }
+            let got = match writer.copy_from(src, offset, n) {
+                Ok(0) => break, // The file shrank: noticed at the end.
+                Ok(got) => got,
+                Err(e) if offset == range.start && kernel_cannot(&e) => return Err(None),
+                Err(e) => return Err(Some(("copy data", e))),
+            };
+            Counters::add(&ctx.counters.bytes_transferred, got as u64);
+            Counters::add(&ctx.counters.bytes_written, got as u64);
+            offset += got as u64;
+        }
+        Ok(())
     }
 
     /// Completes a file copy: attributes, close, rename into place.
@@ -1128,6 +1185,15 @@ fn staging_name(name: &OsStr) -> OsString {
     let mut n = [0u8; 8];
     n.copy_from_slice(&digest[..8]);
     format!(".ferry~{:016x}~tmp", u64::from_be_bytes(n)).into()
+}
+
+/// Errors of copy_file_range that mean "not between these two files".
+fn kernel_cannot(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF)
+        )
 }
 
 /// Whether a file changed between two looks at it.

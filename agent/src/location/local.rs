@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -338,6 +338,10 @@ impl Reader for LocalReader {
         Ok(meta_of(&st))
     }
 
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.0.as_fd())
+    }
+
     fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
         let mut segments = Vec::new();
         let mut offset = 0;
@@ -375,6 +379,17 @@ pub struct LocalWriter(File);
 impl Writer for LocalWriter {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         self.0.write_at(buf, offset)
+    }
+
+    fn copy_from(&self, src: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
+        let (mut off_in, mut off_out) = (offset, offset);
+        Ok(rfs::copy_file_range(
+            src,
+            Some(&mut off_in),
+            &self.0,
+            Some(&mut off_out),
+            len,
+        )?)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

@@ -11,6 +11,7 @@ pub mod local;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Range;
+use std::os::fd::BorrowedFd;
 
 use serde::{Deserialize, Serialize};
 
@@ -101,11 +102,21 @@ pub trait Reader: Send + Sync {
     fn meta(&self) -> io::Result<Meta>;
     /// The ranges of `0..size` that hold data; holes are left out.
     fn data_segments(&self, size: u64) -> io::Result<Vec<Range<u64>>>;
+    /// The open file, when it is one the kernel can copy from.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// Writes one new file, created under a temporary name.
 pub trait Writer: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// Copies `len` bytes at `offset` from `src` to the same offset, inside
+    /// the kernel (no copy through user space; NFS 4.2 may copy on the
+    /// server). `Unsupported` when this writer cannot.
+    fn copy_from(&self, _src: BorrowedFd<'_>, _offset: u64, _len: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn update(&self, update: &MetaUpdate) -> io::Result<()>;
     /// Closes the file and reports what closing found (on NFS, write errors
