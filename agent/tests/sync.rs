@@ -626,3 +626,22 @@ fn changed_at_source_during_the_run_is_reported_not_failed() {
     assert_eq!(code, 0, "{s}");
     assert!(compare_trees(&src, &dst).is_empty());
 }
+
+#[test]
+fn copies_between_file_systems_the_kernel_cannot_copy_across() {
+    // /dev/shm is a tmpfs: copy_file_range to the test's disk fails with
+    // EXDEV, and the engine falls back to copying through user space.
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let src = shm.path().join("src");
+    write(&src.join("big"), &common::bytes(11, 3 << 20));
+    write(&src.join("d/small"), b"small");
+    let t = tempdir();
+    let dst = t.path().join("dst");
+    let (code, s) = sync(&src, &dst, &["--verify-mode", "none"]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(counter(&s, "BytesTransferred"), (3 << 20) + 5);
+    assert!(compare_trees(&src, &dst).is_empty());
+}

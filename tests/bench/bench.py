@@ -33,6 +33,7 @@ def parse_args():
     p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
     p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
+    p.add_argument("--series", help="comma-separated series to run, e.g. 'v4.1 20ms' (default: all)")
     return p.parse_args()
 
 
@@ -189,6 +190,11 @@ def main():
     if args.workloads:
         wanted = set(args.workloads.split(","))
         workloads = [w for w in workloads if w.name in wanted]
+    if args.series:
+        wanted = set(args.series.split(","))
+        for w in workloads:
+            w.series = [s for s in w.series if s in wanted]
+        workloads = [w for w in workloads if w.series]
     if args.smoke:
         args.runs = 1
     if not os.path.exists(args.ferry):
