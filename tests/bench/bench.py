@@ -87,6 +87,8 @@ def run_nfs(args, workloads, out):
 
     results, pending = [], {}
     ops = {}
+    rtt = {}
+    current = [None]
 
     def on_line(line):
         m = re.match(r"^(SERIES|RTT|RESULT|SKIPPED|BENCH-ERROR|TOOLOUT|OPS|BENCH-BOOTED|PLAN-END)\b ?(.*)", line)
@@ -106,6 +108,13 @@ def run_nfs(args, workloads, out):
             results.append(res)
             progress(f"{workload} | {series} | {plan.LABELS[tool]} | run {run}: {int(ms) / 1000:.2f} s" + ("" if rc == "0" else f" (exit {rc})"))
         elif kind in ("SERIES", "RTT"):
+            if kind == "SERIES":
+                current[0] = rest
+            else:
+                # "round-trip min/avg/max = a/b/c ms"
+                m = re.search(r"= [\d.]+/([\d.]+)/", rest)
+                if m:
+                    rtt[current[0]] = f"{float(m.group(1)):.1f} ms"
             progress(f"{kind.lower()} {rest}")
         elif kind in ("BENCH-ERROR", "TOOLOUT"):
             progress(f"{kind}: {rest}")
@@ -128,7 +137,7 @@ def run_nfs(args, workloads, out):
         res["diffs"] = check.differences(src, os.path.join(export["dst"], res["id"]))
         if res["diffs"]:
             progress(f"MISMATCH {res['id']}: {'; '.join(res['diffs'])}")
-    return results, {k: v[1] for k, v in made.items()}
+    return results, {k: v[1] for k, v in made.items()}, rtt
 
 
 def run_local(args, workloads, out):
@@ -175,7 +184,7 @@ def run_local(args, workloads, out):
                 progress(f"{w.name} | local | {plan.LABELS[tool]} | run {r}: {ms / 1000:.2f} s"
                          + ("" if proc.returncode == 0 else f" (exit {proc.returncode}: {proc.stderr.decode()[-200:]})")
                          + (f" MISMATCH {'; '.join(diffs)}" if diffs else ""))
-    return results, {k: v[1] for k, v in made.items()}
+    return results, {k: v[1] for k, v in made.items()}, {}
 
 
 def main():
@@ -201,7 +210,7 @@ def main():
         raise BenchError(f"{args.ferry} does not exist: build it with scripts/bench, which runs cargo first")
     started = time.time()
     runner = run_local if args.local else run_nfs
-    results, files = runner(args, workloads, out)
+    results, files, rtt = runner(args, workloads, out)
     rows = report.summarize(results, {w.name: files[w.kind] for w in workloads})
     order = [w.name for w in workloads]
     series_order = list(plan.SERIES) + ["local"]
@@ -215,6 +224,8 @@ def main():
         "runs": args.runs,
         "once over": f"{args.once_over} s",
     }
+    if rtt:
+        meta["measured round trip (ping, average)"] = ", ".join(f"{k}: {v}" for k, v in rtt.items())
     report.write(out, results, rows, meta)
     progress(f"report: {os.path.join(out, 'report.md')}")
     print(report.markdown(rows, meta))
