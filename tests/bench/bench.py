@@ -34,6 +34,7 @@ def parse_args():
     p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
     p.add_argument("--series", help="comma-separated series to run, e.g. 'v4.1 20ms' (default: all)")
+    p.add_argument("--from-log", action="store_true", help="report from the guest.log of an earlier run in --out (same plan options), without running")
     return p.parse_args()
 
 
@@ -73,71 +74,93 @@ def progress(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_nfs(args, workloads, out):
-    work = os.path.join(out, "work")
-    export = {"src": os.path.join(work, "export", "src"), "dst": os.path.join(work, "export", "dst")}
-    shutil.rmtree(os.path.join(work, "export"), ignore_errors=True)
-    for path in export.values():
-        os.makedirs(path)
-    progress("generating source trees")
-    made = make_trees(export["src"], workloads, args)
-    script = plan.guest_plan(workloads, made, args.runs, args.once_over)
-    progress("building the guest (Debian cloud kernel, busybox, the tools)")
-    vmlinuz, initrd = guest.build_initramfs(work, os.path.join(out, "cache"), args.ferry, script)
+class GuestLog:
+    """Reads the guest's console: results, NFS operation counts, round trips."""
 
-    results, pending = [], {}
-    ops = {}
-    rtt = {}
-    current = [None]
+    def __init__(self, workloads, runs):
+        self.pending = {
+            plan.run_id(w.name, s, tool, r): (w.name, s, tool, r)
+            for w in workloads for s in w.series for r in range(1, runs + 1) for tool in w.tools
+        }
+        self.results, self.ops, self.rtt, self.series = [], {}, {}, None
 
-    def on_line(line):
-        m = re.match(r"^(SERIES|RTT|RESULT|SKIPPED|BENCH-ERROR|TOOLOUT|OPS|BENCH-BOOTED|PLAN-END)\b ?(.*)", line)
+    def line(self, line, show=True):
+        m = re.match(r"^(SERIES|RTT|RESULT|BENCH-ERROR|TOOLOUT|OPS)\b ?(.*)", line)
         if not m:
             return
         kind, rest = m.groups()
         if kind == "OPS":
             rid, mount, when, *pairs = rest.split()
-            ops[(rid, mount, when)] = {k: int(v) for k, v in (p.split("=") for p in pairs)}
+            self.ops[(rid, mount, when)] = {k: int(v) for k, v in (p.split("=") for p in pairs)}
         elif kind == "RESULT":
             rid, rc, ms = re.match(r"(\S+) rc=(\d+) ms=(\d+)", rest).groups()
-            workload, series, tool, run = pending[rid]
+            if rid not in self.pending:
+                return  # a log of another plan
+            workload, series, tool, run = self.pending[rid]
             res = dict(id=rid, workload=workload, series=series, tool=tool, run=run, rc=int(rc), ms=int(ms))
             for mount in ("src", "dst"):
-                before, after = ops.get((rid, mount, "before")), ops.get((rid, mount, "after"))
-                res[f"{mount}_ops"] = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)} if before is not None and after else None
-            results.append(res)
-            progress(f"{workload} | {series} | {plan.LABELS[tool]} | run {run}: {int(ms) / 1000:.2f} s" + ("" if rc == "0" else f" (exit {rc})"))
-        elif kind in ("SERIES", "RTT"):
-            if kind == "SERIES":
-                current[0] = rest
-            else:
-                # "round-trip min/avg/max = a/b/c ms"
-                m = re.search(r"= [\d.]+/([\d.]+)/", rest)
-                if m:
-                    rtt[current[0]] = f"{float(m.group(1)):.1f} ms"
+                before, after = self.ops.get((rid, mount, "before")), self.ops.get((rid, mount, "after"))
+                res[f"{mount}_ops"] = (
+                    {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+                    if before is not None and after else None
+                )
+            self.results.append(res)
+            if show:
+                progress(f"{workload} | {series} | {plan.LABELS[tool]} | run {run}: {int(ms) / 1000:.2f} s"
+                         + ("" if rc == "0" else f" (exit {rc})"))
+        elif kind == "SERIES":
+            self.series = rest
+        elif kind == "RTT":
+            # "round-trip min/avg/max = a/b/c ms"
+            avg = re.search(r"= [\d.]+/([\d.]+)/", rest)
+            if avg:
+                self.rtt[self.series] = f"{float(avg.group(1)):.1f} ms"
+        if show and kind in ("SERIES", "RTT", "BENCH-ERROR", "TOOLOUT"):
             progress(f"{kind.lower()} {rest}")
-        elif kind in ("BENCH-ERROR", "TOOLOUT"):
-            progress(f"{kind}: {rest}")
 
-    for w in workloads:
-        for s in w.series:
-            for r in range(1, args.runs + 1):
-                for tool in w.tools:
-                    pending[plan.run_id(w.name, s, tool, r)] = (w.name, s, tool, r)
-    with ganesha.Ganesha(work, export):
-        progress("nfs-ganesha serves the exports; booting the guest")
-        guest.run(vmlinuz, initrd, os.path.join(out, "guest.log"), on_line)
+
+def check_destinations(results, workloads, made, export):
     progress("checking every destination against its source")
     for res in results:
         w = next(x for x in workloads if x.name == res["workload"])
-        rel, _ = made[w.kind]
-        src = os.path.join(export["src"], rel)
+        src = os.path.join(export["src"], made[w.kind][0])
         if w.kind.startswith("incr"):
-            src = os.path.join(src, f"r{res['run']}.{res['tool'] if res['tool'] in plan.INCREMENTAL_TOOLS else 'ferry'}")
+            src = os.path.join(src, f"r{res['run']}.{res['tool']}")
         res["diffs"] = check.differences(src, os.path.join(export["dst"], res["id"]))
         if res["diffs"]:
             progress(f"MISMATCH {res['id']}: {'; '.join(res['diffs'])}")
-    return results, {k: v[1] for k, v in made.items()}, rtt
+
+
+def run_nfs(args, workloads, out):
+    work = os.path.join(out, "work")
+    export = {"src": os.path.join(work, "export", "src"), "dst": os.path.join(work, "export", "dst")}
+    log = GuestLog(workloads, args.runs)
+    if args.from_log:
+        # Report on a finished (or interrupted) run without running again.
+        made = {w.kind: (w.kind, files_of(export["src"], w.kind, args)) for w in workloads}
+        with open(os.path.join(out, "guest.log"), errors="replace") as f:
+            for line in f:
+                log.line(line.rstrip("\n"), show=False)
+    else:
+        shutil.rmtree(os.path.join(work, "export"), ignore_errors=True)
+        for path in export.values():
+            os.makedirs(path)
+        progress("generating source trees")
+        made = make_trees(export["src"], workloads, args)
+        script = plan.guest_plan(workloads, made, args.runs, args.once_over)
+        progress("building the guest (Debian cloud kernel, busybox, the tools)")
+        vmlinuz, initrd = guest.build_initramfs(work, os.path.join(out, "cache"), args.ferry, script)
+        with ganesha.Ganesha(work, export):
+            progress("nfs-ganesha serves the exports; booting the guest")
+            guest.run(vmlinuz, initrd, os.path.join(out, "guest.log"), log.line)
+    check_destinations(log.results, workloads, made, export)
+    return log.results, {k: v[1] for k, v in made.items()}, log.rtt
+
+
+def files_of(src_root, kind, args):
+    if kind.startswith("incr"):
+        return sizes(args)["small"]["files"]
+    return trees.tree_size(os.path.join(src_root, kind))[0]
 
 
 def run_local(args, workloads, out):
