@@ -104,6 +104,18 @@ struct EntryJob<S: Location, D: Location> {
     decision: Decision,
 }
 
+impl<S: Location, D: Location> EntryJob<S, D> {
+    /// The destination entry as the scan found it, as a hard-link target.
+    fn existing_target(&self) -> Option<LinkTarget<S, D>> {
+        self.dst.as_ref().map(|d| LinkTarget {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
+            dev: d.dev,
+            ino: d.ino,
+        })
+    }
+}
+
 /// A regular file being copied, by one worker or as ranges by several.
 struct FileCopy<S: Location, D: Location> {
     dir: Arc<DirNode<S, D>>,
@@ -668,16 +680,10 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let path = child_path(&job.dir.rel, &job.name);
         match &job.decision {
             Decision::Unchanged | Decision::Skip(_) => {
-                if matches!(job.decision, Decision::Unchanged) {
+                if job.decision == Decision::Unchanged {
                     Counters::inc(&ctx.counters.files_unchanged);
                 }
-                let target = job.dst.as_ref().map(|d| LinkTarget {
-                    dir: job.dir.clone(),
-                    name: job.name.clone(),
-                    dev: d.dev,
-                    ino: d.ino,
-                });
-                self.settle_group(&job.src, target);
+                self.settle_group(&job.src, job.existing_target());
                 self.release(job.dir);
             }
             Decision::UpdateMeta(update) => {
@@ -685,12 +691,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 let target = match result {
                     Ok(()) => {
                         ctx.transferred(&path, job.src.kind, 0);
-                        job.dst.as_ref().map(|d| LinkTarget {
-                            dir: job.dir.clone(),
-                            name: job.name.clone(),
-                            dev: d.dev,
-                            ino: d.ino,
-                        })
+                        job.existing_target()
                     }
                     Err(e) => {
                         ctx.fail(
