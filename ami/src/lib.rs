@@ -1,0 +1,48 @@
+//! Publishes a raw disk image as an EC2 AMI without S3 or a vmimport role:
+//! the EBS direct APIs write the snapshot block by block, EC2 registers it.
+//!
+//! Requests are signed with `aws-sigv4` (AWS's own signing crate); the two
+//! APIs are small enough that the full SDKs (minutes of compile time on two
+//! cores) are not worth it.
+
+pub mod aws;
+pub mod credentials;
+pub mod image;
+pub mod publish;
+
+use std::path::PathBuf;
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("image {path}: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {path}: {why}")]
+    BadImage { path: PathBuf, why: String },
+    #[error("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")]
+    NoCredentials,
+    #[error("no AWS region: pass --region, or set AWS_REGION or a region in ~/.aws/config")]
+    NoRegion,
+    #[error("{action} at {url}: cannot connect: {why}")]
+    Unreachable {
+        action: &'static str,
+        url: String,
+        why: String,
+    },
+    #[error("{action}: AWS answered HTTP {status}: {message}")]
+    Api {
+        action: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("{action}: unexpected answer: {why}")]
+    BadAnswer { action: &'static str, why: String },
+    #[error("request signing: {0}")]
+    Signing(String),
+    #[error("{0}; cleaned up: {1}")]
+    CleanedUp(Box<Error>, String),
+}
