@@ -14,6 +14,8 @@ const BLOCK: u64 = 512 * 1024;
 struct Moto {
     child: Child,
     url: String,
+    /// moto's working directory (its request recording goes there).
+    _dir: tempfile::TempDir,
 }
 
 impl Moto {
@@ -23,8 +25,10 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .current_dir(dir.path())
             .arg(port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -51,7 +55,11 @@ impl Moto {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Moto { child, url }
+        Moto {
+            child,
+            url,
+            _dir: dir,
+        }
     }
 }
 
