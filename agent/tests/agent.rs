@@ -17,6 +17,7 @@ use serde_json::Value;
 struct Agent {
     dir: PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Agent {
@@ -24,6 +25,7 @@ impl Agent {
         let mut agent = Agent {
             dir: dir.to_path_buf(),
             child: None,
+            extra: Vec::new(),
         };
         agent.spawn();
         agent
@@ -45,6 +47,7 @@ impl Agent {
             .arg("--socket")
             .arg(self.socket())
             .arg("--cloudwatch-emf")
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -588,5 +591,108 @@ fn a_schedule_starts_the_task_every_minute_without_doubling() {
     assert_eq!(
         agent.ok(&["task", "describe", &task])["Schedule"],
         Value::Null
+    );
+}
+
+#[test]
+fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_and_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 6, 3000);
+    let doc_path = tmp.path().join("provision.json");
+    let doc = |verify: &str, source: &str| {
+        serde_json::json!({
+            "locations": {
+                "source": {"local": {"path": src}},
+                "backup": {"local": {"path": dst}},
+                "nas": {"nfs": {"server": "nas.example", "export": "/exports/data", "version": "4.1", "mount_options": "nconnect=4"}},
+            },
+            "tasks": {
+                "nightly": {
+                    "source": source,
+                    "destination": "backup",
+                    "options": {"VerifyMode": verify},
+                    "schedule": "0 2 * * *",
+                    "start_on_boot": true,
+                },
+            },
+        })
+        .to_string()
+    };
+    std::fs::write(&doc_path, doc("ONLY_FILES_TRANSFERRED", "source")).unwrap();
+    let mut agent = Agent {
+        dir: tmp.path().to_path_buf(),
+        child: None,
+        extra: vec![
+            "--provision".into(),
+            doc_path.to_string_lossy().into_owned(),
+        ],
+    };
+    agent.spawn();
+
+    let t = agent.ok(&["task", "describe", "nightly"]);
+    assert_eq!(t["Options"]["VerifyMode"], "ONLY_FILES_TRANSFERRED");
+    assert_eq!(t["Schedule"], "0 2 * * *");
+    let locations = agent.ok(&["location", "list"]);
+    let uris: Vec<&str> = locations["Locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["LocationUri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris.len(), 3, "{locations}");
+    assert!(uris.contains(&"nfs://nas.example/exports/data"), "{uris:?}");
+    // Started at boot.
+    let list = agent.ok(&["execution", "list", "--task", "nightly"]);
+    let first = list["Executions"][0]["TaskExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(agent.wait_end(&first)["Status"], "SUCCESS");
+    assert_eq!(common::compare_trees(&src, &dst), Vec::<String>::new());
+
+    // Next start with a changed document: updated in place, started again.
+    std::fs::write(&doc_path, doc("NONE", "source")).unwrap();
+    agent.restart();
+    let t2 = agent.ok(&["task", "describe", "nightly"]);
+    assert_eq!(t2["TaskId"], t["TaskId"]);
+    assert_eq!(t2["Options"]["VerifyMode"], "NONE");
+    assert_eq!(
+        agent.ok(&["location", "list"])["Locations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let list = agent.ok(&["execution", "list", "--task", "nightly"]);
+    assert_eq!(list["Executions"].as_array().unwrap().len(), 2, "{list}");
+    let second = list["Executions"][0]["TaskExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = agent.wait_end(&second);
+    assert_eq!(e["Status"], "SUCCESS");
+    assert_eq!(counter(&e, "FilesTransferred"), 0, "{e}");
+
+    // A bad document changes nothing, and says why.
+    std::fs::write(&doc_path, doc("NONE", "nowhere")).unwrap();
+    agent.restart();
+    assert_eq!(
+        agent.ok(&["task", "describe", "nightly"])["Options"]["VerifyMode"],
+        "NONE"
+    );
+    assert_eq!(
+        agent.ok(&["execution", "list"])["Executions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("task nightly: the source \\\"nowhere\\\" is not a location of the document"),
+        "{log}"
     );
 }

@@ -1,8 +1,10 @@
 //! The configuration document, `/data/config/ferry.yaml`.
 //!
-//! One YAML document, `version: 1`, strictly validated: unknown keys are
-//! refused, and every error names the key and the line. A document that is
-//! refused never replaces the last good one, which stays in force.
+//! One YAML document, `version: 1` or `2`, strictly validated: unknown keys
+//! are refused, and every error names the key and the line. A document that
+//! is refused never replaces the last good one, which stays in force.
+//! Version 2 adds the `agent:` section: locations and tasks the agent
+//! declares when it starts (see [`AgentSection`]).
 //!
 //! ```yaml
 //! version: 1
@@ -17,12 +19,13 @@
 //!   servers: [ntp.example.org]
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the document in force lives.
 pub const DOCUMENT: &str = "/data/config/ferry.yaml";
@@ -65,6 +68,208 @@ pub struct Document {
     pub network: Network,
     #[serde(default)]
     pub time: Time,
+    /// Version 2: locations and tasks for ferry-agent.
+    #[serde(default)]
+    pub agent: Option<AgentSection>,
+}
+
+/// Newest document version this system reads.
+pub const VERSION: u32 = 2;
+
+/// ```yaml
+/// agent:
+///   locations:
+///     nas:    { nfs: { server: 192.0.2.20, export: /exports/data, version: "4.1" } }
+///     efs:    { nfs: { server: fs-1.efs.example, export: /, mount_options: "nconnect=16" } }
+///   tasks:
+///     nightly:
+///       source: nas
+///       destination: efs
+///       schedule: "0 2 * * *"          # five cron fields, UTC
+///       options: { VerifyMode: ONLY_FILES_TRANSFERRED, PreserveDeletedFiles: REMOVE }
+///       start_on_boot: false
+/// ```
+///
+/// ferry-init checks names, references and shapes, and hands the section to
+/// the agent as JSON (`/etc/ferry/agent.json`); option values are checked by
+/// the agent, which logs a refusal and then changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    #[serde(default)]
+    pub locations: BTreeMap<String, AgentLocation>,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, AgentTask>,
+}
+
+/// Exactly one of `nfs` or `local`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLocation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<NfsLocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalLocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NfsLocation {
+    pub server: String,
+    pub export: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
+    /// automatic (default), 3, 4.0 or 4.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_options: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLocation {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTask {
+    pub source: String,
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, OptionValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub start_on_boot: bool,
+}
+
+/// A task option's value: a DataSync name, a number, or a list of patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Number(i64),
+    Text(String),
+    List(Vec<String>),
+}
+
+/// DataSync's option names, as the agent takes them.
+const TASK_OPTIONS: &[&str] = &[
+    "VerifyMode",
+    "OverwriteMode",
+    "TransferMode",
+    "PreserveDeletedFiles",
+    "PreserveDevices",
+    "PosixPermissions",
+    "Uid",
+    "Gid",
+    "Atime",
+    "Mtime",
+    "BytesPerSecond",
+    "Includes",
+    "Excludes",
+    "Parallel",
+];
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks the agent section; `Err((key, why))`.
+fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
+    for (name, loc) in &a.locations {
+        let key = format!("agent.locations.{name}");
+        if !valid_name(name) {
+            return Err((
+                key,
+                format!("{name:?} is not a name (letters, digits, '-', '_', at most 64)"),
+            ));
+        }
+        match (&loc.nfs, &loc.local) {
+            (Some(nfs), None) => {
+                if nfs.server.is_empty() || nfs.server.contains(['/', ',', ' ']) {
+                    return Err((
+                        format!("{key}.nfs.server"),
+                        format!("{:?} is not a host name or address", nfs.server),
+                    ));
+                }
+                if !nfs.export.starts_with('/') {
+                    return Err((
+                        format!("{key}.nfs.export"),
+                        format!("{:?} must be an absolute path", nfs.export),
+                    ));
+                }
+                if let Some(v) = &nfs.version {
+                    if !["automatic", "3", "4.0", "4.1"].contains(&v.as_str()) {
+                        return Err((
+                            format!("{key}.nfs.version"),
+                            format!("{v:?}: give automatic, 3, 4.0 or 4.1"),
+                        ));
+                    }
+                }
+            }
+            (None, Some(local)) => {
+                if !local.path.starts_with('/') {
+                    return Err((
+                        format!("{key}.local.path"),
+                        format!("{:?} must be an absolute path", local.path),
+                    ));
+                }
+            }
+            _ => return Err((key, "give exactly one of nfs or local".into())),
+        }
+    }
+    for (name, task) in &a.tasks {
+        let key = format!("agent.tasks.{name}");
+        if !valid_name(name) {
+            return Err((
+                key,
+                format!("{name:?} is not a name (letters, digits, '-', '_', at most 64)"),
+            ));
+        }
+        for (field, loc) in [("source", &task.source), ("destination", &task.destination)] {
+            if !a.locations.contains_key(loc) {
+                return Err((
+                    format!("{key}.{field}"),
+                    format!("{loc:?} is not a location of agent.locations"),
+                ));
+            }
+        }
+        if task.source == task.destination {
+            return Err((
+                format!("{key}.destination"),
+                "the source and the destination are the same location".into(),
+            ));
+        }
+        if let Some(option) = task
+            .options
+            .keys()
+            .find(|k| !TASK_OPTIONS.contains(&k.as_str()))
+        {
+            return Err((
+                format!("{key}.options"),
+                format!(
+                    "unknown option {option}: the options are {}",
+                    TASK_OPTIONS.join(", ")
+                ),
+            ));
+        }
+        if let Some(s) = &task.schedule {
+            if s.split_whitespace().count() != 5 {
+                return Err((
+                    format!("{key}.schedule"),
+                    format!(
+                        "{s:?}: give five cron fields (minute hour day-of-month month day-of-week)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -162,14 +367,23 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
         why,
         line: line_of(text, key),
     };
-    if doc.version != 1 {
+    if doc.version == 0 || doc.version > VERSION {
         return Err(invalid(
             "version",
             format!(
-                "version {} is not supported (this system reads version 1)",
+                "version {} is not supported (this system reads versions 1 to {VERSION})",
                 doc.version
             ),
         ));
+    }
+    if let Some(agent) = &doc.agent {
+        if doc.version < 2 {
+            return Err(invalid(
+                "agent",
+                "the agent section needs version: 2".into(),
+            ));
+        }
+        check_agent(agent).map_err(|(key, why)| invalid(&key, why))?;
     }
     if let Some(h) = &doc.hostname {
         if !valid_hostname(h) {
@@ -364,10 +578,10 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_key_and_line() {
-        let e = parse("version: 2\n", "f").unwrap_err().to_string();
+        let e = parse("version: 3\n", "f").unwrap_err().to_string();
         assert_eq!(
             e,
-            "f: version: version 2 is not supported (this system reads version 1) (line 1)"
+            "f: version: version 3 is not supported (this system reads versions 1 to 2) (line 1)"
         );
         let e = parse("version: 1\nhostname: bad_name\n", "f")
             .unwrap_err()
@@ -388,6 +602,65 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("version"));
+    }
+
+    #[test]
+    fn version_2_declares_agent_locations_and_tasks() {
+        let d = parse(&fixture("v2-agent.yaml"), "t").unwrap();
+        let a = d.agent.unwrap();
+        assert_eq!(a.locations.len(), 3);
+        let nas = a.locations["nas"].nfs.as_ref().unwrap();
+        assert_eq!(nas.version.as_deref(), Some("4.1"));
+        let t = &a.tasks["nightly"];
+        assert_eq!((t.source.as_str(), t.destination.as_str()), ("nas", "efs"));
+        assert_eq!(
+            t.options["VerifyMode"],
+            OptionValue::Text("ONLY_FILES_TRANSFERRED".into())
+        );
+        assert_eq!(t.options["BytesPerSecond"], OptionValue::Number(-1));
+        assert_eq!(
+            t.options["Excludes"],
+            OptionValue::List(vec!["*.tmp".into()])
+        );
+        assert!(t.start_on_boot);
+        // v1 documents still parse, without the section.
+        assert_eq!(parse(&fixture("v1-dhcp.yaml"), "t").unwrap().agent, None);
+    }
+
+    #[test]
+    fn agent_section_errors_name_key_and_line() {
+        let e = parse(&fixture("v2-agent-unknown-location.yaml"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.tasks.copy.destination")
+                && e.contains("\"backup\" is not a location"),
+            "{e}"
+        );
+        assert!(e.contains("line 9"), "{e}");
+        let e = parse("version: 1\nagent: {}\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs version: 2") && e.contains("line 2"),
+            "{e}"
+        );
+        let base = "version: 2\nagent:\n  locations:\n    a: { local: { path: /a } }\n    b: { local: { path: /b } }\n  tasks:\n    t:\n      source: a\n      destination: b\n";
+        let e = parse(
+            &format!("{base}      options: {{ VerifyMod: NONE }}\n"),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown option VerifyMod"), "{e}");
+        let e = parse(&format!("{base}      schedule: \"0 0 * * * *\"\n"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("five cron fields"), "{e}");
+        let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e }, local: { path: /a } }\n", "f").unwrap_err().to_string();
+        assert!(e.contains("exactly one of nfs or local"), "{e}");
+        let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e, verson: \"3\" } }\n", "f").unwrap_err().to_string();
+        assert!(e.contains("verson"), "{e}");
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub const USERS: &[User] = &[
     },
 ];
 
+/// The configuration document's `agent:` section, for `ferry-agent --provision`.
+pub const AGENT_PROVISION: &str = "/etc/ferry/agent.json";
+
+fn agent_provision(cfg: &Config) -> String {
+    let section = cfg.doc.agent.clone().unwrap_or_default();
+    serde_json::to_string_pretty(&section).unwrap_or_else(|_| "{}".into()) + "\n"
+}
+
 /// Groups: one per user, same name and id.
 fn groups() -> String {
     let mut s = String::new();
@@ -117,6 +125,7 @@ pub fn generate(sys: &dyn Sys, cfg: &Config, machine_id: &str) -> Result<()> {
         ("/etc/machine-id", format!("{machine_id}\n"), 0o444),
         ("/etc/systemd/journald.conf", JOURNALD_CONF.into(), 0o644),
         ("/etc/chrony/chrony.conf", chrony_conf(cfg), 0o644),
+        (AGENT_PROVISION, agent_provision(cfg), 0o644),
     ];
     for dir in ["/etc/systemd", "/etc/chrony", "/etc/ferry"] {
         sys.mkdir(dir, 0o755).ctx(|| format!("mkdir {dir}"))?;
@@ -161,6 +170,45 @@ mod tests {
         assert!(t.contains(&"symlink /etc/resolv.conf -> /run/ferry/resolv.conf".to_string()));
         // no shell anywhere
         assert!(!read("etc/passwd").contains("/bin/sh"));
+        // no agent section: the agent is told there is nothing to declare
+        assert_eq!(
+            read("etc/ferry/agent.json"),
+            "{\n  \"locations\": {},\n  \"tasks\": {}\n}\n"
+        );
+    }
+
+    #[test]
+    fn the_agent_section_is_handed_over_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Recorder::with_root(dir.path());
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/config/v2-agent.yaml"),
+        )
+        .unwrap();
+        let mut cfg = Config::first_boot();
+        cfg.doc = crate::config::parse(&text, "t").unwrap();
+        generate(&r, &cfg, "0123456789abcdef0123456789abcdef").unwrap();
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("etc/ferry/agent.json")).unwrap(),
+        )
+        .unwrap();
+        // The shape ferry-agent's provisioning reads.
+        assert_eq!(json["locations"]["nas"]["nfs"]["server"], "192.0.2.20");
+        assert_eq!(json["locations"]["nas"]["nfs"]["version"], "4.1");
+        assert_eq!(
+            json["locations"]["scratch"]["local"]["path"],
+            "/data/scratch"
+        );
+        assert_eq!(
+            json["tasks"]["nightly"]["options"]["VerifyMode"],
+            "ONLY_FILES_TRANSFERRED"
+        );
+        assert_eq!(json["tasks"]["nightly"]["options"]["BytesPerSecond"], -1);
+        assert_eq!(
+            json["tasks"]["nightly"]["options"]["Excludes"],
+            serde_json::json!(["*.tmp"])
+        );
+        assert_eq!(json["tasks"]["nightly"]["start_on_boot"], true);
     }
 
     #[test]

@@ -75,6 +75,21 @@ const CAPS: &[&str] = &[
     "CAP_SYS_NICE",
     "CAP_SYS_RESOURCE",
     "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// The number of a capability name.
@@ -128,6 +143,20 @@ fn drop_privileges(ids: Option<Ids>, caps: &[u32]) -> io::Result<()> {
     unsafe {
         check(libc::setsid())?;
         if let Some(ids) = ids {
+            // Out of the bounding set too: a service running as root (the
+            // agent, whose NFS requests must carry uid 0) would otherwise
+            // get every capability back at exec.
+            for c in 0..CAPS.len() as u32 {
+                if !caps.contains(&c) {
+                    check(libc::prctl(
+                        libc::PR_CAPBSET_DROP,
+                        c as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ))?;
+                }
+            }
             check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setresgid(ids.gid, ids.gid, ids.gid))?;
@@ -232,6 +261,8 @@ mod tests {
         assert!(parse("- name: x\n  exec: [/x]\n  usr: root\n").is_err());
         assert_eq!(cap_number("CAP_NET_BIND_SERVICE"), Some(10));
         assert_eq!(cap_number("CAP_SYS_TIME"), Some(25));
+        assert_eq!(cap_number("CAP_MKNOD"), Some(27));
+        assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(40));
     }
 
     /// Runs for real as root (CI is root); skipped cleanly otherwise.
@@ -272,5 +303,42 @@ mod tests {
         assert!(status.contains("CapAmb:\t0000000000000400"), "{status}");
         assert!(status.contains("CapEff:\t0000000000000400"), "{status}");
         assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+
+    #[test]
+    fn a_root_service_keeps_only_its_capabilities_across_exec() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("status");
+        let s = Service {
+            name: "probe".into(),
+            exec: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "grep -E '^(Uid|CapPrm|CapEff|CapBnd)' /proc/self/status > {}",
+                    out.display()
+                ),
+            ],
+            user: Some("root".into()),
+            capabilities: vec!["CAP_DAC_OVERRIDE".into(), "CAP_SYS_ADMIN".into()],
+            environment: BTreeMap::new(),
+        };
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let pid = spawn(&s).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        let status = std::fs::read_to_string(out).unwrap();
+        assert!(status.contains("Uid:\t0\t0\t0\t0"), "{status}");
+        for set in ["CapPrm", "CapEff", "CapBnd"] {
+            assert!(
+                status.contains(&format!("{set}:\t0000000000200002")),
+                "{set}: {status}"
+            );
+        }
     }
 }

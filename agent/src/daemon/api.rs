@@ -62,6 +62,12 @@ pub struct ApiError {
     message: String,
 }
 
+impl ApiError {
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
@@ -175,7 +181,7 @@ fn unknown_location(id: &str) -> ApiError {
 }
 
 async fn delete_location(State(agent): Shared, Path(id): Path<String>) -> Reply {
-    let store = agent.store.lock().unwrap();
+    let mut store = agent.store.lock().unwrap();
     if store.location(&id)?.is_none() {
         return Err(unknown_location(&id));
     }

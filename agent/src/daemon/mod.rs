@@ -9,6 +9,7 @@
 //! | [`runner`] | the queue: one execution at a time, oldest first |
 //! | [`schedule`] | cron schedules |
 //! | [`nfs`] | mounting NFS locations |
+//! | [`provision`] | locations and tasks declared in the configuration document |
 //! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
@@ -18,6 +19,7 @@ pub mod events;
 pub mod metrics;
 pub mod model;
 pub mod nfs;
+pub mod provision;
 pub mod runner;
 pub mod schedule;
 pub mod store;
@@ -43,6 +45,8 @@ pub struct Config {
     pub history: Duration,
     /// CloudWatch embedded-metric-format lines in the log.
     pub emf: bool,
+    /// Locations and tasks to declare at start (JSON; see [`provision`]).
+    pub provision: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,9 @@ impl Agent {
             wake: Mutex::new(wake),
         });
         agent.expire_history();
+        if let Some(path) = &config.provision {
+            agent.provision(path);
+        }
         let a = agent.clone();
         std::thread::Builder::new()
             .name("runner".into())
@@ -130,6 +137,34 @@ impl Agent {
             })
             .expect("spawn the history cleaner");
         Ok(agent)
+    }
+
+    /// Applies a provisioning document; a bad one is logged and changes nothing.
+    fn provision(&self, path: &Path) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                return self.events.warn(&format!(
+                    "provisioning: cannot read {}: {e}",
+                    path.display()
+                ))
+            }
+        };
+        let doc: provision::Provision = match serde_json::from_str(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                return self
+                    .events
+                    .warn(&format!("provisioning: {}: {e}", path.display()))
+            }
+        };
+        match provision::apply(self, &doc) {
+            Ok(lines) => lines
+                .iter()
+                .for_each(|l| self.events.info(&format!("provisioning: {l}"))),
+            Err(e) => self.events.warn(&e.to_string()),
+        }
     }
 
     fn expire_history(&self) {

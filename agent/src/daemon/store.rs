@@ -46,6 +46,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX executions_by_task ON executions(task_id, seq);
     CREATE INDEX executions_by_status ON executions(status, seq);",
+    // 2: names of locations declared in the configuration document.
+    "CREATE TABLE provisioned_locations (
+        name TEXT PRIMARY KEY,
+        location_id TEXT NOT NULL UNIQUE REFERENCES locations(id)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -156,11 +161,44 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn delete_location(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .execute("DELETE FROM locations WHERE id = ?1", [id])?
-            > 0)
+    pub fn delete_location(&mut self, id: &str) -> Result<bool, StoreError> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "DELETE FROM provisioned_locations WHERE location_id = ?1",
+            [id],
+        )?;
+        let deleted = tx.execute("DELETE FROM locations WHERE id = ?1", [id])? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    pub fn update_location(&self, id: &str, spec: &LocationSpec) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE locations SET spec = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(spec)?],
+        )?;
+        Ok(())
+    }
+
+    /// The location declared under `name` in the configuration document.
+    pub fn provisioned_location(&self, name: &str) -> Result<Option<Location>, StoreError> {
+        self.db
+            .query_row(
+                "SELECT l.id, l.spec, l.created_ms FROM provisioned_locations p
+                 JOIN locations l ON l.id = p.location_id WHERE p.name = ?1",
+                [name],
+                location_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    pub fn name_location(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO provisioned_locations (name, location_id) VALUES (?1, ?2)",
+            params![name, id],
+        )?;
+        Ok(())
     }
 
     // ---- tasks
@@ -192,6 +230,19 @@ impl Store {
         self.db.execute(
             "UPDATE tasks SET name = ?2, options = ?3, schedule = ?4 WHERE id = ?1",
             params![id, name, serde_json::to_string(options)?, schedule],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_task_locations(
+        &self,
+        id: &str,
+        source: &str,
+        destination: &str,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE tasks SET source = ?2, destination = ?3 WHERE id = ?1",
+            params![id, source, destination],
         )?;
         Ok(())
     }
@@ -530,6 +581,32 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, schema_version());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(MIGRATIONS[0]).unwrap();
+        db.pragma_update(None, "user_version", 1).unwrap();
+        db.execute(
+            "INSERT INTO locations (id, spec, created_ms) VALUES ('loc-1', '{\"Type\":\"LOCAL\",\"Path\":\"/x\"}', 0)",
+            [],
+        )
+        .unwrap();
+        drop(db);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.locations().unwrap().len(), 1);
+        store.name_location("x", "loc-1").unwrap();
+        assert_eq!(
+            store
+                .provisioned_location("x")
+                .unwrap()
+                .unwrap()
+                .location_id,
+            "loc-1"
+        );
     }
 
     #[test]

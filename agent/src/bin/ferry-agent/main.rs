@@ -25,16 +25,39 @@ struct Args {
     /// Also log CloudWatch embedded-metric-format lines at each execution's end.
     #[arg(long)]
     cloudwatch_emf: bool,
+    /// Locations and tasks to declare at start, as JSON (on the appliance,
+    /// ferry-init writes the configuration document's `agent:` section here).
+    #[arg(long, value_name = "FILE")]
+    provision: Option<PathBuf>,
+}
+
+/// A stop request (SIGTERM, SIGINT) ends the agent at once: the store is
+/// consistent at every instant, and the next start marks a running execution
+/// interrupted. The disposition and mask are reset because both are
+/// inherited across exec, whatever started us.
+fn default_stop_signals() {
+    // SAFETY: plain signal-mask and disposition calls on a valid, local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, sig);
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    default_stop_signals();
     // Files are created with their final modes: no umask in the way.
     rustix::process::umask(rustix::fs::Mode::empty());
     let config = Config {
         data_dir: args.data_dir,
         history: Duration::from_secs(u64::from(args.history_days) * 86_400),
         emf: args.cloudwatch_emf,
+        provision: args.provision,
     };
     let agent = match Agent::start(&config) {
         Ok(a) => a,
