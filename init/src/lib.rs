@@ -23,6 +23,7 @@ pub mod logging;
 pub mod modules;
 pub mod mounts;
 pub mod network;
+pub mod ovfenv;
 pub mod power;
 pub mod reaper;
 pub mod services;

@@ -26,7 +26,7 @@ use crate::reaper::{self, Exit};
 use crate::services::{self, Service};
 use crate::supervisor::Supervisor;
 use crate::sys::{Halt, Sys};
-use crate::{datapart, etc, logging, mounts, sysctl};
+use crate::{datapart, etc, logging, mounts, ovfenv, sysctl};
 
 const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -136,9 +136,28 @@ fn unit_identity(sys: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
-/// Loads the configuration; takes a document offered through QEMU fw_cfg.
-fn unit_config(_: &dyn Sys, st: &mut State) -> Result<()> {
+/// Loads the configuration; takes a document offered through QEMU fw_cfg,
+/// and the OVF environment on a CD-ROM when it differs from the one applied
+/// last (so later changes made another way are not undone at every boot).
+fn unit_config(sys: &dyn Sys, st: &mut State) -> Result<()> {
     let store = Store::default();
+    if let Some((dev, xml)) = ovfenv::read_from_cdrom(sys, Path::new("/sys/block")) {
+        if fs::read_to_string(ovfenv::LAST_APPLIED).ok().as_deref() == Some(xml.as_str()) {
+            log::info!("config: OVF environment on {dev} unchanged since it was applied");
+        } else {
+            let text = ovfenv::document(&ovfenv::properties(&xml));
+            match store.offer(&text, &format!("OVF environment on {dev}")) {
+                Ok(_) => {
+                    log::info!("config: accepted the OVF environment on {dev}");
+                    if st.data_mounted {
+                        sys.write_file(ovfenv::LAST_APPLIED, xml.as_bytes(), 0o600)
+                            .ctx(|| format!("write {}", ovfenv::LAST_APPLIED))?;
+                    }
+                }
+                Err(e) => log::error!("config: refused the OVF environment: {e}"),
+            }
+        }
+    }
     if let Ok(text) = fs::read_to_string(FW_CFG_CONFIG) {
         let before = store.load().config;
         match store.offer(&text, "fw_cfg opt/ferry/config") {

@@ -65,8 +65,28 @@ print(compared)
     assert!(compared > 10 << 20, "only {compared} bytes compared");
 }
 
+/// As vSphere writes it, with the properties a user would fill in.
+const OVF_ENV: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1" xmlns:oe="http://schemas.dmtf.org/ovf/environment/1" xmlns:ve="http://www.vmware.com/schema/ovfenv" oe:id="" ve:vCenterId="vm-1">
+   <PlatformSection>
+      <Kind>VMware ESXi</Kind>
+      <Version>8.0.2</Version>
+      <Vendor>VMware, Inc.</Vendor>
+      <Locale>en</Locale>
+   </PlatformSection>
+   <PropertySection>
+         <Property oe:key="ferry.dns" oe:value="10.0.2.3"/>
+         <Property oe:key="ferry.hostname" oe:value="ferry-ova"/>
+         <Property oe:key="ferry.ipv4.address" oe:value="10.0.2.50/24"/>
+         <Property oe:key="ferry.ipv4.gateway" oe:value="10.0.2.2"/>
+         <Property oe:key="ferry.ntp" oe:value=""/>
+         <Property oe:key="ferry.support.public_key" oe:value=""/>
+   </PropertySection>
+</Environment>
+"#;
+
 #[test]
-fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3() {
+fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3_with_ovf_properties_from_an_iso() {
     let raw = appliance_image().unwrap();
     let ova = workspace().join("out/ferry.ova");
     assert!(
@@ -125,6 +145,17 @@ fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3() {
     assert!(info.contains("(85899345920 bytes)"), "{info}");
     libvmdk_reads_the_raw_image(&vmdk, &raw);
 
+    // The OVF environment vSphere would put on the CD-ROM (ISO transport)
+    // after the user filled in the properties at import.
+    let env_dir = scratch.0.join("ovf-env");
+    fs::create_dir_all(&env_dir).unwrap();
+    fs::write(env_dir.join("ovf-env.xml"), OVF_ENV).unwrap();
+    let iso = scratch.0.join("ovf-env.iso");
+    run(Command::new("genisoimage")
+        .args(["-quiet", "-r", "-J", "-V", "OVF ENV", "-o"])
+        .arg(&iso)
+        .arg(&env_dir));
+
     // Boot the VMDK itself (writes go to a throw-away overlay). SeaBIOS:
     // Debian's OVMF has no PVSCSI driver (VMware's EFI firmware has one);
     // the UEFI path of the same disk is what boot.rs boots.
@@ -133,14 +164,22 @@ fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3() {
     cfg.disk_bus = DiskBus::Pvscsi;
     cfg.snapshot = true;
     cfg.nic = "vmxnet3";
+    cfg.cdrom = Some(iso);
     let mut vm = Vm::start(&cfg).unwrap();
     vm.wait_for("ferry-init: ready in ", Duration::from_secs(180))
         .unwrap();
     vm.wait_for("data: partition /dev/sda4 grown", Duration::from_secs(1))
         .unwrap();
-    vm.wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
+    vm.wait_for(
+        "config: accepted the OVF environment on /dev/sr0",
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    vm.wait_for("hostname: ferry-ova", Duration::from_secs(1))
         .unwrap();
-    // The only adapter is the VMXNET3 one: DHCP answered through it.
+    // the static address from the properties, not DHCP's 10.0.2.15
+    vm.wait_for("network: eth0 10.0.2.50/24", Duration::from_secs(60))
+        .unwrap();
     vm.wait_for(
         "power: listening to the ACPI power button",
         Duration::from_secs(30),
