@@ -4,6 +4,7 @@
 //! execution's end also gives one EMF line a CloudWatch agent picks up.
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -13,6 +14,9 @@ use crate::engine::report::Record;
 pub struct Events {
     /// Emit CloudWatch embedded-metric-format lines.
     pub emf: bool,
+    /// A terminal (the appliance's console) that also gets one short line
+    /// per execution state change: the operator's view of the tasks.
+    pub console: Option<Mutex<std::fs::File>>,
 }
 
 impl Events {
@@ -30,7 +34,19 @@ impl Events {
         self.line(&json!({"level": "warn", "message": message}));
     }
 
+    /// A human line on the console, if there is one.
+    pub fn console(&self, text: &str) {
+        if let Some(c) = &self.console {
+            let mut c = c.lock().unwrap();
+            let _ = writeln!(c, "ferry-agent: {text}\r");
+        }
+    }
+
     pub fn state(&self, task_id: &str, execution_id: &str, status: &str, detail: Option<&str>) {
+        self.console(&format!(
+            "{execution_id} ({task_id}): {status}{}",
+            detail.map(|d| format!(": {d}")).unwrap_or_default()
+        ));
         let mut line = json!({
             "level": if status == "ERROR" { "error" } else { "info" },
             "event": "execution-state",

@@ -47,6 +47,8 @@ pub struct Config {
     pub emf: bool,
     /// Locations and tasks to declare at start (JSON; see [`provision`]).
     pub provision: Option<PathBuf>,
+    /// A terminal for one line per execution state change.
+    pub console: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +95,14 @@ impl Agent {
         let data_dir = dir(config.data_dir.clone())?;
         let reports_dir = dir(data_dir.join("reports"))?;
         let mounts_dir = dir(data_dir.join("mnt"))?;
-        let events = Events { emf: config.emf };
+        let console = config
+            .console
+            .as_ref()
+            .and_then(|p| std::fs::OpenOptions::new().append(true).open(p).ok());
+        let events = Events {
+            emf: config.emf,
+            console: console.map(Mutex::new),
+        };
         runner::clean_mounts(&mounts_dir);
         let store = Store::open(&data_dir.join("agent.db"))?;
         for id in store.mark_interrupted()? {

@@ -351,6 +351,19 @@ fn finish(
     agent
         .events
         .finished(&exec.task_id, id, status, counters, result.total_duration);
+    agent.events.console(&format!(
+        "{id}: {} files listed, {} transferred ({} bytes), {} verified, {} failed; \
+         prepare {} ms, transfer {} ms, verify {} ms, total {} ms",
+        counters.files_listed_source,
+        counters.files_transferred,
+        counters.bytes_transferred,
+        counters.files_verified,
+        counters.files_failed(),
+        result.prepare_duration,
+        result.transfer_duration,
+        result.verify_duration,
+        result.total_duration
+    ));
 }
 
 /// DataSync's per-phase statuses from the engine's summary.

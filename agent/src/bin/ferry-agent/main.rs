@@ -29,6 +29,10 @@ struct Args {
     /// ferry-init writes the configuration document's `agent:` section here).
     #[arg(long, value_name = "FILE")]
     provision: Option<PathBuf>,
+    /// Also write one short line per execution state change to this
+    /// terminal (the appliance's console).
+    #[arg(long, value_name = "TTY")]
+    console: Option<PathBuf>,
 }
 
 /// A stop request (SIGTERM, SIGINT) ends the agent at once: the store is
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         history: Duration::from_secs(u64::from(args.history_days) * 86_400),
         emf: args.cloudwatch_emf,
         provision: args.provision,
+        console: args.console,
     };
     let agent = match Agent::start(&config) {
         Ok(a) => a,
