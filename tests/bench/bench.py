@@ -132,7 +132,8 @@ def check_destinations(results, workloads, made, export):
 
 
 def run_nfs(args, workloads, out):
-    work = os.path.join(out, "work")
+    # Without symlinks: ganesha does not export a path through one.
+    work = os.path.realpath(os.path.join(out, "work"))
     export = {"src": os.path.join(work, "export", "src"), "dst": os.path.join(work, "export", "dst")}
     log = GuestLog(workloads, args.runs)
     if args.from_log:
