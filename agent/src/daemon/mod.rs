@@ -169,10 +169,15 @@ impl Agent {
             }
         };
         match provision::apply(self, &doc) {
-            Ok(lines) => lines
-                .iter()
-                .for_each(|l| self.events.info(&format!("provisioning: {l}"))),
-            Err(e) => self.events.warn(&e.to_string()),
+            // also on the console: the operator declared these in the document
+            Ok(lines) => lines.iter().for_each(|l| {
+                self.events.info(&format!("provisioning: {l}"));
+                self.events.console(&format!("provisioning: {l}"));
+            }),
+            Err(e) => {
+                self.events.warn(&e.to_string());
+                self.events.console(&e.to_string());
+            }
         }
     }
 

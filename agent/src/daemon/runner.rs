@@ -3,7 +3,7 @@
 //! up to date while it runs, writes the report, and unmounts.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,7 +125,12 @@ struct StoreObserver {
     task_id: String,
     execution_id: String,
     cancel: Arc<AtomicBool>,
+    /// Failed files shown on the console so far (the journal gets them all).
+    failures_shown: AtomicU32,
 }
+
+/// Failed files per execution that reach the console.
+const CONSOLE_FAILURES: u32 = 10;
 
 impl Observer for StoreObserver {
     fn phase(&self, phase: Phase, _counters: &CounterSnapshot) {
@@ -165,6 +170,16 @@ impl Observer for StoreObserver {
             self.agent
                 .events
                 .file_failed(&self.task_id, &self.execution_id, &record);
+            let shown = self.failures_shown.fetch_add(1, Ordering::Relaxed);
+            if shown < CONSOLE_FAILURES {
+                self.agent.events.console(&format!(
+                    "{}: {} failed in {:?}: {}",
+                    self.execution_id,
+                    record.path,
+                    record.phase,
+                    record.reason.as_deref().unwrap_or("no reason given")
+                ));
+            }
         }
     }
 }
@@ -248,6 +263,7 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         task_id: exec.task_id.clone(),
         execution_id: id.clone(),
         cancel: running.cancel.clone(),
+        failures_shown: AtomicU32::new(0),
     });
     let fanout: Arc<dyn Observer> = Arc::new(Fanout(vec![report.clone(), observer]));
     let engine = match Execution::new(

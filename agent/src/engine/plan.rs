@@ -131,7 +131,9 @@ pub fn meta_update(src: &Meta, dst: &Meta, opts: &Options) -> MetaUpdate {
     {
         update.mode = Some(src.mode);
     }
-    if opts.mtime == Mtime::Preserve && !same_mtime(src, dst) {
+    // A symlink's times are set when it is created, never compared: many
+    // NFS servers (nfs-ganesha among them) accept them and keep their own.
+    if opts.mtime == Mtime::Preserve && src.kind != Kind::Symlink && !same_mtime(src, dst) {
         set_times(&mut update, src, opts);
     }
     update

@@ -514,7 +514,7 @@ fn meta_difference<S: Location, D: Location>(
             src.gid, dst.gid
         ));
     }
-    if opts.mtime == Mtime::Preserve && !plan::same_mtime(src, dst) {
+    if opts.mtime == Mtime::Preserve && src.kind != Kind::Symlink && !plan::same_mtime(src, dst) {
         return Some("modification time".into());
     }
     None
