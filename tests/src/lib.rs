@@ -5,6 +5,7 @@
 //!
 //! The benchmark and NFS end-to-end tests reuse it for their test guests.
 
+pub mod nfs;
 pub mod ovf;
 
 use std::fs::{self, File};
@@ -41,7 +42,7 @@ pub enum Error {
     Missing(String),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -198,6 +199,10 @@ pub struct VmConfig {
     /// `tcp:169.254.169.254:80-tcp:127.0.0.1:8080` (guest connections to
     /// that address reach a server on the host's loopback).
     pub guestfwd: Vec<String>,
+    /// User-mode networking restricted to guest and host forwards (the
+    /// default); unrestricted, the guest reaches the host's loopback as
+    /// 10.0.2.2 (an NFS server there, say).
+    pub restrict: bool,
 }
 
 /// The disk controller a VM's disk is on.
@@ -224,6 +229,7 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            restrict: true,
         }
     }
 
@@ -241,6 +247,7 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            restrict: true,
         }
     }
 }
@@ -275,10 +282,13 @@ impl Vm {
         .args(["-display", "none", "-no-reboot"])
         .arg("-netdev")
         .arg(
-            std::iter::once("user,id=n0,restrict=on".to_string())
-                .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
-                .collect::<Vec<_>>()
-                .join(","),
+            std::iter::once(format!(
+                "user,id=n0,restrict={}",
+                if cfg.restrict { "on" } else { "off" }
+            ))
+            .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
+            .collect::<Vec<_>>()
+            .join(","),
         )
         .arg("-device")
         .arg(format!("{},netdev=n0", cfg.nic))
@@ -416,6 +426,43 @@ impl Vm {
         }
     }
 
+    /// Waits until `count` console lines contain `pattern`; returns them.
+    pub fn wait_for_lines(
+        &mut self,
+        pattern: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let t = Instant::now();
+        loop {
+            let lines: Vec<String> = self
+                .console()
+                .lines()
+                .filter(|l| l.contains(pattern))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= count {
+                return Ok(lines);
+            }
+            let what = || format!("{count} lines with {pattern:?} (saw {})", lines.len());
+            if let Some(status) = self.exited() {
+                return Err(Error::Exited {
+                    status: status.to_string(),
+                    pattern: what(),
+                    tail: self.tail(),
+                });
+            }
+            if t.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    pattern: what(),
+                    secs: timeout.as_secs(),
+                    tail: self.tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sends a human monitor command.
     pub fn monitor(&self, command: &str) -> Result<(), Error> {
         let mut s =
@@ -467,6 +514,73 @@ impl Drop for Vm {
             let _ = self.child.wait();
         }
     }
+}
+
+/// How tree `b` differs from tree `a`: entries missing or extra, a
+/// different kind, content, permission bits, owner, or file mtime, or a
+/// different symlink target. Empty when they are the same.
+pub fn tree_differences(a: &Path, b: &Path) -> Result<Vec<String>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    fn names(dir: &Path) -> Result<Vec<std::ffi::OsString>, Error> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(format!("list {}", dir.display())))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(format!("list {}", dir.display())))?;
+        v.sort();
+        Ok(v)
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (da, db) = (a.join(&rel), b.join(&rel));
+        let (na, nb) = (names(&da)?, names(&db)?);
+        for extra in nb.iter().filter(|n| !na.contains(n)) {
+            out.push(format!("extra: {}", rel.join(extra).display()));
+        }
+        for name in na {
+            let r = rel.join(&name);
+            let (pa, pb) = (a.join(&r), b.join(&r));
+            let ma = fs::symlink_metadata(&pa).map_err(io_err(format!("{}", pa.display())))?;
+            let Ok(mb) = fs::symlink_metadata(&pb) else {
+                out.push(format!("missing: {}", r.display()));
+                continue;
+            };
+            let what = r.display();
+            if ma.file_type() != mb.file_type() {
+                out.push(format!("{what}: a different kind of file"));
+                continue;
+            }
+            if (ma.mode(), ma.uid(), ma.gid()) != (mb.mode(), mb.uid(), mb.gid()) {
+                out.push(format!(
+                    "{what}: mode/uid/gid {:o}/{}/{} instead of {:o}/{}/{}",
+                    mb.mode(),
+                    mb.uid(),
+                    mb.gid(),
+                    ma.mode(),
+                    ma.uid(),
+                    ma.gid()
+                ));
+            }
+            if ma.is_dir() {
+                stack.push(r);
+            } else if ma.file_type().is_symlink() {
+                if fs::read_link(&pa).ok() != fs::read_link(&pb).ok() {
+                    out.push(format!("{what}: a different symlink target"));
+                }
+            } else {
+                if (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
+                    out.push(format!("{what}: a different mtime"));
+                }
+                let ca = fs::read(&pa).map_err(io_err(format!("read {}", pa.display())))?;
+                let cb = fs::read(&pb).map_err(io_err(format!("read {}", pb.display())))?;
+                if ca != cb {
+                    out.push(format!("{what}: different content"));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The seconds in a line like `ferry-init: ready in 4.21 s: ...`.
