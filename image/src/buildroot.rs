@@ -236,8 +236,9 @@ pub fn check_tree(m: &Manifest, tree: &Path) -> Result<Vec<String>> {
         }
     }
     let post_image = read(tree, POST_IMAGE)?;
+    let unquoted = post_image.replace(['"', '\''], "");
     for needed in ["ferry-image assemble", "ferry-ovf"] {
-        if !post_image.contains(needed) {
+        if !unquoted.contains(needed) {
             problems.push(format!("{POST_IMAGE} does not call `{needed}`"));
         }
     }
