@@ -19,10 +19,32 @@ use crate::manifest::Manifest;
 use crate::tree::Tree;
 use crate::{elf, run, Error, Result};
 
-const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
+/// systemd-boot's EFI stub (Debian `systemd-boot-efi`), the UKI's loader.
+pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// syslinux's GPT boot code (Debian `syslinux`).
+pub const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
+
+/// Where the kernel, the packages' files and our binaries come from.
+pub enum Source {
+    /// Debian packages (downloaded into [`Options::cache`]), the kernel's
+    /// modules loaded by the initramfs, our static binaries from
+    /// [`Options::binaries`].
+    Debian,
+    /// A Buildroot build (`buildroot/`): its target directory holds the
+    /// packages' files and our binaries (at their manifest destinations),
+    /// the kernel has every module built in.
+    Buildroot {
+        /// `$(TARGET_DIR)`
+        target: PathBuf,
+        /// The kernel image (`$(BINARIES_DIR)/bzImage`).
+        kernel: PathBuf,
+        /// The kernel's final `.config`, checked against `[kconfig]`.
+        kernel_config: PathBuf,
+    },
+}
 
 pub struct Options {
+    pub source: Source,
     /// Directory with the static binaries (target/x86_64-unknown-linux-musl/release).
     pub binaries: PathBuf,
     /// Output directory (`out`).
@@ -31,6 +53,10 @@ pub struct Options {
     pub cache: PathBuf,
     /// Secure Boot signing key and certificate (PEM) for the UKI, if any.
     pub sign: Option<(PathBuf, PathBuf)>,
+    /// The EFI stub of the UKI ([`STUB`] by default).
+    pub efi_stub: PathBuf,
+    /// The GPT boot code for BIOS ([`GPTMBR`] by default).
+    pub gptmbr: PathBuf,
 }
 
 /// Signs a PE image (the UKI) for Secure Boot with `sbsign`. The key must
@@ -66,8 +92,11 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
     move |e| Error::io(what.to_string(), e)
 }
 
-/// Checks a listed binary exists and is static.
-fn check_binary(src: &Path, bin: &str, package: &str) -> Result<()> {
+/// Where ferry-init is in the root (the manifest checks it is listed).
+const INIT: &str = "/usr/sbin/ferry-init";
+
+/// Checks a listed binary exists and, unless `dynamic_ok`, is static.
+fn check_binary(src: &Path, bin: &str, package: &str, dynamic_ok: bool) -> Result<()> {
     if !src.is_file() {
         return Err(Error::Missing(format!(
             "binary {bin} (cargo package {package}) is listed in image/manifest.toml but missing at {}: \
@@ -76,7 +105,7 @@ fn check_binary(src: &Path, bin: &str, package: &str) -> Result<()> {
         )));
     }
     if let Some(n) = elf::needs(src)? {
-        if n.interpreter.is_some() || !n.needed.is_empty() {
+        if !dynamic_ok && (n.interpreter.is_some() || !n.needed.is_empty()) {
             return Err(Error::Policy(format!(
                 "{} is dynamically linked; the image takes static (musl) binaries",
                 src.display()
@@ -90,11 +119,11 @@ fn check_binary(src: &Path, bin: &str, package: &str) -> Result<()> {
 fn rootfs(
     m: &Manifest,
     opt: &Options,
-    cache: &Cache,
+    cache: Option<&Cache>,
     dir: &Path,
     report: &mut String,
 ) -> Result<()> {
-    let mut t = Tree::new(dir, Some(cache))?;
+    let mut t = Tree::new(dir, cache)?;
     for (d, mode) in [
         ("/proc", 0o555),
         ("/sys", 0o555),
@@ -109,28 +138,10 @@ fn rootfs(
     ] {
         t.dir(d, mode)?;
     }
-    for b in &m.binaries {
-        let src = opt.binaries.join(&b.bin);
-        check_binary(&src, &b.bin, &b.package)?;
-        t.copy(&src, &b.dest, Some(0o755))?;
-    }
-    for p in &m.packages {
-        let x = cache.extract(&p.name)?;
-        writeln!(report, "package {} {}", x.name, x.version).ok();
-        t.search.push(x.root.clone());
-        for lib in cache.library_depends(&p.name)? {
-            let l = cache.extract(&lib)?;
-            writeln!(
-                report,
-                "package {} {} (library of {})",
-                l.name, l.version, p.name
-            )
-            .ok();
-            t.search.push(l.root);
-        }
-        for f in &p.files {
-            t.add_from_package(&x.root, f)?;
-        }
+    match (&opt.source, cache) {
+        (Source::Buildroot { target, .. }, _) => buildroot_files(m, &mut t, target, report)?,
+        (Source::Debian, Some(cache)) => debian_files(m, opt, &mut t, cache, report)?,
+        (Source::Debian, None) => unreachable!("the Debian build has a package cache"),
     }
     let version = env!("CARGO_PKG_VERSION");
     t.write(
@@ -152,36 +163,99 @@ fn rootfs(
     Ok(())
 }
 
-/// The initramfs: ferry-init as /init, the modules, their load order.
-fn initramfs(
+/// Our binaries and the packages' files from a Buildroot target directory;
+/// shared libraries from there too, never from this machine.
+fn buildroot_files(m: &Manifest, t: &mut Tree, target: &Path, report: &mut String) -> Result<()> {
+    t.search.push(target.to_path_buf());
+    t.strict = true;
+    for b in &m.binaries {
+        let src = crate::tree::resolve_in(target, &b.dest).unwrap_or_else(|| target.join(&b.dest));
+        // ferry-init is also the initramfs' /init, where there are no libraries
+        let dynamic_ok = b.dest != INIT;
+        check_binary(&src, &b.bin, &b.package, dynamic_ok)?;
+        t.copy(&src, &b.dest, Some(0o755))?;
+        t.add_libraries_of(&src)?;
+    }
+    for p in &m.packages {
+        if p.buildroot.is_empty() {
+            writeln!(
+                report,
+                "package {}: not in the Buildroot build ({})",
+                p.name,
+                p.buildroot_note.as_deref().unwrap_or("")
+            )
+            .ok();
+            continue;
+        }
+        writeln!(report, "package {} from {}", p.name, p.buildroot.join(" ")).ok();
+        for f in &p.files {
+            t.add_from_package(target, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Our static binaries, and the packages' files from Debian packages.
+fn debian_files(
     m: &Manifest,
     opt: &Options,
-    kernel: &Kernel,
-    order: &[String],
-    dir: &Path,
-    out: &Path,
+    t: &mut Tree,
+    cache: &Cache,
+    report: &mut String,
 ) -> Result<()> {
+    for b in &m.binaries {
+        let src = opt.binaries.join(&b.bin);
+        check_binary(&src, &b.bin, &b.package, false)?;
+        t.copy(&src, &b.dest, Some(0o755))?;
+    }
+    for p in &m.packages {
+        let x = cache.extract(&p.name)?;
+        writeln!(report, "package {} {}", x.name, x.version).ok();
+        t.search.push(x.root.clone());
+        for lib in cache.library_depends(&p.name)? {
+            let l = cache.extract(&lib)?;
+            writeln!(
+                report,
+                "package {} {} (library of {})",
+                l.name, l.version, p.name
+            )
+            .ok();
+            t.search.push(l.root);
+        }
+        for f in &p.files {
+            t.add_from_package(&x.root, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's modules to put in the initramfs, in load order.
+struct Modules<'k> {
+    release: String,
+    kernel: Option<&'k Kernel>,
+    order: Vec<String>,
+}
+
+/// The initramfs: ferry-init (`init`) as /init, the modules, their load order.
+fn initramfs(init: &Path, modules: &Modules, dir: &Path, out: &Path) -> Result<()> {
     let mut t = Tree::plain(dir, None)?;
     for d in ["/dev", "/proc", "/sys", "/newroot", "/etc/ferry"] {
         t.dir(d, 0o755)?;
     }
-    let init = m
-        .binaries
-        .iter()
-        .find(|b| b.dest == "/usr/sbin/ferry-init")
-        .expect("checked by the manifest");
-    t.copy(&opt.binaries.join(&init.bin), "/init", Some(0o755))?;
+    t.copy(init, "/init", Some(0o755))?;
     t.write(
         "/etc/ferry-initramfs",
-        format!("{}\n", kernel.release).as_bytes(),
+        format!("{}\n", modules.release).as_bytes(),
         0o644,
     )?;
+    let order = &modules.order;
     t.write(
         "/etc/ferry/modules",
         format!("{}\n", order.join("\n")).as_bytes(),
         0o644,
     )?;
     for rel in order {
+        let kernel = modules.kernel.expect("modules come with their kernel");
         t.copy(
             &kernel.dir.join(rel),
             &format!("/lib/modules/{}/{rel}", kernel.release),
@@ -193,7 +267,14 @@ fn initramfs(
 
 /// A unified kernel image: systemd-boot's stub with kernel, initrd, command
 /// line and os-release as PE sections (one file to sign).
-fn uki(vmlinuz: &Path, initrd: &Path, cmdline: &str, work: &Path, out: &Path) -> Result<()> {
+fn uki(
+    stub: &Path,
+    vmlinuz: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    work: &Path,
+    out: &Path,
+) -> Result<()> {
     let osrel = work.join("uki-os-release");
     fs::write(&osrel, "NAME=\"Ferry\"\nID=ferry\n").map_err(io_err("write os-release"))?;
     let cmd = work.join("uki-cmdline");
@@ -215,7 +296,7 @@ fn uki(vmlinuz: &Path, initrd: &Path, cmdline: &str, work: &Path, out: &Path) ->
         .arg("--add-section")
         .arg(format!(".initrd={}", initrd.display()))
         .args(["--change-section-vma", &format!(".initrd={initrd_vma:#x}")])
-        .arg(STUB)
+        .arg(stub)
         .arg(out))?;
     Ok(())
 }
@@ -269,23 +350,67 @@ fn copy_at(disk: &mut File, src: &Path, offset: u64) -> Result<()> {
 pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
     let work = opt.out.join("work");
     fs::create_dir_all(&work).map_err(io_err("mkdir out/work"))?;
-    let cache = Cache::new(&opt.cache)?;
     let mut report = String::new();
 
     // kernel and modules
-    let kpkg = cache.kernel(&m.kernel.package)?;
-    writeln!(report, "package {} {}", kpkg.name, kpkg.version).ok();
-    let kernel = Kernel::open(&kpkg.root)?;
-    let vmlinuz = kpkg.root.join(format!("boot/vmlinuz-{}", kernel.release));
-    if !vmlinuz.is_file() {
-        return Err(Error::Missing(format!("{} has no kernel", kpkg.name)));
-    }
-    let order = kernel.load_order(&m.modules.load)?;
-    writeln!(report, "modules {}", order.len()).ok();
+    let cache;
+    let debian_kernel;
+    let (vmlinuz, modules) = match &opt.source {
+        Source::Debian => {
+            cache = Some(Cache::new(&opt.cache)?);
+            let c = cache.as_ref().expect("just set");
+            let kpkg = c.kernel(&m.kernel.package)?;
+            writeln!(report, "package {} {}", kpkg.name, kpkg.version).ok();
+            debian_kernel = Kernel::open(&kpkg.root)?;
+            let vmlinuz = kpkg
+                .root
+                .join(format!("boot/vmlinuz-{}", debian_kernel.release));
+            if !vmlinuz.is_file() {
+                return Err(Error::Missing(format!("{} has no kernel", kpkg.name)));
+            }
+            let order = debian_kernel.load_order(&m.modules.load)?;
+            let modules = Modules {
+                release: debian_kernel.release.clone(),
+                kernel: Some(&debian_kernel),
+                order,
+            };
+            (vmlinuz, modules)
+        }
+        Source::Buildroot {
+            kernel,
+            kernel_config,
+            ..
+        } => {
+            cache = None;
+            let config = fs::read_to_string(kernel_config)
+                .map_err(|e| Error::io(format!("read {}", kernel_config.display()), e))?;
+            crate::buildroot::check_kernel_config(m, &config)?;
+            // Buildroot's kernel build dir has the release next to .config
+            let release = kernel_config
+                .parent()
+                .map(|d| d.join("include/config/kernel.release"))
+                .and_then(|p| fs::read_to_string(p).ok())
+                .map(|r| r.trim().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            writeln!(
+                report,
+                "kernel {release} from {}, every module built in",
+                kernel.display()
+            )
+            .ok();
+            let modules = Modules {
+                release,
+                kernel: None,
+                order: Vec::new(),
+            };
+            (kernel.clone(), modules)
+        }
+    };
+    writeln!(report, "modules {}", modules.order.len()).ok();
 
     // root file system, erofs, dm-verity
     let root_dir = work.join("rootfs");
-    rootfs(m, opt, &cache, &root_dir, &mut report)?;
+    rootfs(m, opt, cache.as_ref(), &root_dir, &mut report)?;
     let root_img = work.join("root.erofs");
     let uuid = guid(&format!("{}-root", m.image.name))
         .to_string()
@@ -305,9 +430,11 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
 
     // initramfs, UKI, ESP
     let initrd = work.join("initrd.cpio");
-    initramfs(m, opt, &kernel, &order, &work.join("initramfs"), &initrd)?;
-    let uki_path = opt.out.join("ferry.efi");
-    uki(&vmlinuz, &initrd, &cmdline, &work, &uki_path)?;
+    // the checked copy in the root: the same ferry-init in both stages
+    let init = root_dir.join(INIT.trim_start_matches('/'));
+    initramfs(&init, &modules, &work.join("initramfs"), &initrd)?;
+    let uki_path = opt.out.join(format!("{}.efi", m.image.name));
+    uki(&opt.efi_stub, &vmlinuz, &initrd, &cmdline, &work, &uki_path)?;
     if let Some((key, cert)) = &opt.sign {
         let unsigned = work.join("ferry-unsigned.efi");
         fs::rename(&uki_path, &unsigned).map_err(io_err("rename the UKI"))?;
@@ -371,7 +498,12 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
         .map_err(io_err("create the disk image"))?;
     disk.set_len(sectors * SECTOR)
         .map_err(io_err("size the disk image"))?;
-    let mbr = fs::read(GPTMBR).map_err(io_err(GPTMBR))?;
+    let mbr = fs::read(&opt.gptmbr).map_err(|e| {
+        Error::io(
+            format!("read the GPT boot code {}", opt.gptmbr.display()),
+            e,
+        )
+    })?;
     disk.write_all(&mbr[..mbr.len().min(440)])
         .map_err(io_err("write gptmbr.bin"))?;
     copy_at(&mut disk, &esp_img, esp_off)?;

@@ -10,6 +10,7 @@
 //! the same calls. [`appliance`] assembles the appliance disk itself.
 
 pub mod appliance;
+pub mod buildroot;
 pub mod cpio;
 pub mod debian;
 pub mod elf;

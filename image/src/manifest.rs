@@ -1,10 +1,11 @@
 //! The image manifest (`image/manifest.toml`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kmod::normalize;
 use crate::Error;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +15,7 @@ pub struct Manifest {
     pub kernel: Kernel,
     pub modules: Modules,
     pub partitions: Partitions,
+    pub kconfig: Kconfig,
     #[serde(default)]
     pub packages: Vec<Package>,
     #[serde(default)]
@@ -43,6 +45,20 @@ pub struct Modules {
     pub load: Vec<String>,
 }
 
+/// Kconfig symbols (without `CONFIG_`) for kernels built from source: the
+/// Buildroot build's `linux.fragment` (see [`crate::buildroot`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kconfig {
+    /// Built in (`=y`) whatever the modules.
+    pub builtin: Vec<String>,
+    /// Left out (`is not set`).
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// For each module of `[modules] load`, the options that build it in.
+    pub modules: BTreeMap<String, Vec<String>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Partitions {
@@ -55,6 +71,12 @@ pub struct Partitions {
 pub struct Package {
     pub name: String,
     pub files: Vec<String>,
+    /// Buildroot options (`BR2_PACKAGE_...`) that build these files.
+    #[serde(default)]
+    pub buildroot: Vec<String>,
+    /// Why the Buildroot build has no equivalent (when `buildroot` is empty).
+    #[serde(default)]
+    pub buildroot_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +88,8 @@ pub struct Binary {
     pub bin: String,
     /// Path in the root file system.
     pub dest: String,
+    /// The Buildroot option of the package that installs it there.
+    pub buildroot: String,
 }
 
 /// A service for ferry-init (written to /usr/lib/ferry/services.yaml).
@@ -124,6 +148,47 @@ impl Manifest {
         {
             return bad("the image needs ferry-init at /usr/sbin/ferry-init".into());
         }
+        for p in &self.packages {
+            if p.buildroot.is_empty() && p.buildroot_note.is_none() {
+                return bad(format!(
+                    "package {}: name its Buildroot options (buildroot = [...]) or say why there are none (buildroot_note)",
+                    p.name
+                ));
+            }
+        }
+        let k = &self.kconfig;
+        for sym in k
+            .builtin
+            .iter()
+            .chain(&k.disabled)
+            .chain(k.modules.values().flatten())
+        {
+            if sym.is_empty()
+                || sym.starts_with("CONFIG_")
+                || !sym
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                return bad(format!(
+                    "[kconfig]: {sym:?} is not a Kconfig symbol (upper case, without CONFIG_)"
+                ));
+            }
+        }
+        let listed: BTreeSet<String> = self.modules.load.iter().map(|m| normalize(m)).collect();
+        for m in &listed {
+            if k.modules.get(m).is_none_or(|s| s.is_empty()) {
+                return bad(format!(
+                    "module {m} is loaded by the Debian build but [kconfig.modules] has no options that build it in"
+                ));
+            }
+        }
+        for m in k.modules.keys() {
+            if !listed.contains(&normalize(m)) {
+                return bad(format!(
+                    "[kconfig.modules] {m} is not in [modules] load (remove it or load it in both builds)"
+                ));
+            }
+        }
         for c in &self.kernel.cmdline {
             if c.starts_with("ferry.verity.") {
                 return bad(format!("{c}: the builder sets ferry.verity.* itself"));
@@ -179,5 +244,29 @@ mod tests {
         assert!(Manifest::parse(&bad).is_err());
         let unknown = format!("{base}\n[extra]\nx = 1\n");
         assert!(Manifest::parse(&unknown).is_err());
+    }
+
+    #[test]
+    fn every_module_has_kconfig_options_in_both_directions() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml"))
+                .unwrap();
+        let missing = base.replace("\"qemu_fw_cfg\",", "\"qemu_fw_cfg\", \"vfat\",");
+        let e = Manifest::parse(&missing).unwrap_err().to_string();
+        assert!(e.contains("module vfat is loaded"), "{e}");
+        let extra = base.replace(
+            "qemu_fw_cfg = [\"FW_CFG_SYSFS\"]",
+            "qemu_fw_cfg = [\"FW_CFG_SYSFS\"]\nvfat = [\"VFAT_FS\"]",
+        );
+        let e = Manifest::parse(&extra).unwrap_err().to_string();
+        assert!(e.contains("vfat is not in [modules] load"), "{e}");
+        let prefixed = base.replace("\"DM_INIT\"", "\"CONFIG_DM_INIT\"");
+        assert!(Manifest::parse(&prefixed).is_err());
+        let silent = base.replace("buildroot = [\"BR2_PACKAGE_CHRONY\"]", "");
+        let e = Manifest::parse(&silent).unwrap_err().to_string();
+        assert!(
+            e.contains("package chrony: name its Buildroot options"),
+            "{e}"
+        );
     }
 }

@@ -95,6 +95,9 @@ pub struct Tree<'c> {
     pub search: Vec<PathBuf>,
     /// Where each file came from (destination -> source), for the build report.
     pub provenance: BTreeMap<String, String>,
+    /// Libraries only from `search` (a Buildroot target directory), never
+    /// from this machine.
+    pub strict: bool,
     cache: Option<&'c Cache>,
     libs_done: BTreeSet<String>,
 }
@@ -108,6 +111,7 @@ impl<'c> Tree<'c> {
             root: root.to_path_buf(),
             search: Vec::new(),
             provenance: BTreeMap::new(),
+            strict: false,
             cache,
             libs_done: BTreeSet::new(),
         })
@@ -122,6 +126,7 @@ impl<'c> Tree<'c> {
             root: root.to_path_buf(),
             search: Vec::new(),
             provenance: BTreeMap::new(),
+            strict: false,
             cache,
             libs_done: BTreeSet::new(),
         };
@@ -219,7 +224,7 @@ impl<'c> Tree<'c> {
                 return Ok((src, usrmerge(&format!("{d}/{name}"))));
             }
         }
-        for d in dirs {
+        for d in dirs.iter().filter(|_| !self.strict) {
             let host = format!("{d}/{name}");
             if !Path::new(&host).exists() {
                 continue;
@@ -236,8 +241,13 @@ impl<'c> Tree<'c> {
                 return Ok((PathBuf::from(&host), usrmerge(&host)));
             }
         }
+        let where_ = if self.strict {
+            "in the target directory"
+        } else {
+            "in the packages nor on this machine"
+        };
         Err(Error::Missing(format!(
-            "shared library {name} not found in the packages nor on this machine (looked in {})",
+            "shared library {name} not found {where_} (looked in {})",
             dirs.join(", ")
         )))
     }
