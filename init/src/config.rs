@@ -293,6 +293,9 @@ pub struct Network {
     pub gateway: Option<Ipv4Addr>,
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// Search domains for /etc/resolv.conf.
+    #[serde(default)]
+    pub search: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -402,11 +405,12 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
                     "static needs network.address".into(),
                 ));
             };
-            if parse_cidr(addr).is_none() {
-                return Err(invalid(
-                    "network.address",
-                    format!("{addr:?} is not an IPv4 address with a prefix length (a.b.c.d/n)"),
-                ));
+            // the console's checks: what it refuses, a document cannot bring in
+            let net = crate::console::input::address_prefix(addr)
+                .map_err(|why| invalid("network.address", why))?;
+            if let Some(g) = n.gateway {
+                crate::console::input::gateway(&g.to_string(), net)
+                    .map_err(|why| invalid("network.gateway", why))?;
             }
         }
         Mode::Dhcp => {
@@ -425,6 +429,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
                 format!("{i:?} is not an interface name"),
             ));
         }
+    }
+    for d in &n.search {
+        crate::console::input::dns_name(d).map_err(|why| invalid("network.search", why))?;
     }
     for s in &doc.time.servers {
         if s.is_empty() || s.contains(char::is_whitespace) {

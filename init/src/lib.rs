@@ -14,6 +14,7 @@
 pub mod block;
 pub mod cmdline;
 pub mod config;
+pub mod console;
 pub mod datapart;
 pub mod dm;
 pub mod error;

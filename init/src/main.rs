@@ -12,7 +12,7 @@ use ferry_init::sys::RealSys;
 use ferry_init::{config, initramfs, logging, system};
 
 fn usage() -> ! {
-    eprintln!("usage: ferry-init check-config FILE   (as PID 1 it takes no arguments)");
+    eprintln!("usage: ferry-init check-config FILE | console   (as PID 1 it takes no arguments)");
     std::process::exit(2)
 }
 
@@ -32,6 +32,10 @@ fn main() {
                         std::process::exit(1)
                     }
                 }
+                return;
+            }
+            (Some("console"), None) => {
+                ferry_init::console::run();
                 return;
             }
             (Some("--version"), _) => {

@@ -86,6 +86,9 @@ pub fn mount_all(sys: &dyn Sys, table: &[Mount]) -> Result<()> {
     for d in ["/run/ferry", "/run/systemd/journal", "/var/log"] {
         sys.mkdir(d, 0o755).ctx(|| format!("mkdir {d}"))?;
     }
+    // clients that know the old path (chrony's command socket)
+    sys.symlink("/run", "/var/run")
+        .ctx(|| "symlink /var/run".into())?;
     Ok(())
 }
 

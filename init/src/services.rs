@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -29,6 +30,10 @@ pub struct Service {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// A terminal (`/dev/ttyS0`) for standard input, output and error, as
+    /// the controlling terminal of a new session: the console menu.
+    #[serde(default)]
+    pub tty: Option<String>,
 }
 
 /// Parses the service list.
@@ -228,12 +233,27 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
         .envs(&s.environment)
         .current_dir("/")
         .stdin(Stdio::null());
-    match (journal_stream(&s.name), journal_stream(&s.name)) {
-        (Some(out), Some(err)) => {
-            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        }
-        _ => {
-            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    if let Some(tty) = &s.tty {
+        // O_NOCTTY: PID 1 must not make it its own controlling terminal.
+        // The service gets none either (drop_privileges starts a session):
+        // no Ctrl-C or hangup signal reaches the menu from the line.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(tty)?;
+        cmd.stdin(f.try_clone()?)
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .env("TERM", "linux");
+    } else {
+        match (journal_stream(&s.name), journal_stream(&s.name)) {
+            (Some(out), Some(err)) => {
+                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+            }
+            _ => {
+                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            }
         }
     }
     // SAFETY: drop_privileges only makes async-signal-safe syscalls.
@@ -292,6 +312,7 @@ mod tests {
             user: Some("ferry".into()),
             capabilities: vec!["CAP_NET_BIND_SERVICE".into()],
             environment: BTreeMap::new(),
+            tty: None,
         };
         let _t = crate::reaper::TEST_CHILDREN
             .lock()
@@ -326,6 +347,7 @@ mod tests {
             user: Some("root".into()),
             capabilities: vec!["CAP_DAC_OVERRIDE".into(), "CAP_SYS_ADMIN".into()],
             environment: BTreeMap::new(),
+            tty: None,
         };
         let _t = crate::reaper::TEST_CHILDREN
             .lock()

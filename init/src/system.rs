@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -236,6 +237,7 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
         user: None,
         capabilities: vec![],
         environment: Default::default(),
+        tty: None,
     };
     st.sup
         .start("systemd-journald", spec, Instant::now(), &mut |s| {
@@ -277,6 +279,19 @@ fn unit_services(_: &dyn Sys, st: &mut State) -> Result<()> {
     })?;
     for s in list {
         let name = s.name.clone();
+        // A VM without a serial port still has /dev/ttyS0, which then
+        // refuses to open: no console there, rather than a crash loop.
+        if let Some(tty) = &s.tty {
+            let open = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(tty);
+            if let Err(e) = open {
+                log::info!("service {name}: not started: {tty}: {e}");
+                continue;
+            }
+        }
         st.sup
             .start(&name, s, Instant::now(), &mut |s| services::spawn(s));
     }

@@ -203,6 +203,9 @@ pub struct VmConfig {
     /// default); unrestricted, the guest reaches the host's loopback as
     /// 10.0.2.2 (an NFS server there, say).
     pub restrict: bool,
+    /// The serial console also takes input ([`Vm::send`]); its output
+    /// still goes to the console log.
+    pub interactive: bool,
 }
 
 /// The disk controller a VM's disk is on.
@@ -230,6 +233,7 @@ impl VmConfig {
             cdrom: None,
             guestfwd: Vec::new(),
             restrict: true,
+            interactive: false,
         }
     }
 
@@ -248,6 +252,7 @@ impl VmConfig {
             cdrom: None,
             guestfwd: Vec::new(),
             restrict: true,
+            interactive: false,
         }
     }
 }
@@ -259,6 +264,10 @@ pub struct Vm {
     pub monitor: PathBuf,
     pub started: Instant,
     exit: Option<ExitStatus>,
+    /// The serial line's socket, when interactive.
+    input: Option<UnixStream>,
+    /// How far [`Vm::expect`] has read the console.
+    cursor: usize,
 }
 
 impl Vm {
@@ -293,7 +302,15 @@ impl Vm {
         .arg("-device")
         .arg(format!("{},netdev=n0", cfg.nic))
         .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
+        .arg(if cfg.interactive {
+            // QEMU waits for our connection before it starts the guest
+            format!(
+                "unix:{},server=on,wait=on",
+                cfg.dir.join("serial.sock").display()
+            )
+        } else {
+            format!("file:{}", serial.display())
+        })
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", monitor.display()));
         if let Some(disk) = &cfg.disk {
@@ -367,12 +384,19 @@ impl Vm {
             )
             .spawn()
             .map_err(io_err("start qemu-system-x86_64 (package qemu-system-x86)"))?;
+        let input = if cfg.interactive {
+            Some(connect_serial(&cfg.dir.join("serial.sock"), &serial)?)
+        } else {
+            None
+        };
         Ok(Vm {
             child,
             serial,
             monitor,
             started: Instant::now(),
             exit: None,
+            input,
+            cursor: 0,
         })
     }
 
@@ -463,6 +487,56 @@ impl Vm {
         }
     }
 
+    /// Types on the serial console (interactive VMs).
+    pub fn send(&mut self, text: &str) -> Result<(), Error> {
+        let input = self
+            .input
+            .as_mut()
+            .ok_or_else(|| Error::Missing("the VM was not started interactive".into()))?;
+        // one byte at a time, as a person types: the guest's UART has a
+        // small FIFO and TCG is slow to drain it
+        for b in text.bytes() {
+            input
+                .write_all(&[b])
+                .map_err(io_err("write to the serial console"))?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Waits for `pattern` in what the console printed after the previous
+    /// match; returns the text up to and including it.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, Error> {
+        let t = Instant::now();
+        loop {
+            let c = self.console();
+            if let Some(at) = c.get(self.cursor..).and_then(|rest| rest.find(pattern)) {
+                let end = self.cursor + at + pattern.len();
+                let text = c[self.cursor..end].to_string();
+                self.cursor = end;
+                return Ok(text);
+            }
+            let exited = self.exited();
+            if exited.is_some() || t.elapsed() > timeout {
+                let tail = c.get(self.cursor..).unwrap_or_default();
+                let tail = tail[tail.len().saturating_sub(3000)..].to_string();
+                return Err(match exited {
+                    Some(status) => Error::Exited {
+                        status: status.to_string(),
+                        pattern: pattern.into(),
+                        tail,
+                    },
+                    None => Error::Timeout {
+                        pattern: pattern.into(),
+                        secs: timeout.as_secs(),
+                        tail,
+                    },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends a human monitor command.
     pub fn monitor(&self, command: &str) -> Result<(), Error> {
         let mut s =
@@ -495,6 +569,35 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Connects to an interactive serial socket and copies what the guest
+/// writes into `log` (the console log) from a thread; returns the socket
+/// for input.
+fn connect_serial(socket: &Path, log: &Path) -> Result<UnixStream, Error> {
+    let t = Instant::now();
+    let stream = loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e) if t.elapsed() > Duration::from_secs(10) => {
+                return Err(io_err(format!("connect to {}", socket.display()))(e))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let mut reader = stream
+        .try_clone()
+        .map_err(io_err("clone the serial socket"))?;
+    let mut out = File::create(log).map_err(io_err(format!("create {}", log.display())))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(stream)
 }
 
 impl VmConfig {

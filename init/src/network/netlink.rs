@@ -23,6 +23,31 @@ pub struct Link {
     pub name: String,
     pub mac: Option<[u8; 6]>,
     pub ethernet: bool,
+    /// Carrier and up (IFF_RUNNING).
+    pub running: bool,
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+impl Route {
+    pub fn describe(&self) -> String {
+        let dst = if self.prefix == 0 {
+            "default".to_string()
+        } else {
+            format!("{}/{}", self.destination, self.prefix)
+        };
+        match self.gateway {
+            Some(g) => format!("{dst} via {g}"),
+            None => format!("{dst} on link"),
+        }
+    }
 }
 
 pub struct Netlink {
@@ -115,6 +140,7 @@ impl Netlink {
                     name,
                     mac,
                     ethernet: l.header.link_layer_type == LinkLayerType::Ether,
+                    running: l.header.flags.contains(LinkFlags::Running),
                 }
             })
             .collect();
@@ -138,6 +164,50 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+
+    /// IPv4 routes of the main table.
+    pub fn routes(&mut self) -> io::Result<Vec<Route>> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        let msgs = self.request(RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for msg in msgs {
+            let RouteNetlinkMessage::NewRoute(r) = msg else {
+                continue;
+            };
+            if r.header.table != 254 {
+                continue;
+            }
+            let mut route = Route {
+                destination: Ipv4Addr::UNSPECIFIED,
+                prefix: r.header.destination_prefix_length,
+                gateway: None,
+                oif: None,
+            };
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => route.destination = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
+                    RouteAttribute::Oif(i) => route.oif = Some(*i),
+                    _ => {}
+                }
+            }
+            out.push(route);
+        }
+        Ok(out)
+    }
+
+    /// Removes an IPv4 address from a link.
+    pub fn remove_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
+        m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        self.request(RouteNetlinkMessage::DelAddress(m), NLM_F_ACK)
+            .map(|_| ())
     }
 
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
@@ -208,6 +278,7 @@ mod tests {
             name: name.into(),
             mac: Some([2, 0, 0, 0, 0, index as u8]),
             ethernet,
+            running: true,
         }
     }
 

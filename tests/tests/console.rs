@@ -1,0 +1,157 @@
+//! The operator's first minutes, on the serial console of the real image:
+//! log in, change the default password, run the resource check (warnings
+//! for this small VM), read the time status from chronyd, see the DHCP
+//! address from QEMU's user network, set a static address and see it
+//! applied, read the logs and the tasks, log out and in again, shut down.
+//! Build the image first: `scripts/build-image` (scripts/test does).
+
+use std::time::Duration;
+
+use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
+
+const STEP: Duration = Duration::from_secs(60);
+const NEW_PASSWORD: &str = "harbour-pilot-7";
+
+fn menu(vm: &mut Vm) -> String {
+    vm.expect("Choose an option: ", STEP).unwrap()
+}
+
+fn choose(vm: &mut Vm, option: &str) {
+    vm.send(&format!("{option}\r")).unwrap();
+}
+
+#[test]
+fn operator_session_on_the_serial_console() {
+    let image = appliance_image().unwrap();
+    let scratch = Scratch::new("console").unwrap();
+    let disk = scratch.0.join("ferry.raw");
+    copy_sparse(&image, &disk).unwrap();
+    let mut cfg = VmConfig::new(&disk, Firmware::Uefi, &scratch.0);
+    cfg.interactive = true;
+    let mut vm = Vm::start(&cfg).unwrap();
+
+    // DHCP from QEMU's user network, before anyone logs in
+    vm.wait_for("(dhcp from 10.0.2.2", Duration::from_secs(120))
+        .unwrap();
+    vm.expect("login: ", Duration::from_secs(60)).unwrap();
+    vm.send("admin\r").unwrap();
+    vm.expect("password: ", STEP).unwrap();
+    vm.send("password\r").unwrap();
+    vm.expect("default password: choose a new one", STEP)
+        .unwrap();
+    vm.expect("new password: ", STEP).unwrap();
+    vm.send("short\r").unwrap();
+    vm.expect("at least 8 characters", STEP).unwrap();
+    vm.expect("new password: ", STEP).unwrap();
+    vm.send(&format!("{NEW_PASSWORD}\r")).unwrap();
+    vm.expect("repeat the new password: ", STEP).unwrap();
+    vm.send(&format!("{NEW_PASSWORD}\r")).unwrap();
+    vm.expect("Password changed.", STEP).unwrap();
+    let main = menu(&mut vm);
+    assert!(
+        main.contains("System resource check: 0 error(s),"),
+        "{main}"
+    );
+
+    choose(&mut vm, "4");
+    let check = menu(&mut vm);
+    assert!(
+        check.contains("WARNING 1 vCPU(s) (recommended: 4)"),
+        "{check}"
+    );
+    assert!(
+        check.contains("GiB of memory (recommended: 32 GiB)"),
+        "{check}"
+    );
+    assert!(
+        check.contains("ok      80 GB disk") || check.contains("ok      85 GB disk"),
+        "{check}"
+    );
+
+    choose(&mut vm, "5");
+    let time = menu(&mut vm);
+    assert!(time.contains("NTP servers:"), "{time}");
+    assert!(
+        time.contains("Synchronised: "),
+        "chronyd did not answer: {time}"
+    );
+
+    // a static address, validated where typed, applied live
+    choose(&mut vm, "1");
+    menu(&mut vm);
+    choose(&mut vm, "3");
+    vm.expect("IPv4 address/prefix", STEP).unwrap();
+    vm.send("10.0.2.300/24\r").unwrap();
+    vm.expect("is not an IPv4 address", STEP).unwrap();
+    vm.send("10.0.2.99/24\r").unwrap();
+    vm.expect("Gateway (empty: none): ", STEP).unwrap();
+    vm.send("192.0.2.1\r").unwrap();
+    vm.expect("is outside the subnet 10.0.2.0/24", STEP)
+        .unwrap();
+    vm.send("10.0.2.2\r").unwrap();
+    vm.expect("Apply and save? [y/N]: ", STEP).unwrap();
+    vm.send("y\r").unwrap();
+    vm.expect("saved to /data/config/ferry.yaml and applied", STEP)
+        .unwrap();
+    menu(&mut vm);
+    vm.wait_for("network: eth0 10.0.2.99/24 gateway 10.0.2.2 (static)", STEP)
+        .unwrap();
+    choose(&mut vm, "1");
+    let described = menu(&mut vm);
+    assert!(described.contains("address 10.0.2.99/24"), "{described}");
+    assert!(
+        !described.contains("address 10.0.2.15/24"),
+        "the DHCP address stayed: {described}"
+    );
+    assert!(
+        described.contains("route default via 10.0.2.2"),
+        "{described}"
+    );
+    choose(&mut vm, "b");
+    menu(&mut vm);
+
+    choose(&mut vm, "t");
+    let tasks = menu(&mut vm);
+    assert!(
+        tasks.contains("no executions yet") || tasks.contains("EXECUTION"),
+        "{tasks}"
+    );
+
+    choose(&mut vm, "7");
+    vm.expect("Logs of which unit", STEP).unwrap();
+    vm.send("ferry-console\r").unwrap();
+    let logs = vm.expect("-- ", STEP).unwrap();
+    let logs = logs + &vm.expect("\n", STEP).unwrap();
+    assert!(!logs.contains("journalctl:"), "{logs}");
+    vm.send("q\r").unwrap();
+    let logs = logs + &menu(&mut vm);
+    assert!(logs.contains("the admin password was changed"), "{logs}");
+
+    // out, and in again with the new password only
+    choose(&mut vm, "x");
+    vm.expect("Logged out.", STEP).unwrap();
+    vm.expect("login: ", STEP).unwrap();
+    vm.send("admin\r").unwrap();
+    vm.expect("password: ", STEP).unwrap();
+    vm.send("password\r").unwrap();
+    vm.expect("Login incorrect.", STEP).unwrap();
+    vm.expect("login: ", STEP).unwrap();
+    vm.send("admin\r").unwrap();
+    vm.expect("password: ", STEP).unwrap();
+    vm.send(&format!("{NEW_PASSWORD}\r")).unwrap();
+    menu(&mut vm);
+
+    choose(&mut vm, "9");
+    vm.expect("Shut the appliance down? [y/N]: ", STEP).unwrap();
+    vm.send("y\r").unwrap();
+    vm.expect(
+        "shutdown: data partition unmounted cleanly",
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(
+        !vm.console().contains(NEW_PASSWORD),
+        "the password was echoed on the console"
+    );
+}
