@@ -18,6 +18,7 @@ pub mod datapart;
 pub mod dm;
 pub mod error;
 pub mod etc;
+pub mod firewall;
 pub mod initramfs;
 pub mod logging;
 pub mod modules;
