@@ -1,9 +1,11 @@
 //! The system stage: PID 1 of the running appliance.
 //!
 //! Boot is a list of units run in order (mounts, sysctls, data, identity,
-//! config, /etc, hostname, journald, network, services, ready); a unit that
+//! config, /etc, hostname, journald, support, firewall, network, services,
+//! ready); a unit that
 //! fails is logged and the boot goes on as far as it can. Then the main loop
-//! reaps children, restarts services, and waits for a reason to shut down:
+//! reaps children, restarts services, keeps the support channel and the
+//! firewall in step with their state, and waits for a reason to shut down:
 //! the ACPI power button, SIGTERM, SIGUSR1/SIGUSR2, Ctrl-Alt-Del (SIGINT).
 //! PID 1 never exits: a panic in a unit or in the loop is caught and logged.
 
@@ -21,10 +23,12 @@ use nix::unistd::Pid;
 
 use crate::config::{Config, Store};
 use crate::error::{Context, Result};
+use crate::firewall::{self, Firewall, FirewallState, Role};
 use crate::network;
 use crate::reaper::{self, Exit};
 use crate::services::{self, Service};
 use crate::supervisor::Supervisor;
+use crate::support::{self, Session};
 use crate::sys::{Halt, Sys};
 use crate::{datapart, etc, logging, mounts, ovfenv, sysctl};
 
@@ -48,6 +52,9 @@ pub struct State {
     pub network: Option<network::Handle>,
     pub data_mounted: bool,
     pub started: Vec<String>,
+    pub firewall: Firewall,
+    /// The support session whose processes run.
+    pub support: Option<Session>,
 }
 
 type Unit = (&'static str, fn(&dyn Sys, &mut State) -> Result<()>);
@@ -62,6 +69,8 @@ pub const UNITS: &[Unit] = &[
     ("etc", unit_etc),
     ("hostname", unit_hostname),
     ("journald", unit_journald),
+    ("support", unit_support),
+    ("firewall", unit_firewall),
     ("network", unit_network),
     ("services", unit_services),
 ];
@@ -263,6 +272,83 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// Opens the support channel if the configuration says so (/run is new at
+/// every boot, so it is closed otherwise).
+fn unit_support(_: &dyn Sys, st: &mut State) -> Result<()> {
+    match support::open_from_config(
+        &st.config.doc,
+        &support::Store::default(),
+        support::Clock::now(),
+    ) {
+        Ok(true) => log::info!("support: channel opened by the configuration document"),
+        Ok(false) => log::info!("support: channel closed"),
+        Err(e) => log::error!("support: not opened: {e}"),
+    }
+    support_sync(st);
+    Ok(())
+}
+
+fn firewall_state(st: &State) -> FirewallState {
+    FirewallState {
+        activated: firewall::activated(),
+        // the hub arrives with its own issue
+        role: Role::Agent,
+        support: st.support.as_ref().map(Session::access),
+    }
+}
+
+fn unit_firewall(_: &dyn Sys, st: &mut State) -> Result<()> {
+    let fw = firewall_state(st);
+    st.firewall.apply(fw);
+    Ok(())
+}
+
+/// Makes the support processes match the session in /run: starts dropbear
+/// (and the tunnel) when it opens, stops them when it closes or expires.
+fn support_sync(st: &mut State) {
+    let want = support::Store::default().current(support::Clock::now());
+    if want == st.support {
+        return;
+    }
+    for name in [support::SERVER, support::CLIENT] {
+        if let Some(pid) = st.sup.remove(name) {
+            // the whole process group: the listener and its sessions
+            let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGTERM);
+            log::info!("support: {name} stopped");
+        }
+    }
+    st.support = None;
+    let Some(s) = want else {
+        log::info!("support: channel closed; port 22 closed");
+        return;
+    };
+    match support::prepare(&s) {
+        Ok(list) => {
+            for svc in list {
+                let name = svc.name.clone();
+                st.sup
+                    .start(&name, svc, Instant::now(), &mut |s| services::spawn(s));
+            }
+            let mins = s.remaining(support::Clock::now()).as_secs().div_ceil(60);
+            log::info!(
+                "support: channel open ({}), closes in {mins} min",
+                match &s.mode {
+                    support::Mode::Inbound { allow_from: None } => "port 22".to_string(),
+                    support::Mode::Inbound {
+                        allow_from: Some(a),
+                    } => format!("port 22 from {a}"),
+                    support::Mode::Outbound(o) => format!("outbound to {}:{}", o.host, o.port),
+                }
+            );
+            st.support = Some(s);
+        }
+        Err(e) => {
+            log::error!("support: cannot open the channel: {e}; it stays closed");
+            let _ = support::Store::default().remove();
+        }
+    }
+}
+
 fn unit_network(_: &dyn Sys, st: &mut State) -> Result<()> {
     st.network = Some(network::start(network::Spec::from_config(&st.config)));
     Ok(())
@@ -324,6 +410,8 @@ pub fn run(sys: &dyn Sys) -> ! {
         network: None,
         data_mounted: false,
         started: Vec::new(),
+        firewall: Firewall::default(),
+        support: None,
     };
     run_units(sys, &mut st);
     let names: Vec<String> = ["systemd-journald", "chronyd", "ferry-agent"]
@@ -365,11 +453,16 @@ fn on_exit(st: &mut State, pid: Pid, how: Exit) {
 
 /// One turn of the main loop.
 fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Option<File>) {
+    let support_left = st
+        .support
+        .as_ref()
+        .map(|s| s.remaining(support::Clock::now()) + Duration::from_millis(500));
     let timeout = st
         .sup
         .next_deadline()
         .map(|d| d.saturating_duration_since(Instant::now()))
-        .unwrap_or(Duration::from_secs(60));
+        .unwrap_or(Duration::from_secs(60))
+        .min(support_left.unwrap_or(Duration::MAX));
     let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32 + 1)
         .unwrap_or(PollTimeout::MAX);
     let mut halt = None;
@@ -410,6 +503,10 @@ fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Opti
     if let Some((how, why)) = halt {
         shutdown(sys, st, how, why);
     }
+    // the support channel's expiry, and changes made from the console
+    support_sync(st);
+    let fw = firewall_state(st);
+    st.firewall.apply(fw);
     st.sup.tick(Instant::now(), &mut |s| services::spawn(s));
 }
 
@@ -420,7 +517,19 @@ fn reload(sys: &dyn Sys, st: &mut State) {
         log::error!("config: refused: {e}; keeping {}", loaded.config.origin);
     }
     if loaded.config != st.config {
+        let support_changed = loaded.config.doc.support != st.config.doc.support;
         st.config = loaded.config;
+        if support_changed {
+            match support::open_from_config(
+                &st.config.doc,
+                &support::Store::default(),
+                support::Clock::now(),
+            ) {
+                Ok(true) => log::info!("support: channel opened by the configuration document"),
+                Ok(false) => {}
+                Err(e) => log::error!("support: not opened: {e}"),
+            }
+        }
         let id = st.started.first().cloned().unwrap_or_default();
         if let Err(e) = etc::generate(sys, &st.config, &id) {
             log::error!("config: {e}");

@@ -662,6 +662,9 @@ fn emit(m: &mut NetlinkMessage<NetfilterMessage>, seq: u32, out: &mut Vec<u8>) {
     m.serialize(&mut out[start..]);
 }
 
+/// nf_tables messages received, and errors as (sequence number, errno).
+type Replies = (Vec<NfTablesMessage>, Vec<(u32, i32)>);
+
 /// An nfnetlink socket.
 pub struct Nft {
     sock: Socket,
@@ -707,7 +710,7 @@ impl Nft {
     fn receive(
         &mut self,
         mut done: impl FnMut(&NetlinkPayload<NetfilterMessage>, u32) -> bool,
-    ) -> io::Result<(Vec<NfTablesMessage>, Vec<(u32, i32)>)> {
+    ) -> io::Result<Replies> {
         let mut msgs = Vec::new();
         let mut errors = Vec::new();
         loop {
