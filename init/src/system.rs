@@ -213,6 +213,31 @@ fn unit_hostname(sys: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// The journal belongs to the group systemd-journal (setgid directories,
+/// as systemd-tmpfiles would make them), so the support console's
+/// journalctl can read it.
+fn journal_group(sys: &dyn Sys) {
+    use std::os::unix::fs::PermissionsExt;
+    const GID: u32 = 102;
+    let mut dirs = vec![std::path::PathBuf::from(JOURNAL_DIR)];
+    if let Ok(rd) = fs::read_dir(JOURNAL_DIR) {
+        dirs.extend(
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    for d in &dirs {
+        let _ = sys.chown(&d.display().to_string(), 0, GID);
+        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o2755));
+        if d.as_os_str() != JOURNAL_DIR {
+            for f in fs::read_dir(d).into_iter().flatten().flatten() {
+                let _ = sys.chown(&f.path().display().to_string(), 0, GID);
+            }
+        }
+    }
+}
+
 fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
     if st.data_mounted {
         let id = st.started.first().cloned().unwrap_or_default();
@@ -224,6 +249,7 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
             })
             .unwrap_or(0);
         log::info!("journal: {kept} journal file(s) on /data from earlier boots");
+        journal_group(sys);
         // journald writes to /var/log/journal only once "flushed" (what
         // systemd-journal-flush.service asks for); /var is ready now
         sys.write_file("/run/systemd/journal/flushed", b"", 0o644)

@@ -198,6 +198,9 @@ pub struct VmConfig {
     /// `tcp:169.254.169.254:80-tcp:127.0.0.1:8080` (guest connections to
     /// that address reach a server on the host's loopback).
     pub guestfwd: Vec<String>,
+    /// `hostfwd` rules, e.g. `tcp:127.0.0.1:2222-:22` (connections to a
+    /// host port reach a guest port).
+    pub hostfwd: Vec<String>,
 }
 
 /// The disk controller a VM's disk is on.
@@ -224,6 +227,7 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            hostfwd: Vec::new(),
         }
     }
 
@@ -241,6 +245,7 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            hostfwd: Vec::new(),
         }
     }
 }
@@ -277,6 +282,7 @@ impl Vm {
         .arg(
             std::iter::once("user,id=n0,restrict=on".to_string())
                 .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
+                .chain(cfg.hostfwd.iter().map(|h| format!("hostfwd={h}")))
                 .collect::<Vec<_>>()
                 .join(","),
         )
