@@ -338,9 +338,16 @@ fn support_sync(st: &mut State) {
     }
     for name in [support::SERVER, support::CLIENT] {
         if let Some(pid) = st.sup.remove(name) {
-            // the whole process group: the listener and its sessions
-            let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGTERM);
-            log::info!("support: {name} stopped");
+            // the listener and every session it forked: the firewall keeps
+            // established connections, so they must end here
+            let tree = descendants(
+                pid,
+                &fs::read_dir("/proc").map(proc_parents).unwrap_or_default(),
+            );
+            for p in std::iter::once(pid).chain(tree) {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+            }
+            log::info!("support: {name} stopped, with its sessions");
         }
     }
     st.support = None;
@@ -373,6 +380,38 @@ fn support_sync(st: &mut State) {
             let _ = support::Store::default().remove();
         }
     }
+}
+
+/// (pid, parent pid) of every process in /proc.
+fn proc_parents(rd: fs::ReadDir) -> Vec<(u32, u32)> {
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // the command name may hold spaces and parentheses: after the last ')'
+            let ppid = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// Every descendant of `root`, given (pid, parent) pairs.
+pub fn descendants(root: u32, procs: &[(u32, u32)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (c, _) in procs.iter().filter(|(c, pp)| *pp == p && *c != root) {
+            if !out.contains(c) {
+                out.push(*c);
+                frontier.push(*c);
+            }
+        }
+    }
+    out
 }
 
 fn unit_network(_: &dyn Sys, st: &mut State) -> Result<()> {
@@ -650,4 +689,22 @@ pub fn shutdown(sys: &dyn Sys, st: &mut State, how: Halt, why: &str) -> ! {
 #[allow(dead_code)]
 fn _fd(s: &SignalFd) -> i32 {
     s.as_fd().as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descendants_follow_the_tree() {
+        let procs = [(1, 0), (10, 1), (11, 10), (12, 11), (13, 1), (14, 12)];
+        let mut d = descendants(10, &procs);
+        d.sort();
+        assert_eq!(d, [11, 12, 14]);
+        assert!(descendants(13, &procs).is_empty());
+        // this process's own children, read from /proc
+        let me = std::process::id();
+        let ps = proc_parents(fs::read_dir("/proc").unwrap());
+        assert!(ps.iter().any(|(p, _)| *p == me));
+    }
 }

@@ -255,6 +255,35 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
         t_open.elapsed().as_secs_f64()
     );
 
+    // a session still open at expiry
+    let mut lingering = Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(&key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "support@127.0.0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let mut first = [0u8; 16];
+        lingering
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        assert_eq!(&first, b"Ferry support co");
+    }
+
     // expiry: closed by ferry-init's main loop, firewall reloaded
     vm.wait_for(
         "support: channel closed: its time limit passed",
@@ -274,5 +303,14 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
     assert!(c.matches(MATCHES).count() >= 2, "no second read-back");
     assert!(!c.contains("MISMATCH"));
     assert_eq!(port_22(port), None, "port 22 must be refused after expiry");
+    // and the session that was open has been ended
+    let t = Instant::now();
+    while lingering.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = lingering.kill();
+            panic!("a support session outlived the channel");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     power_off(&mut vm);
 }

@@ -19,10 +19,14 @@ pub fn activated() -> bool {
     Path::new(ACTIVATED_MARKER).exists()
 }
 
+/// A failed load is tried again after this long (not at every turn).
+const RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Keeps the state last loaded, so an unchanged state costs nothing.
 #[derive(Default)]
 pub struct Firewall {
     applied: Option<FirewallState>,
+    failed: Option<(FirewallState, std::time::Instant)>,
 }
 
 impl Firewall {
@@ -31,6 +35,11 @@ impl Firewall {
     pub fn apply(&mut self, st: FirewallState) {
         if self.applied == Some(st) {
             return;
+        }
+        if let Some((f, at)) = self.failed {
+            if f == st && at.elapsed() < RETRY {
+                return;
+            }
         }
         let rs = rules::ruleset(&st);
         let count: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
@@ -66,7 +75,12 @@ impl Firewall {
                 }
                 log::debug!("firewall:\n{rs}");
             }
-            Err(e) => log::error!("firewall: loading the rule set failed: {e}"),
+            Err(e) => {
+                self.failed = Some((st, std::time::Instant::now()));
+                log::error!(
+                    "firewall: loading the rule set failed: {e}; the previous one stays in force"
+                )
+            }
         }
     }
 }
