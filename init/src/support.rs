@@ -32,8 +32,8 @@ use crate::services::Service;
 
 /// The open session, if any (tmpfs: gone at reboot).
 pub const STATE: &str = "/run/ferry/support.json";
-/// Keys kept across boots: dropbear's host key, the client key of the
-/// outbound mode and the support host's key (known_hosts).
+/// Keys kept across boots: dropbear's host key and the client key of the
+/// outbound mode.
 pub const KEYS: &str = "/data/ferry/support";
 /// Home of the `support` user: `.ssh/authorized_keys`, owned by root.
 pub const HOME: &str = "/run/ferry/support-home";
@@ -479,8 +479,11 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
         );
         out.push(Service {
             name: CLIENT.into(),
-            // -N no command, -T no terminal, -y trust the host key on first
-            // use (kept in $HOME/.ssh/known_hosts), -K keepalive
+            // -N no command, -T no terminal, -K keepalive. -y: the support
+            // host's key is not checked. The tunnel carries the engineer's
+            // own SSH session to dropbear, authenticated end to end with the
+            // engineer's key, so a false support host gains nothing but a
+            // login prompt it cannot pass.
             exec: vec![
                 DBCLIENT.into(),
                 "-N".into(),
