@@ -1,7 +1,8 @@
 //! The firewall and the support channel on the real image, through QEMU's
 //! user-mode network with a host port forwarded to the guest's port 22.
 //! Build the image first: `scripts/build-image` (scripts/test does).
-//! Needs `ssh` and `ssh-keygen` (package openssh-client).
+//! Needs `ssh` and `ssh-keygen` (package openssh-client); the outbound
+//! test also `dropbear` and `dropbearkey` (package dropbear-bin) and root.
 
 use std::fs;
 use std::io::Read;
@@ -312,5 +313,133 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    power_off(&mut vm);
+}
+
+/// A support host on this machine: Debian's dropbear (package dropbear-bin)
+/// in a mount namespace of its own, where /etc/passwd has a user `ferry`
+/// whose authorized_keys the test fills with the appliance's client key.
+struct SupportHost {
+    child: std::process::Child,
+}
+
+impl Drop for SupportHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn support_host(dir: &Path, port: u16) -> SupportHost {
+    let home = dir.join("ferry-home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    let mut passwd = fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!("ferry:x:0:0::{}:/bin/sh\n", home.display()));
+    fs::write(dir.join("passwd"), passwd).unwrap();
+    fs::write(dir.join("shells"), "/bin/sh\n").unwrap();
+    let key = dir.join("support-host-key");
+    let st = Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dropbearkey (package dropbear-bin)");
+    assert!(st.success());
+    let script = format!(
+        "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/shells /etc/shells && exec dropbear -F -E -s -p 127.0.0.1:{port} -r {k}",
+        d = dir.display(),
+        k = key.display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("support-host.log")).unwrap())
+        .spawn()
+        .expect("unshare (util-linux), as root");
+    SupportHost { child }
+}
+
+/// The outbound mode: the appliance connects to a support host (reached
+/// through a `guestfwd`, as the guest may reach nothing else) and forwards
+/// the host's tunnel port back to its console; the engineer's `ssh` on the
+/// support host gets the diagnostic console. The appliance's client key is
+/// installed on the support host only after it was logged, so the tunnel's
+/// first attempts fail and ferry-init's supervision retries.
+#[test]
+fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+    {
+        panic!("this test runs a support host in a mount namespace: run it as root (CI is root)");
+    }
+    let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
+    let image = appliance_image().unwrap();
+    let s = Scratch::new("support-outbound").unwrap();
+    let disk = s.0.join("disk.raw");
+    copy_sparse(&image, &disk).unwrap();
+    let key = s.0.join("engineer");
+    let public = keygen(&key);
+    let (host_port, tunnel_port) = (free_port(), free_port());
+    let _host = support_host(&s.0, host_port);
+
+    let doc = s.0.join("outbound.yaml");
+    fs::write(
+        &doc,
+        format!(
+            "version: 1\nhostname: ferry-outbound\nsupport:\n  public_key: \"{public}\"\n  open_minutes: 10\n  outbound: {{ host: 10.0.2.100, port: 22, user: ferry, tunnel_port: {tunnel_port} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
+    cfg.fw_cfg.push(("opt/ferry/config".into(), doc));
+    cfg.guestfwd
+        .push(format!("tcp:10.0.2.100:22-tcp:127.0.0.1:{host_port}"));
+    let mut vm = Vm::start(&cfg).unwrap();
+    let line = vm
+        .wait_for("the support host must accept the key ", BOOT)
+        .unwrap();
+    let client_key = line
+        .split("the support host must accept the key ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(client_key.starts_with("ssh-ed25519 "), "{client_key}");
+    fs::write(
+        s.0.join("ferry-home/.ssh/authorized_keys"),
+        format!("{client_key}\n"),
+    )
+    .unwrap();
+    vm.wait_for("support: channel open (outbound to 10.0.2.100:22)", BOOT)
+        .unwrap();
+    vm.wait_for("ferry-init: ready in ", BOOT).unwrap();
+    vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+
+    // the tunnel comes up once the key is accepted (supervised retries)
+    let t = Instant::now();
+    let text = loop {
+        let out = ssh(tunnel_port, &key, &[], &["status"], "");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("hostname: ferry-outbound") {
+            break text;
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            panic!(
+                "no console through the tunnel after 180 s: {text}{}\nsupport host: {}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(s.0.join("support-host.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    eprintln!(
+        "--- the console through the reverse tunnel ({:.0} s after the key was installed):\n{text}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(text.contains("support:  open until"), "{text}");
     power_off(&mut vm);
 }
