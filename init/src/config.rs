@@ -71,6 +71,192 @@ pub struct Document {
     /// Version 2: locations and tasks for ferry-agent.
     #[serde(default)]
     pub agent: Option<AgentSection>,
+    /// The support channel (any version); closed unless `open_hours` or
+    /// `open_minutes` is set.
+    #[serde(default)]
+    pub support: Option<SupportSection>,
+}
+
+/// ```yaml
+/// support:
+///   public_key: "ssh-ed25519 AAAA... engineer@example"  # the engineer's key
+///   open_hours: 4            # or open_minutes: 30; opened when applied
+///   allow_from: 198.51.100.0/24                  # inbound 22 from here only
+///   outbound: { host: support.example.org, port: 22, user: ferry, tunnel_port: 2222 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SupportSection {
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub open_hours: Option<u32>,
+    #[serde(default)]
+    pub open_minutes: Option<u32>,
+    #[serde(default)]
+    pub allow_from: Option<String>,
+    #[serde(default)]
+    pub outbound: Option<SupportOutbound>,
+}
+
+/// The reverse-tunnel mode: the appliance connects to `user@host:port` and
+/// asks the support host to forward its `tunnel_port` (on its loopback) to
+/// the appliance's restricted console.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportOutbound {
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    #[serde(default = "default_support_user")]
+    pub user: String,
+    #[serde(default = "default_tunnel_port")]
+    pub tunnel_port: u16,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_support_user() -> String {
+    "ferry".into()
+}
+fn default_tunnel_port() -> u16 {
+    2222
+}
+
+/// Longest time the support channel stays open: a week.
+pub const SUPPORT_MAX_MINUTES: u32 = 7 * 24 * 60;
+
+impl SupportSection {
+    /// How long the channel opens for when the document is applied.
+    pub fn open_for(&self) -> Option<std::time::Duration> {
+        let minutes = self.open_minutes.or(self.open_hours.map(|h| h * 60))?;
+        Some(std::time::Duration::from_secs(u64::from(minutes) * 60))
+    }
+}
+
+/// OpenSSH public key types dropbear accepts.
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Checks an OpenSSH public key line (`type base64 [comment]`): a known
+/// type, and a key blob that starts with that same type.
+pub fn check_public_key(line: &str) -> Result<(), String> {
+    use base64::Engine;
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err("give an OpenSSH public key line: TYPE BASE64 [COMMENT]".into());
+    };
+    if line.contains(['\n', '\r', '"']) {
+        return Err("a public key is one line without quotes".into());
+    }
+    if !KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "{kind:?} is not a key type dropbear accepts ({})",
+            KEY_TYPES.join(", ")
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|e| format!("the key is not base64: {e}"))?;
+    let n = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+    if n.and_then(|n| bytes.get(4..4 + n)) != Some(kind.as_bytes()) {
+        return Err(format!("the key data is not a {kind} key"));
+    }
+    Ok(())
+}
+
+fn check_support(s: &SupportSection) -> Result<(), (String, String)> {
+    if let Some(k) = &s.public_key {
+        check_public_key(k).map_err(|why| ("support.public_key".to_string(), why))?;
+    }
+    if s.open_hours.is_some() && s.open_minutes.is_some() {
+        return Err((
+            "support.open_minutes".into(),
+            "give open_hours or open_minutes, not both".into(),
+        ));
+    }
+    for (key, v, unit) in [
+        (
+            "support.open_hours",
+            s.open_hours.map(|h| h.saturating_mul(60)),
+            60,
+        ),
+        ("support.open_minutes", s.open_minutes, 1),
+    ] {
+        if let Some(m) = v {
+            if m == 0 || m > SUPPORT_MAX_MINUTES {
+                return Err((
+                    key.into(),
+                    format!("give 1 to {} (at most a week)", SUPPORT_MAX_MINUTES / unit),
+                ));
+            }
+            if s.public_key.is_none() {
+                return Err((
+                    key.into(),
+                    "opening the channel needs support.public_key".into(),
+                ));
+            }
+        }
+    }
+    if let Some(a) = &s.allow_from {
+        if parse_cidr(a).is_none() {
+            return Err((
+                "support.allow_from".into(),
+                format!("{a:?} is not an IPv4 network (a.b.c.d/n)"),
+            ));
+        }
+        if s.outbound.is_some() {
+            return Err((
+                "support.allow_from".into(),
+                "allow_from is for inbound connections; the outbound mode opens no port".into(),
+            ));
+        }
+    }
+    if let Some(o) = &s.outbound {
+        if o.host.is_empty()
+            || o.host
+                .contains(|c: char| c.is_whitespace() || c == '@' || c == '/')
+        {
+            return Err((
+                "support.outbound.host".into(),
+                format!("{:?} is not a host name or address", o.host),
+            ));
+        }
+        if o.port == 0 {
+            return Err((
+                "support.outbound.port".into(),
+                "give a port from 1 to 65535".into(),
+            ));
+        }
+        if o.tunnel_port == 0 {
+            return Err((
+                "support.outbound.tunnel_port".into(),
+                "give a port from 1 to 65535".into(),
+            ));
+        }
+        if o.user.is_empty()
+            || !o
+                .user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err((
+                "support.outbound.user".into(),
+                format!("{:?} is not a user name", o.user),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Newest document version this system reads.
@@ -333,10 +519,16 @@ impl Config {
 /// Line (1-based) of the first line mentioning `key:`, for error messages.
 fn line_of(text: &str, key: &str) -> usize {
     let leaf = key.rsplit('.').next().unwrap_or(key);
+    let pat = format!("{leaf}:");
     text.lines()
         .position(|l| {
             let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&format!("{leaf}:"))
+            t.starts_with(&pat)
+        })
+        // inside a flow mapping: `outbound: { host: ... }`
+        .or_else(|| {
+            text.lines()
+                .position(|l| l.contains(&format!(" {pat}")) || l.contains(&format!("{{{pat}")))
         })
         .map(|i| i + 1)
         .unwrap_or(0)
@@ -387,6 +579,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
             ));
         }
         check_agent(agent).map_err(|(key, why)| invalid(&key, why))?;
+    }
+    if let Some(support) = &doc.support {
+        check_support(support).map_err(|(key, why)| invalid(&key, why))?;
     }
     if let Some(h) = &doc.hostname {
         if !valid_hostname(h) {
@@ -668,6 +863,98 @@ mod tests {
         assert!(e.contains("exactly one of nfs or local"), "{e}");
         let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e, verson: \"3\" } }\n", "f").unwrap_err().to_string();
         assert!(e.contains("verson"), "{e}");
+    }
+
+    #[test]
+    fn support_section_parses_and_validates() {
+        let d = parse(&fixture("v1-support.yaml"), "t").unwrap();
+        let s = d.support.unwrap();
+        assert!(s.public_key.unwrap().starts_with("ssh-ed25519 AAAA"));
+        assert_eq!(s.open_hours, Some(4));
+        assert_eq!(s.allow_from.as_deref(), Some("198.51.100.0/24"));
+        let d = parse(&fixture("v1-support-outbound.yaml"), "t").unwrap();
+        let s = d.support.unwrap();
+        assert_eq!(s.open_for(), Some(std::time::Duration::from_secs(30 * 60)));
+        assert_eq!(
+            s.outbound.unwrap(),
+            SupportOutbound {
+                host: "support.example.org".into(),
+                port: 22,
+                user: "ferry".into(),
+                tunnel_port: 2222
+            }
+        );
+        // closed by default
+        assert_eq!(parse("version: 1\n", "t").unwrap().support, None);
+    }
+
+    #[test]
+    fn support_errors_name_key_and_line() {
+        let e = parse(&fixture("v1-support-bad-key.yaml"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("support.public_key")
+                && e.contains("not a ssh-ed25519 key")
+                && e.contains("line 4"),
+            "{e}"
+        );
+        let key = fixture("v1-support.yaml")
+            .lines()
+            .find(|l| l.contains("public_key"))
+            .unwrap()
+            .to_string();
+        let doc = |rest: &str| format!("version: 1\nsupport:\n{key}\n{rest}");
+        let cases = [
+            ("  open_hours: 0\n", "support.open_hours: give 1 to 168", 4),
+            (
+                "  open_minutes: 20000\n",
+                "support.open_minutes: give 1 to 10080",
+                4,
+            ),
+            ("  open_hours: 1\n  open_minutes: 5\n", "not both", 5),
+            (
+                "  allow_from: 198.51.100.0\n",
+                "support.allow_from: \"198.51.100.0\" is not an IPv4 network",
+                4,
+            ),
+            (
+                "  outbound: { host: \"a b\" }\n",
+                "support.outbound.host",
+                4,
+            ),
+            (
+                "  outbound: { host: h, user: \"x y\" }\n",
+                "support.outbound.user",
+                4,
+            ),
+            (
+                "  outbound: { host: h, prot: 22 }\n",
+                "unknown field `prot`",
+                4,
+            ),
+            ("  opne_hours: 1\n", "unknown field `opne_hours`", 4),
+        ];
+        for (rest, want, line) in cases {
+            let e = parse(&doc(rest), "f").unwrap_err().to_string();
+            assert!(e.contains(want), "{rest:?}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{rest:?}: {e}");
+        }
+        let e = parse("version: 1\nsupport:\n  open_hours: 2\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs support.public_key") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = parse(
+            "version: 1\nsupport:\n  public_key: \"ssh-dss AAAA\"\n",
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a key type"), "{e}");
+        assert!(check_public_key("ssh-ed25519").is_err());
     }
 
     #[test]

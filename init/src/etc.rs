@@ -39,6 +39,14 @@ pub const USERS: &[User] = &[
         gid: 1000,
         home: "/data/ferry",
     },
+    // the support channel's sessions (see `support`): its login shell is
+    // ferry-init, which only offers the diagnostic console
+    User {
+        name: "support",
+        uid: 1001,
+        gid: 1001,
+        home: crate::support::HOME,
+    },
     User {
         name: "nobody",
         uid: 65534,
@@ -65,7 +73,13 @@ fn groups() -> String {
             u.name
         };
         let name = if u.name == "_chrony" { "_chrony" } else { name };
-        s.push_str(&format!("{name}:x:{}:\n", u.gid));
+        // the support console reads the journal
+        let members = if u.name == "systemd-journal" {
+            crate::support::USER
+        } else {
+            ""
+        };
+        s.push_str(&format!("{name}:x:{}:{members}\n", u.gid));
     }
     s
 }
@@ -74,10 +88,12 @@ fn passwd() -> String {
     USERS
         .iter()
         .map(|u| {
-            format!(
-                "{}:x:{}:{}::{}:/usr/sbin/nologin\n",
-                u.name, u.uid, u.gid, u.home
-            )
+            let shell = if u.name == crate::support::USER {
+                crate::support::SHELL
+            } else {
+                "/usr/sbin/nologin"
+            };
+            format!("{}:x:{}:{}::{}:{shell}\n", u.name, u.uid, u.gid, u.home)
         })
         .collect()
 }
@@ -123,6 +139,8 @@ pub fn generate(sys: &dyn Sys, cfg: &Config, machine_id: &str) -> Result<()> {
             0o644,
         ),
         ("/etc/machine-id", format!("{machine_id}\n"), 0o444),
+        // dropbear refuses a user whose shell is not listed here
+        ("/etc/shells", format!("{}\n", crate::support::SHELL), 0o644),
         ("/etc/systemd/journald.conf", JOURNALD_CONF.into(), 0o644),
         ("/etc/chrony/chrony.conf", chrony_conf(cfg), 0o644),
         (AGENT_PROVISION, agent_provision(cfg), 0o644),
@@ -168,8 +186,12 @@ mod tests {
         assert!(read("etc/systemd/journald.conf").contains("SystemMaxUse=64M"));
         let t = r.transcript();
         assert!(t.contains(&"symlink /etc/resolv.conf -> /run/ferry/resolv.conf".to_string()));
-        // no shell anywhere
+        // no shell anywhere: the support user's is the diagnostic console
         assert!(!read("etc/passwd").contains("/bin/sh"));
+        assert!(read("etc/passwd")
+            .contains("support:x:1001:1001::/run/ferry/support-home:/usr/sbin/ferry-init\n"));
+        assert_eq!(read("etc/shells"), "/usr/sbin/ferry-init\n");
+        assert!(read("etc/group").contains("systemd-journal:x:102:support\n"));
         // no agent section: the agent is told there is nothing to declare
         assert_eq!(
             read("etc/ferry/agent.json"),

@@ -3,16 +3,19 @@
 //! In the initramfs (where `/etc/ferry-initramfs` exists) it assembles the
 //! verified root and switches to it; there it runs again as the system
 //! stage. Run by hand, `ferry-init check-config FILE` validates a
-//! configuration document.
+//! configuration document, and `ferry-init diag` is the support channel's
+//! restricted console (also when started as a login shell, `-c COMMAND`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use ferry_init::sys::RealSys;
-use ferry_init::{config, initramfs, logging, system};
+use ferry_init::{config, diag, initramfs, logging, system};
 
 fn usage() -> ! {
-    eprintln!("usage: ferry-init check-config FILE | console   (as PID 1 it takes no arguments)");
+    eprintln!(
+        "usage: ferry-init check-config FILE | console | diag   (as PID 1 it takes no arguments)"
+    );
     std::process::exit(2)
 }
 
@@ -37,6 +40,12 @@ fn main() {
             (Some("console"), None) => {
                 ferry_init::console::run();
                 return;
+            }
+            // the support user's login shell: dropbear runs `SHELL -c CMD`;
+            // whatever CMD is, the answer is the diagnostic console
+            (Some("diag"), None) | (Some("-c"), _) => std::process::exit(diag::run()),
+            (None, _) if args.first().is_some_and(|a| a.starts_with('-')) => {
+                std::process::exit(diag::run())
             }
             (Some("--version"), _) => {
                 println!("ferry-init {}", env!("CARGO_PKG_VERSION"));

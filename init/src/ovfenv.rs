@@ -144,6 +144,10 @@ pub fn document(props: &[(String, String)]) -> String {
     if let Some(n) = get("ferry.ntp") {
         doc.push_str(&format!("time:\n  servers: {}\n", list(n)));
     }
+    // the key only: the console opens the channel with it
+    if let Some(k) = get("ferry.support.public_key") {
+        doc.push_str(&format!("support:\n  public_key: {}\n", quoted(k)));
+    }
     doc
 }
 
@@ -212,7 +216,7 @@ mod tests {
          <Property oe:key="ferry.ipv4.address" oe:value="192.0.2.10/24"/>
          <Property oe:key="ferry.ipv4.gateway" oe:value="192.0.2.1"/>
          <Property oe:key="ferry.ntp" oe:value="ntp.example.org"/>
-         <Property oe:key="ferry.support.public_key" oe:value="ssh-ed25519 AAAA&#x2B;x admin@example&amp;co"/>
+         <Property oe:key="ferry.support.public_key" oe:value="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK2&#x2B;OyMq01UDrBpE73GjEzOgpUUMAboupQdmCzFOp1JL admin@example&amp;co"/>
    </PropertySection>
    <ve:EthernetAdapterSection>
       <ve:Adapter ve:mac="00:50:56:9a:00:01" ve:network="VM Network" ve:unitNumber="7"/>
@@ -225,7 +229,8 @@ mod tests {
         assert_eq!(p.len(), 6);
         assert_eq!(p[1], ("ferry.hostname".into(), "ferry-01".into()));
         assert_eq!(
-            p[5].1, "ssh-ed25519 AAAA+x admin@example&co",
+            p[5].1,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK2+OyMq01UDrBpE73GjEzOgpUUMAboupQdmCzFOp1JL admin@example&co",
             "entities decoded"
         );
     }
@@ -246,6 +251,14 @@ mod tests {
             ]
         );
         assert_eq!(doc.time.servers, ["ntp.example.org"]);
+        // the key is configured; the channel stays closed until opened
+        let support = doc.support.unwrap();
+        assert!(support
+            .public_key
+            .as_deref()
+            .unwrap()
+            .ends_with("admin@example&co"));
+        assert_eq!(support.open_for(), None);
     }
 
     #[test]

@@ -146,6 +146,16 @@ fn drop_privileges(ids: Option<Ids>, caps: &[u32]) -> io::Result<()> {
     };
     // SAFETY: plain syscalls on this process, between fork and exec.
     unsafe {
+        // PID 1 blocks the signals it reads through a signalfd, and a
+        // child inherits the mask (std does not reset it): a service
+        // would never see SIGTERM, nor dropbear SIGCHLD.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &none,
+            std::ptr::null_mut(),
+        ))?;
         check(libc::setsid())?;
         if let Some(ids) = ids {
             // Out of the bounding set too: a service running as root (the
@@ -283,6 +293,38 @@ mod tests {
         assert_eq!(cap_number("CAP_SYS_TIME"), Some(25));
         assert_eq!(cap_number("CAP_MKNOD"), Some(27));
         assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+    }
+
+    #[test]
+    fn a_service_starts_with_no_signal_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("status");
+        let s = Service {
+            name: "probe".into(),
+            exec: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("grep SigBlk /proc/self/status > {}", out.display()),
+            ],
+            user: None,
+            capabilities: vec![],
+            environment: BTreeMap::new(),
+        };
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // as PID 1 does
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGCHLD);
+        mask.add(nix::sys::signal::Signal::SIGTERM);
+        let old = mask
+            .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+            .unwrap();
+        let pid = spawn(&s);
+        old.thread_set_mask().unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid.unwrap() as i32), None).unwrap();
+        let status = std::fs::read_to_string(out).unwrap();
+        assert_eq!(status.trim(), "SigBlk:\t0000000000000000");
     }
 
     /// Runs for real as root (CI is root); skipped cleanly otherwise.

@@ -152,6 +152,13 @@ impl<S> Supervisor<S> {
         self.slots.iter().any(|s| s.name == name && s.pid.is_some())
     }
 
+    /// Forgets a service (no more restarts); returns its pid if it runs, for
+    /// the caller to stop. Its exit is then reaped as any other process's.
+    pub fn remove(&mut self, name: &str) -> Option<u32> {
+        let i = self.slots.iter().position(|s| s.name == name)?;
+        self.slots.remove(i).pid
+    }
+
     /// No more restarts: the system is going down.
     pub fn stop_all(&mut self) {
         self.stopping = true;
@@ -227,5 +234,17 @@ mod tests {
         assert_eq!(sup.next_deadline(), None);
         sup.tick(t0 + Duration::from_secs(100), &mut spawn);
         assert!(!sup.is_running("a"));
+    }
+
+    #[test]
+    fn a_removed_service_is_not_restarted() {
+        let t0 = Instant::now();
+        let mut spawn = |_: &()| Ok(9);
+        let mut sup = Supervisor::new();
+        sup.start("dropbear", (), t0, &mut spawn);
+        assert_eq!(sup.remove("dropbear"), Some(9));
+        assert_eq!(sup.remove("dropbear"), None);
+        assert!(!sup.exited(9, Exit::Signal(15), t0));
+        assert_eq!(sup.next_deadline(), None);
     }
 }

@@ -1,9 +1,11 @@
 //! The system stage: PID 1 of the running appliance.
 //!
 //! Boot is a list of units run in order (mounts, sysctls, data, identity,
-//! config, /etc, hostname, journald, network, services, ready); a unit that
+//! config, /etc, hostname, journald, support, firewall, network, services,
+//! ready); a unit that
 //! fails is logged and the boot goes on as far as it can. Then the main loop
-//! reaps children, restarts services, and waits for a reason to shut down:
+//! reaps children, restarts services, keeps the support channel and the
+//! firewall in step with their state, and waits for a reason to shut down:
 //! the ACPI power button, SIGTERM, SIGUSR1/SIGUSR2, Ctrl-Alt-Del (SIGINT).
 //! PID 1 never exits: a panic in a unit or in the loop is caught and logged.
 
@@ -22,10 +24,12 @@ use nix::unistd::Pid;
 
 use crate::config::{Config, Store};
 use crate::error::{Context, Result};
+use crate::firewall::{self, Firewall, FirewallState, Role};
 use crate::network;
 use crate::reaper::{self, Exit};
 use crate::services::{self, Service};
 use crate::supervisor::Supervisor;
+use crate::support::{self, Session};
 use crate::sys::{Halt, Sys};
 use crate::{datapart, etc, logging, mounts, ovfenv, sysctl};
 
@@ -49,6 +53,9 @@ pub struct State {
     pub network: Option<network::Handle>,
     pub data_mounted: bool,
     pub started: Vec<String>,
+    pub firewall: Firewall,
+    /// The support session whose processes run.
+    pub support: Option<Session>,
 }
 
 type Unit = (&'static str, fn(&dyn Sys, &mut State) -> Result<()>);
@@ -63,6 +70,8 @@ pub const UNITS: &[Unit] = &[
     ("etc", unit_etc),
     ("hostname", unit_hostname),
     ("journald", unit_journald),
+    ("support", unit_support),
+    ("firewall", unit_firewall),
     ("network", unit_network),
     ("services", unit_services),
 ];
@@ -205,6 +214,31 @@ fn unit_hostname(sys: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// The journal belongs to the group systemd-journal (setgid directories,
+/// as systemd-tmpfiles would make them), so the support console's
+/// journalctl can read it.
+fn journal_group(sys: &dyn Sys) {
+    use std::os::unix::fs::PermissionsExt;
+    const GID: u32 = 102;
+    let mut dirs = vec![std::path::PathBuf::from(JOURNAL_DIR)];
+    if let Ok(rd) = fs::read_dir(JOURNAL_DIR) {
+        dirs.extend(
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    for d in &dirs {
+        let _ = sys.chown(&d.display().to_string(), 0, GID);
+        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o2755));
+        if d.as_os_str() != JOURNAL_DIR {
+            for f in fs::read_dir(d).into_iter().flatten().flatten() {
+                let _ = sys.chown(&f.path().display().to_string(), 0, GID);
+            }
+        }
+    }
+}
+
 fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
     if st.data_mounted {
         let id = st.started.first().cloned().unwrap_or_default();
@@ -216,6 +250,7 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
             })
             .unwrap_or(0);
         log::info!("journal: {kept} journal file(s) on /data from earlier boots");
+        journal_group(sys);
         // journald writes to /var/log/journal only once "flushed" (what
         // systemd-journal-flush.service asks for); /var is ready now
         sys.write_file("/run/systemd/journal/flushed", b"", 0o644)
@@ -263,6 +298,122 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
         t.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// Opens the support channel if the configuration says so (/run is new at
+/// every boot, so it is closed otherwise).
+fn unit_support(_: &dyn Sys, st: &mut State) -> Result<()> {
+    match support::open_from_config(
+        &st.config.doc,
+        &support::Store::default(),
+        support::Clock::now(),
+    ) {
+        Ok(true) => log::info!("support: channel opened by the configuration document"),
+        Ok(false) => log::info!("support: channel closed"),
+        Err(e) => log::error!("support: not opened: {e}"),
+    }
+    support_sync(st);
+    Ok(())
+}
+
+fn firewall_state(st: &State) -> FirewallState {
+    FirewallState {
+        activated: firewall::activated(),
+        // the hub arrives with its own issue
+        role: Role::Agent,
+        support: st.support.as_ref().map(Session::access),
+    }
+}
+
+fn unit_firewall(_: &dyn Sys, st: &mut State) -> Result<()> {
+    let fw = firewall_state(st);
+    st.firewall.apply(fw);
+    Ok(())
+}
+
+/// Makes the support processes match the session in /run: starts dropbear
+/// (and the tunnel) when it opens, stops them when it closes or expires.
+fn support_sync(st: &mut State) {
+    let want = support::Store::default().current(support::Clock::now());
+    if want == st.support {
+        return;
+    }
+    for name in [support::SERVER, support::CLIENT] {
+        if let Some(pid) = st.sup.remove(name) {
+            // the listener and every session it forked: the firewall keeps
+            // established connections, so they must end here
+            let tree = descendants(
+                pid,
+                &fs::read_dir("/proc").map(proc_parents).unwrap_or_default(),
+            );
+            for p in std::iter::once(pid).chain(tree) {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+            }
+            log::info!("support: {name} stopped, with its sessions");
+        }
+    }
+    st.support = None;
+    let Some(s) = want else {
+        log::info!("support: channel closed; port 22 closed");
+        return;
+    };
+    match support::prepare(&s) {
+        Ok(list) => {
+            for svc in list {
+                let name = svc.name.clone();
+                st.sup
+                    .start(&name, svc, Instant::now(), &mut |s| services::spawn(s));
+            }
+            let mins = s.remaining(support::Clock::now()).as_secs().div_ceil(60);
+            log::info!(
+                "support: channel open ({}), closes in {mins} min",
+                match &s.mode {
+                    support::Mode::Inbound { allow_from: None } => "port 22".to_string(),
+                    support::Mode::Inbound {
+                        allow_from: Some(a),
+                    } => format!("port 22 from {a}"),
+                    support::Mode::Outbound(o) => format!("outbound to {}:{}", o.host, o.port),
+                }
+            );
+            st.support = Some(s);
+        }
+        Err(e) => {
+            log::error!("support: cannot open the channel: {e}; it stays closed");
+            let _ = support::Store::default().remove();
+        }
+    }
+}
+
+/// (pid, parent pid) of every process in /proc.
+fn proc_parents(rd: fs::ReadDir) -> Vec<(u32, u32)> {
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // the command name may hold spaces and parentheses: after the last ')'
+            let ppid = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// Every descendant of `root`, given (pid, parent) pairs.
+pub fn descendants(root: u32, procs: &[(u32, u32)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (c, _) in procs.iter().filter(|(c, pp)| *pp == p && *c != root) {
+            if !out.contains(c) {
+                out.push(*c);
+                frontier.push(*c);
+            }
+        }
+    }
+    out
 }
 
 fn unit_network(_: &dyn Sys, st: &mut State) -> Result<()> {
@@ -339,6 +490,8 @@ pub fn run(sys: &dyn Sys) -> ! {
         network: None,
         data_mounted: false,
         started: Vec::new(),
+        firewall: Firewall::default(),
+        support: None,
     };
     run_units(sys, &mut st);
     let names: Vec<String> = ["systemd-journald", "chronyd", "ferry-agent"]
@@ -380,11 +533,16 @@ fn on_exit(st: &mut State, pid: Pid, how: Exit) {
 
 /// One turn of the main loop.
 fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Option<File>) {
+    let support_left = st
+        .support
+        .as_ref()
+        .map(|s| s.remaining(support::Clock::now()) + Duration::from_millis(500));
     let timeout = st
         .sup
         .next_deadline()
         .map(|d| d.saturating_duration_since(Instant::now()))
-        .unwrap_or(Duration::from_secs(60));
+        .unwrap_or(Duration::from_secs(60))
+        .min(support_left.unwrap_or(Duration::MAX));
     let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32 + 1)
         .unwrap_or(PollTimeout::MAX);
     let mut halt = None;
@@ -425,6 +583,10 @@ fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Opti
     if let Some((how, why)) = halt {
         shutdown(sys, st, how, why);
     }
+    // the support channel's expiry, and changes made from the console
+    support_sync(st);
+    let fw = firewall_state(st);
+    st.firewall.apply(fw);
     st.sup.tick(Instant::now(), &mut |s| services::spawn(s));
 }
 
@@ -435,7 +597,19 @@ fn reload(sys: &dyn Sys, st: &mut State) {
         log::error!("config: refused: {e}; keeping {}", loaded.config.origin);
     }
     if loaded.config != st.config {
+        let support_changed = loaded.config.doc.support != st.config.doc.support;
         st.config = loaded.config;
+        if support_changed {
+            match support::open_from_config(
+                &st.config.doc,
+                &support::Store::default(),
+                support::Clock::now(),
+            ) {
+                Ok(true) => log::info!("support: channel opened by the configuration document"),
+                Ok(false) => {}
+                Err(e) => log::error!("support: not opened: {e}"),
+            }
+        }
         let id = st.started.first().cloned().unwrap_or_default();
         if let Err(e) = etc::generate(sys, &st.config, &id) {
             log::error!("config: {e}");
@@ -530,4 +704,22 @@ pub fn shutdown(sys: &dyn Sys, st: &mut State, how: Halt, why: &str) -> ! {
 #[allow(dead_code)]
 fn _fd(s: &SignalFd) -> i32 {
     s.as_fd().as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descendants_follow_the_tree() {
+        let procs = [(1, 0), (10, 1), (11, 10), (12, 11), (13, 1), (14, 12)];
+        let mut d = descendants(10, &procs);
+        d.sort();
+        assert_eq!(d, [11, 12, 14]);
+        assert!(descendants(13, &procs).is_empty());
+        // this process's own children, read from /proc
+        let me = std::process::id();
+        let ps = proc_parents(fs::read_dir("/proc").unwrap());
+        assert!(ps.iter().any(|(p, _)| *p == me));
+    }
 }

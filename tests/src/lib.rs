@@ -206,6 +206,9 @@ pub struct VmConfig {
     /// The serial console also takes input ([`Vm::send`]); its output
     /// still goes to the console log.
     pub interactive: bool,
+    /// `hostfwd` rules, e.g. `tcp:127.0.0.1:2222-:22` (connections to a
+    /// host port reach a guest port).
+    pub hostfwd: Vec<String>,
 }
 
 /// The disk controller a VM's disk is on.
@@ -234,6 +237,7 @@ impl VmConfig {
             guestfwd: Vec::new(),
             restrict: true,
             interactive: false,
+            hostfwd: Vec::new(),
         }
     }
 
@@ -253,6 +257,7 @@ impl VmConfig {
             guestfwd: Vec::new(),
             restrict: true,
             interactive: false,
+            hostfwd: Vec::new(),
         }
     }
 }
@@ -296,6 +301,7 @@ impl Vm {
                 if cfg.restrict { "on" } else { "off" }
             ))
             .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
+            .chain(cfg.hostfwd.iter().map(|h| format!("hostfwd={h}")))
             .collect::<Vec<_>>()
             .join(","),
         )

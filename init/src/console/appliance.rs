@@ -143,6 +143,27 @@ pub fn resource_checks(cpus: usize, mem_kib: u64, disk: Option<u64>, flags: &[&s
     out
 }
 
+/// One line for the support channel's state.
+fn describe_support(s: &crate::support::Status) -> String {
+    use crate::support::{Mode, State};
+    if s.state == State::Closed {
+        return "closed".into();
+    }
+    let left = s
+        .remaining
+        .map(|r| format!(", closes in {} min", r.as_secs().div_ceil(60)))
+        .unwrap_or_default();
+    let mode = match &s.mode {
+        Some(Mode::Inbound {
+            allow_from: Some(a),
+        }) => format!("port 22 open to {a}"),
+        Some(Mode::Inbound { allow_from: None }) => "port 22 open".to_string(),
+        Some(Mode::Outbound(o)) => format!("tunnel out to {}:{}", o.host, o.port),
+        None => "open".to_string(),
+    };
+    format!("open: {mode}{left}")
+}
+
 fn chrony(request: RequestBody) -> Result<ReplyBody, String> {
     let options = ClientOptions {
         timeout: Duration::from_secs(2),
@@ -501,20 +522,25 @@ impl Host for Appliance {
     }
 
     fn support_status(&mut self) -> String {
-        "closed".into()
+        describe_support(&crate::support::status())
     }
 
     fn support_open(
         &mut self,
-        _key: &str,
-        _hours: f64,
-        _allow_from: Option<&str>,
+        key: &str,
+        hours: f64,
+        allow_from: Option<&str>,
     ) -> Result<String, String> {
-        Err("SUPPORT-MERGE".into())
+        let duration = Duration::from_secs_f64(hours * 3600.0);
+        crate::support::open(key, duration, allow_from)
+            .map(|s| describe_support(&s))
+            .map_err(|e| e.to_string())
     }
 
     fn support_close(&mut self) -> Result<String, String> {
-        Err("SUPPORT-MERGE".into())
+        crate::support::close()
+            .map(|()| "closed".to_string())
+            .map_err(|e| e.to_string())
     }
 
     fn logs(&mut self, unit: Option<&str>) -> Result<Vec<String>, String> {

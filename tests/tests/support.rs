@@ -1,0 +1,445 @@
+//! The firewall and the support channel on the real image, through QEMU's
+//! user-mode network with a host port forwarded to the guest's port 22.
+//! Build the image first: `scripts/build-image` (scripts/test does).
+//! Needs `ssh` and `ssh-keygen` (package openssh-client); the outbound
+//! test also `dropbear` and `dropbearkey` (package dropbear-bin) and root.
+
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
+
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+const BOOT: Duration = Duration::from_secs(120);
+const MATCHES: &str = "firewall: read back from the kernel: matches";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What the guest's port 22 does, seen from the host through the forward:
+/// `Some(banner)` when an SSH server answers; `None` when the connection is
+/// closed at once (QEMU passes the guest's TCP reset on as a close).
+fn port_22(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("QEMU listens on the forward");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => None,
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            panic!("port 22 neither answered nor refused within 30 s (dropped instead of refused?)")
+        }
+        Err(_) => None,
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "engineer@e2e", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (package openssh-client)");
+    assert!(st.success());
+    fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn ssh(port: u16, key: &Path, extra: &[&str], remote: &[&str], input: &str) -> Output {
+    let mut cmd = Command::new("ssh");
+    cmd.args(["-p", &port.to_string(), "-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=60",
+        ])
+        .args(extra)
+        .arg("support@127.0.0.1")
+        .args(remote)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh (package openssh-client)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    // a hung session would hang the test: give it a limit
+    let t = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ssh did not finish in 120 s: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn boot(disk: &Path, dir: &Path, doc: &Path, port: u16) -> Vm {
+    let mut cfg = VmConfig::new(disk, Firmware::Bios, dir);
+    cfg.fw_cfg
+        .push(("opt/ferry/config".into(), doc.to_path_buf()));
+    cfg.hostfwd.push(format!("tcp:127.0.0.1:{port}-:22"));
+    let mut vm = Vm::start(&cfg).unwrap();
+    vm.wait_for("ferry-init: ready in ", BOOT).unwrap();
+    vm
+}
+
+fn power_off(vm: &mut Vm) {
+    vm.wait_for("power: listening", Duration::from_secs(30))
+        .unwrap();
+    vm.powerdown().unwrap();
+    vm.wait_exit(Duration::from_secs(90)).unwrap();
+}
+
+/// Boot 1: the key is configured but the channel closed: port 22 refused.
+/// Boot 2: `open_minutes: 3`: dropbear answers, the test key gets the
+/// diagnostic console (never a shell), passwords and other keys are
+/// refused; at expiry the channel closes and port 22 is refused again.
+#[test]
+fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
+    let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
+    let image = appliance_image().unwrap();
+    let s = Scratch::new("support").unwrap();
+    let disk = s.0.join("disk.raw");
+    copy_sparse(&image, &disk).unwrap();
+    let key = s.0.join("engineer");
+    let public = keygen(&key);
+    let other = s.0.join("stranger");
+    keygen(&other);
+    let port = free_port();
+
+    // boot 1: closed
+    let closed = s.0.join("closed.yaml");
+    fs::write(
+        &closed,
+        format!("version: 1\nhostname: ferry-support\nsupport:\n  public_key: \"{public}\"\n"),
+    )
+    .unwrap();
+    let mut vm = boot(&disk, &s.0, &closed, port);
+    vm.wait_for("support: channel closed", Duration::from_secs(1))
+        .unwrap();
+    vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+    vm.wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(port_22(port), None, "port 22 must be refused while closed");
+    let c = vm.console();
+    assert!(
+        !c.contains("support-dropbear: started"),
+        "dropbear ran while closed"
+    );
+    assert!(!c.contains("MISMATCH"), "{c}");
+    power_off(&mut vm);
+    drop(vm);
+
+    // boot 2: opened by the document for 3 minutes
+    let open = s.0.join("open.yaml");
+    fs::write(
+        &open,
+        format!(
+            "version: 1\nhostname: ferry-support\nsupport:\n  public_key: \"{public}\"\n  open_minutes: 3\n"
+        ),
+    )
+    .unwrap();
+    let mut vm = boot(&disk, &s.0, &open, port);
+    let opened = vm
+        .wait_for("support: channel open (port 22)", Duration::from_secs(1))
+        .unwrap();
+    eprintln!("{opened}");
+    vm.wait_for("service support-dropbear: started", Duration::from_secs(1))
+        .unwrap();
+    vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+    vm.wait_for("network: eth0 10.0.2.15/24", Duration::from_secs(60))
+        .unwrap();
+    let t_open = Instant::now();
+    let banner = port_22(port).expect("dropbear answers while open");
+    assert!(banner.starts_with("SSH-2.0-dropbear"), "{banner}");
+
+    // the engineer's key: the diagnostic console
+    let out = ssh(
+        port,
+        &key,
+        &[],
+        &[],
+        "status\nlogs 5 ferry-init\nconnect 10.0.2.2 9\nfrobnicate\nquit\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "--- the diagnostic console:\n{text}\n--- ssh stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ssh: {:?}", out.status);
+    for want in [
+        "Ferry support console (restricted, read-only)",
+        "hostname: ferry-support",
+        "eth0       10.0.2.15/24",
+        "10.0.2.0/24 dev eth0",
+        "support:  open until",
+        "ferry-diag> logs 5 ferry-init",
+        "ferry-diag> connect 10.0.2.2 9",
+        "FAILED: 10.0.2.2:9",
+        "unknown command \"frobnicate\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // the support user reads the journal
+    assert!(!text.contains("journalctl:"), "{text}");
+    // asking for a command gets the console's answer, not a shell
+    let out = ssh(port, &key, &[], &["cat", "/etc/shadow"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("unknown command \"cat /etc/shadow\""),
+        "{text}"
+    );
+    let out = ssh(port, &key, &[], &["status"], "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hostname: ferry-support"));
+
+    // passwords are not even offered; another key is refused
+    let out = ssh(
+        port,
+        &key,
+        &[
+            "-v",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ],
+        &[],
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Authentications that can continue: publickey\n")
+            || err.contains("Authentications that can continue: publickey\r\n"),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied (publickey)"), "{err}");
+    let out = ssh(port, &other, &[], &["status"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied (publickey)"));
+    eprintln!(
+        "ssh checks done {:.0} s after the channel was seen open",
+        t_open.elapsed().as_secs_f64()
+    );
+
+    // a session still open at expiry
+    let mut lingering = Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(&key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "support@127.0.0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let mut first = [0u8; 16];
+        lingering
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        assert_eq!(&first, b"Ferry support co");
+    }
+
+    // expiry: closed by ferry-init's main loop, firewall reloaded
+    vm.wait_for(
+        "support: channel closed: its time limit passed",
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    vm.wait_for(
+        "support: channel closed; port 22 closed",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while vm.console().matches(MATCHES).count() < 2 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c = vm.console();
+    assert!(c.matches(MATCHES).count() >= 2, "no second read-back");
+    assert!(!c.contains("MISMATCH"));
+    assert_eq!(port_22(port), None, "port 22 must be refused after expiry");
+    // and the session that was open has been ended
+    let t = Instant::now();
+    while lingering.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = lingering.kill();
+            panic!("a support session outlived the channel");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    power_off(&mut vm);
+}
+
+/// A support host on this machine: Debian's dropbear (package dropbear-bin)
+/// in a mount namespace of its own, where /etc/passwd has a user `ferry`
+/// whose authorized_keys the test fills with the appliance's client key.
+struct SupportHost {
+    child: std::process::Child,
+}
+
+impl Drop for SupportHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn support_host(dir: &Path, port: u16) -> SupportHost {
+    let home = dir.join("ferry-home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    let mut passwd = fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!("ferry:x:0:0::{}:/bin/sh\n", home.display()));
+    fs::write(dir.join("passwd"), passwd).unwrap();
+    fs::write(dir.join("shells"), "/bin/sh\n").unwrap();
+    let key = dir.join("support-host-key");
+    let st = Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dropbearkey (package dropbear-bin)");
+    assert!(st.success());
+    let script = format!(
+        "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/shells /etc/shells && exec dropbear -F -E -s -p 127.0.0.1:{port} -r {k}",
+        d = dir.display(),
+        k = key.display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("support-host.log")).unwrap())
+        .spawn()
+        .expect("unshare (util-linux), as root");
+    SupportHost { child }
+}
+
+/// The outbound mode: the appliance connects to a support host (reached
+/// through a `guestfwd`, as the guest may reach nothing else) and forwards
+/// the host's tunnel port back to its console; the engineer's `ssh` on the
+/// support host gets the diagnostic console. The appliance's client key is
+/// installed on the support host only after it was logged, so the tunnel's
+/// first attempts fail and ferry-init's supervision retries.
+#[test]
+fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+    {
+        panic!("this test runs a support host in a mount namespace: run it as root (CI is root)");
+    }
+    let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
+    let image = appliance_image().unwrap();
+    let s = Scratch::new("support-outbound").unwrap();
+    let disk = s.0.join("disk.raw");
+    copy_sparse(&image, &disk).unwrap();
+    let key = s.0.join("engineer");
+    let public = keygen(&key);
+    let (host_port, tunnel_port) = (free_port(), free_port());
+    let _host = support_host(&s.0, host_port);
+
+    let doc = s.0.join("outbound.yaml");
+    fs::write(
+        &doc,
+        format!(
+            "version: 1\nhostname: ferry-outbound\nsupport:\n  public_key: \"{public}\"\n  open_minutes: 10\n  outbound: {{ host: 10.0.2.100, port: 22, user: ferry, tunnel_port: {tunnel_port} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
+    cfg.fw_cfg.push(("opt/ferry/config".into(), doc));
+    cfg.guestfwd
+        .push(format!("tcp:10.0.2.100:22-tcp:127.0.0.1:{host_port}"));
+    let mut vm = Vm::start(&cfg).unwrap();
+    let line = vm
+        .wait_for("the support host must accept the key ", BOOT)
+        .unwrap();
+    let client_key = line
+        .split("the support host must accept the key ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(client_key.starts_with("ssh-ed25519 "), "{client_key}");
+    fs::write(
+        s.0.join("ferry-home/.ssh/authorized_keys"),
+        format!("{client_key}\n"),
+    )
+    .unwrap();
+    vm.wait_for("support: channel open (outbound to 10.0.2.100:22)", BOOT)
+        .unwrap();
+    vm.wait_for("ferry-init: ready in ", BOOT).unwrap();
+    vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+
+    // the tunnel comes up once the key is accepted (supervised retries)
+    let t = Instant::now();
+    let text = loop {
+        let out = ssh(tunnel_port, &key, &[], &["status"], "");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("hostname: ferry-outbound") {
+            break text;
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            panic!(
+                "no console through the tunnel after 180 s: {text}{}\nsupport host: {}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(s.0.join("support-host.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    eprintln!(
+        "--- the console through the reverse tunnel ({:.0} s after the key was installed):\n{text}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(text.contains("support:  open until"), "{text}");
+    power_off(&mut vm);
+}
