@@ -3,7 +3,8 @@
 //! In the initramfs (where `/etc/ferry-initramfs` exists) it assembles the
 //! verified root and switches to it; there it runs again as the system
 //! stage. Run by hand, `ferry-init check-config FILE` validates a
-//! configuration document.
+//! configuration document; `ferry-init guestinfo` reads VMware guestinfo
+//! (PID 1 runs it as a child, see `guestinfo.rs`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -13,6 +14,7 @@ use ferry_init::{config, initramfs, logging, system};
 
 fn usage() -> ! {
     eprintln!("usage: ferry-init check-config FILE   (as PID 1 it takes no arguments)");
+    eprintln!("       ferry-init guestinfo            (prints VMware guestinfo variables as JSON)");
     std::process::exit(2)
 }
 
@@ -34,6 +36,17 @@ fn main() {
                 }
                 return;
             }
+            // run by PID 1 as a child: the backdoor may fault off VMware
+            (Some("guestinfo"), None) => match ferry_init::guestinfo::read_here() {
+                Ok(vars) => {
+                    println!("{}", serde_json::to_string(&vars).unwrap_or_default());
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1)
+                }
+            },
             (Some("--version"), _) => {
                 println!("ferry-init {}", env!("CARGO_PKG_VERSION"));
                 return;

@@ -144,6 +144,9 @@ pub fn document(props: &[(String, String)]) -> String {
     if let Some(n) = get("ferry.ntp") {
         doc.push_str(&format!("time:\n  servers: {}\n", list(n)));
     }
+    if let Some(k) = get("ferry.support.public_key") {
+        doc.push_str(&format!("support:\n  public_key: {}\n", quoted(k)));
+    }
     doc
 }
 
@@ -233,7 +236,13 @@ mod tests {
     #[test]
     fn static_properties_make_a_valid_static_document() {
         let text = document(&properties(ENV));
-        let doc = parse(&text, "ovf-env").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // the support section comes last (its schema is checked by config.rs)
+        let (text, support) = text.split_once("support:\n").unwrap();
+        assert_eq!(
+            support,
+            "  public_key: \"ssh-ed25519 AAAA+x admin@example&co\"\n"
+        );
+        let doc = parse(text, "ovf-env").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(doc.hostname.as_deref(), Some("ferry-01"));
         assert_eq!(doc.network.mode, crate::config::Mode::Static);
         assert_eq!(doc.network.address.as_deref(), Some("192.0.2.10/24"));
