@@ -195,9 +195,19 @@ pub struct VmConfig {
     /// else on SATA.
     pub cdrom: Option<PathBuf>,
     /// `guestfwd` rules for user-mode networking, e.g.
-    /// `tcp:169.254.169.254:80-tcp:127.0.0.1:8080` (guest connections to
-    /// that address reach a server on the host's loopback).
+    /// `tcp:10.0.2.100:80-cmd:nc 127.0.0.1 8080` (each guest connection to
+    /// that address runs the command, its stdin/stdout being the
+    /// connection). The address must be inside the user network
+    /// (see `user_net`) and not the host's nor the DNS server's: slirp
+    /// refuses others ("Conflicting/invalid host:port").
     pub guestfwd: Vec<String>,
+    /// Extra `-netdev user` options, e.g.
+    /// `net=169.254.169.0/24,host=169.254.169.2,dhcpstart=169.254.169.15`
+    /// (a user network around EC2's metadata address).
+    pub user_net: Option<String>,
+    /// `-smbios` options, e.g. `type=1,manufacturer=Amazon EC2` (what the
+    /// guest reads in /sys/class/dmi/id).
+    pub smbios: Vec<String>,
 }
 
 /// The disk controller a VM's disk is on.
@@ -224,6 +234,8 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            user_net: None,
+            smbios: Vec::new(),
         }
     }
 
@@ -241,6 +253,8 @@ impl VmConfig {
             nic: "virtio-net-pci",
             cdrom: None,
             guestfwd: Vec::new(),
+            user_net: None,
+            smbios: Vec::new(),
         }
     }
 }
@@ -276,6 +290,7 @@ impl Vm {
         .arg("-netdev")
         .arg(
             std::iter::once("user,id=n0,restrict=on".to_string())
+                .chain(cfg.user_net.clone())
                 .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
                 .collect::<Vec<_>>()
                 .join(","),
@@ -344,6 +359,9 @@ impl Vm {
                     ));
             }
             Firmware::Bios => {}
+        }
+        for t in &cfg.smbios {
+            cmd.arg("-smbios").arg(t);
         }
         for (name, path) in &cfg.fw_cfg {
             cmd.arg("-fw_cfg")
