@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ovfenv;
@@ -37,6 +38,16 @@ pub const LAST_APPLIED: &str = "/data/config/guestinfo.last.yaml";
 pub const POLL: Duration = Duration::from_secs(60);
 /// How long the reading child may take.
 const CHILD_LIMIT: Duration = Duration::from_secs(10);
+
+/// Set once a reader was killed by a signal: no VMware hypervisor trapped
+/// the backdoor port, and none will later, so polling stops (each try would
+/// also log a general protection fault in the kernel log).
+static NO_BACKDOOR: AtomicBool = AtomicBool::new(false);
+
+/// True once a reader found no backdoor (see [`NO_BACKDOOR`]).
+pub fn no_backdoor() -> bool {
+    NO_BACKDOOR.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestinfoError {
@@ -112,6 +123,7 @@ pub fn read_isolated(exe: &str) -> Result<BTreeMap<String, String>, GuestinfoErr
     }
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
+        NO_BACKDOOR.store(true, Ordering::Relaxed);
         let name = nix::sys::signal::Signal::try_from(sig)
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|_| sig.to_string());
@@ -214,6 +226,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("killed by SIGSEGV"), "{e}");
+        assert!(no_backdoor(), "polling stops after a fault");
         std::fs::write(
             &exe,
             "#!/bin/sh\necho 'the VMware backdoor: no answer' >&2\nexit 1\n",

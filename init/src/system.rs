@@ -251,7 +251,11 @@ fn unit_providers(sys: &dyn Sys, st: &mut State) -> Result<()> {
         apply(sys, st);
     }
     if st.platform == Platform::Vmware {
-        st.next_poll = Some(Instant::now() + guestinfo::POLL);
+        if guestinfo::no_backdoor() {
+            log::warn!("guestinfo: no VMware backdoor answers here; not reading guestinfo again");
+        } else {
+            st.next_poll = Some(Instant::now() + guestinfo::POLL);
+        }
     }
     Ok(())
 }
@@ -412,12 +416,17 @@ fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Opti
 /// Reads VMware guestinfo again (every [`guestinfo::POLL`] and on SIGHUP);
 /// true when it brought a new document.
 fn poll_guestinfo(sys: &dyn Sys, st: &mut State) -> bool {
-    if st.platform != Platform::Vmware {
+    if st.platform != Platform::Vmware || guestinfo::no_backdoor() {
         return false;
     }
     st.next_poll = Some(Instant::now() + guestinfo::POLL);
     let p = providers::named("vmware-guestinfo").expect("a provider");
-    providers::run_one(sys, &Store::default(), p, st.data_mounted)
+    let accepted = providers::run_one(sys, &Store::default(), p, st.data_mounted);
+    if guestinfo::no_backdoor() {
+        log::warn!("guestinfo: no VMware backdoor answers here; not reading guestinfo again");
+        st.next_poll = None;
+    }
+    accepted
 }
 
 /// SIGHUP: read guestinfo and the configuration again, apply what changed.

@@ -174,10 +174,22 @@ fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3_with_ovf_properties_f
         .unwrap();
     vm.wait_for("data: partition /dev/sda4 grown", Duration::from_secs(1))
         .unwrap();
+    // the same PARTUUIDs, now behind PVSCSI
+    let root = vm
+        .wait_for("root: PARTUUID=", Duration::from_secs(1))
+        .unwrap();
+    assert!(root.contains(" is /dev/sda2, PARTUUID="), "{root}");
     vm.wait_for("platform: Vmware", Duration::from_secs(1))
         .unwrap();
-    vm.wait_for("config: vmware-guestinfo: ", Duration::from_secs(1))
+    let refused = vm
+        .wait_for("config: vmware-guestinfo: ", Duration::from_secs(1))
         .unwrap();
+    assert!(refused.contains("killed by SIG"), "{refused}");
+    vm.wait_for(
+        "guestinfo: no VMware backdoor answers here; not reading guestinfo again",
+        Duration::from_secs(60),
+    )
+    .unwrap();
     vm.wait_for(
         "config: accepted the OVF environment on /dev/sr0",
         Duration::from_secs(1),
