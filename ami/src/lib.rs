@@ -9,6 +9,7 @@ pub mod aws;
 pub mod credentials;
 pub mod image;
 pub mod publish;
+pub mod state;
 
 use std::path::PathBuf;
 
@@ -45,4 +46,19 @@ pub enum Error {
     Signing(String),
     #[error("{0}; cleaned up: {1}")]
     CleanedUp(Box<Error>, String),
+    #[error("upload state {path}: {why}")]
+    State { path: PathBuf, why: String },
+    /// An earlier upload cannot be resumed as asked.
+    #[error("{0}")]
+    Resume(String),
+    /// The upload stopped part-way; the snapshot and the state are kept.
+    #[error("upload interrupted after {written} of {total} blocks: {source}; snapshot {snapshot} is kept (EBS cancels it after 60 minutes without writes): run the same command again to resume, or `ferry-ami cleanup --image {image}` to delete it")]
+    Interrupted {
+        #[source]
+        source: Box<Error>,
+        written: usize,
+        total: usize,
+        snapshot: String,
+        image: PathBuf,
+    },
 }

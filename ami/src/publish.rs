@@ -1,5 +1,8 @@
 //! The publishing steps, each undone if a later one fails: no snapshot
-//! without an image, no half-registered image.
+//! without an image, no half-registered image. The one exception is an
+//! upload interrupted part-way (the process killed, the network gone): the
+//! pending snapshot and the state file ([`crate::state`]) are kept so the
+//! same command resumes it, or `ferry-ami cleanup` deletes it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{xml_text, Client};
 use crate::image::{Image, BLOCK};
+use crate::state::{self, ImageId, Journal, Upload};
 use crate::{credentials, Error};
 
 pub struct Options {
@@ -23,7 +27,15 @@ pub struct Options {
     pub public: bool,
     /// Blocks in flight at once.
     pub parallel: usize,
+    /// The upload state file (default: next to the image).
+    pub state: Option<std::path::PathBuf>,
+    /// Delete the snapshot of an interrupted upload and start over.
+    pub abandon: bool,
 }
+
+/// Test hook: the process kills itself (SIGKILL) once this many blocks are
+/// recorded, as an interrupted upload. Read from this variable only.
+const TEST_KILL_AFTER: &str = "FERRY_AMI_TEST_KILL_AFTER_BLOCKS";
 
 const ATTEMPTS: u32 = 5;
 
@@ -31,6 +43,15 @@ const ATTEMPTS: u32 = 5;
 pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
     // Everything local is checked before the first request.
     let image = Image::open(&opts.image)?;
+    let state_path = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| state::default_path(&opts.image));
+    let previous = state::load(&state_path)?;
+    let image_id_now = ImageId::of(&opts.image).map_err(|source| Error::Image {
+        path: opts.image.clone(),
+        source,
+    })?;
     let credentials = credentials::credentials()?;
     let region = credentials::region(opts.region.as_deref())?;
     let client = Client::new(credentials, region, opts.endpoint.clone());
@@ -51,11 +72,114 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
         });
     }
 
-    let snapshot = start_snapshot(&client, &image, opts, log)?;
-    log(&format!("snapshot {snapshot} started"));
-    let registered = upload(&client, &image, &snapshot, opts.parallel, log)
-        .and_then(|()| wait_completed(&client, &snapshot))
+    let resume = match previous {
+        None => None,
+        Some(up) if opts.abandon => {
+            log(&format!(
+                "abandoning the interrupted upload into snapshot {}",
+                up.snapshot
+            ));
+            delete_snapshot(&client, &up.snapshot)?;
+            log(&format!("snapshot {} deleted", up.snapshot));
+            state::remove(&state_path);
+            None
+        }
+        Some(up) => {
+            if up.name != opts.name {
+                return Err(Error::Resume(format!(
+                    "{} holds an interrupted upload for the AMI named {:?} (snapshot {}): publish with --name {:?} to resume it, or add --abandon to delete it and start over",
+                    state_path.display(),
+                    up.name,
+                    up.snapshot,
+                    up.name
+                )));
+            }
+            if up.image != image_id_now {
+                return Err(Error::Resume(format!(
+                    "{} changed since its upload into snapshot {} was interrupted: add --abandon to delete that snapshot and start over",
+                    opts.image.display(),
+                    up.snapshot
+                )));
+            }
+            match snapshot_status(&client, &up.snapshot)?.as_deref() {
+                // EBS says completed only after CompleteSnapshot; moto says
+                // it from the start. The state file knows what was written.
+                Some("pending") | Some("completed") => Some(up),
+                other => {
+                    log(&format!(
+                        "snapshot {} of the interrupted upload is {}: starting over",
+                        up.snapshot,
+                        other.unwrap_or("gone")
+                    ));
+                    state::remove(&state_path);
+                    None
+                }
+            }
+        }
+    };
+
+    let (snapshot, journal, done) = match resume {
+        Some(up) => {
+            log(&format!(
+                "resuming snapshot {}: {} blocks already written (state {})",
+                up.snapshot,
+                up.blocks.len(),
+                state_path.display()
+            ));
+            let journal = Journal::append_to(&state_path)?;
+            (up.snapshot, journal, up.blocks)
+        }
+        None => {
+            let snapshot = start_snapshot(&client, &image, opts, log)?;
+            log(&format!("snapshot {snapshot} started"));
+            let up = Upload {
+                snapshot: snapshot.clone(),
+                name: opts.name.clone(),
+                image: image_id_now,
+                blocks: BTreeMap::new(),
+            };
+            match Journal::create(&state_path, &up) {
+                Ok(j) => (snapshot, j, BTreeMap::new()),
+                Err(e) => return Err(cleanup(&client, e, None, &snapshot)),
+            }
+        }
+    };
+    let blocks = image.candidate_blocks()?;
+    if let Err(e) = upload(
+        &client,
+        &image,
+        &blocks,
+        &snapshot,
+        opts.parallel,
+        &journal,
+        done,
+        log,
+    ) {
+        let interrupted = match &e {
+            Error::Unreachable { .. } => true,
+            Error::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        };
+        if interrupted {
+            let written = state::load(&state_path)
+                .ok()
+                .flatten()
+                .map(|u| u.blocks.len())
+                .unwrap_or(0);
+            return Err(Error::Interrupted {
+                source: Box::new(e),
+                written,
+                total: blocks.len(),
+                snapshot,
+                image: opts.image.clone(),
+            });
+        }
+        state::remove(&state_path);
+        return Err(cleanup(&client, e, None, &snapshot));
+    }
+    let registered = wait_completed(&client, &snapshot)
         .and_then(|()| register(&client, &snapshot, &image, opts));
+    state::remove(&state_path);
     let image_id = match registered {
         Ok(id) => id,
         Err(e) => return Err(cleanup(&client, e, None, &snapshot)),
@@ -76,6 +200,55 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
         ));
     }
     Ok(image_id)
+}
+
+/// `ferry-ami cleanup`: deletes the snapshot of an interrupted upload and
+/// its state file. Returns what was done.
+pub fn cleanup_interrupted(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
+    let state_path = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| state::default_path(&opts.image));
+    let Some(up) = state::load(&state_path)? else {
+        return Ok(format!(
+            "nothing to clean up: no upload state at {}",
+            state_path.display()
+        ));
+    };
+    let credentials = credentials::credentials()?;
+    let region = credentials::region(opts.region.as_deref())?;
+    let client = Client::new(credentials, region, opts.endpoint.clone());
+    log(&format!(
+        "interrupted upload for {:?}: snapshot {}, {} blocks written",
+        up.name,
+        up.snapshot,
+        up.blocks.len()
+    ));
+    delete_snapshot(&client, &up.snapshot)?;
+    state::remove(&state_path);
+    Ok(format!("snapshot {} deleted", up.snapshot))
+}
+
+/// The snapshot's EC2 state (`pending`, `completed`, `error`); `None` when
+/// there is no such snapshot.
+fn snapshot_status(client: &Client, snapshot: &str) -> Result<Option<String>, Error> {
+    match client.ec2(
+        "DescribeSnapshots",
+        &[("SnapshotId.1".into(), snapshot.into())],
+    ) {
+        Ok(xml) => Ok(xml_text(&xml, "status")),
+        Err(Error::Api { message, .. }) if message.contains("NotFound") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a snapshot; one already gone is fine.
+fn delete_snapshot(client: &Client, snapshot: &str) -> Result<(), Error> {
+    match client.ec2("DeleteSnapshot", &[("SnapshotId".into(), snapshot.into())]) {
+        Ok(_) => Ok(()),
+        Err(Error::Api { message, .. }) if message.contains("NotFound") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deregisters the image and deletes the snapshot after a failure.
@@ -164,17 +337,29 @@ fn with_retries<T>(mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn upload(
     client: &Client,
     image: &Image,
+    blocks: &[u64],
     snapshot: &str,
     parallel: usize,
+    journal: &Journal,
+    done: BTreeMap<u64, [u8; 32]>,
     log: &dyn Fn(&str),
 ) -> Result<(), Error> {
-    let blocks = image.candidate_blocks()?;
+    let kill_after: Option<usize> = std::env::var(TEST_KILL_AFTER)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let todo: Vec<u64> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !done.contains_key(b))
+        .collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let digests = Mutex::new(BTreeMap::<u64, [u8; 32]>::new());
+    let written = AtomicUsize::new(0);
+    let digests = Mutex::new(done);
     let first_error = Mutex::new(None::<Error>);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -182,7 +367,7 @@ fn upload(
             s.spawn(|| {
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&index) = blocks.get(i) else { break };
+                    let Some(&index) = todo.get(i) else { break };
                     let result = image.block(index).and_then(|data| {
                         let Some(data) = data else { return Ok(()) };
                         let digest: [u8; 32] = Sha256::digest(&data).into();
@@ -196,7 +381,13 @@ fn upload(
                         with_retries(|| {
                             client.send("PutSnapshotBlock", "ebs", "PUT", &path, &headers, &data)
                         })?;
+                        journal.block(index, &digest)?;
                         digests.lock().unwrap().insert(index, digest);
+                        let n = written.fetch_add(1, Ordering::SeqCst) + 1;
+                        if kill_after == Some(n) {
+                            // SAFETY: kill(2) on our own process.
+                            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                        }
                         Ok(())
                     });
                     if let Err(e) = result {
@@ -212,7 +403,8 @@ fn upload(
     }
     let digests = digests.into_inner().unwrap();
     log(&format!(
-        "{} blocks of 512 KiB written ({} candidates, zero blocks skipped) in {:.1} s",
+        "{} blocks of 512 KiB written now, {} in all ({} candidates, zero blocks skipped) in {:.1} s",
+        written.load(Ordering::SeqCst),
         digests.len(),
         blocks.len(),
         started.elapsed().as_secs_f64()

@@ -352,3 +352,188 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         "the refused publish left a snapshot or an image"
     );
 }
+
+fn run_ami(moto_url: &str, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry-ami"))
+        .args(args)
+        .args(["--region", "us-east-1", "--endpoint-url", moto_url])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn snapshot_in(stderr: &str) -> String {
+    stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("snap-"))
+        .expect("a snapshot ID in the log")
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// The snapshot's blocks, each checked equal to the image.
+const READ_BACK: &str = r#"
+snap, path = sys.argv[1], sys.argv[2]
+blocks = [b['BlockIndex'] for b in ebs.list_snapshot_blocks(SnapshotId=snap)['Blocks']]
+data = open(path, 'rb').read()
+for b in blocks:
+    got = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=b, BlockToken='x')['BlockData'].read()
+    assert got == data[b*524288:(b+1)*524288], 'block %d differs' % b
+print(' '.join(str(b) for b in sorted(blocks)))
+"#;
+
+const SNAPSHOT_IDS: &str = "print(' '.join(sorted(s['SnapshotId'] for s in ec2.describe_snapshots(OwnerIds=['self'])['Snapshots'])))";
+
+#[test]
+fn an_interrupted_upload_is_resumed_abandoned_or_cleaned_up() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (image, touched) = test_image(dir.path());
+    let img = image.to_str().unwrap();
+    let state = dir.path().join("disk.raw.ferry-ami");
+    let kill_after = |n: &'static str| [("FERRY_AMI_TEST_KILL_AFTER_BLOCKS", n)];
+    // moto lists snapshots of its own too: ours are those added since
+    let before = boto3(&moto.url, SNAPSHOT_IDS, &[]);
+    let ours = || -> Vec<String> {
+        boto3(&moto.url, SNAPSHOT_IDS, &[])
+            .split_whitespace()
+            .filter(|id| !before.split_whitespace().any(|b| b == *id))
+            .map(str::to_string)
+            .collect()
+    };
+    let publish_args =
+        |name: &'static str| ["publish", "--image", img, "--name", name, "--parallel", "1"];
+
+    // 1. killed (SIGKILL, as by a crash or Ctrl-\) after 3 blocks
+    let out = run_ami(
+        &moto.url,
+        dir.path(),
+        &publish_args("resumed"),
+        &kill_after("3"),
+    );
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let snap = snapshot_in(&String::from_utf8_lossy(&out.stderr));
+    let recorded = fs::read_to_string(&state).unwrap();
+    assert!(
+        recorded.contains(&format!("snapshot {snap}\n")),
+        "{recorded}"
+    );
+    assert_eq!(
+        recorded.lines().filter(|l| l.starts_with("block ")).count(),
+        3
+    );
+
+    // 2. another name is refused while the upload is pending
+    let out = run_ami(&moto.url, dir.path(), &publish_args("other"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("holds an interrupted upload for the AMI named \"resumed\"")
+            && err.contains("--abandon"),
+        "{err}"
+    );
+
+    // 3. the same command resumes: only the other blocks are written
+    let out = run_ami(&moto.url, dir.path(), &publish_args("resumed"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "resuming snapshot {snap}: 3 blocks already written"
+        )),
+        "{err}"
+    );
+    let all = touched.len();
+    assert!(
+        err.contains(&format!(
+            "{} blocks of 512 KiB written now, {all} in all",
+            all - 3
+        )),
+        "{err}"
+    );
+    assert!(!state.exists(), "state removed once registered");
+    let blocks = boto3(&moto.url, READ_BACK, &[&snap, img]);
+    let blocks: Vec<u64> = blocks
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    assert_eq!(
+        blocks, touched,
+        "every block in the resumed snapshot, equal to the image"
+    );
+    // no new snapshot was started (moto's RegisterImage adds one of its own)
+    assert!(!err.contains("started"), "{err}");
+    let after_resume = ours();
+    assert!(after_resume.contains(&snap));
+
+    // 4. interrupted again, then `ferry-ami cleanup` deletes the snapshot
+    let out = run_ami(
+        &moto.url,
+        dir.path(),
+        &publish_args("cleaned"),
+        &kill_after("2"),
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    let snap2 = snapshot_in(&String::from_utf8_lossy(&out.stderr));
+    let out = run_ami(&moto.url, dir.path(), &["cleanup", "--image", img], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("snapshot {snap2} deleted")
+    );
+    assert!(!state.exists());
+    assert_eq!(
+        ours(),
+        after_resume,
+        "the interrupted upload's snapshot deleted"
+    );
+    let out = run_ami(&moto.url, dir.path(), &["cleanup", "--image", img], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to clean up"));
+
+    // 5. interrupted, then --abandon: the old snapshot goes, a new upload
+    let out = run_ami(
+        &moto.url,
+        dir.path(),
+        &publish_args("fresh"),
+        &kill_after("1"),
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    let snap3 = snapshot_in(&String::from_utf8_lossy(&out.stderr));
+    let mut args = publish_args("fresh").to_vec();
+    args.push("--abandon");
+    let out = run_ami(&moto.url, dir.path(), &args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("snapshot {snap3} deleted")), "{err}");
+    let ids = ours();
+    assert!(!ids.contains(&snap3), "{ids:?}");
+    assert!(ids.len() > after_resume.len(), "a new upload: {ids:?}");
+
+    // 6. an image changed since the interruption is not resumed
+    let out = run_ami(
+        &moto.url,
+        dir.path(),
+        &publish_args("changed"),
+        &kill_after("1"),
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    File::options()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .write_all_at(b"x", 4096)
+        .unwrap();
+    let out = run_ami(&moto.url, dir.path(), &publish_args("changed"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("changed since its upload into snapshot"),
+        "{err}"
+    );
+}

@@ -420,9 +420,15 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
     let hash_img = work.join("root.verity");
     let salt = root_sha256.clone();
     let verity = fsimage::verity(&root_img, &hash_img, &salt)?;
+    // Partitions get unique GUIDs derived from the root hash (a new build,
+    // new GUIDs; the same build, the same ones); the initramfs finds root
+    // and hash tree by these, not by device name or label.
+    let part_guid = |name: &str| guid(&format!("{name}-{}", verity.roothash));
     let cmdline = format!(
-        "{} ferry.verity.roothash={} ferry.verity.salt={} ferry.verity.blocks={}",
+        "{} ferry.root=PARTUUID={} ferry.root.hash=PARTUUID={} ferry.verity.roothash={} ferry.verity.salt={} ferry.verity.blocks={}",
         m.kernel.cmdline.join(" "),
+        part_guid("ferry-root").to_string().to_lowercase(),
+        part_guid("ferry-verity").to_string().to_lowercase(),
         verity.roothash,
         verity.salt,
         verity.data_blocks
@@ -453,7 +459,7 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
         let count = align_up(bytes.div_ceil(SECTOR));
         parts.push(Partition {
             type_guid: type_guid.parse()?,
-            unique_guid: guid(&format!("{name}-{}", verity.roothash)),
+            unique_guid: part_guid(name),
             first_lba: first,
             last_lba: first + count - 1,
             attributes: attrs,

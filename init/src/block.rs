@@ -1,5 +1,6 @@
-//! Block devices: finding partitions by their GPT label through sysfs (no
-//! udev in the appliance), and telling the kernel a partition grew.
+//! Block devices: finding partitions by their GPT unique GUID (PARTUUID)
+//! or label through sysfs and the disks' partition tables (no udev in the
+//! appliance), and telling the kernel a partition grew.
 
 use std::fs;
 use std::io;
@@ -7,6 +8,9 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ferry_gpt::{Guid, Table};
+
+use crate::cmdline::PartRef;
 use crate::error::{Error, Result};
 
 /// A partition found in sysfs.
@@ -69,24 +73,79 @@ pub fn find_partition(sysfs: &Path, label: &str) -> Option<Found> {
     None
 }
 
-/// Waits until a partition with this label shows up (drivers probe
-/// asynchronously).
-pub fn wait_partition(label: &str, timeout: Duration) -> Result<Found> {
+/// Finds a partition by its unique GUID. The kernel does not show
+/// partition GUIDs in sysfs (upstream uevents carry only PARTN and
+/// PARTNAME), so the GPT of each whole disk in `<sysfs>/block` is read from
+/// `<dev>/<disk>`; the partition's kernel name is the disk's child whose
+/// `partition` file holds the entry's number.
+pub fn find_by_uuid(sysfs: &Path, dev: &Path, uuid: &Guid) -> Option<Found> {
+    let mut disks: Vec<String> = fs::read_dir(sysfs.join("block"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !["loop", "ram", "zram", "dm-", "sr", "md"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    disks.sort();
+    for disk in disks {
+        let Ok(mut f) = fs::File::open(dev.join(&disk)) else {
+            continue;
+        };
+        let Ok(table) = Table::read(&mut f) else {
+            continue;
+        };
+        let Some(slot) = table.partitions.iter().position(|p| p.unique_guid == *uuid) else {
+            continue;
+        };
+        let number = slot as u32 + 1;
+        let children = fs::read_dir(sysfs.join("block").join(&disk)).ok()?;
+        for child in children.filter_map(|e| e.ok()) {
+            let n = fs::read_to_string(child.path().join("partition")).unwrap_or_default();
+            if n.trim().parse::<u32>().ok() == Some(number) {
+                return Some(Found {
+                    name: child.file_name().to_string_lossy().into_owned(),
+                    number,
+                    disk,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Finds a partition named the command line's way.
+pub fn find(part: &PartRef) -> Option<Found> {
+    match part {
+        PartRef::Uuid(g) => find_by_uuid(Path::new("/sys"), Path::new("/dev"), g),
+        PartRef::Label(l) => find_partition(Path::new("/sys"), l),
+    }
+}
+
+/// Waits until a partition shows up (drivers probe asynchronously).
+pub fn wait_for(part: &PartRef, timeout: Duration) -> Result<Found> {
     let start = Instant::now();
     loop {
-        if let Some(f) = find_partition(Path::new("/sys"), label) {
+        if let Some(f) = find(part) {
             if Path::new(&f.dev()).exists() {
                 return Ok(f);
             }
         }
         if start.elapsed() > timeout {
             return Err(Error::PartitionMissing {
-                label: label.into(),
+                label: part.to_string(),
                 waited_ms: start.elapsed().as_millis() as u64,
             });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until a partition with this label shows up.
+pub fn wait_partition(label: &str, timeout: Duration) -> Result<Found> {
+    wait_for(&PartRef::Label(label.into()), timeout)
 }
 
 /// Size of a block device in bytes (BLKGETSIZE64).
@@ -183,6 +242,56 @@ mod tests {
         assert_eq!(f.dev(), "/dev/vda4");
         assert_eq!(f.disk_dev(), "/dev/vda");
         assert!(find_partition(t.path(), "ferry-root").is_none());
+    }
+
+    #[test]
+    fn finds_partition_by_uuid_in_the_disks_gpt() {
+        use ferry_gpt::{types, Partition};
+        let t = tempfile::tempdir().unwrap();
+        let guid = |n: u8| Guid::from_hash(&[n; 32]);
+        let part = |n: u8, first: u64| Partition {
+            type_guid: types::LINUX_DATA.parse().unwrap(),
+            unique_guid: guid(n),
+            first_lba: first,
+            last_lba: first + 2047,
+            attributes: 0,
+            name: format!("p{n}"),
+        };
+        // /dev/vdb: a disk image with two partitions; /dev/vda: no GPT
+        let dev = t.path().join("dev");
+        fs::create_dir_all(&dev).unwrap();
+        let sectors = 16384;
+        let mut img = fs::File::create(dev.join("vdb")).unwrap();
+        img.set_len(sectors * 512).unwrap();
+        Table {
+            disk_guid: guid(9),
+            partitions: vec![part(1, 2048), part(2, 4096)],
+        }
+        .write(&mut img, sectors)
+        .unwrap();
+        fs::write(dev.join("vda"), vec![0u8; 4096]).unwrap();
+        for (disk, parts) in [
+            ("vda", &["vda1"][..]),
+            ("vdb", &["vdb1", "vdb2"][..]),
+            ("loop0", &[][..]),
+        ] {
+            let d = t.path().join("block").join(disk);
+            fs::create_dir_all(&d).unwrap();
+            for (i, p) in parts.iter().enumerate() {
+                fs::create_dir_all(d.join(p)).unwrap();
+                fs::write(d.join(p).join("partition"), format!("{}\n", i + 1)).unwrap();
+            }
+        }
+        let f = find_by_uuid(t.path(), &dev, &guid(2)).unwrap();
+        assert_eq!(
+            f,
+            Found {
+                name: "vdb2".into(),
+                number: 2,
+                disk: "vdb".into()
+            }
+        );
+        assert!(find_by_uuid(t.path(), &dev, &guid(3)).is_none());
     }
 
     #[test]

@@ -1,6 +1,48 @@
-//! The kernel command line: `ferry.*` parameters set by the image builder.
+//! The kernel command line: `ferry.*` parameters set by the image builder
+//! (inside the UKI, so covered by its signature): `ferry.root` and
+//! `ferry.root.hash` (the partitions, by PARTUUID), `ferry.verity.*`.
+
+use std::fmt;
+
+use ferry_gpt::Guid;
 
 use crate::error::{Error, Result};
+
+/// How the command line names a partition: `PARTUUID=<guid>` (the GPT
+/// entry's unique GUID, what the image builder writes) or `PARTLABEL=<label>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRef {
+    Uuid(Guid),
+    Label(String),
+}
+
+impl fmt::Display for PartRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartRef::Uuid(g) => write!(f, "PARTUUID={}", g.to_string().to_lowercase()),
+            PartRef::Label(l) => write!(f, "PARTLABEL={l}"),
+        }
+    }
+}
+
+/// Reads `key=PARTUUID=...` or `key=PARTLABEL=...`; `None` when absent.
+pub fn partition(cmdline: &str, key: &str) -> Result<Option<PartRef>> {
+    let Some(v) = param(cmdline, key) else {
+        return Ok(None);
+    };
+    if let Some(g) = v.strip_prefix("PARTUUID=") {
+        return g
+            .parse()
+            .map(|g| Some(PartRef::Uuid(g)))
+            .map_err(|_| Error::Cmdline(format!("{key}={v}: {g:?} is not a GUID")));
+    }
+    match v.strip_prefix("PARTLABEL=") {
+        Some(l) if !l.is_empty() => Ok(Some(PartRef::Label(l.to_string()))),
+        _ => Err(Error::Cmdline(format!(
+            "{key}={v}: give PARTUUID=<guid> or PARTLABEL=<label>"
+        ))),
+    }
+}
 
 /// What the initramfs needs to assemble the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +115,31 @@ mod tests {
         assert_eq!(v.data_blocks, 42);
         assert_eq!(param(&c, "console"), Some("ttyS0"));
         assert_eq!(param(&c, "quiet"), None);
+    }
+
+    #[test]
+    fn reads_partitions_by_uuid_or_label() {
+        let g = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+        let c = format!("ferry.root=PARTUUID={g} ferry.root.hash=PARTLABEL=ferry-verity");
+        let root = partition(&c, "ferry.root").unwrap().unwrap();
+        assert_eq!(root, PartRef::Uuid(g.to_uppercase().parse().unwrap()));
+        assert_eq!(root.to_string(), format!("PARTUUID={g}"));
+        assert_eq!(
+            partition(&c, "ferry.root.hash").unwrap(),
+            Some(PartRef::Label("ferry-verity".into()))
+        );
+        assert_eq!(partition("quiet", "ferry.root").unwrap(), None);
+        let e = partition("ferry.root=/dev/vda2", "ferry.root")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("give PARTUUID=<guid> or PARTLABEL=<label>"),
+            "{e}"
+        );
+        let e = partition("ferry.root=PARTUUID=xyz", "ferry.root")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a GUID"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::mount::MsFlags;
 
 use crate::block;
-use crate::cmdline::Verity;
+use crate::cmdline::{self, PartRef, Verity};
 use crate::dm;
 use crate::error::{Context, Error, Result};
 use crate::sys::{Halt, Sys};
@@ -27,7 +27,8 @@ pub const NEW_ROOT: &str = "/newroot";
 /// ferry-init inside the root file system.
 pub const SYSTEM_INIT: &str = "/usr/sbin/ferry-init";
 
-/// Partition labels the image builder gives the disk.
+/// Partition labels the image builder gives the disk (used when the command
+/// line does not name the partitions by PARTUUID).
 pub const ROOT_LABEL: &str = "ferry-root";
 pub const VERITY_LABEL: &str = "ferry-verity";
 
@@ -96,8 +97,19 @@ pub fn assemble(sys: &dyn Sys) -> Result<()> {
     );
 
     let wait = Duration::from_secs(10);
-    let root = block::wait_partition(ROOT_LABEL, wait)?;
-    let hash = block::wait_partition(VERITY_LABEL, wait)?;
+    // by PARTUUID from the command line (inside the signed UKI); by label
+    // only for a command line without them
+    let root_ref = cmdline::partition(&cmdline, "ferry.root")?
+        .unwrap_or_else(|| PartRef::Label(ROOT_LABEL.into()));
+    let hash_ref = cmdline::partition(&cmdline, "ferry.root.hash")?
+        .unwrap_or_else(|| PartRef::Label(VERITY_LABEL.into()));
+    let root = block::wait_for(&root_ref, wait)?;
+    let hash = block::wait_for(&hash_ref, wait)?;
+    log::info!(
+        "root: {root_ref} is {}, {hash_ref} is {}",
+        root.dev(),
+        hash.dev()
+    );
     let target = dm::verity_target(&root.dev(), &hash.dev(), &verity);
     let dev = dm::create_readonly(ROOT_LABEL, &target).ctx(|| "dm-verity setup".into())?;
     let t1 = Instant::now();

@@ -3,8 +3,10 @@
 //! In the initramfs (where `/etc/ferry-initramfs` exists) it assembles the
 //! verified root and switches to it; there it runs again as the system
 //! stage. Run by hand, `ferry-init check-config FILE` validates a
-//! configuration document, and `ferry-init diag` is the support channel's
-//! restricted console (also when started as a login shell, `-c COMMAND`).
+//! configuration document; `ferry-init diag` is the support channel's
+//! restricted console (also when started as a login shell, `-c COMMAND`);
+//! `ferry-init guestinfo` reads VMware guestinfo (PID 1 runs it as a
+//! child, see `guestinfo.rs`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -16,6 +18,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: ferry-init check-config FILE | console | diag   (as PID 1 it takes no arguments)"
     );
+    eprintln!("       ferry-init guestinfo            (prints VMware guestinfo variables as JSON)");
     std::process::exit(2)
 }
 
@@ -47,6 +50,17 @@ fn main() {
             (None, _) if args.first().is_some_and(|a| a.starts_with('-')) => {
                 std::process::exit(diag::run())
             }
+            // run by PID 1 as a child: the backdoor may fault off VMware
+            (Some("guestinfo"), None) => match ferry_init::guestinfo::read_here() {
+                Ok(vars) => {
+                    println!("{}", serde_json::to_string(&vars).unwrap_or_default());
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1)
+                }
+            },
             (Some("--version"), _) => {
                 println!("ferry-init {}", env!("CARGO_PKG_VERSION"));
                 return;

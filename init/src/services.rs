@@ -309,6 +309,7 @@ mod tests {
             user: None,
             capabilities: vec![],
             environment: BTreeMap::new(),
+            tty: None,
         };
         let _t = crate::reaper::TEST_CHILDREN
             .lock()

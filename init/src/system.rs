@@ -23,21 +23,21 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use crate::config::{Config, Store};
+use crate::dmi::{self, Platform};
 use crate::error::{Context, Result};
 use crate::firewall::{self, Firewall, FirewallState, Role};
 use crate::network;
+use crate::providers::{self, Phase};
 use crate::reaper::{self, Exit};
 use crate::services::{self, Service};
 use crate::supervisor::Supervisor;
 use crate::support::{self, Session};
 use crate::sys::{Halt, Sys};
-use crate::{datapart, etc, logging, mounts, ovfenv, sysctl};
+use crate::{datapart, etc, guestinfo, logging, mounts, sysctl};
 
 const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 const JOURNAL_DIR: &str = "/data/log/journal";
-/// QEMU's fw_cfg: a configuration document offered by the hypervisor.
-pub const FW_CFG_CONFIG: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/ferry/config/raw";
 
 /// Seconds since the kernel started (CLOCK_BOOTTIME).
 pub fn uptime() -> f64 {
@@ -56,6 +56,10 @@ pub struct State {
     pub firewall: Firewall,
     /// The support session whose processes run.
     pub support: Option<Session>,
+    /// From DMI: which platform providers run.
+    pub platform: Platform,
+    /// When VMware guestinfo is read again.
+    pub next_poll: Option<Instant>,
 }
 
 type Unit = (&'static str, fn(&dyn Sys, &mut State) -> Result<()>);
@@ -73,6 +77,7 @@ pub const UNITS: &[Unit] = &[
     ("support", unit_support),
     ("firewall", unit_firewall),
     ("network", unit_network),
+    ("providers", unit_providers),
     ("services", unit_services),
 ];
 
@@ -146,44 +151,14 @@ fn unit_identity(sys: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
-/// Loads the configuration; takes a document offered through QEMU fw_cfg,
-/// and the OVF environment on a CD-ROM when it differs from the one applied
-/// last (so later changes made another way are not undone at every boot).
+/// Finds the platform, runs the early configuration providers (VMware
+/// guestinfo, the OVF environment on a CD-ROM, QEMU fw_cfg) and loads the
+/// configuration in force.
 fn unit_config(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    st.platform = Platform::detect(Path::new(dmi::DMI));
+    log::info!("platform: {:?} (from DMI)", st.platform);
     let store = Store::default();
-    if let Some((dev, xml)) = ovfenv::read_from_cdrom(sys, Path::new("/sys/block")) {
-        if fs::read_to_string(ovfenv::LAST_APPLIED).ok().as_deref() == Some(xml.as_str()) {
-            log::info!("config: OVF environment on {dev} unchanged since it was applied");
-        } else {
-            let text = ovfenv::document(&ovfenv::properties(&xml));
-            match store.offer(&text, &format!("OVF environment on {dev}")) {
-                Ok(_) => {
-                    log::info!("config: accepted the OVF environment on {dev}");
-                    if st.data_mounted {
-                        sys.write_file(ovfenv::LAST_APPLIED, xml.as_bytes(), 0o600)
-                            .ctx(|| format!("write {}", ovfenv::LAST_APPLIED))?;
-                    }
-                }
-                Err(e) => log::error!("config: refused the OVF environment: {e}"),
-            }
-        }
-    }
-    if let Ok(text) = fs::read_to_string(FW_CFG_CONFIG) {
-        let before = store.load().config;
-        match store.offer(&text, "fw_cfg opt/ferry/config") {
-            Ok(_) => {
-                log::info!("config: accepted the document offered through fw_cfg opt/ferry/config")
-            }
-            Err(e) => {
-                log::error!("config: refused: {e}");
-                log::error!(
-                    "config: the configuration in force is unchanged (from {}, hostname {})",
-                    before.origin,
-                    before.hostname()
-                );
-            }
-        }
-    }
+    providers::run(sys, &store, Phase::Early, st.platform, st.data_mounted);
     let loaded = store.load();
     for e in &loaded.refused {
         log::error!("config: refused: {e}");
@@ -421,6 +396,23 @@ fn unit_network(_: &dyn Sys, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// The providers that need the network (EC2's metadata service); a
+/// document they bring is applied at once, before the services start.
+fn unit_providers(sys: &dyn Sys, st: &mut State) -> Result<()> {
+    let store = Store::default();
+    if providers::run(sys, &store, Phase::Network, st.platform, st.data_mounted) > 0 {
+        apply(sys, st);
+    }
+    if st.platform == Platform::Vmware {
+        if guestinfo::no_backdoor() {
+            log::warn!("guestinfo: no VMware backdoor answers here; not reading guestinfo again");
+        } else {
+            st.next_poll = Some(Instant::now() + guestinfo::POLL);
+        }
+    }
+    Ok(())
+}
+
 fn unit_services(_: &dyn Sys, st: &mut State) -> Result<()> {
     let text =
         fs::read_to_string(services::SERVICES).ctx(|| format!("read {}", services::SERVICES))?;
@@ -492,6 +484,8 @@ pub fn run(sys: &dyn Sys) -> ! {
         started: Vec::new(),
         firewall: Firewall::default(),
         support: None,
+        platform: Platform::Other,
+        next_poll: None,
     };
     run_units(sys, &mut st);
     let names: Vec<String> = ["systemd-journald", "chronyd", "ferry-agent"]
@@ -540,6 +534,9 @@ fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Opti
     let timeout = st
         .sup
         .next_deadline()
+        .into_iter()
+        .chain(st.next_poll)
+        .min()
         .map(|d| d.saturating_duration_since(Instant::now()))
         .unwrap_or(Duration::from_secs(60))
         .min(support_left.unwrap_or(Duration::MAX));
@@ -587,11 +584,37 @@ fn step(sys: &dyn Sys, st: &mut State, sfd: Option<&SignalFd>, button: &mut Opti
     support_sync(st);
     let fw = firewall_state(st);
     st.firewall.apply(fw);
+    if st.next_poll.is_some_and(|t| Instant::now() >= t) && poll_guestinfo(sys, st) {
+        apply(sys, st);
+    }
     st.sup.tick(Instant::now(), &mut |s| services::spawn(s));
 }
 
-/// SIGHUP: read the configuration again and apply what can change live.
+/// Reads VMware guestinfo again (every [`guestinfo::POLL`] and on SIGHUP);
+/// true when it brought a new document.
+fn poll_guestinfo(sys: &dyn Sys, st: &mut State) -> bool {
+    if st.platform != Platform::Vmware || guestinfo::no_backdoor() {
+        return false;
+    }
+    st.next_poll = Some(Instant::now() + guestinfo::POLL);
+    let p = providers::named("vmware-guestinfo").expect("a provider");
+    let accepted = providers::run_one(sys, &Store::default(), p, st.data_mounted);
+    if guestinfo::no_backdoor() {
+        log::warn!("guestinfo: no VMware backdoor answers here; not reading guestinfo again");
+        st.next_poll = None;
+    }
+    accepted
+}
+
+/// SIGHUP: read guestinfo and the configuration again, apply what changed.
 fn reload(sys: &dyn Sys, st: &mut State) {
+    poll_guestinfo(sys, st);
+    apply(sys, st);
+}
+
+/// Loads the configuration in force and applies what can change live:
+/// /etc, the hostname, the network.
+fn apply(sys: &dyn Sys, st: &mut State) {
     let loaded = Store::default().load();
     for e in &loaded.refused {
         log::error!("config: refused: {e}; keeping {}", loaded.config.origin);
@@ -614,7 +637,10 @@ fn reload(sys: &dyn Sys, st: &mut State) {
         if let Err(e) = etc::generate(sys, &st.config, &id) {
             log::error!("config: {e}");
         }
-        let _ = sys.sethostname(st.config.hostname());
+        match sys.sethostname(st.config.hostname()) {
+            Ok(()) => log::info!("hostname: {}", st.config.hostname()),
+            Err(e) => log::error!("hostname: {e}"),
+        }
         if let Some(n) = &st.network {
             let _ = n.updates.send(network::Spec::from_config(&st.config));
         }

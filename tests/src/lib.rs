@@ -196,8 +196,11 @@ pub struct VmConfig {
     /// else on SATA.
     pub cdrom: Option<PathBuf>,
     /// `guestfwd` rules for user-mode networking, e.g.
-    /// `tcp:169.254.169.254:80-tcp:127.0.0.1:8080` (guest connections to
-    /// that address reach a server on the host's loopback).
+    /// `tcp:10.0.2.100:80-cmd:nc 127.0.0.1 8080` (each guest connection to
+    /// that address runs the command, its stdin/stdout being the
+    /// connection). The address must be inside the user network
+    /// (see `user_net`) and not the host's nor the DNS server's: slirp
+    /// refuses others ("Conflicting/invalid host:port").
     pub guestfwd: Vec<String>,
     /// User-mode networking restricted to guest and host forwards (the
     /// default); unrestricted, the guest reaches the host's loopback as
@@ -209,6 +212,13 @@ pub struct VmConfig {
     /// `hostfwd` rules, e.g. `tcp:127.0.0.1:2222-:22` (connections to a
     /// host port reach a guest port).
     pub hostfwd: Vec<String>,
+    /// Extra `-netdev user` options, e.g.
+    /// `net=169.254.169.0/24,host=169.254.169.2,dhcpstart=169.254.169.15`
+    /// (a user network around EC2's metadata address).
+    pub user_net: Option<String>,
+    /// `-smbios` options, e.g. `type=1,manufacturer=Amazon EC2` (what the
+    /// guest reads in /sys/class/dmi/id).
+    pub smbios: Vec<String>,
 }
 
 /// The disk controller a VM's disk is on.
@@ -238,6 +248,8 @@ impl VmConfig {
             restrict: true,
             interactive: false,
             hostfwd: Vec::new(),
+            user_net: None,
+            smbios: Vec::new(),
         }
     }
 
@@ -258,6 +270,8 @@ impl VmConfig {
             restrict: true,
             interactive: false,
             hostfwd: Vec::new(),
+            user_net: None,
+            smbios: Vec::new(),
         }
     }
 }
@@ -300,6 +314,7 @@ impl Vm {
                 "user,id=n0,restrict={}",
                 if cfg.restrict { "on" } else { "off" }
             ))
+            .chain(cfg.user_net.clone())
             .chain(cfg.guestfwd.iter().map(|g| format!("guestfwd={g}")))
             .chain(cfg.hostfwd.iter().map(|h| format!("hostfwd={h}")))
             .collect::<Vec<_>>()
@@ -377,6 +392,9 @@ impl Vm {
                     ));
             }
             Firmware::Bios => {}
+        }
+        for t in &cfg.smbios {
+            cmd.arg("-smbios").arg(t);
         }
         for (name, path) in &cfg.fw_cfg {
             cmd.arg("-fw_cfg")

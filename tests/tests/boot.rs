@@ -152,6 +152,14 @@ fn three_boots_dhcp_static_bad_config_persistence_and_shutdowns() {
     let mut vm = boot(&disk, Firmware::Uefi, &s.0, None, "UEFI boot 1");
     vm.wait_for("data: partition /dev/vda4 grown", Duration::from_secs(1))
         .unwrap();
+    // root and hash tree found by the PARTUUIDs on the UKI's command line
+    let root = vm
+        .wait_for("root: PARTUUID=", Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        root.contains(" is /dev/vda2, PARTUUID=") && root.ends_with(" is /dev/vda3"),
+        "{root}"
+    );
     vm.wait_for(
         "config: in force from default (no document yet)",
         Duration::from_secs(1),

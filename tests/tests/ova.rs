@@ -165,11 +165,31 @@ fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3_with_ovf_properties_f
     cfg.snapshot = true;
     cfg.nic = "vmxnet3";
     cfg.cdrom = Some(iso);
+    // DMI says VMware as on vSphere, so ferry-init reads guestinfo through
+    // the backdoor; QEMU's vmport answers no guestinfo RPC (and lockdown
+    // refuses iopl), so the reading child fails, PID 1 carries on.
+    cfg.smbios = vec!["type=1,manufacturer=VMware,, Inc.,product=VMware20,,1".into()];
     let mut vm = Vm::start(&cfg).unwrap();
     vm.wait_for("ferry-init: ready in ", Duration::from_secs(180))
         .unwrap();
     vm.wait_for("data: partition /dev/sda4 grown", Duration::from_secs(1))
         .unwrap();
+    // the same PARTUUIDs, now behind PVSCSI
+    let root = vm
+        .wait_for("root: PARTUUID=", Duration::from_secs(1))
+        .unwrap();
+    assert!(root.contains(" is /dev/sda2, PARTUUID="), "{root}");
+    vm.wait_for("platform: Vmware", Duration::from_secs(1))
+        .unwrap();
+    let refused = vm
+        .wait_for("config: vmware-guestinfo: ", Duration::from_secs(1))
+        .unwrap();
+    assert!(refused.contains("killed by SIG"), "{refused}");
+    vm.wait_for(
+        "guestinfo: no VMware backdoor answers here; not reading guestinfo again",
+        Duration::from_secs(60),
+    )
+    .unwrap();
     vm.wait_for(
         "config: accepted the OVF environment on /dev/sr0",
         Duration::from_secs(1),
