@@ -237,14 +237,14 @@ mod tests {
 
     #[test]
     fn static_properties_make_a_valid_static_document() {
-        let text = document(&properties(ENV));
-        // the support section comes last (its schema is checked by config.rs)
-        let (text, support) = text.split_once("support:\n").unwrap();
+        let full = document(&properties(ENV));
+        // the support section comes last
+        let (_, support) = full.split_once("support:\n").unwrap();
         assert_eq!(
             support,
             "  public_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK2+OyMq01UDrBpE73GjEzOgpUUMAboupQdmCzFOp1JL admin@example&co\"\n"
         );
-        let doc = parse(text, "ovf-env").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let doc = parse(&full, "ovf-env").unwrap_or_else(|e| panic!("{e}\n{full}"));
         assert_eq!(doc.hostname.as_deref(), Some("ferry-01"));
         assert_eq!(doc.network.mode, crate::config::Mode::Static);
         assert_eq!(doc.network.address.as_deref(), Some("192.0.2.10/24"));
