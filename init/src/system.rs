@@ -488,11 +488,14 @@ pub fn run(sys: &dyn Sys) -> ! {
         next_poll: None,
     };
     run_units(sys, &mut st);
-    let names: Vec<String> = ["systemd-journald", "chronyd", "ferry-agent"]
-        .iter()
-        .filter(|n| st.sup.is_running(n))
-        .map(|n| n.to_string())
+    // every supervised service, in the order they started
+    let mut names: Vec<String> = st
+        .sup
+        .running_for_stop()
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
+    names.reverse();
     log::info!("ready in {:.2} s: running {}", uptime(), names.join(", "));
 
     let mut button = power_button();

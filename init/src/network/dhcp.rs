@@ -1,6 +1,10 @@
-//! DHCPv4 client messages (dhcproto) carried in IPv4/UDP frames over an
-//! AF_PACKET socket: it needs no address on the interface and is not
-//! affected by rp_filter, as every real DHCP client does it.
+//! DHCPv4 client (RFC 2131) with dhcproto messages. Acquiring (INIT:
+//! DISCOVER, OFFER, REQUEST, ACK) goes in IPv4/UDP frames over an AF_PACKET
+//! socket: it needs no address on the interface and is not affected by
+//! rp_filter, as every real DHCP client does it. Once bound, the lease is
+//! RENEWED at T1 by a REQUEST unicast to its server and REBOUND at T2 by a
+//! broadcast one, both from the leased address over a UDP socket; at expiry
+//! the address is given up and the client starts again.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -21,12 +25,67 @@ pub struct Lease {
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
     pub lease_secs: u32,
+    /// T1 and T2 when the server gave them (options 58 and 59).
+    pub renew_secs: Option<u32>,
+    pub rebind_secs: Option<u32>,
+    /// NTP servers (option 42).
+    pub ntp: Vec<Ipv4Addr>,
+}
+
+/// What a bound client does next, from the time since the lease was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing until then.
+    Wait(Duration),
+    /// Past T1: ask the server that granted the lease.
+    Renew,
+    /// Past T2: ask any server.
+    Rebind,
+    /// The lease ran out: give the address up and start again.
+    Expired,
 }
 
 impl Lease {
-    /// When to renew (T1): half the lease, as RFC 2131 says.
-    pub fn renew_after(&self) -> Duration {
-        Duration::from_secs(u64::from(self.lease_secs / 2).max(30))
+    /// T1: the server's, else half the lease (RFC 2131, 4.4.5).
+    pub fn t1(&self) -> Duration {
+        Duration::from_secs(u64::from(self.renew_secs.unwrap_or(self.lease_secs / 2)))
+    }
+
+    /// T2: the server's, else seven eighths of the lease.
+    pub fn t2(&self) -> Duration {
+        let default = (u64::from(self.lease_secs) * 7 / 8) as u32;
+        Duration::from_secs(u64::from(self.rebind_secs.unwrap_or(default)))
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(u64::from(self.lease_secs))
+    }
+
+    /// The next step, `elapsed` after the lease was granted. While renewing
+    /// or rebinding, retries come at half the time left to the next limit,
+    /// at least a minute apart (RFC 2131, 4.4.5), never past the limit.
+    pub fn next(&self, elapsed: Duration, last_try: Option<Duration>) -> Next {
+        let (t1, t2, end) = (self.t1(), self.t2(), self.duration());
+        if elapsed >= end {
+            return Next::Expired;
+        }
+        if elapsed < t1 {
+            return Next::Wait(t1 - elapsed);
+        }
+        let (start, limit) = if elapsed < t2 { (t1, t2) } else { (t2, end) };
+        // a try of the previous phase (renewing) does not delay rebinding
+        if let Some(tried) = last_try.filter(|t| *t >= start) {
+            let gap = ((limit.saturating_sub(tried)) / 2).max(Duration::from_secs(60));
+            let due = (tried + gap).min(limit);
+            if elapsed < due {
+                return Next::Wait(due - elapsed);
+            }
+        }
+        if elapsed < t2 {
+            Next::Renew
+        } else {
+            Next::Rebind
+        }
     }
 }
 
@@ -45,6 +104,9 @@ fn base(xid: u32, mac: &[u8; 6], kind: MessageType) -> Message {
         OptionCode::Router,
         OptionCode::DomainNameServer,
         OptionCode::AddressLeaseTime,
+        OptionCode::Renewal,
+        OptionCode::Rebinding,
+        OptionCode::NtpServers,
     ]));
     m
 }
@@ -66,6 +128,18 @@ pub fn request(xid: u32, mac: &[u8; 6], address: Ipv4Addr, server: Ipv4Addr) -> 
     let mut m = base(xid, mac, MessageType::Request);
     m.opts_mut().insert(DhcpOption::RequestedIpAddress(address));
     m.opts_mut().insert(DhcpOption::ServerIdentifier(server));
+    encode(&m)
+}
+
+/// DHCPREQUEST of a bound client (RENEWING or REBINDING): its address in
+/// `ciaddr`, no requested address, no server identifier; broadcast only
+/// when rebinding.
+pub fn request_bound(xid: u32, mac: &[u8; 6], address: Ipv4Addr, broadcast: bool) -> Vec<u8> {
+    let mut m = base(xid, mac, MessageType::Request);
+    m.set_ciaddr(address);
+    if !broadcast {
+        m.set_flags(Flags::default());
+    }
     encode(&m)
 }
 
@@ -99,6 +173,18 @@ pub fn parse_reply(bytes: &[u8], xid: u32) -> Option<(MessageType, Lease)> {
         Some(DhcpOption::AddressLeaseTime(t)) => *t,
         _ => 3600,
     };
+    let renew_secs = match m.opts().get(OptionCode::Renewal) {
+        Some(DhcpOption::Renewal(t)) => Some(*t),
+        _ => None,
+    };
+    let rebind_secs = match m.opts().get(OptionCode::Rebinding) {
+        Some(DhcpOption::Rebinding(t)) => Some(*t),
+        _ => None,
+    };
+    let ntp = match m.opts().get(OptionCode::NtpServers) {
+        Some(DhcpOption::NtpServers(n)) => n.clone(),
+        _ => Vec::new(),
+    };
     Some((
         kind,
         Lease {
@@ -108,6 +194,9 @@ pub fn parse_reply(bytes: &[u8], xid: u32) -> Option<(MessageType, Lease)> {
             dns,
             server,
             lease_secs,
+            renew_secs,
+            rebind_secs,
+            ntp,
         },
     ))
 }
@@ -315,13 +404,69 @@ pub fn acquire(ifindex: u32, mac: &[u8; 6], tries: u32) -> io::Result<Lease> {
     ))
 }
 
-/// Renews a lease (a REQUEST for the same address).
-pub fn renew(ifindex: u32, mac: &[u8; 6], lease: &Lease) -> io::Result<Lease> {
-    let sock = PacketSocket::open(ifindex)?;
+/// Where a bound client's requests go: the server's port 67, from port 68
+/// of the leased address (tests use other ports).
+pub struct Ports {
+    pub client: u16,
+    pub server: u16,
+}
+
+pub const PORTS: Ports = Ports {
+    client: CLIENT_PORT,
+    server: SERVER_PORT,
+};
+
+/// RENEWING (unicast to the server that granted the lease) or REBINDING
+/// (broadcast): one REQUEST and its answer, over UDP from the leased
+/// address. A NAK is an error: the caller gives the lease up.
+pub fn extend(
+    mac: &[u8; 6],
+    lease: &Lease,
+    rebinding: bool,
+    ports: &Ports,
+    timeout: Duration,
+) -> io::Result<Lease> {
+    let sock = std::net::UdpSocket::bind((lease.address, ports.client))?;
+    let to = if rebinding {
+        sock.set_broadcast(true)?;
+        Ipv4Addr::BROADCAST
+    } else {
+        lease.server
+    };
     let xid = u32::from_be_bytes(rand_bytes());
-    sock.send_broadcast(&frame(&request(xid, mac, lease.address, lease.server)))?;
-    wait_for(&sock, xid, MessageType::Ack, Duration::from_secs(4))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer to the renewal"))
+    sock.send_to(
+        &request_bound(xid, mac, lease.address, rebinding),
+        (to, ports.server),
+    )?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from {to} in {} s", timeout.as_secs()),
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        match parse_reply(&buf[..n], xid) {
+            Some((MessageType::Ack, new)) => return Ok(new),
+            Some((MessageType::Nak, _)) => return Err(io::Error::other("server answered DHCPNAK")),
+            _ => {}
+        }
+    }
 }
 
 fn rand_bytes() -> [u8; 4] {
@@ -393,9 +538,13 @@ mod tests {
                 dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
                 server: Ipv4Addr::new(10, 0, 2, 2),
                 lease_secs: 86400,
+                renew_secs: None,
+                rebind_secs: None,
+                ntp: vec![],
             }
         );
-        assert_eq!(lease.renew_after(), Duration::from_secs(43200));
+        assert_eq!(lease.t1(), Duration::from_secs(43200));
+        assert_eq!(lease.t2(), Duration::from_secs(75600));
         // another transaction's reply is not ours
         assert!(parse_reply(&server_reply(99, MessageType::Ack), 100).is_none());
     }
@@ -412,5 +561,156 @@ mod tests {
         assert_eq!(unframe(&reply), Some(&payload[..]));
         assert_eq!(unframe(&f), None, "to port 67: not for the client");
         assert_eq!(unframe(&f[..10]), None);
+    }
+
+    fn recorded(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/test_data/dhcp/qemu-slirp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_recorded_exchange_with_qemus_server_parses() {
+        let discover = Message::decode(&mut Decoder::new(&recorded("discover.bin"))).unwrap();
+        let xid = discover.xid();
+        let mac: [u8; 6] = discover.chaddr()[..6].try_into().unwrap();
+        // what we sent then is what we send now (we ask for more options now)
+        let now = Message::decode(&mut Decoder::new(&super::discover(xid, &mac))).unwrap();
+        for code in [OptionCode::MessageType, OptionCode::ClientIdentifier] {
+            assert_eq!(now.opts().get(code), discover.opts().get(code));
+        }
+        let (kind, offer) = parse_reply(&recorded("offer.bin"), xid).unwrap();
+        assert_eq!(kind, MessageType::Offer);
+        let request = Message::decode(&mut Decoder::new(&recorded("request.bin"))).unwrap();
+        assert_eq!(
+            request.opts().get(OptionCode::RequestedIpAddress),
+            Some(&DhcpOption::RequestedIpAddress(offer.address))
+        );
+        let (kind, ack) = parse_reply(&recorded("ack.bin"), xid).unwrap();
+        assert_eq!(kind, MessageType::Ack);
+        assert_eq!((ack.address, ack.prefix), (Ipv4Addr::new(10, 0, 2, 15), 24));
+        assert_eq!(ack.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(ack.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
+        assert_eq!(
+            (ack.server, ack.lease_secs),
+            (Ipv4Addr::new(10, 0, 2, 2), 86400)
+        );
+        assert!(parse_reply(&recorded("ack.bin"), xid ^ 1).is_none());
+    }
+
+    fn lease(secs: u32) -> Lease {
+        Lease {
+            address: Ipv4Addr::LOCALHOST,
+            prefix: 8,
+            router: None,
+            dns: vec![],
+            server: Ipv4Addr::LOCALHOST,
+            lease_secs: secs,
+            renew_secs: None,
+            rebind_secs: None,
+            ntp: vec![],
+        }
+    }
+
+    #[test]
+    fn renew_at_t1_rebind_at_t2_expire_at_the_end() {
+        let s = Duration::from_secs;
+        let l = lease(3600);
+        assert_eq!(l.next(s(0), None), Next::Wait(s(1800)));
+        assert_eq!(l.next(s(1800), None), Next::Renew);
+        // a failed renewal: again halfway to T2 (3150 s), at least 60 s later
+        assert_eq!(l.next(s(1801), Some(s(1800))), Next::Wait(s(674)));
+        assert_eq!(l.next(s(2475), Some(s(1800))), Next::Renew);
+        assert_eq!(
+            l.next(s(3100), Some(s(3090))),
+            Next::Wait(s(50)),
+            "never past T2"
+        );
+        assert_eq!(l.next(s(3150), Some(s(3090))), Next::Rebind);
+        assert_eq!(l.next(s(3500), Some(s(3450))), Next::Wait(s(25)));
+        assert_eq!(l.next(s(3600), Some(s(3590))), Next::Expired);
+        let given = Lease {
+            renew_secs: Some(100),
+            rebind_secs: Some(200),
+            ..lease(300)
+        };
+        assert_eq!(given.next(s(150), None), Next::Renew);
+        assert_eq!(given.next(s(250), None), Next::Rebind);
+    }
+
+    /// A server on loopback answering a renewal with the recorded ACK
+    /// (its transaction id replaced), or a NAK.
+    fn renewal_server(nak: bool) -> (u16, std::thread::JoinHandle<Message>) {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            let request = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+            let mut reply = Message::decode(&mut Decoder::new(&recorded("ack.bin"))).unwrap();
+            reply.set_xid(request.xid());
+            if nak {
+                reply
+                    .opts_mut()
+                    .insert(DhcpOption::MessageType(MessageType::Nak));
+            }
+            server.send_to(&encode(&reply), from).unwrap();
+            request
+        });
+        (port, handle)
+    }
+
+    #[test]
+    fn renewal_is_a_unicast_request_from_the_leased_address() {
+        let (port, server) = renewal_server(false);
+        let client_port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ports = Ports {
+            client: client_port,
+            server: port,
+        };
+        let renewed = extend(&MAC, &lease(3600), false, &ports, Duration::from_secs(5)).unwrap();
+        assert_eq!(renewed.lease_secs, 86400);
+        let request = server.join().unwrap();
+        assert_eq!(request.ciaddr(), Ipv4Addr::LOCALHOST);
+        assert!(!request.flags().broadcast());
+        assert_eq!(
+            request.opts().get(OptionCode::MessageType),
+            Some(&DhcpOption::MessageType(MessageType::Request))
+        );
+        assert!(request.opts().get(OptionCode::RequestedIpAddress).is_none());
+        assert!(request.opts().get(OptionCode::ServerIdentifier).is_none());
+    }
+
+    #[test]
+    fn a_refused_renewal_is_an_error() {
+        let (port, server) = renewal_server(true);
+        let client_port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ports = Ports {
+            client: client_port,
+            server: port,
+        };
+        let e = extend(&MAC, &lease(3600), false, &ports, Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("DHCPNAK"), "{e}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn ntp_servers_go_to_chrony_or_the_public_pool() {
+        use crate::network::sources_file;
+        assert_eq!(sources_file(&[]), "pool pool.ntp.org iburst\n");
+        assert_eq!(
+            sources_file(&[Ipv4Addr::new(192, 0, 2, 123)]),
+            "server 192.0.2.123 iburst\n"
+        );
     }
 }

@@ -8,7 +8,7 @@ pub mod netlink;
 
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{parse_cidr, Config, Mode};
 use netlink::{Link, Netlink};
@@ -136,26 +136,170 @@ pub fn start(spec: Spec) -> Handle {
     Handle { updates: tx }
 }
 
+/// A DHCP lease in force on a link.
+struct Bound {
+    link: Link,
+    lease: dhcp::Lease,
+    granted: Instant,
+    /// When (after `granted`) the last renewal or rebinding was tried.
+    last_try: Option<Duration>,
+}
+
 fn run(mut spec: Spec, rx: Receiver<Spec>) {
+    let mut bound: Option<Bound> = None;
+    let mut configured = false;
     loop {
-        let wait = match configure(&spec) {
-            Ok(Some(renew)) => renew,
-            Ok(None) => Duration::from_secs(24 * 3600),
-            Err(e) => {
-                log::error!("network: {e}; retrying in 10 s");
-                Duration::from_secs(10)
+        let wait = if !configured {
+            match configure(&spec) {
+                Ok(b) => {
+                    configured = true;
+                    bound = b;
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("network: {e}; retrying in 10 s");
+                    Duration::from_secs(10)
+                }
             }
+        } else if let Some(b) = &mut bound {
+            match keep_lease(&spec, b) {
+                Some(wait) => wait,
+                None => {
+                    // expired or refused: start again from DISCOVER
+                    bound = None;
+                    configured = false;
+                    continue;
+                }
+            }
+        } else {
+            Duration::from_secs(24 * 3600)
         };
         match rx.recv_timeout(wait) {
-            Ok(new) => spec = new,
+            Ok(new) => {
+                spec = new;
+                configured = false;
+                bound = None;
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-/// Applies a spec once; for DHCP returns when to renew.
-fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
+/// One step of a bound DHCP client; `None` when the lease is gone.
+fn keep_lease(spec: &Spec, b: &mut Bound) -> Option<Duration> {
+    let elapsed = b.granted.elapsed();
+    let rebinding = match b.lease.next(elapsed, b.last_try) {
+        dhcp::Next::Wait(d) => return Some(d),
+        dhcp::Next::Renew => false,
+        dhcp::Next::Rebind => true,
+        dhcp::Next::Expired => {
+            log::warn!(
+                "network: {}: the lease of {} expired without renewal; giving it up",
+                b.link.name,
+                b.lease.address
+            );
+            if let Ok(mut nl) = Netlink::open() {
+                let prefix = b.lease.prefix;
+                let _ = nl.remove_address(b.link.index, b.lease.address, prefix);
+            }
+            return None;
+        }
+    };
+    let mac = b.link.mac?;
+    let what = if rebinding { "rebinding" } else { "renewing" };
+    match dhcp::extend(
+        &mac,
+        &b.lease,
+        rebinding,
+        &dhcp::PORTS,
+        Duration::from_secs(10),
+    ) {
+        Ok(lease) => {
+            log::info!(
+                "network: {} {}/{} {what}: extended for {} s by {}",
+                b.link.name,
+                lease.address,
+                lease.prefix,
+                lease.lease_secs,
+                lease.server
+            );
+            if lease.address != b.lease.address {
+                // a server may move us: apply the new address as a fresh lease
+                return None;
+            }
+            let dns = if spec.dns.is_empty() {
+                lease.dns.clone()
+            } else {
+                spec.dns.clone()
+            };
+            write_resolv(&dns, &spec.search);
+            time_sources(&lease.ntp);
+            b.lease = lease;
+            b.granted = Instant::now();
+            b.last_try = None;
+            Some(Duration::ZERO)
+        }
+        Err(e) if e.to_string().contains("DHCPNAK") => {
+            log::warn!(
+                "network: {} {what}: refused by the server; starting again",
+                b.link.name
+            );
+            None
+        }
+        Err(e) => {
+            log::warn!("network: {} {what}: {e}; trying again later", b.link.name);
+            b.last_try = Some(elapsed);
+            Some(Duration::ZERO)
+        }
+    }
+}
+
+/// Where chronyd looks for sources when the document names none
+/// (`sourcedir` in chrony.conf).
+pub const CHRONY_SOURCES: &str = "/run/ferry/chrony/network.sources";
+
+/// Default time source when neither the document nor DHCP gives one.
+pub const DEFAULT_NTP: &str = "pool pool.ntp.org iburst";
+
+/// The sources file: DHCP's NTP servers, or the public default.
+pub fn sources_file(ntp: &[Ipv4Addr]) -> String {
+    if ntp.is_empty() {
+        format!("{DEFAULT_NTP}\n")
+    } else {
+        ntp.iter().map(|s| format!("server {s} iburst\n")).collect()
+    }
+}
+
+/// Writes the sources and asks chronyd to read them again.
+fn time_sources(ntp: &[Ipv4Addr]) {
+    let text = sources_file(ntp);
+    if std::fs::read_to_string(CHRONY_SOURCES).ok().as_deref() == Some(text.as_str()) {
+        return;
+    }
+    let dir = std::path::Path::new(CHRONY_SOURCES)
+        .parent()
+        .expect("a directory");
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(CHRONY_SOURCES, &text))
+    {
+        return log::warn!("network: write {CHRONY_SOURCES}: {e}");
+    }
+    let options = chrony_candm::ClientOptions {
+        timeout: Duration::from_secs(1),
+        n_tries: 2,
+    };
+    // chronyd may not run yet: it reads the directory when it starts
+    match chrony_candm::blocking_query_uds(
+        chrony_candm::request::RequestBody::ReloadSources,
+        options,
+    ) {
+        Ok(_) => log::info!("network: time sources: {}", text.trim().replace('\n', ", ")),
+        Err(e) => log::debug!("network: chronyd not told of new sources: {e}"),
+    }
+}
+
+/// Applies a spec once; for DHCP returns the lease.
+fn configure(spec: &Spec) -> Result<Option<Bound>, String> {
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let links = nl.links().map_err(|e| format!("list links: {e}"))?;
     if let Some(lo) = links.iter().find(|l| l.name == "lo") {
@@ -184,6 +328,7 @@ fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
                 gateway.map(|g| format!(" gateway {g}")).unwrap_or_default()
             );
             log::info!("{}", status(&mut nl, &link));
+            time_sources(&[]);
             Ok(None)
         }
         Addressing::Dhcp => {
@@ -217,7 +362,13 @@ fn configure(spec: &Spec) -> Result<Option<Duration>, String> {
                 lease.lease_secs
             );
             log::info!("{}", status(&mut nl, &link));
-            Ok(Some(lease.renew_after()))
+            time_sources(&lease.ntp);
+            Ok(Some(Bound {
+                link,
+                lease,
+                granted: Instant::now(),
+                last_try: None,
+            }))
         }
     }
 }
