@@ -482,6 +482,20 @@ pub struct Network {
     /// Search domains for /etc/resolv.conf.
     #[serde(default)]
     pub search: Vec<String>,
+    /// Further adapters, by name: addresses only (the default adapter above
+    /// carries the default route and DNS).
+    #[serde(default)]
+    pub adapters: BTreeMap<String, Adapter>,
+}
+
+/// An adapter besides the default one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Adapter {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -532,6 +546,10 @@ fn line_of(text: &str, key: &str) -> usize {
         })
         .map(|i| i + 1)
         .unwrap_or(0)
+}
+
+fn valid_interface(i: &str) -> bool {
+    !(i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace))
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -618,11 +636,36 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
         }
     }
     if let Some(i) = &n.interface {
-        if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
+        if !valid_interface(i) {
             return Err(invalid(
                 "network.interface",
                 format!("{i:?} is not an interface name"),
             ));
+        }
+    }
+    for (name, a) in &n.adapters {
+        let key = format!("network.adapters.{name}");
+        if !valid_interface(name) {
+            return Err(invalid(&key, format!("{name:?} is not an interface name")));
+        }
+        if n.interface.as_deref() == Some(name.as_str()) {
+            return Err(invalid(
+                &key,
+                format!("{name} is the default adapter (network.interface); configure it there"),
+            ));
+        }
+        match (a.mode, &a.address) {
+            (Mode::Static, None) => {
+                return Err(invalid(&key, "static needs an address".into()));
+            }
+            (Mode::Static, Some(addr)) => {
+                crate::console::input::address_prefix(addr)
+                    .map_err(|why| invalid(&format!("{key}.address"), why))?;
+            }
+            (Mode::Dhcp, Some(_)) => {
+                return Err(invalid(&key, "an address is only for mode: static".into()));
+            }
+            (Mode::Dhcp, None) => {}
         }
     }
     for d in &n.search {
@@ -804,6 +847,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("version"));
+    }
+
+    #[test]
+    fn further_adapters_get_addresses_only_and_are_checked() {
+        let d = parse(
+            "version: 1\nnetwork:\n  interface: eth0\n  adapters:\n    eth1: { mode: static, address: 198.51.100.5/24 }\n    eth2: { mode: dhcp }\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(d.network.adapters.len(), 2);
+        assert_eq!(d.network.adapters["eth1"].mode, Mode::Static);
+        let bad = |text: &str| parse(text, "f").unwrap_err().to_string();
+        let e =
+            bad("version: 1\nnetwork:\n  interface: eth0\n  adapters:\n    eth0: { mode: dhcp }\n");
+        assert!(
+            e.contains("network.adapters.eth0") && e.contains("the default adapter"),
+            "{e}"
+        );
+        let e = bad("version: 1\nnetwork:\n  adapters:\n    eth1: { mode: static }\n");
+        assert!(e.contains("static needs an address"), "{e}");
+        let e = bad("version: 1\nnetwork:\n  adapters:\n    eth1: { mode: static, address: 198.51.100.5/33 }\n");
+        assert!(
+            e.contains("network.adapters.eth1.address") && e.contains("between 1 and 32"),
+            "{e}"
+        );
+        let e =
+            bad("version: 1\nnetwork:\n  adapters:\n    eth1: { mode: dhcp, gateway: 10.0.0.1 }\n");
+        assert!(e.contains("unknown field `gateway`"), "{e}");
+        let e = bad(
+            "version: 1\nnetwork:\n  mode: static\n  address: 10.0.0.5/24\n  gateway: 10.1.0.1\n",
+        );
+        assert!(
+            e.contains("network.gateway") && e.contains("outside the subnet"),
+            "{e}"
+        );
     }
 
     #[test]

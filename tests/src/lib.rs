@@ -209,6 +209,8 @@ pub struct VmConfig {
     /// The serial console also takes input ([`Vm::send`]); its output
     /// still goes to the console log.
     pub interactive: bool,
+    /// A second network adapter on a user network of its own (restricted).
+    pub second_nic: bool,
     /// `hostfwd` rules, e.g. `tcp:127.0.0.1:2222-:22` (connections to a
     /// host port reach a guest port).
     pub hostfwd: Vec<String>,
@@ -247,6 +249,7 @@ impl VmConfig {
             guestfwd: Vec::new(),
             restrict: true,
             interactive: false,
+            second_nic: false,
             hostfwd: Vec::new(),
             user_net: None,
             smbios: Vec::new(),
@@ -269,6 +272,7 @@ impl VmConfig {
             guestfwd: Vec::new(),
             restrict: true,
             interactive: false,
+            second_nic: false,
             hostfwd: Vec::new(),
             user_net: None,
             smbios: Vec::new(),
@@ -321,19 +325,23 @@ impl Vm {
             .join(","),
         )
         .arg("-device")
-        .arg(format!("{},netdev=n0", cfg.nic))
-        .arg("-serial")
-        .arg(if cfg.interactive {
-            // QEMU waits for our connection before it starts the guest
-            format!(
-                "unix:{},server=on,wait=on",
-                cfg.dir.join("serial.sock").display()
-            )
-        } else {
-            format!("file:{}", serial.display())
-        })
-        .arg("-monitor")
-        .arg(format!("unix:{},server,nowait", monitor.display()));
+        .arg(format!("{},netdev=n0", cfg.nic));
+        if cfg.second_nic {
+            cmd.args(["-netdev", "user,id=n1,restrict=on", "-device"])
+                .arg(format!("{},netdev=n1", cfg.nic));
+        }
+        cmd.arg("-serial")
+            .arg(if cfg.interactive {
+                // QEMU waits for our connection before it starts the guest
+                format!(
+                    "unix:{},server=on,wait=on",
+                    cfg.dir.join("serial.sock").display()
+                )
+            } else {
+                format!("file:{}", serial.display())
+            })
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()));
         if let Some(disk) = &cfg.disk {
             let snapshot = if cfg.snapshot { ",snapshot=on" } else { "" };
             let drive = format!(

@@ -2,7 +2,7 @@
 //! log in, change the default password, run the resource check (warnings
 //! for this small VM), read the time status from chronyd, see the DHCP
 //! address from QEMU's user network, set a static address and see it
-//! applied, read the logs and the tasks, log out and in again, shut down.
+//! applied, give the second adapter an address of its own, read the logs and the tasks, log out and in again, shut down.
 //! Build the image first: `scripts/build-image` (scripts/test does).
 
 use std::time::Duration;
@@ -28,6 +28,7 @@ fn operator_session_on_the_serial_console() {
     copy_sparse(&image, &disk).unwrap();
     let mut cfg = VmConfig::new(&disk, Firmware::Uefi, &scratch.0);
     cfg.interactive = true;
+    cfg.second_nic = true;
     let mut vm = Vm::start(&cfg).unwrap();
 
     // DHCP from QEMU's user network, before anyone logs in
@@ -80,6 +81,9 @@ fn operator_session_on_the_serial_console() {
     choose(&mut vm, "1");
     menu(&mut vm);
     choose(&mut vm, "3");
+    vm.expect("Adapter (eth0, eth1) [eth0, the default one]: ", STEP)
+        .unwrap();
+    vm.send("\r").unwrap();
     vm.expect("IPv4 address/prefix", STEP).unwrap();
     vm.send("10.0.2.300/24\r").unwrap();
     vm.expect("is not an IPv4 address", STEP).unwrap();
@@ -107,6 +111,24 @@ fn operator_session_on_the_serial_console() {
         described.contains("route default via 10.0.2.2"),
         "{described}"
     );
+    // the second adapter: an address, no route
+    choose(&mut vm, "3");
+    vm.expect("Adapter (eth0, eth1)", STEP).unwrap();
+    vm.send("eth1\r").unwrap();
+    vm.expect("IPv4 address/prefix of eth1", STEP).unwrap();
+    vm.send("192.168.77.5/24\r").unwrap();
+    vm.expect("eth1: static 192.168.77.5/24", STEP).unwrap();
+    vm.expect("Apply and save? [y/N]: ", STEP).unwrap();
+    vm.send("y\r").unwrap();
+    vm.expect("saved to /data/config/ferry.yaml and applied", STEP)
+        .unwrap();
+    menu(&mut vm);
+    vm.wait_for("network: eth1 192.168.77.5/24 (static)", STEP)
+        .unwrap();
+    choose(&mut vm, "1");
+    let described = menu(&mut vm);
+    assert!(described.contains("address 192.168.77.5/24"), "{described}");
+    assert!(described.contains("address 10.0.2.99/24"), "{described}");
     choose(&mut vm, "b");
     menu(&mut vm);
 

@@ -288,6 +288,17 @@ impl Host for Appliance {
             gateway: n.gateway,
             dns: n.dns,
             search: n.search,
+            others: n
+                .adapters
+                .into_iter()
+                .map(|(name, a)| {
+                    let net = match a.mode {
+                        config::Mode::Static => a.address.as_deref().and_then(config::parse_cidr),
+                        config::Mode::Dhcp => None,
+                    };
+                    (name, net)
+                })
+                .collect(),
         }
     }
 
@@ -320,6 +331,23 @@ impl Host for Appliance {
         if !s.search.is_empty() {
             let list = s.search.iter().map(|d| Value::from(d.as_str())).collect();
             net.insert("search".into(), Value::Sequence(list));
+        }
+        if !s.others.is_empty() {
+            let mut adapters = serde_yaml::Mapping::new();
+            for (name, a) in &s.others {
+                let mut m = serde_yaml::Mapping::new();
+                match a {
+                    None => {
+                        m.insert("mode".into(), "dhcp".into());
+                    }
+                    Some((ip, p)) => {
+                        m.insert("mode".into(), "static".into());
+                        m.insert("address".into(), format!("{ip}/{p}").into());
+                    }
+                }
+                adapters.insert(name.as_str().into(), Value::Mapping(m));
+            }
+            net.insert("adapters".into(), Value::Mapping(adapters));
         }
         doc.insert("network".into(), Value::Mapping(net));
         let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;

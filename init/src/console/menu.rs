@@ -3,6 +3,7 @@
 //! screens do to the system goes through [`Host`], so tests drive the real
 //! menu with scripted input and a recording host.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::auth::{self, Login};
@@ -41,6 +42,8 @@ pub struct NetworkSettings {
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
+    /// Further adapters, addresses only: `None` is DHCP.
+    pub others: BTreeMap<String, Option<(Ipv4Addr, u8)>>,
 }
 
 /// What the console needs from the appliance.
@@ -268,12 +271,33 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                     self.say(&d);
                     None
                 }
-                "2" => {
-                    s.static_address = None;
-                    s.gateway = None;
-                    Some(s)
-                }
-                "3" => self.static_settings(s),
+                "2" => match self.which_adapter(&s) {
+                    None => None,
+                    Some(None) => {
+                        s.static_address = None;
+                        s.gateway = None;
+                        Some(s)
+                    }
+                    Some(Some(other)) => {
+                        s.others.insert(other, None);
+                        Some(s)
+                    }
+                },
+                "3" => match self.which_adapter(&s) {
+                    None => None,
+                    Some(None) => self.static_settings(s),
+                    Some(Some(other)) => self
+                        .ask(
+                            &format!(
+                                "IPv4 address/prefix of {other} (no gateway: only the default adapter has one): "
+                            ),
+                            input::address_prefix,
+                        )
+                        .map(|net| {
+                            s.others.insert(other, Some(net));
+                            s
+                        }),
+                },
                 "4" => self.dns_settings(s),
                 "5" => {
                     let adapters = self.host.adapters();
@@ -286,9 +310,13 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                             Err(format!("there is no adapter {a:?}"))
                         }
                     })
-                    .map(|a| NetworkSettings {
-                        interface: Some(a),
-                        ..s
+                    .map(|a| {
+                        // the default adapter is configured at the top level
+                        s.others.remove(&a);
+                        NetworkSettings {
+                            interface: Some(a),
+                            ..s
+                        }
                     })
                 }
                 "6" => Some(NetworkSettings::default()),
@@ -309,6 +337,30 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                     self.say("  nothing changed");
                 }
             }
+        }
+    }
+
+    /// Which adapter a change is for: `Some(None)` is the default one,
+    /// `None` means back. Asked only when there are several.
+    fn which_adapter(&mut self, s: &NetworkSettings) -> Option<Option<String>> {
+        let adapters = self.host.adapters();
+        if adapters.len() < 2 {
+            return Some(None);
+        }
+        let default = s.interface.clone().unwrap_or_else(|| adapters[0].clone());
+        loop {
+            let line = self.term.read_line(&format!(
+                "Adapter ({}) [{default}, the default one]: ",
+                adapters.join(", ")
+            ))?;
+            let a = line.trim();
+            if a.is_empty() || a == default {
+                return Some(None);
+            }
+            if adapters.iter().any(|x| x == a) {
+                return Some(Some(a.to_string()));
+            }
+            self.say(&format!("  invalid: there is no adapter {a:?}"));
         }
     }
 
@@ -573,5 +625,13 @@ pub fn describe(s: &NetworkSettings) -> String {
     } else {
         format!(", search {}", s.search.join(" "))
     };
-    format!("{adapter}: {addressing}, DNS {dns}{search}")
+    let others: String = s
+        .others
+        .iter()
+        .map(|(name, a)| match a {
+            None => format!("; {name}: DHCP"),
+            Some((ip, p)) => format!("; {name}: static {ip}/{p}"),
+        })
+        .collect();
+    format!("{adapter}: {addressing}, DNS {dns}{search}{others}")
 }

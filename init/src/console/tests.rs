@@ -252,6 +252,7 @@ fn static_address_is_validated_where_typed_and_applied_once_confirmed() {
             "right one",
             "1",
             "3",
+            "",
             "192.0.2.300/24",
             "192.0.2.10/33",
             "192.0.2.10/24",
@@ -296,10 +297,12 @@ fn nothing_is_applied_when_not_confirmed_or_abandoned() {
             "right one",
             "1",
             "3",
+            "",
             "10.0.0.5/8",
             "",
             "n",
             "3",
+            "",
             "",
             "4",
             "9.9.9.9, nonsense",
@@ -446,5 +449,56 @@ fn tests_resources_time_logs_tasks_support_and_power() {
             "support close",
             "power off",
         ]
+    );
+}
+
+#[test]
+fn further_adapters_get_an_address_or_dhcp_without_a_gateway() {
+    let mut host = Recorder {
+        password: Some("right one".into()),
+        ..Default::default()
+    };
+    let (t, _) = run(
+        &mut host,
+        &[
+            "admin",
+            "right one",
+            "1",
+            "3",
+            "eth9",
+            "eth1",
+            "198.51.100.5/24",
+            "y",
+            "2",
+            "eth1",
+            "y",
+            "5",
+            "eth1",
+            "y",
+            "b",
+            "x",
+        ],
+    );
+    let o = &t.output;
+    assert!(o.contains("invalid: there is no adapter \"eth9\""), "{o}");
+    assert!(
+        o.contains("no gateway: only the default adapter has one"),
+        "{o}"
+    );
+    assert!(o.contains("new settings: the first Ethernet adapter: DHCP, DNS from DHCP; eth1: static 198.51.100.5/24"), "{o}");
+    assert_eq!(host.applied.len(), 3);
+    assert_eq!(
+        host.applied[0].others["eth1"],
+        Some((Ipv4Addr::new(198, 51, 100, 5), 24))
+    );
+    assert_eq!(
+        host.applied[0].static_address, None,
+        "the default adapter is untouched"
+    );
+    assert_eq!(host.applied[1].others["eth1"], None);
+    assert_eq!(host.applied[2].interface.as_deref(), Some("eth1"));
+    assert!(
+        host.applied[2].others.is_empty(),
+        "the new default adapter left the others"
     );
 }

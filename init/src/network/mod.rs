@@ -29,36 +29,43 @@ pub enum Addressing {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
+    /// The default adapter (None: the first Ethernet adapter): the default
+    /// route, DNS and NTP come through it.
     pub interface: Option<String>,
     pub addressing: Addressing,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
+    /// Further adapters: addresses only.
+    pub adapters: Vec<(String, Addressing)>,
 }
 
 impl Spec {
     /// The desired network from a (validated) configuration.
     pub fn from_config(cfg: &Config) -> Spec {
         let n = &cfg.doc.network;
-        let addressing = match n.mode {
+        let addressing = |mode: Mode, address: Option<&str>, gateway| match mode {
             Mode::Dhcp => Addressing::Dhcp,
             Mode::Static => {
-                let (address, prefix) = n
-                    .address
-                    .as_deref()
+                let (address, prefix) = address
                     .and_then(parse_cidr)
                     .unwrap_or((Ipv4Addr::UNSPECIFIED, 32));
                 Addressing::Static {
                     address,
                     prefix,
-                    gateway: n.gateway,
+                    gateway,
                 }
             }
         };
         Spec {
             interface: n.interface.clone(),
-            addressing,
+            addressing: addressing(n.mode, n.address.as_deref(), n.gateway),
             dns: n.dns.clone(),
             search: n.search.clone(),
+            adapters: n
+                .adapters
+                .iter()
+                .map(|(name, a)| (name.clone(), addressing(a.mode, a.address.as_deref(), None)))
+                .collect(),
         }
     }
 }
@@ -138,6 +145,8 @@ pub fn start(spec: Spec) -> Handle {
 
 /// A DHCP lease in force on a link.
 struct Bound {
+    /// The default adapter's lease also gives the route, DNS and NTP.
+    default: bool,
     link: Link,
     lease: dhcp::Lease,
     granted: Instant,
@@ -146,7 +155,7 @@ struct Bound {
 }
 
 fn run(mut spec: Spec, rx: Receiver<Spec>) {
-    let mut bound: Option<Bound> = None;
+    let mut bound: Vec<Bound> = Vec::new();
     let mut configured = false;
     loop {
         let wait = if !configured {
@@ -161,24 +170,28 @@ fn run(mut spec: Spec, rx: Receiver<Spec>) {
                     Duration::from_secs(10)
                 }
             }
-        } else if let Some(b) = &mut bound {
-            match keep_lease(&spec, b) {
-                Some(wait) => wait,
-                None => {
-                    // expired or refused: start again from DISCOVER
-                    bound = None;
-                    configured = false;
-                    continue;
+        } else {
+            let mut wait = Duration::from_secs(24 * 3600);
+            let mut lost = false;
+            for b in &mut bound {
+                match keep_lease(&spec, b) {
+                    Some(w) => wait = wait.min(w),
+                    None => lost = true,
                 }
             }
-        } else {
-            Duration::from_secs(24 * 3600)
+            if lost {
+                // expired or refused: start again from DISCOVER
+                configured = false;
+                bound.clear();
+                continue;
+            }
+            wait
         };
         match rx.recv_timeout(wait) {
             Ok(new) => {
                 spec = new;
                 configured = false;
-                bound = None;
+                bound.clear();
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -228,13 +241,15 @@ fn keep_lease(spec: &Spec, b: &mut Bound) -> Option<Duration> {
                 // a server may move us: apply the new address as a fresh lease
                 return None;
             }
-            let dns = if spec.dns.is_empty() {
-                lease.dns.clone()
-            } else {
-                spec.dns.clone()
-            };
-            write_resolv(&dns, &spec.search);
-            time_sources(&lease.ntp);
+            if b.default {
+                let dns = if spec.dns.is_empty() {
+                    lease.dns.clone()
+                } else {
+                    spec.dns.clone()
+                };
+                write_resolv(&dns, &spec.search);
+                time_sources(&lease.ntp);
+            }
             b.lease = lease;
             b.granted = Instant::now();
             b.last_try = None;
@@ -298,37 +313,70 @@ fn time_sources(ntp: &[Ipv4Addr]) {
     }
 }
 
-/// Applies a spec once; for DHCP returns the lease.
-fn configure(spec: &Spec) -> Result<Option<Bound>, String> {
+/// Applies a spec once: the default adapter (an error there is the
+/// spec's error), then the others (an error there is logged); returns the
+/// DHCP leases to keep.
+fn configure(spec: &Spec) -> Result<Vec<Bound>, String> {
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let links = nl.links().map_err(|e| format!("list links: {e}"))?;
     if let Some(lo) = links.iter().find(|l| l.name == "lo") {
         let _ = nl.set_up(lo.index);
     }
-    let link = netlink::pick(&links, spec.interface.as_deref())
+    let mut bound = Vec::new();
+    let default = netlink::pick(&links, spec.interface.as_deref())
         .ok_or_else(|| match &spec.interface {
             Some(n) => format!("no interface {n}"),
             None => "no Ethernet adapter".to_string(),
         })?
         .clone();
+    bound.extend(configure_adapter(
+        &mut nl,
+        &default,
+        &spec.addressing,
+        Some(spec),
+    )?);
+    for (name, addressing) in &spec.adapters {
+        let Some(link) = links.iter().find(|l| &l.name == name) else {
+            log::error!("network: no interface {name}");
+            continue;
+        };
+        match configure_adapter(&mut nl, link, addressing, None) {
+            Ok(b) => bound.extend(b),
+            Err(e) => log::error!("network: {e}"),
+        }
+    }
+    Ok(bound)
+}
+
+/// Brings one adapter up with its addressing. `default` holds the spec for
+/// the default adapter: its gateway, DNS and time sources apply.
+fn configure_adapter(
+    nl: &mut Netlink,
+    link: &Link,
+    addressing: &Addressing,
+    default: Option<&Spec>,
+) -> Result<Option<Bound>, String> {
     nl.set_up(link.index)
         .map_err(|e| format!("set {} up: {e}", link.name))?;
-    match &spec.addressing {
+    match addressing {
         Addressing::Static {
             address,
             prefix,
             gateway,
         } => {
-            apply(&mut nl, &link, *address, *prefix, *gateway)
+            let gateway = gateway.filter(|_| default.is_some());
+            apply(nl, link, *address, *prefix, gateway)
                 .map_err(|e| format!("configure {}: {e}", link.name))?;
-            write_resolv(&spec.dns, &spec.search);
+            if let Some(spec) = default {
+                write_resolv(&spec.dns, &spec.search);
+                time_sources(&[]);
+            }
             log::info!(
                 "network: {} {address}/{prefix}{} (static)",
                 link.name,
                 gateway.map(|g| format!(" gateway {g}")).unwrap_or_default()
             );
-            log::info!("{}", status(&mut nl, &link));
-            time_sources(&[]);
+            log::info!("{}", status(nl, link));
             Ok(None)
         }
         Addressing::Dhcp => {
@@ -337,23 +385,32 @@ fn configure(spec: &Spec) -> Result<Option<Bound>, String> {
                 .ok_or_else(|| format!("{} has no MAC address", link.name))?;
             let lease = dhcp::acquire(link.index, &mac, 5)
                 .map_err(|e| format!("DHCP on {}: {e}", link.name))?;
-            apply(&mut nl, &link, lease.address, lease.prefix, lease.router)
+            let router = lease.router.filter(|_| default.is_some());
+            apply(nl, link, lease.address, lease.prefix, router)
                 .map_err(|e| format!("configure {}: {e}", link.name))?;
-            let dns = if spec.dns.is_empty() {
-                lease.dns.clone()
-            } else {
-                spec.dns.clone()
+            let dns = match default {
+                Some(spec) => {
+                    let dns = if spec.dns.is_empty() {
+                        lease.dns.clone()
+                    } else {
+                        spec.dns.clone()
+                    };
+                    write_resolv(&dns, &spec.search);
+                    time_sources(&lease.ntp);
+                    dns
+                }
+                None => Vec::new(),
             };
-            write_resolv(&dns, &spec.search);
             log::info!(
                 "network: {} {}/{}{}, dns [{}] (dhcp from {}, lease {} s)",
                 link.name,
                 lease.address,
                 lease.prefix,
-                lease
-                    .router
-                    .map(|g| format!(" gateway {g}"))
-                    .unwrap_or_else(|| " (no gateway offered)".into()),
+                match (default, router) {
+                    (None, _) => " (not the default adapter: no route)".to_string(),
+                    (Some(_), Some(g)) => format!(" gateway {g}"),
+                    (Some(_), None) => " (no gateway offered)".to_string(),
+                },
                 dns.iter()
                     .map(|d| d.to_string())
                     .collect::<Vec<_>>()
@@ -361,10 +418,10 @@ fn configure(spec: &Spec) -> Result<Option<Bound>, String> {
                 lease.server,
                 lease.lease_secs
             );
-            log::info!("{}", status(&mut nl, &link));
-            time_sources(&lease.ntp);
+            log::info!("{}", status(nl, link));
             Ok(Some(Bound {
-                link,
+                default: default.is_some(),
+                link: link.clone(),
                 lease,
                 granted: Instant::now(),
                 last_try: None,
@@ -386,7 +443,8 @@ mod tests {
                 interface: None,
                 addressing: Addressing::Dhcp,
                 dns: vec![],
-                search: vec![]
+                search: vec![],
+                adapters: vec![]
             }
         );
         cfg.doc = crate::config::parse(
@@ -396,6 +454,7 @@ mod tests {
         .unwrap();
         let s = Spec::from_config(&cfg);
         assert_eq!(s.interface.as_deref(), Some("eth1"));
+        assert!(s.adapters.is_empty());
         assert_eq!(
             s.addressing,
             Addressing::Static {
