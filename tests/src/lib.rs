@@ -7,6 +7,7 @@
 
 pub mod nfs;
 pub mod ovf;
+pub mod ssh;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};

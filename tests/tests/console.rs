@@ -2,11 +2,14 @@
 //! log in, change the default password, run the resource check (warnings
 //! for this small VM), read the time status from chronyd, see the DHCP
 //! address from QEMU's user network, set a static address and see it
-//! applied, give the second adapter an address of its own, read the logs and the tasks, log out and in again, shut down.
+//! applied, give the second adapter an address of its own, open the support
+//! channel with a key (ssh gets the diagnostic console) and close it (port
+//! 22 refused again), read the logs and the tasks, log out and in again, shut down.
 //! Build the image first: `scripts/build-image` (scripts/test does).
 
 use std::time::Duration;
 
+use ferry_e2e::ssh::{free_port, keygen, port_22, ssh};
 use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
 
 const STEP: Duration = Duration::from_secs(60);
@@ -29,6 +32,10 @@ fn operator_session_on_the_serial_console() {
     let mut cfg = VmConfig::new(&disk, Firmware::Uefi, &scratch.0);
     cfg.interactive = true;
     cfg.second_nic = true;
+    let ssh_port = free_port();
+    cfg.hostfwd.push(format!("tcp:127.0.0.1:{ssh_port}-:22"));
+    let key_file = scratch.0.join("engineer");
+    let public_key = keygen(&key_file);
     let mut vm = Vm::start(&cfg).unwrap();
 
     // DHCP from QEMU's user network, before anyone logs in
@@ -131,6 +138,49 @@ fn operator_session_on_the_serial_console() {
     assert!(described.contains("address 10.0.2.99/24"), "{described}");
     choose(&mut vm, "b");
     menu(&mut vm);
+
+    // the support channel, opened and closed from the menu
+    assert_eq!(
+        port_22(ssh_port),
+        None,
+        "port 22 answers before the channel is opened"
+    );
+    choose(&mut vm, "6");
+    vm.expect("Support channel: closed", STEP).unwrap();
+    vm.expect("Choose an option: ", STEP).unwrap();
+    vm.send("1\r").unwrap();
+    vm.expect("public key (ssh-ed25519 ...): ", STEP).unwrap();
+    vm.send(&format!("{public_key}\r")).unwrap();
+    vm.expect("Hours to stay open [4]: ", STEP).unwrap();
+    vm.send("1\r").unwrap();
+    vm.expect("(e.g. 198.51.100.0/24; empty: any): ", STEP)
+        .unwrap();
+    vm.send("\r").unwrap();
+    vm.expect("open: port 22 open, closes in 60 min", STEP)
+        .unwrap();
+    menu(&mut vm);
+    let t = std::time::Instant::now();
+    while port_22(ssh_port).is_none() {
+        assert!(t.elapsed() < STEP, "dropbear did not start on port 22");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = ssh(ssh_port, &key_file, &[], &["status"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("10.0.2.99"),
+        "the diagnostic console's status: {text}"
+    );
+    choose(&mut vm, "6");
+    vm.expect("Support channel: open", STEP).unwrap();
+    vm.expect("Choose an option: ", STEP).unwrap();
+    vm.send("2\r").unwrap();
+    vm.expect("  closed", STEP).unwrap();
+    menu(&mut vm);
+    let t = std::time::Instant::now();
+    while port_22(ssh_port).is_some() {
+        assert!(t.elapsed() < STEP, "port 22 still answers after closing");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     choose(&mut vm, "t");
     let tasks = menu(&mut vm);

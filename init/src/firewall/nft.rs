@@ -127,15 +127,20 @@ pub fn lower(rule: &Rule) -> Vec<Expr> {
                     data: vec![p],
                 });
             }
-            Match::Saddr4(net, len) => {
+            Match::Saddr4(net, len) | Match::Daddr4(net, len) => {
                 out.push(Expr::Meta { key: META_NFPROTO });
                 out.push(Expr::Cmp {
                     op: EQ,
                     data: vec![NFPROTO_IPV4],
                 });
+                // the IPv4 header: source address at 12, destination at 16
                 out.push(Expr::Payload {
                     base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset: 12,
+                    offset: if matches!(m, Match::Saddr4(..)) {
+                        12
+                    } else {
+                        16
+                    },
                     len: 4,
                 });
                 let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);

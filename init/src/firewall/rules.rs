@@ -60,6 +60,8 @@ pub enum Match {
     L4Proto(u8),
     /// IPv4 source address within this network.
     Saddr4(Ipv4Addr, u8),
+    /// IPv4 destination address within this network.
+    Daddr4(Ipv4Addr, u8),
     Sport(u16),
     Dport(u16),
     /// Source port below this one (privileged ports: below 1024).
@@ -119,6 +121,9 @@ fn rule(matches: &[Match], verdict: Verdict, comment: &str) -> Rule {
         comment: comment.to_string(),
     }
 }
+
+/// EC2's instance metadata service (link-local; plain HTTP).
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// Ports the appliance connects to, by protocol and purpose.
 const OUTBOUND: &[(u8, u16, &str)] = &[
@@ -205,6 +210,11 @@ pub fn ruleset(st: &FirewallState) -> Ruleset {
             "the kernel's NFS client (reserved source ports): NFSv3 mountd and NFS on any port",
         ));
     }
+    output.push(rule(
+        &[Daddr4(METADATA, 32), L4Proto(TCP), Dport(80)],
+        Accept,
+        "EC2 instance metadata (IMDSv2)",
+    ));
     if let Some(SupportAccess::Outbound { port }) = st.support {
         output.push(rule(
             &[L4Proto(TCP), Dport(port)],
@@ -270,6 +280,7 @@ impl fmt::Display for Match {
             }
             Match::L4Proto(p) => write!(f, "meta l4proto {}", proto_name(p)),
             Match::Saddr4(a, l) => write!(f, "ip saddr {a}/{l}"),
+            Match::Daddr4(a, l) => write!(f, "ip daddr {a}/{l}"),
             Match::Sport(p) => write!(f, "th sport {p}"),
             Match::Dport(p) => write!(f, "th dport {p}"),
             Match::SportBelow(p) => write!(f, "th sport < {p}"),
@@ -435,6 +446,7 @@ mod tests {
             "meta l4proto tcp th dport 111 accept",
             "meta l4proto tcp th sport < 1024 accept",
             "meta l4proto udp th dport 67 accept",
+            "ip daddr 169.254.169.254/32 meta l4proto tcp th dport 80 accept",
         ] {
             assert!(l.contains(&want.to_string()), "missing {want}: {l:?}");
         }
