@@ -4,11 +4,13 @@
 //! address from QEMU's user network, set a static address and see it
 //! applied, give the second adapter an address of its own, open the support
 //! channel with a key (ssh gets the diagnostic console) and close it (port
-//! 22 refused again), read the logs and the tasks, log out and in again, shut down.
+//! 22 refused again), test an endpoint and an NFS export on the host (a
+//! real mount and listing), read the logs and the tasks, log out and in again, shut down.
 //! Build the image first: `scripts/build-image` (scripts/test does).
 
 use std::time::Duration;
 
+use ferry_e2e::nfs::Ganesha;
 use ferry_e2e::ssh::{free_port, keygen, port_22, ssh};
 use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
 
@@ -32,6 +34,12 @@ fn operator_session_on_the_serial_console() {
     let mut cfg = VmConfig::new(&disk, Firmware::Uefi, &scratch.0);
     cfg.interactive = true;
     cfg.second_nic = true;
+    // an NFS export on the host for the storage test (reached as 10.0.2.2)
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(export.join("projects")).unwrap();
+    std::fs::write(export.join("readme.txt"), "hello\n").unwrap();
+    let _nfs = Ganesha::start(&scratch.0, &[("export", &export)], 2049, 20048).unwrap();
+    cfg.restrict = false;
     let ssh_port = free_port();
     // to the static address the session gives eth0 before it opens port 22
     cfg.hostfwd
@@ -183,6 +191,35 @@ fn operator_session_on_the_serial_console() {
         assert!(t.elapsed() < STEP, "port 22 still answers after closing");
         std::thread::sleep(Duration::from_secs(1));
     }
+
+    // connectivity to an endpoint, then the storage test: a real NFS mount
+    choose(&mut vm, "2");
+    vm.expect("Endpoint host:port", STEP).unwrap();
+    vm.send("10.0.2.2:2049\r").unwrap();
+    let reach = menu(&mut vm);
+    assert!(
+        reach.contains("PASSED  given 10.0.2.2:2049: TCP connection made"),
+        "{reach}"
+    );
+    choose(&mut vm, "3");
+    vm.expect("NFS server (name or address): ", STEP).unwrap();
+    vm.send("10.0.2.2\r").unwrap();
+    vm.expect("Export path (e.g. /exports/data): ", STEP)
+        .unwrap();
+    vm.send("/export\r").unwrap();
+    vm.expect("NFS version 3, 4.0 or 4.1 [4.1]: ", STEP)
+        .unwrap();
+    vm.send("\r").unwrap();
+    vm.expect("Extra mount options (empty: none): ", STEP)
+        .unwrap();
+    vm.send("\r").unwrap();
+    let storage = menu(&mut vm);
+    assert!(
+        storage.contains("2 entries: projects readme.txt"),
+        "{storage}"
+    );
+    assert!(storage.contains("ok      unmount: done"), "{storage}");
+    assert!(storage.contains("PASSED"), "{storage}");
 
     choose(&mut vm, "t");
     let tasks = menu(&mut vm);
