@@ -696,3 +696,75 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
         "{log}"
     );
 }
+
+/// One raw HTTP request on a socket; (status, body).
+fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    (status, answer.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+#[test]
+fn the_read_only_socket_answers_get_only_and_only_its_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("agent-ro.sock");
+    let gid = std::fs::metadata(dir.path()).unwrap().gid();
+    let mut agent = Agent {
+        dir: dir.path().to_path_buf(),
+        child: None,
+        extra: vec![
+            "--read-only-socket".into(),
+            ro.display().to_string(),
+            "--read-only-group".into(),
+            gid.to_string(),
+        ],
+    };
+    agent.spawn();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let location = agent.location(&src);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&ro).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no read-only socket:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&agent.socket()),
+        0o600,
+        "the main socket is the owner's only"
+    );
+    assert_eq!(mode(&ro), 0o660);
+    assert_eq!(std::fs::metadata(&ro).unwrap().gid(), gid);
+
+    let (status, body) = http(&ro, "GET", "/v1/locations", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&location), "{body}");
+    let create = format!("{{\"Type\": \"LOCAL\", \"Path\": \"{}\"}}", src.display());
+    let (status, body) = http(&ro, "POST", "/v1/locations", &create);
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("only answers GET"), "{body}");
+    // the same request on the main socket is a good one
+    let (status, body) = http(&agent.socket(), "POST", "/v1/locations", &create);
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = http(&ro, "DELETE", &format!("/v1/locations/{location}"), "");
+    assert_eq!(status, 405);
+    let (_, body) = http(&ro, "GET", "/v1/locations", "");
+    assert!(
+        body.contains(&location),
+        "nothing changed through it: {body}"
+    );
+}

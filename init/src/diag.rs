@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::support;
 
 const JOURNALCTL: &str = "/usr/bin/journalctl";
-const AGENT_SOCKET: &str = "/run/ferry/agent.sock";
+/// The agent's read-only socket (GET only; group support).
+const AGENT_SOCKET: &str = "/run/ferry/agent-ro.sock";
 
 const HELP: &str = "commands:
   status              host name, addresses, routes, uptime, support channel

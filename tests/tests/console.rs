@@ -180,6 +180,12 @@ fn operator_session_on_the_serial_console() {
         text.contains("10.0.2.99"),
         "the diagnostic console's status: {text}"
     );
+    let out = ssh(ssh_port, &key_file, &[], &["agent"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("200 OK") && text.contains("Executions"),
+        "the agent's state through its read-only socket: {text}"
+    );
     choose(&mut vm, "6");
     vm.expect("Support channel: open", STEP).unwrap();
     vm.expect("Choose an option: ", STEP).unwrap();

@@ -475,6 +475,30 @@ async fn metrics(State(agent): Shared) -> Reply {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// The router with every method but GET refused: a read-only view.
+pub fn read_only_router(agent: Arc<Agent>) -> Router {
+    router(agent).layer(axum::middleware::from_fn(get_only))
+}
+
+async fn get_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.method() == axum::http::Method::GET {
+        next.run(request).await
+    } else {
+        (
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            Json(serde_json::json!({
+                "Error": "ReadOnly",
+                "Message": "this socket only answers GET; use the agent's main socket"
+            })),
+        )
+            .into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ROUTES;

@@ -260,19 +260,37 @@ fn remove_reports(reports: &[String]) {
     }
 }
 
-/// Serves the API on `socket` until the process ends.
-pub async fn serve(agent: Arc<Agent>, socket: &Path) -> std::io::Result<()> {
+/// Binds a Unix socket, replacing one left by a killed agent, with `mode`.
+fn bind(socket: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    // A socket left by a killed agent would make bind fail.
     match std::fs::remove_file(socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
     let listener = tokio::net::UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Serves the API on `socket` (owner only) until the process ends.
+pub async fn serve(agent: Arc<Agent>, socket: &Path) -> std::io::Result<()> {
+    let listener = bind(socket, 0o600)?;
     agent
         .events
         .info(&format!("listening on {}", socket.display()));
     axum::serve(listener, api::router(agent)).await
+}
+
+/// Serves the API's GET routes only on `socket`, for members of `gid` (the
+/// support channel's diagnostic console reads the agent's state there).
+pub async fn serve_read_only(agent: Arc<Agent>, socket: &Path, gid: u32) -> std::io::Result<()> {
+    let listener = bind(socket, 0o660)?;
+    rustix::fs::chown(socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+    agent
+        .events
+        .info(&format!("listening on {} (read-only)", socket.display()));
+    axum::serve(listener, api::read_only_router(agent)).await
 }

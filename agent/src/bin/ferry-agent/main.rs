@@ -33,6 +33,14 @@ struct Args {
     /// terminal (the appliance's console).
     #[arg(long, value_name = "TTY")]
     console: Option<PathBuf>,
+    /// Also serve the GET routes only, on this socket, to a group
+    /// (`--read-only-group`): the support console reads the agent's state.
+    #[arg(long, value_name = "PATH", requires = "read_only_group")]
+    read_only_socket: Option<PathBuf>,
+    /// The group (a name from /etc/group, or a number) that may use the
+    /// read-only socket.
+    #[arg(long, value_name = "GROUP")]
+    read_only_group: Option<String>,
 }
 
 /// A stop request (SIGTERM, SIGINT) ends the agent at once: the store is
@@ -50,6 +58,19 @@ fn default_stop_signals() {
         }
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
+}
+
+/// A group's number: given, or looked up in /etc/group.
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").map_err(|e| format!("/etc/group: {e}"))?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&group))
+        .and_then(|f| f.get(2)?.parse().ok())
+        .ok_or_else(|| format!("no group {group:?} in /etc/group"))
 }
 
 fn main() -> ExitCode {
@@ -82,7 +103,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(daemon::serve(agent, &args.socket)) {
+    let gid = match args.read_only_group.as_deref().map(group_id).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ferry-agent: --read-only-group: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let served = runtime.block_on(async {
+        let main = daemon::serve(agent.clone(), &args.socket);
+        match (&args.read_only_socket, gid) {
+            (Some(ro), Some(gid)) => {
+                tokio::try_join!(main, daemon::serve_read_only(agent, ro, gid)).map(|_| ())
+            }
+            _ => main.await,
+        }
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferry-agent: the API on {}: {e}", args.socket.display());
