@@ -87,7 +87,11 @@ fn operator_session_on_the_serial_console() {
     );
 
     choose(&mut vm, "5");
-    let time = menu(&mut vm);
+    let time = vm.expect("s: step the clock now", STEP).unwrap();
+    vm.send("s\r").unwrap();
+    vm.expect("done: chronyd stepped the clock to its estimate", STEP)
+        .unwrap();
+    menu(&mut vm);
     assert!(time.contains("NTP servers:"), "{time}");
     assert!(
         time.contains("Synchronised: "),

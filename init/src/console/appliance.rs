@@ -549,6 +549,16 @@ impl Host for Appliance {
         out.trim_end().to_string()
     }
 
+    fn step_clock(&mut self) -> Result<String, String> {
+        match chrony(RequestBody::MakeStep)? {
+            ReplyBody::Null => {
+                log::info!("console: clock stepped to chronyd's estimate");
+                Ok("done: chronyd stepped the clock to its estimate".into())
+            }
+            other => Err(format!("chronyd: unexpected reply {other:?}")),
+        }
+    }
+
     fn support_status(&mut self) -> String {
         describe_support(&crate::support::status())
     }

@@ -72,6 +72,8 @@ pub trait Host {
     ) -> Vec<(String, Result<String, String>)>;
     fn resources(&mut self) -> Vec<Check>;
     fn time_status(&mut self) -> String;
+    /// Steps the clock to chronyd's estimate now (chronyd's makestep).
+    fn step_clock(&mut self) -> Result<String, String>;
     fn support_status(&mut self) -> String;
     fn support_open(
         &mut self,
@@ -219,6 +221,15 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                 "5" => {
                     let s = self.host.time_status();
                     self.say(&s);
+                    let step = self
+                        .term
+                        .read_line("s: step the clock now (when far off), Enter: back: ");
+                    if matches!(step.as_deref().map(str::trim), Some("s" | "S")) {
+                        match self.host.step_clock() {
+                            Ok(m) => self.say(&format!("  {m}")),
+                            Err(e) => self.say(&format!("  {e}")),
+                        }
+                    }
                 }
                 "6" => self.support(),
                 "7" => self.logs(),

@@ -126,6 +126,10 @@ impl Host for Recorder {
     fn time_status(&mut self) -> String {
         "Synchronised: no".into()
     }
+    fn step_clock(&mut self) -> Result<String, String> {
+        self.actions.push("step clock".into());
+        Ok("stepped".into())
+    }
     fn support_status(&mut self) -> String {
         "closed".into()
     }
@@ -386,6 +390,7 @@ fn tests_resources_time_logs_tasks_support_and_power() {
             "port=12049",
             "4",
             "5",
+            "s",
             "t",
             "7",
             "ferry-agent",
@@ -445,6 +450,7 @@ fn tests_resources_time_logs_tasks_support_and_power() {
         [
             "connect nas.example:2049",
             "storage nas.example /exports 3 \"port=12049\"",
+            "step clock",
             "support open ssh-ed25519 AAAA test 0.5 None",
             "support close",
             "power off",
