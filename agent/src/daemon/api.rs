@@ -156,6 +156,19 @@ fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
             ..
         } => nfs::validate(server, export, mount_options.as_deref())
             .map_err(|m| bad_request("InvalidLocation", m)),
+        LocationSpec::Hub { location_id, .. } => {
+            if location_id.is_empty()
+                || !location_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("{location_id:?} is not a location id of the hub (loc-...)"),
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -300,11 +313,20 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         ("source", &req.source_location_id),
         ("destination", &req.destination_location_id),
     ] {
-        if store.location(id)?.is_none() {
-            return Err(bad_request(
-                "LocationNotFound",
-                format!("the {role} location {id} does not exist (see `ferry location list`)"),
-            ));
+        match store.location(id)? {
+            None => {
+                return Err(bad_request(
+                    "LocationNotFound",
+                    format!("the {role} location {id} does not exist (see `ferry location list`)"),
+                ))
+            }
+            Some(l) if role == "source" && matches!(l.spec, LocationSpec::Hub { .. }) => {
+                return Err(bad_request(
+                    "InvalidTask",
+                    format!("the hub location {id} can only be a destination"),
+                ))
+            }
+            Some(_) => {}
         }
     }
     if req.source_location_id == req.destination_location_id {

@@ -45,6 +45,17 @@ pub enum LocationSpec {
     /// A directory that is already there (a local disk, or a file system
     /// mounted another way).
     Local { path: String },
+    /// A location of the hub this agent is activated with (its id there):
+    /// the data goes to the hub over mutual TLS. A destination only.
+    Hub {
+        location_id: String,
+        /// zstd on the wire (counted as BytesCompressed).
+        #[serde(default)]
+        compress: bool,
+        /// Parallel TLS connections to the hub (8 by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
+    },
 }
 
 impl LocationSpec {
@@ -69,6 +80,7 @@ impl LocationSpec {
                 )
             }
             LocationSpec::Local { path } => format!("file://{path}"),
+            LocationSpec::Hub { location_id, .. } => format!("hub://{location_id}"),
         }
     }
 }

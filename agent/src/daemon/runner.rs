@@ -12,7 +12,9 @@ use super::{nfs, Agent, Running};
 use crate::engine::counters::CounterSnapshot;
 use crate::engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
 use crate::engine::{Execution, Summary};
+use crate::hub::remote::RemoteLocation;
 use crate::location::local::LocalLocation;
+use crate::location::Location;
 
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -74,6 +76,9 @@ struct Prepared {
 impl Prepared {
     fn open(agent: &Agent, spec: &LocationSpec, mount_point: PathBuf) -> Result<Prepared, String> {
         match spec {
+            LocationSpec::Hub { .. } => {
+                Err("a hub location is written over TLS, not opened".into())
+            }
             LocationSpec::Local { path } => Ok(Prepared {
                 path: PathBuf::from(path),
                 mounted: false,
@@ -184,9 +189,10 @@ impl Observer for StoreObserver {
     }
 }
 
-fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
+/// Ends an execution that could not run, with `code` and `detail`.
+fn fail_execution(agent: &Arc<Agent>, exec: &ExecutionRecord, code: &str, detail: String) {
     let id = &exec.task_execution_id;
-    let fail = |code: &str, detail: String| {
+    {
         let mut result = store_result(agent, id);
         for s in [
             &mut result.prepare_status,
@@ -200,7 +206,12 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         result.error_code = Some(code.into());
         result.error_detail = Some(detail.clone());
         finish(agent, exec, model::ERROR, &result, &exec.counters, None);
-    };
+    }
+}
+
+fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
+    let id = &exec.task_execution_id;
+    let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
 
     let (task, source, destination) = {
         let store = agent.store.lock().unwrap();
@@ -223,6 +234,30 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         Ok(p) => p,
         Err(e) => return fail("SourceUnavailable", e),
     };
+    if let LocationSpec::Hub {
+        location_id,
+        compress,
+        connections,
+    } = &destination.spec
+    {
+        let src_loc = match LocalLocation::open(&src.path) {
+            Ok(l) => l,
+            Err(e) => {
+                return fail(
+                    "SourceUnavailable",
+                    format!("cannot open the source {}: {e}", source.location_uri),
+                )
+            }
+        };
+        let dst_loc = match hub_destination(agent, location_id, *compress, *connections) {
+            Ok(l) => l,
+            Err(e) => return fail("DestinationUnavailable", e),
+        };
+        run_engine(agent, exec, running, src_loc, dst_loc);
+        drop(src);
+        let _ = std::fs::remove_dir(&mounts);
+        return;
+    }
     let dst = match Prepared::open(agent, &destination.spec, mounts.join("destination")) {
         Ok(p) => p,
         Err(e) => return fail("DestinationUnavailable", e),
@@ -248,6 +283,37 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             )
         }
     };
+    run_engine(agent, exec, running, src_loc, dst_loc);
+    drop((src, dst));
+    let _ = std::fs::remove_dir(&mounts);
+}
+
+/// The destination of a task whose data goes to the hub.
+fn hub_destination(
+    agent: &Agent,
+    location_id: &str,
+    compress: bool,
+    connections: Option<u32>,
+) -> Result<RemoteLocation, String> {
+    let link = agent
+        .link
+        .get()
+        .ok_or("this agent is not set up to reach a hub")?;
+    let connections = connections.unwrap_or(8).clamp(1, 64) as usize;
+    link.remote_location(location_id, compress, connections)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the engine from `src` to `dst` and records the outcome.
+fn run_engine<D: Location>(
+    agent: &Arc<Agent>,
+    exec: &ExecutionRecord,
+    running: &Running,
+    src_loc: LocalLocation,
+    dst_loc: D,
+) {
+    let id = &exec.task_execution_id;
+    let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
     let report_path = agent.reports_dir.join(format!("{id}.json"));
     let report = match ReportWriter::create(&report_path) {
         Ok(r) => Arc::new(r),
@@ -326,8 +392,6 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         &summary.counters,
         report_saved.as_deref(),
     );
-    drop((src, dst));
-    let _ = std::fs::remove_dir(&mounts);
 }
 
 fn store_result(agent: &Agent, id: &str) -> ResultDetail {

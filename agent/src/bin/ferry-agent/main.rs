@@ -1,18 +1,28 @@
 //! `ferry-agent`: the daemon that keeps locations, tasks and executions and
-//! serves the JSON API on a Unix socket (see `ferry::daemon`).
+//! serves the JSON API on a Unix socket (see `ferry::daemon`). With
+//! `--config` it reads the appliance's configuration document and runs as
+//! an agent (with its activation port and its link to a hub) or as the hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry::daemon::config::{Document, Role};
 use ferry::daemon::{self, Agent, Config};
+use ferry::hub::link::Link;
+use ferry::hub::server::Hub;
 
 /// Ferry's agent: locations, tasks and executions, with history, schedules,
 /// reports and metrics, behind a JSON HTTP API on a Unix socket.
 #[derive(Parser, Debug)]
 #[command(name = "ferry-agent", version, about)]
 struct Args {
+    /// The configuration document (`role:`, `daemon:`, `agent:`; see
+    /// agent/README.md). Without it, the options below set everything and
+    /// there is no activation port and no hub.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "socket", "history_days", "cloudwatch_emf", "console"])]
+    config: Option<PathBuf>,
     /// Where the database, the reports and the mount points live.
     #[arg(long, value_name = "DIR", default_value = "/data/agent")]
     data_dir: PathBuf,
@@ -57,13 +67,46 @@ fn main() -> ExitCode {
     default_stop_signals();
     // Files are created with their final modes: no umask in the way.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let config = Config {
-        data_dir: args.data_dir,
-        history: Duration::from_secs(u64::from(args.history_days) * 86_400),
-        emf: args.cloudwatch_emf,
-        provision: args.provision,
-        console: args.console,
+    let doc = match &args.config {
+        Some(path) => match Document::load(path) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("ferry-agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
     };
+    let (config, socket) = match &doc {
+        Some(doc) => {
+            let d = &doc.daemon;
+            let config = Config {
+                data_dir: d.data_dir.clone(),
+                history: Duration::from_secs(u64::from(d.history_days) * 86_400),
+                emf: d.cloudwatch_emf,
+                provision: args.provision.clone(),
+                console: d.console.clone(),
+                declared: None,
+            };
+            (config, d.socket.clone())
+        }
+        None => (
+            Config {
+                data_dir: args.data_dir.clone(),
+                history: Duration::from_secs(u64::from(args.history_days) * 86_400),
+                emf: args.cloudwatch_emf,
+                provision: args.provision.clone(),
+                console: args.console.clone(),
+                declared: None,
+            },
+            args.socket.clone(),
+        ),
+    };
+    let mut config = config;
+    let mut doc = doc;
+    if let Some(d) = doc.as_mut() {
+        config.declared = d.agent.take().map(std::sync::Arc::new);
+    }
     let agent = match Agent::start(&config) {
         Ok(a) => a,
         Err(e) => {
@@ -82,11 +125,71 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(daemon::serve(agent, &args.socket)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferry-agent: the API on {}: {e}", args.socket.display());
-            ExitCode::from(2)
+    let result = runtime.block_on(async {
+        if let Some(doc) = &doc {
+            if let Err(e) = start_role(&agent, doc) {
+                eprintln!("ferry-agent: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        match daemon::serve(agent, &socket).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry-agent: the API on {}: {e}", socket.display());
+                ExitCode::from(2)
+            }
+        }
+    });
+    result
+}
+
+/// The agent's link to a hub and its activation port, or the hub's HTTPS API.
+fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), String> {
+    let d = &doc.daemon;
+    let events = agent.clone();
+    let log = std::sync::Arc::new(move |line: &str| events.events.info(line));
+    match doc.role {
+        Role::Agent => {
+            let link = Link::open(
+                &d.data_dir.join("hub-link"),
+                &d.activated_marker,
+                Duration::from_secs(d.poll_seconds.max(1)),
+                log,
+            )
+            .map_err(|e| e.to_string())?;
+            let _ = agent.link.set(link.clone());
+            tokio::spawn(link.clone().run());
+            let addr = d.activation_listen;
+            let a = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.serve_activation(addr).await {
+                    a.events
+                        .warn(&format!("activation: cannot serve on {addr}: {e}"));
+                }
+            });
+        }
+        Role::Hub => {
+            let dir = d.data_dir.join("hub");
+            let token = d
+                .operator_token_file
+                .clone()
+                .unwrap_or_else(|| dir.join("operator-token"));
+            let hub = Hub::open(
+                agent.clone(),
+                &dir,
+                &d.hub_names,
+                &token,
+                Duration::from_secs(d.activation_key_seconds),
+            )
+            .map_err(|e| e.to_string())?;
+            let addr = d.https_listen;
+            tokio::spawn(async move {
+                if let Err(e) = hub.serve(addr).await {
+                    eprintln!("ferry-agent: hub: {e}");
+                    std::process::exit(2);
+                }
+            });
         }
     }
+    Ok(())
 }
