@@ -156,7 +156,10 @@ fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
             ..
         } => nfs::validate(server, export, mount_options.as_deref())
             .map_err(|m| bad_request("InvalidLocation", m)),
-        LocationSpec::Hub { location_id, .. } => {
+        LocationSpec::Hub {
+            hub_location_id: location_id,
+            ..
+        } => {
             if location_id.is_empty()
                 || !location_id
                     .bytes()

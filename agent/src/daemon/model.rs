@@ -48,7 +48,8 @@ pub enum LocationSpec {
     /// A location of the hub this agent is activated with (its id there):
     /// the data goes to the hub over mutual TLS. A destination only.
     Hub {
-        location_id: String,
+        /// Not `LocationId`: the location's own id has that name.
+        hub_location_id: String,
         /// zstd on the wire (counted as BytesCompressed).
         #[serde(default)]
         compress: bool,
@@ -80,7 +81,9 @@ impl LocationSpec {
                 )
             }
             LocationSpec::Local { path } => format!("file://{path}"),
-            LocationSpec::Hub { location_id, .. } => format!("hub://{location_id}"),
+            LocationSpec::Hub {
+                hub_location_id, ..
+            } => format!("hub://{hub_location_id}"),
         }
     }
 }

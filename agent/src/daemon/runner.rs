@@ -235,7 +235,7 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         Err(e) => return fail("SourceUnavailable", e),
     };
     if let LocationSpec::Hub {
-        location_id,
+        hub_location_id: location_id,
         compress,
         connections,
     } = &destination.spec

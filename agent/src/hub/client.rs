@@ -18,7 +18,12 @@ use super::proto;
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("cannot reach the hub at {url}: {detail}")]
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        url: String,
+        detail: String,
+        /// False when no connection was made: nothing of the request left.
+        sent: bool,
+    },
     #[error("the hub answered {status} to {what}: {message}")]
     Refused {
         what: String,
@@ -141,9 +146,10 @@ impl HubClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| HubError::Address(e.to_string()))?;
-        let unreachable = |detail: String| HubError::Unreachable {
+        let unreachable = |detail: String, sent: bool| HubError::Unreachable {
             url: url.clone(),
             detail,
+            sent,
         };
         let _slot = self.slots.acquire().await.expect("never closed");
         let answer = async {
@@ -151,19 +157,22 @@ impl HubClient {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
+                .map_err(|e| unreachable(error_chain(&e), !e.is_connect()))?;
             let status = resp.status();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| unreachable(error_chain(&e)))?
+                .map_err(|e| unreachable(error_chain(&e), true))?
                 .to_bytes();
             Ok((status, body))
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
             Ok(r) => r,
-            Err(_) => Err(unreachable(format!("no answer in {REQUEST_TIMEOUT:?}"))),
+            Err(_) => Err(unreachable(
+                format!("no answer in {REQUEST_TIMEOUT:?}"),
+                true,
+            )),
         }
     }
 
@@ -210,10 +219,10 @@ impl HubClient {
         let start = Instant::now();
         let mut backoff = BACKOFF_MIN;
         loop {
-            match self
+            let r = self
                 .send(Method::POST, &path, "application/x-postcard", body.clone())
-                .await
-            {
+                .await;
+            match r {
                 Ok((StatusCode::OK, data)) => {
                     return postcard::from_bytes(&data).map_err(|e| HubError::Garbled {
                         what: path.clone(),
@@ -229,9 +238,14 @@ impl HubClient {
                 }
                 Ok(_) | Err(HubError::Unreachable { .. }) if start.elapsed() < GIVE_UP_AFTER => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .bytes_resent
-                        .fetch_add(req.op.payload() as u64, Ordering::Relaxed);
+                    // What reached the wire is sent again; a refused
+                    // connection sent nothing.
+                    let sent = !matches!(r, Err(HubError::Unreachable { sent: false, .. }));
+                    if sent {
+                        self.stats
+                            .bytes_resent
+                            .fetch_add(req.op.payload() as u64, Ordering::Relaxed);
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

@@ -121,7 +121,8 @@ pub fn run(args: LocationArgs) -> ExitCode {
             compress,
             connections,
         } => {
-            let mut body = json!({"Type": "HUB", "LocationId": location_id, "Compress": compress});
+            let mut body =
+                json!({"Type": "HUB", "HubLocationId": location_id, "Compress": compress});
             if let Some(n) = connections {
                 body["Connections"] = n.into();
             }

@@ -1,0 +1,555 @@
+//! A hub and an agent as processes on loopback, started from configuration
+//! documents, with a fault-injecting proxy between them: activation through
+//! the agent's activation port, a task whose destination is a location of
+//! the hub, trees compared after killed connections and an outage; and what
+//! the hub refuses.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry::hub::{ca, client::HubClient, tls};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use proxy::{Faults, Proxy};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `ferry-agent --config` process.
+struct Daemon {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    fn start(dir: &Path, yaml: &str) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("ferry.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry-agent");
+        let d = Daemon {
+            dir: dir.to_path_buf(),
+            child,
+        };
+        wait_for("the daemon's socket", Duration::from_secs(20), || {
+            UnixStream::connect(d.socket()).is_ok()
+        });
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A request on the Unix-socket API: (status, JSON).
+    fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Hub {
+    d: Daemon,
+    addr: SocketAddr,
+}
+
+impl Hub {
+    fn start(dir: &Path, key_seconds: u64) -> Hub {
+        let port = free_port();
+        let yaml = format!(
+            "version: 2\nrole: hub\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  https_listen: 127.0.0.1:{port}\n  operator_token_file: {token}\n  activation_key_seconds: {key_seconds}\n",
+            data = dir.join("data").display(),
+            sock = dir.join("api.sock").display(),
+            token = dir.join("token").display(),
+        );
+        let d = Daemon::start(dir, &yaml);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for("the hub's HTTPS port", Duration::from_secs(20), || {
+            TcpStream::connect(addr).is_ok()
+        });
+        Hub { d, addr }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.d.dir.join("data/hub/ca/ca.pem")
+    }
+
+    fn ca_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        ca::cert_from_pem(&std::fs::read_to_string(self.ca_path()).unwrap(), "ca").unwrap()
+    }
+
+    fn fingerprint(&self) -> String {
+        ca::fingerprint(&self.ca_der())
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.d.dir.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// An HTTPS request to the hub: (status, JSON), or the transport error.
+    fn https(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        token: Option<&str>,
+        identity: Option<(String, String)>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let identity = identity.map(|(cert, key)| {
+            let cert = ca::cert_from_pem(&cert, "cert").unwrap();
+            let key = rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap();
+            (vec![cert], key)
+        });
+        let config = tls::client_config(&self.ca_der(), identity).unwrap();
+        rt.block_on(async {
+            let c = HubClient::new(
+                format!("https://{}", self.addr),
+                config,
+                1,
+                token.map(str::to_string),
+            );
+            let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+            c.send(method, path, "application/json", body)
+                .await
+                .map(|(s, b)| {
+                    (
+                        s.as_u16(),
+                        serde_json::from_slice(&b)
+                            .unwrap_or(Value::String(String::from_utf8_lossy(&b).into_owned())),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// `ferry agent ARGS` against this hub: (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("agent")
+            .args(args)
+            .env("FERRY_HUB", self.addr.to_string())
+            .env("FERRY_HUB_TOKEN", self.token())
+            .env("FERRY_HUB_CA", self.ca_path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+struct Agent {
+    d: Daemon,
+    activation: SocketAddr,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let port = free_port();
+        let yaml = format!(
+            "version: 2\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  activation_listen: 127.0.0.1:{port}\n  activated_marker: {marker}\n  poll_seconds: 1\n",
+            data = dir.join("data").display(),
+            sock = dir.join("api.sock").display(),
+            marker = dir.join("activated").display(),
+        );
+        let d = Daemon::start(dir, &yaml);
+        let activation: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for("the activation port", Duration::from_secs(20), || {
+            TcpStream::connect(activation).is_ok()
+        });
+        Agent { d, activation }
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.d.dir.join("activated")
+    }
+
+    /// `GET /?QUERY` on the activation port: (status, Location header, body).
+    fn activation_get(&self, query: &str) -> (u16, Option<String>, String) {
+        let mut s = TcpStream::connect(self.activation).unwrap();
+        write!(
+            s,
+            "GET /?{query} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let location = answer
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .map(str::to_string);
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        (status, location, body)
+    }
+
+    /// Registers with the hub at `hub_addr`; returns the activation key.
+    fn register(&self, hub_addr: SocketAddr, fingerprint: &str) -> String {
+        let (status, location, body) =
+            self.activation_get(&format!("hub={hub_addr}&hubFingerprint={fingerprint}"));
+        assert_eq!(
+            status,
+            302,
+            "activation answered {status}: {body}\n{}",
+            self.d.log()
+        );
+        let location = location.expect("a Location header");
+        assert!(
+            location.starts_with(&format!("https://{hub_addr}/activate?activationKey=")),
+            "{location}"
+        );
+        location.rsplit('=').next().unwrap().to_string()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A source tree: small files, nested directories, a symlink, an empty
+/// file, and two large incompressible files (split into ranges).
+fn make_tree(root: &Path, big: usize) {
+    for d in 0..8 {
+        let dir = root.join(format!("dir{d}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..25 {
+            // Text-like content, so compression has something to do.
+            let line = format!("line {d} {f} of a file that compresses well\n");
+            common::write(
+                &dir.join(format!("f{f}.txt")),
+                line.repeat(50 + f * 40).as_bytes(),
+            );
+        }
+    }
+    common::write(&root.join("empty"), b"");
+    std::os::unix::fs::symlink("dir0/sub/f1.txt", root.join("link")).unwrap();
+    for i in 0..2 {
+        common::write(&root.join(format!("big{i}.bin")), &common::bytes(i, big));
+    }
+}
+
+fn wait_execution(agent: &Daemon, id: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, e) = agent.api("GET", &format!("/v1/executions/{id}"), None);
+        let status = e["Status"].as_str().unwrap_or("").to_string();
+        if status == "SUCCESS" || status == "ERROR" {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the execution did not end: {e}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    // Agent → proxy → hub; the operator talks to the hub directly.
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+
+    // A wrong fingerprint: the agent refuses the hub.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (status, _, body) =
+        agent.activation_get(&format!("hub={}&hubFingerprint={wrong}", proxy.addr));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("fingerprint"), "{body}");
+
+    let key = agent.register(proxy.addr, &hub.fingerprint());
+    // The page the redirect lands on is served without credentials.
+    let (status, page) = hub
+        .https(
+            &rt,
+            None,
+            None,
+            Method::GET,
+            &format!("/activate?activationKey={key}"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains(&key));
+    // Not activated yet: no marker, no certificate.
+    assert!(!agent.marker().exists());
+
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "site-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("activated as site-1"), "{out}");
+    wait_for("the activation marker", Duration::from_secs(20), || {
+        agent.marker().exists()
+    });
+    wait_for(
+        "the activation port to close",
+        Duration::from_secs(20),
+        || TcpStream::connect(agent.activation).is_err(),
+    );
+    // A key works once.
+    let (code, _, err) = hub.cli(&["activate", &key, "--name", "again"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already used"), "{err}");
+    let (code, out, err) = hub.cli(&["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let agents: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(agents["Agents"][0]["Name"], "site-1");
+    assert_eq!(agents["Agents"][0]["Status"], "ONLINE");
+
+    // A destination on the hub, a source on the agent, a task on the agent.
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 40 << 20);
+    let token = hub.token();
+    let (status, loc) = hub
+        .https(
+            &rt,
+            Some(&token),
+            None,
+            Method::POST,
+            "/v1/locations",
+            Some(json!({"Type": "LOCAL", "Path": dst})),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{loc}");
+    let hub_loc = loc["LocationId"].as_str().unwrap();
+    let (_, s) = agent.d.api(
+        "POST",
+        "/v1/locations",
+        Some(json!({"Type": "LOCAL", "Path": src})),
+    );
+    let (status, d) = agent.d.api(
+        "POST",
+        "/v1/locations",
+        Some(json!({"Type": "HUB", "HubLocationId": hub_loc, "Compress": true, "Connections": 4})),
+    );
+    assert_eq!(status, 201, "{d}");
+    let (status, task) = agent.d.api(
+        "POST",
+        "/v1/tasks",
+        Some(json!({
+            "Name": "to-hub",
+            "SourceLocationId": s["LocationId"],
+            "DestinationLocationId": d["LocationId"],
+            "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT"},
+        })),
+    );
+    assert_eq!(status, 201, "{task}");
+    let task_id = task["TaskId"].as_str().unwrap().to_string();
+
+    // A link that drops connections (FINs and resets) at random points.
+    proxy.set(Faults {
+        delay: Duration::from_millis(5),
+        bytes_per_second: Some(40 << 20),
+        kill_after: Some((64 << 10, 6 << 20)),
+        kills: 8,
+        reset: true,
+    });
+    let started = Instant::now();
+    let (status, e) = agent.d.api(
+        "POST",
+        &format!("/v1/tasks/{task_id}/start"),
+        Some(json!({})),
+    );
+    assert!(status < 300, "{e}");
+    let exec_id = e["TaskExecutionId"].as_str().unwrap().to_string();
+    // An outage in the middle: every connection cut, new ones refused.
+    wait_for("some data sent", Duration::from_secs(60), || {
+        let (_, e) = agent
+            .d
+            .api("GET", &format!("/v1/executions/{exec_id}"), None);
+        e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 20 << 20
+            || e["Status"] == "SUCCESS"
+    });
+    proxy.outage(Duration::from_secs(5));
+    let e = wait_execution(&agent.d, &exec_id, Duration::from_secs(240));
+    let took = started.elapsed();
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    let diffs = common::compare_trees(&src, &dst);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert!(common::temp_files(&dst).is_empty());
+    let c = &e["Counters"];
+    let killed = proxy
+        .stats()
+        .killed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "through the faulty link in {took:?}: {killed} connections killed plus an outage; counters {c}"
+    );
+    assert!(killed >= 1, "the proxy killed nothing");
+    assert!(c["RequestsRetried"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["BytesCompressed"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["FilesVerified"].as_u64().unwrap() > 200, "{c}");
+    // What was sent again is at most what was in flight: a small share.
+    let sent = c["BytesTransferred"].as_u64().unwrap();
+    assert!(c["BytesResent"].as_u64().unwrap() < sent / 2, "{c}");
+
+    // A second run over a clean link finds nothing to do.
+    proxy.set(Faults::default());
+    let (_, e) = agent.d.api(
+        "POST",
+        &format!("/v1/tasks/{task_id}/start"),
+        Some(json!({})),
+    );
+    let e = wait_execution(
+        &agent.d,
+        e["TaskExecutionId"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(e["Status"], "SUCCESS", "{e}");
+    assert_eq!(e["Counters"]["BytesTransferred"], 0, "{e}");
+}
+
+#[test]
+fn the_hub_refuses_strangers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 2);
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+    let token = hub.token();
+
+    // Plain TCP: no HTTP answer at all.
+    let mut s = TcpStream::connect(hub.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /v1/tasks HTTP/1.1\r\nHost: hub\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // The API without credentials, or with a wrong token.
+    for t in [None, Some("not-the-token")] {
+        let (status, v) = hub
+            .https(&rt, t, None, Method::GET, "/v1/tasks", None)
+            .unwrap();
+        assert_eq!(status, 401, "{v}");
+        let (status, _) = hub
+            .https(&rt, t, None, Method::GET, "/v1/agents", None)
+            .unwrap();
+        assert_eq!(status, 401);
+    }
+    let (status, _) = hub
+        .https(&rt, Some(&token), None, Method::GET, "/v1/tasks", None)
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // Without an agent certificate: no tasks, no writing.
+    let (status, _) = hub
+        .https(
+            &rt,
+            Some(&token),
+            None,
+            Method::GET,
+            "/agent/v1/tasks",
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 403);
+    let (status, _) = hub
+        .https(&rt, None, None, Method::POST, "/agent/v1/fs/loc-1", None)
+        .unwrap();
+    assert_eq!(status, 403);
+
+    // A client certificate from another hub's CA: the handshake fails.
+    let other = ca::Ca::load_or_create(&tmp.path().join("other-ca"), &[]).unwrap();
+    let foreign = other.operator_identity("mallory").unwrap();
+    let r = hub.https(&rt, None, Some(foreign), Method::GET, "/v1/agents", None);
+    assert!(r.is_err(), "a foreign certificate was let in: {r:?}");
+    let r = hub.https(
+        &rt,
+        None,
+        Some(other.operator_identity("x").unwrap()),
+        Method::GET,
+        "/agent/v1/tasks",
+        None,
+    );
+    assert!(r.is_err(), "{r:?}");
+
+    // An unknown key, an expired key.
+    let (code, _, err) = hub.cli(&["activate", "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE", "--name", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no activation has the key"), "{err}");
+    let key = agent.register(hub.addr, &hub.fingerprint());
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, err) = hub.cli(&["activate", &key, "--name", "late"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("expired"), "{err}");
+    // The agent stays unactivated, its port open.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!agent.marker().exists());
+    assert!(TcpStream::connect(agent.activation).is_ok());
+}
