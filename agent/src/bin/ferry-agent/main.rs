@@ -21,7 +21,9 @@ struct Args {
     /// The configuration document (`role:`, `daemon:`, `agent:`; see
     /// agent/README.md). Without it, the options below set everything and
     /// there is no activation port and no hub.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "socket", "history_days", "cloudwatch_emf", "console"])]
+    /// A missing document means every default (the appliance before its
+    /// first configuration).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "socket", "history_days", "cloudwatch_emf"])]
     config: Option<PathBuf>,
     /// Where the database, the reports and the mount points live.
     #[arg(long, value_name = "DIR", default_value = "/data/agent")]
@@ -68,6 +70,13 @@ fn main() -> ExitCode {
     // Files are created with their final modes: no umask in the way.
     rustix::process::umask(rustix::fs::Mode::empty());
     let doc = match &args.config {
+        Some(path) if !path.exists() => {
+            eprintln!(
+                "ferry-agent: no configuration document at {}: the defaults apply",
+                path.display()
+            );
+            Some(Document::default())
+        }
         Some(path) => match Document::load(path) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -85,7 +94,7 @@ fn main() -> ExitCode {
                 history: Duration::from_secs(u64::from(d.history_days) * 86_400),
                 emf: d.cloudwatch_emf,
                 provision: args.provision.clone(),
-                console: d.console.clone(),
+                console: args.console.clone().or_else(|| d.console.clone()),
                 declared: None,
             };
             (config, d.socket.clone())
@@ -104,7 +113,9 @@ fn main() -> ExitCode {
     };
     let mut config = config;
     let mut doc = doc;
-    if let Some(d) = doc.as_mut() {
+    // On the appliance ferry-init hands over the checked `agent:` section
+    // with --provision; elsewhere the document's own section is declared.
+    if let (Some(d), None) = (doc.as_mut(), &args.provision) {
         config.declared = d.agent.take().map(std::sync::Arc::new);
     }
     let agent = match Agent::start(&config) {
