@@ -312,6 +312,83 @@ fn wait_execution(agent: &Daemon, id: &str, timeout: Duration) -> Value {
     }
 }
 
+/// A hub location on `dst`, a local location on `src` and a HUB location on
+/// the agent, and a task between them; returns the task's id.
+fn make_task(
+    hub: &Hub,
+    agent: &Agent,
+    rt: &tokio::runtime::Runtime,
+    src: &Path,
+    dst: &Path,
+    compress: bool,
+    connections: u32,
+) -> String {
+    let token = hub.token();
+    let (status, loc) = hub
+        .https(
+            rt,
+            Some(&token),
+            None,
+            Method::POST,
+            "/v1/locations",
+            Some(json!({"Type": "LOCAL", "Path": dst})),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{loc}");
+    let hub_loc = loc["LocationId"].as_str().unwrap();
+    let (_, s) = agent.d.api(
+        "POST",
+        "/v1/locations",
+        Some(json!({"Type": "LOCAL", "Path": src})),
+    );
+    let (status, d) = agent.d.api(
+        "POST",
+        "/v1/locations",
+        Some(json!({"Type": "HUB", "HubLocationId": hub_loc, "Compress": compress, "Connections": connections})),
+    );
+    assert_eq!(status, 201, "{d}");
+    let (status, task) = agent.d.api(
+        "POST",
+        "/v1/tasks",
+        Some(json!({
+            "Name": format!("to-hub-{}", dst.file_name().unwrap().to_string_lossy()),
+            "SourceLocationId": s["LocationId"],
+            "DestinationLocationId": d["LocationId"],
+            "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT"},
+        })),
+    );
+    assert_eq!(status, 201, "{task}");
+    let task_id = task["TaskId"].as_str().unwrap().to_string();
+    task_id
+}
+
+/// Activation without the checks: register, confirm, wait for the marker.
+fn activate(hub: &Hub, agent: &Agent, via: SocketAddr) {
+    let key = agent.register(via, &hub.fingerprint());
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "site"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("the activation marker", Duration::from_secs(20), || {
+        agent.marker().exists()
+    });
+}
+
+/// Runs the task to its end; returns the execution and how long it took.
+fn run_task(agent: &Agent, task_id: &str) -> (Value, Duration) {
+    let started = Instant::now();
+    let (status, e) = agent.d.api(
+        "POST",
+        &format!("/v1/tasks/{task_id}/start"),
+        Some(json!({})),
+    );
+    assert!(status < 300, "{e}");
+    let e = wait_execution(
+        &agent.d,
+        e["TaskExecutionId"].as_str().unwrap(),
+        Duration::from_secs(900),
+    );
+    (e, started.elapsed())
+}
+
 #[test]
 fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
     let tmp = tempfile::tempdir().unwrap();
@@ -371,42 +448,7 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
     let dst = tmp.path().join("dst");
     std::fs::create_dir_all(&dst).unwrap();
     make_tree(&src, 40 << 20);
-    let token = hub.token();
-    let (status, loc) = hub
-        .https(
-            &rt,
-            Some(&token),
-            None,
-            Method::POST,
-            "/v1/locations",
-            Some(json!({"Type": "LOCAL", "Path": dst})),
-        )
-        .unwrap();
-    assert_eq!(status, 201, "{loc}");
-    let hub_loc = loc["LocationId"].as_str().unwrap();
-    let (_, s) = agent.d.api(
-        "POST",
-        "/v1/locations",
-        Some(json!({"Type": "LOCAL", "Path": src})),
-    );
-    let (status, d) = agent.d.api(
-        "POST",
-        "/v1/locations",
-        Some(json!({"Type": "HUB", "HubLocationId": hub_loc, "Compress": true, "Connections": 4})),
-    );
-    assert_eq!(status, 201, "{d}");
-    let (status, task) = agent.d.api(
-        "POST",
-        "/v1/tasks",
-        Some(json!({
-            "Name": "to-hub",
-            "SourceLocationId": s["LocationId"],
-            "DestinationLocationId": d["LocationId"],
-            "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT"},
-        })),
-    );
-    assert_eq!(status, 201, "{task}");
-    let task_id = task["TaskId"].as_str().unwrap().to_string();
+    let task_id = make_task(&hub, &agent, &rt, &src, &dst, true, 4);
 
     // A link that drops connections (FINs and resets) at random points.
     proxy.set(Faults {
@@ -552,4 +594,94 @@ fn the_hub_refuses_strangers() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!agent.marker().exists());
     assert!(TcpStream::connect(agent.activation).is_ok());
+}
+
+/// Not a test: the throughput share of a bandwidth cap through the proxy
+/// with 50 ms of added round trip, and what killed connections cost.
+/// `cargo test -p ferry --test hub measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_throughput_at_50ms() {
+    let cap: u64 = 12 << 20;
+    let link = Faults {
+        // 25 ms each way: 50 ms added to every round trip.
+        delay: Duration::from_millis(25),
+        bytes_per_second: Some(cap),
+        ..Faults::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+    activate(&hub, &agent, proxy.addr);
+
+    let big = tmp.path().join("big");
+    for i in 0..2 {
+        std::fs::create_dir_all(&big).unwrap();
+        common::write(&big.join(format!("f{i}")), &common::bytes(i, 48 << 20));
+    }
+    let small = tmp.path().join("small");
+    for d in 0..20 {
+        let dir = small.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            common::write(
+                &dir.join(format!("f{f}")),
+                &common::bytes(d * 1000 + f, 8 << 10),
+            );
+        }
+    }
+    let case = |name: &str, src: &Path, connections: u32, faults: Faults| {
+        let dst = tmp.path().join(format!("dst-{}", name.replace(' ', "-")));
+        std::fs::create_dir_all(&dst).unwrap();
+        let task = make_task(&hub, &agent, &rt, src, &dst, false, connections);
+        proxy.set(faults);
+        let killed_before = proxy
+            .stats()
+            .killed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (e, took) = run_task(&agent, &task);
+        proxy.set(Faults::default());
+        assert_eq!(e["Status"], "SUCCESS", "{e}");
+        assert!(common::compare_trees(src, &dst).is_empty());
+        let c = &e["Counters"];
+        let bytes = c["BytesTransferred"].as_u64().unwrap();
+        let files = c["FilesTransferred"].as_u64().unwrap();
+        let killed = proxy
+            .stats()
+            .killed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - killed_before;
+        let transfer_ms = e["Result"]["TransferDuration"].as_u64().unwrap_or(0);
+        let secs = took.as_secs_f64();
+        eprintln!(
+            "{name}: {files} files, {} MiB in {secs:.1} s (transfer {transfer_ms} ms): {:.1} MiB/s = {:.0}% of the cap, {:.0} files/s; killed {killed}, resent {} KiB, retried {}",
+            bytes >> 20,
+            bytes as f64 / secs / 1048576.0,
+            100.0 * bytes as f64 / secs / cap as f64,
+            files as f64 / secs,
+            c["BytesResent"].as_u64().unwrap() >> 10,
+            c["RequestsRetried"],
+        );
+        secs
+    };
+    let clean = case("large files", &big, 8, link.clone());
+    let faulty = case(
+        "large files, 4 connections killed",
+        &big,
+        8,
+        Faults {
+            kill_after: Some((2 << 20, 12 << 20)),
+            kills: 4,
+            reset: true,
+            ..link.clone()
+        },
+    );
+    eprintln!(
+        "each killed connection cost {:.2} s",
+        (faulty - clean) / 4.0
+    );
+    case("small files, 8 connections", &small, 8, link.clone());
+    case("small files, 32 connections", &small, 32, link.clone());
 }

@@ -53,7 +53,8 @@ pub enum LocationSpec {
         /// zstd on the wire (counted as BytesCompressed).
         #[serde(default)]
         compress: bool,
-        /// Parallel TLS connections to the hub (8 by default).
+        /// Parallel TLS connections to the hub (32 by default: on a long
+        /// link each request waits a round trip, so concurrency is speed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connections: Option<u32>,
     },

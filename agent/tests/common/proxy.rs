@@ -238,7 +238,9 @@ fn pump(
     b: TcpStream,
 ) {
     // A second thread delivers what the first reads, each piece when due.
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    // The queue is bounded (1 MiB) so that a slow link pushes back on the
+    // sender as a real one does, rather than buffering without end.
+    let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(64);
     let shared2 = shared.clone();
     let writer = std::thread::spawn(move || {
         for (due, data) in rx {
