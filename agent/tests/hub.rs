@@ -685,3 +685,41 @@ fn measure_throughput_at_50ms() {
     case("small files, 8 connections", &small, 8, link.clone());
     case("small files, 32 connections", &small, 32, link.clone());
 }
+
+/// An execution survives the hub being unreachable for a minute (ignored:
+/// it takes that minute; `cargo test -p ferry --test hub outage -- --ignored`).
+#[test]
+#[ignore]
+fn an_execution_survives_a_60_second_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+    activate(&hub, &agent, proxy.addr);
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 40 << 20);
+    let task = make_task(&hub, &agent, &rt, &src, &dst, false, 8);
+    proxy.set(Faults {
+        bytes_per_second: Some(8 << 20),
+        ..Faults::default()
+    });
+    let (status, e) = agent
+        .d
+        .api("POST", &format!("/v1/tasks/{task}/start"), Some(json!({})));
+    assert!(status < 300, "{e}");
+    let exec_id = e["TaskExecutionId"].as_str().unwrap().to_string();
+    wait_for("some data sent", Duration::from_secs(60), || {
+        let (_, e) = agent
+            .d
+            .api("GET", &format!("/v1/executions/{exec_id}"), None);
+        e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 10 << 20
+    });
+    proxy.outage(Duration::from_secs(60));
+    let e = wait_execution(&agent.d, &exec_id, Duration::from_secs(300));
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert!(common::compare_trees(&src, &dst).is_empty());
+    eprintln!("after a 60 s outage: {}", e["Counters"]);
+}

@@ -113,6 +113,19 @@ pub enum Op {
 }
 
 impl Op {
+    /// Operations that change the location: done once per operation id.
+    /// The others may simply be done again.
+    pub fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Op::StatDir { .. }
+                | Op::List { .. }
+                | Op::Stat { .. }
+                | Op::ReadLink { .. }
+                | Op::Digest { .. }
+        )
+    }
+
     /// Data bytes the operation carries, compressed or not.
     pub fn payload(&self) -> usize {
         match self {

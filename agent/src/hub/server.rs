@@ -51,12 +51,20 @@ pub enum HubStartError {
     },
 }
 
-/// Answers to file-system operations by (agent, operation id): a request
-/// sent again after a lost answer waits for, and gets, the first answer.
-type Answers = HashMap<(String, u64), (Instant, watch::Receiver<Option<Bytes>>)>;
+/// Answers to file-system operations that change something, by (agent,
+/// operation id): a request sent again after a lost answer waits for, and
+/// gets, the first answer.
+#[derive(Default)]
+struct Answers {
+    by_op: HashMap<(String, u64), (Instant, Answer)>,
+    pruned: Option<Instant>,
+}
 
-/// Answers are kept this long: longer than an agent keeps retrying.
-const ANSWERS_KEPT: Duration = Duration::from_secs(600);
+/// An answer to come (`None` while the operation runs).
+type Answer = watch::Receiver<Option<Bytes>>;
+
+/// Answers are kept longer than an agent keeps sending a request again.
+const ANSWERS_KEPT: Duration = Duration::from_secs(240);
 
 pub struct Hub {
     pub ca: Ca,
@@ -119,7 +127,7 @@ impl Hub {
             state: Mutex::new(state),
             token_hash: hash(&token),
             agent,
-            answers: Mutex::new(HashMap::new()),
+            answers: Mutex::new(Answers::default()),
         }))
     }
 
@@ -435,26 +443,43 @@ async fn fs_op(
             format!("{location} is not a local location of the hub"),
         );
     };
+    let run = move |op: proto::Op| {
+        let resp = match LocalLocation::open(Path::new(&path)) {
+            Ok(loc) => super::fs::execute(&loc, op),
+            Err(e) => Err(proto::WireError::from(&e)),
+        };
+        Bytes::from(postcard::to_stdvec(&resp).expect("encodable"))
+    };
+    if !req.op.changes() {
+        return match tokio::task::spawn_blocking(move || run(req.op)).await {
+            Ok(answer) => {
+                ([(header::CONTENT_TYPE, "application/x-postcard")], answer).into_response()
+            }
+            Err(e) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            ),
+        };
+    }
     let key = (id.0, req.op_id);
     let mut rx = {
         let mut answers = hub.answers.lock().unwrap();
-        if answers.len() > 4096 {
-            answers.retain(|_, (t, _)| t.elapsed() < ANSWERS_KEPT);
+        if answers
+            .pruned
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            answers.by_op.retain(|_, (t, _)| t.elapsed() < ANSWERS_KEPT);
+            answers.pruned = Some(Instant::now());
         }
-        match answers.get(&key) {
+        match answers.by_op.get(&key) {
             Some((_, rx)) => rx.clone(),
             None => {
                 let (tx, rx) = watch::channel(None);
-                answers.insert(key, (Instant::now(), rx.clone()));
+                answers.by_op.insert(key, (Instant::now(), rx.clone()));
                 // Done to the end even if this connection breaks meanwhile.
                 tokio::task::spawn_blocking(move || {
-                    let resp = match LocalLocation::open(Path::new(&path)) {
-                        Ok(loc) => super::fs::execute(&loc, req.op),
-                        Err(e) => Err(proto::WireError::from(&e)),
-                    };
-                    let _ = tx.send(Some(Bytes::from(
-                        postcard::to_stdvec(&resp).expect("encodable"),
-                    )));
+                    let _ = tx.send(Some(run(req.op)));
                 });
                 rx
             }
