@@ -246,6 +246,22 @@ impl Agent {
         (status, location, body)
     }
 
+    /// `ferry ARGS --json` against this agent's socket; must succeed.
+    fn ferry(&self, args: &[&str]) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .arg("--json")
+            .env("FERRY_AGENT", self.d.socket())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferry {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Registers with the hub at `hub_addr`; returns the activation key.
     fn register(&self, hub_addr: SocketAddr, fingerprint: &str) -> String {
         let (status, location, body) =
@@ -585,7 +601,20 @@ fn the_hub_refuses_strangers() {
     let (code, _, err) = hub.cli(&["activate", "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE", "--name", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("no activation has the key"), "{err}");
-    let key = agent.register(hub.addr, &hub.fingerprint());
+    // Through the agent's API this time (what the console does).
+    let v = agent.ferry(&[
+        "activation",
+        "start",
+        "--hub",
+        &hub.addr.to_string(),
+        "--hub-fingerprint",
+        &hub.fingerprint(),
+    ]);
+    let key = v["ActivationKey"].as_str().unwrap().to_string();
+    assert_eq!(
+        agent.ferry(&["activation", "show"])["ActivationKey"],
+        key.as_str()
+    );
     std::thread::sleep(Duration::from_secs(3));
     let (code, _, err) = hub.cli(&["activate", &key, "--name", "late"]);
     assert_ne!(code, 0);
@@ -594,6 +623,10 @@ fn the_hub_refuses_strangers() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!agent.marker().exists());
     assert!(TcpStream::connect(agent.activation).is_ok());
+    let v = agent.ferry(&["activation", "show"]);
+    assert_eq!(v["Activated"], false, "{v}");
+    // The hub said the key expired: the agent dropped it.
+    assert_eq!(v["ActivationKey"], Value::Null, "{v}");
 }
 
 /// Not a test: the throughput share of a bandwidth cap through the proxy

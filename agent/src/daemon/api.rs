@@ -49,6 +49,8 @@ routes! {
     get "/v1/executions/{execution_id}" => describe_execution,
     post "/v1/executions/{execution_id}/cancel" => cancel_execution,
     get "/v1/executions/{execution_id}/report" => execution_report,
+    get "/v1/activation" => activation_status,
+    post "/v1/activation" => activation_start,
     get "/metrics" => metrics,
 }
 
@@ -483,6 +485,50 @@ async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply
         message: format!("cannot read the report {path}: {e}"),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], data).into_response())
+}
+
+// ---- activation with a hub
+
+fn link(agent: &Agent) -> Result<&Arc<crate::hub::link::Link>, ApiError> {
+    agent.link.get().ok_or_else(|| {
+        conflict(
+            "NoHubLink",
+            "this daemon has no activation (run ferry-agent --config with role: agent)",
+        )
+    })
+}
+
+async fn activation_status(State(agent): Shared) -> Reply {
+    ok(link(&agent)?.status())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StartActivation {
+    hub: String,
+    #[serde(default)]
+    hub_fingerprint: Option<String>,
+}
+
+/// What `GET /?hub=` on the activation port does, for the console and the
+/// CLI: registers with the hub and answers the key and the hub's page.
+async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
+    let req: StartActivation = body(&bytes)?;
+    let link = link(&agent)?.clone();
+    match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
+        Ok(url) => {
+            let key = url.rsplit('=').next().unwrap_or_default().to_string();
+            ok(json!({"ActivationKey": key, "ActivationUrl": url}))
+        }
+        Err(e @ crate::hub::link::LinkError::AlreadyActivated(_)) => {
+            Err(conflict("AlreadyActivated", e.to_string()))
+        }
+        Err(e) => Err(ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            code: "HubUnreachable",
+            message: e.to_string(),
+        }),
+    }
 }
 
 async fn metrics(State(agent): Shared) -> Reply {

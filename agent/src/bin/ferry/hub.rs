@@ -153,3 +153,77 @@ pub fn run(args: AgentCmdArgs) -> ExitCode {
         }
     }
 }
+
+/// `ferry activation`: this agent's activation, through its own API socket.
+#[derive(Args, Debug)]
+pub struct ActivationArgs {
+    #[command(flatten)]
+    agent: crate::client::AgentArgs,
+    #[command(subcommand)]
+    command: ActivationCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ActivationCommand {
+    /// Activated or not, with which hub.
+    Show,
+    /// Registers with a hub and prints the key to confirm there.
+    Start {
+        /// The hub, HOST[:PORT] (443 by default).
+        #[arg(long)]
+        hub: String,
+        /// The hub CA's fingerprint, sha256:HEX (the hub logs it at start).
+        #[arg(long, value_name = "sha256:HEX")]
+        hub_fingerprint: Option<String>,
+    },
+}
+
+pub fn run_activation(args: ActivationArgs) -> ExitCode {
+    let client = crate::client::Client::new(&args.agent);
+    let json = args.agent.json;
+    let result = match args.command {
+        ActivationCommand::Show => client.call("GET", "/v1/activation", None).map(|v| {
+            if json {
+                return print_json(&v);
+            }
+            if v["Activated"] == true {
+                println!(
+                    "activated with {} as {}",
+                    text(&v, "Hub"),
+                    text(&v, "AgentId")
+                );
+            } else if v["ActivationKey"].is_string() {
+                println!(
+                    "waiting for the key {} to be confirmed on {}",
+                    text(&v, "ActivationKey"),
+                    text(&v, "Hub")
+                );
+            } else {
+                println!("not activated");
+            }
+        }),
+        ActivationCommand::Start {
+            hub,
+            hub_fingerprint,
+        } => {
+            let mut body = json!({ "Hub": hub });
+            if let Some(f) = hub_fingerprint {
+                body["HubFingerprint"] = f.into();
+            }
+            client.call("POST", "/v1/activation", Some(&body)).map(|v| {
+                if json {
+                    return print_json(&v);
+                }
+                println!("{}", text(&v, "ActivationKey"));
+                eprintln!(
+                    "confirm it on the hub: {} or ferry agent activate KEY --name NAME",
+                    text(&v, "ActivationUrl")
+                );
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => crate::client::fail("activation", e),
+    }
+}

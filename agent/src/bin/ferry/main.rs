@@ -36,6 +36,8 @@ enum Command {
     Execution(execution::ExecutionArgs),
     /// Agents of a hub: activate (confirm a key), list.
     Agent(hub::AgentCmdArgs),
+    /// This agent's activation with a hub: show, start.
+    Activation(hub::ActivationArgs),
 }
 
 /// Exit codes: 0 SUCCESS, 1 ERROR, 2 usage or setup error.
@@ -55,5 +57,6 @@ fn main() -> ExitCode {
         Command::Task(args) => task::run(args),
         Command::Execution(args) => execution::run(args),
         Command::Agent(args) => hub::run(args),
+        Command::Activation(args) => hub::run_activation(args),
     }
 }
