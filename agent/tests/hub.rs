@@ -756,3 +756,119 @@ fn an_execution_survives_a_60_second_outage() {
     assert!(common::compare_trees(&src, &dst).is_empty());
     eprintln!("after a 60 s outage: {}", e["Counters"]);
 }
+
+#[test]
+fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let proxy = Proxy::start(
+        hub.addr,
+        Faults {
+            delay: Duration::from_millis(2),
+            ..Faults::default()
+        },
+    );
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+    activate(&hub, &agent, proxy.addr);
+    let (_, out, _) = hub.cli(&["list", "--json"]);
+    let agents: Value = serde_json::from_str(&out).unwrap();
+    let agent_id = agents["Agents"][0]["AgentId"].as_str().unwrap().to_string();
+    let token = hub.token();
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        hub.https(&rt, Some(&token), None, method, path, body)
+            .unwrap()
+    };
+
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 36 << 20);
+    // Everything is declared on the hub: the agent's source, the hub's destination.
+    let (status, s) = call(
+        Method::POST,
+        "/v1/locations",
+        Some(
+            json!({"Type": "AGENT", "AgentId": agent_id, "Location": {"Type": "LOCAL", "Path": src}}),
+        ),
+    );
+    assert_eq!(status, 201, "{s}");
+    let (_, d) = call(
+        Method::POST,
+        "/v1/locations",
+        Some(json!({"Type": "LOCAL", "Path": dst})),
+    );
+    // An agent's location cannot be a destination.
+    let (status, _) = call(
+        Method::POST,
+        "/v1/tasks",
+        Some(
+            json!({"Name": "backwards", "SourceLocationId": d["LocationId"], "DestinationLocationId": s["LocationId"]}),
+        ),
+    );
+    assert_eq!(status, 400);
+    let (status, task) = call(
+        Method::POST,
+        "/v1/tasks",
+        Some(
+            json!({"Name": "from-site", "SourceLocationId": s["LocationId"], "DestinationLocationId": d["LocationId"]}),
+        ),
+    );
+    assert_eq!(status, 201, "{task}");
+    let task_id = task["TaskId"].as_str().unwrap().to_string();
+    let run = |options: Value| {
+        let (status, e) = call(
+            Method::POST,
+            &format!("/v1/tasks/{task_id}/start"),
+            Some(options),
+        );
+        assert!(status < 300, "{e}");
+        e["TaskExecutionId"].as_str().unwrap().to_string()
+    };
+    let wait = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, e) = call(Method::GET, &format!("/v1/executions/{id}"), None);
+            if e["Status"] == "SUCCESS" || e["Status"] == "ERROR" {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{e}\n{}\n{}",
+                hub.d.log(),
+                agent.d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let e = wait(&run(json!({})));
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert!(common::compare_trees(&src, &dst).is_empty());
+    assert!(
+        e["Counters"]["FilesVerified"].as_u64().unwrap() > 200,
+        "{e}"
+    );
+    // The agent ran it as its own task hub-TASK.
+    let (_, tasks) = agent.d.api("GET", "/v1/tasks", None);
+    assert_eq!(tasks["Tasks"][0]["Name"], format!("hub-{task_id}"));
+
+    // A cancel on the hub reaches the agent.
+    std::fs::write(src.join("new.bin"), common::bytes(9, 30 << 20)).unwrap();
+    let id = run(json!({"OverrideOptions": {"BytesPerSecond": 1048576}}));
+    wait_for("the agent to start", Duration::from_secs(30), || {
+        let (_, e) = call(Method::GET, &format!("/v1/executions/{id}"), None);
+        e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 0
+    });
+    let (status, _) = call(
+        Method::POST,
+        &format!("/v1/executions/{id}/cancel"),
+        Some(json!({})),
+    );
+    assert!(status < 300);
+    let e = wait(&id);
+    assert_eq!(e["Status"], "ERROR", "{e}");
+    assert_eq!(e["Result"]["ErrorCode"], "Cancelled", "{e}");
+    let (_, execs) = agent.d.api("GET", "/v1/executions", None);
+    assert_eq!(execs["Executions"][0]["Status"], "ERROR", "{execs}");
+}

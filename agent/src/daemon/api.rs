@@ -174,6 +174,29 @@ fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
             }
             Ok(())
         }
+        LocationSpec::Agent {
+            agent_id, location, ..
+        } => {
+            if !agent_id.starts_with("agent-") {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("{agent_id:?} is not an agent id (agent-...; see ferry agent list)"),
+                ));
+            }
+            match location.as_ref() {
+                // The path is on the agent: only its shape can be checked here.
+                LocationSpec::Local { path } if std::path::Path::new(path).is_absolute() => Ok(()),
+                LocationSpec::Local { path } => Err(bad_request(
+                    "InvalidLocation",
+                    format!("the path {path:?} must be absolute"),
+                )),
+                nfs @ LocationSpec::Nfs { .. } => check_location(nfs),
+                _ => Err(bad_request(
+                    "InvalidLocation",
+                    "an agent's location is NFS or LOCAL",
+                )),
+            }
+        }
     }
 }
 
@@ -331,8 +354,30 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
                     format!("the hub location {id} can only be a destination"),
                 ))
             }
+            Some(l) if role == "destination" && matches!(l.spec, LocationSpec::Agent { .. }) => {
+                return Err(bad_request(
+                    "InvalidTask",
+                    format!("the agent location {id} can only be a source"),
+                ))
+            }
             Some(_) => {}
         }
+    }
+    let source_on_agent = matches!(
+        store.location(&req.source_location_id)?.map(|l| l.spec),
+        Some(LocationSpec::Agent { .. })
+    );
+    let destination_local = matches!(
+        store
+            .location(&req.destination_location_id)?
+            .map(|l| l.spec),
+        Some(LocationSpec::Local { .. })
+    );
+    if source_on_agent && !destination_local {
+        return Err(bad_request(
+            "InvalidTask",
+            "a task from an agent's location writes to a LOCAL location of the hub",
+        ));
     }
     if req.source_location_id == req.destination_location_id {
         return Err(bad_request(

@@ -84,6 +84,8 @@ pub struct Agent {
     pub history: Duration,
     /// The link to a hub (an agent started with `--config`).
     pub link: OnceLock<Arc<crate::hub::link::Link>>,
+    /// Executions handed to agents (on the hub).
+    pub board: crate::hub::dispatch::Board,
     wake: Mutex<mpsc::Sender<()>>,
 }
 
@@ -128,6 +130,7 @@ impl Agent {
             events,
             history: config.history,
             link: OnceLock::new(),
+            board: Default::default(),
             wake: Mutex::new(wake),
         });
         agent.expire_history();

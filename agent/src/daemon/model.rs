@@ -58,6 +58,17 @@ pub enum LocationSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connections: Option<u32>,
     },
+    /// On the hub: a location of an activated agent (NFS or local, as the
+    /// agent reaches it). A source only: the hub's task runs on that agent,
+    /// which sends the data to the hub's destination.
+    Agent {
+        agent_id: String,
+        location: Box<LocationSpec>,
+        #[serde(default)]
+        compress: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
+    },
 }
 
 impl LocationSpec {
@@ -85,6 +96,9 @@ impl LocationSpec {
             LocationSpec::Hub {
                 hub_location_id, ..
             } => format!("hub://{hub_location_id}"),
+            LocationSpec::Agent {
+                agent_id, location, ..
+            } => format!("agent://{agent_id}/{}", location.uri()),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::{nfs, Agent, Running};
 use crate::engine::counters::CounterSnapshot;
 use crate::engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
 use crate::engine::{Execution, Summary};
+use crate::hub::dispatch::Job;
 use crate::hub::remote::RemoteLocation;
 use crate::location::local::LocalLocation;
 use crate::location::Location;
@@ -79,6 +80,7 @@ impl Prepared {
             LocationSpec::Hub { .. } => {
                 Err("a hub location is written over TLS, not opened".into())
             }
+            LocationSpec::Agent { .. } => Err("an agent's location is read by that agent".into()),
             LocationSpec::Local { path } => Ok(Prepared {
                 path: PathBuf::from(path),
                 mounted: false,
@@ -229,6 +231,32 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             "the task or one of its locations is gone".into(),
         );
     };
+    if let LocationSpec::Agent {
+        agent_id,
+        location,
+        compress,
+        connections,
+    } = &source.spec
+    {
+        if !matches!(destination.spec, LocationSpec::Local { .. }) {
+            return fail(
+                "DestinationUnavailable",
+                "a task from an agent's location writes to a LOCAL location of the hub".into(),
+            );
+        }
+        let job = Job {
+            execution_id: id.clone(),
+            task_id: exec.task_id.clone(),
+            agent_id: agent_id.clone(),
+            source: location.as_ref().clone(),
+            destination_location_id: destination.location_id.clone(),
+            compress: *compress,
+            connections: *connections,
+            options: exec.options.clone(),
+            cancel: false,
+        };
+        return dispatched(agent, exec, running, job);
+    }
     let mounts = agent.mounts_dir.join(id);
     let src = match Prepared::open(agent, &source.spec, mounts.join("source")) {
         Ok(p) => p,
@@ -286,6 +314,51 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
     run_engine(agent, exec, running, src_loc, dst_loc);
     drop((src, dst));
     let _ = std::fs::remove_dir(&mounts);
+}
+
+/// How long a cancelled execution waits for its agent to confirm.
+const DISPATCH_CANCEL_WAIT: Duration = Duration::from_secs(120);
+
+/// On the hub: hands the execution to the agent that owns its source and
+/// mirrors what the agent reports until the execution ends there.
+fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job: Job) {
+    let id = &exec.task_execution_id;
+    agent
+        .events
+        .info(&format!("{id}: handed to the agent {}", job.agent_id));
+    agent.board.post(job);
+    let mut status = model::LAUNCHING.to_string();
+    let mut cancel_deadline: Option<std::time::Instant> = None;
+    loop {
+        if let Some(r) = agent.board.wait(id, PROGRESS_EVERY) {
+            if r.finished() {
+                finish(agent, exec, &r.status, &r.result, &r.counters, None);
+                break;
+            }
+            let store = agent.store.lock().unwrap();
+            // QUEUED on the agent is still LAUNCHING here; CANCELLING stays.
+            if r.status != status && r.status != model::QUEUED && cancel_deadline.is_none() {
+                status = r.status.clone();
+                let _ = store.set_status(id, &status);
+                agent.events.state(&exec.task_id, id, &status, None);
+            }
+            let _ = store.save_progress(id, &r.result, &r.counters);
+        }
+        if running.cancel.load(Ordering::Relaxed) && cancel_deadline.is_none() {
+            agent.board.cancel(id);
+            cancel_deadline = Some(std::time::Instant::now() + DISPATCH_CANCEL_WAIT);
+        }
+        if cancel_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            fail_execution(
+                agent,
+                exec,
+                "Cancelled",
+                "the execution was cancelled; its agent did not confirm".into(),
+            );
+            break;
+        }
+    }
+    agent.board.remove(id);
 }
 
 /// The destination of a task whose data goes to the hub.

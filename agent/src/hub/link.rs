@@ -9,7 +9,7 @@
 //! confirms the key; with it, the agent writes the activation marker, closes
 //! the activation port and reports to the hub every minute.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +25,11 @@ use tokio::sync::watch;
 
 use super::ca::{self, write_file};
 use super::client::{base_url, HubClient, HubError};
+use super::dispatch::{Job, Report};
 use super::remote::RemoteLocation;
 use super::tls;
+use crate::daemon::model::{self, LocationSpec, Task};
+use crate::daemon::Agent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -74,6 +77,10 @@ pub struct Link {
     state: Mutex<LinkState>,
     activated: watch::Sender<bool>,
     log: Log,
+    /// Executions the hub handed over: the hub's id to the local one.
+    jobs: Mutex<HashMap<String, String>>,
+    /// The hub's ids of executions that ended here (never started again).
+    done: Mutex<HashSet<String>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
@@ -110,6 +117,8 @@ impl Link {
             activated: watch::Sender::new(state.activated),
             state: Mutex::new(state),
             log,
+            jobs: Mutex::default(),
+            done: Mutex::default(),
         });
         if link.is_activated() {
             link.write_marker()?;
@@ -318,22 +327,113 @@ impl Link {
         Ok(true)
     }
 
-    async fn heartbeat(&self, client: &mut Option<HubClient>) -> Result<(), LinkError> {
+    /// Asks the hub for executions to run (which also tells the hub the
+    /// agent is there), starts new ones, and reports on those running.
+    async fn sync_jobs(
+        &self,
+        client: &mut Option<HubClient>,
+        agent: &Arc<Agent>,
+    ) -> Result<(), LinkError> {
         if client.is_none() {
             *client = Some(self.client(1)?);
         }
         let c = client.as_ref().expect("just made");
-        c.json(Method::POST, "/agent/v1/heartbeat", None).await?;
+        let v = c.json(Method::GET, "/agent/v1/tasks", None).await?;
+        let jobs: Vec<Job> = serde_json::from_value(v["Executions"].clone())
+            .map_err(|_| LinkError::Answer("Executions"))?;
+        for job in jobs {
+            let known = self.jobs.lock().unwrap().contains_key(&job.execution_id)
+                || self.done.lock().unwrap().contains(&job.execution_id);
+            if known || job.cancel {
+                continue;
+            }
+            match start_local(agent, &job) {
+                Ok(local) => {
+                    (self.log)(&format!(
+                        "hub: running its execution {} as {local}",
+                        job.execution_id
+                    ));
+                    self.jobs.lock().unwrap().insert(job.execution_id, local);
+                }
+                Err(why) => {
+                    let mut result = crate::daemon::store::pending_result();
+                    result.prepare_status = model::ERROR.into();
+                    result.transfer_status = model::ERROR.into();
+                    result.verify_status = model::ERROR.into();
+                    result.error_code = Some("AgentCannotStart".into());
+                    result.error_detail = Some(why);
+                    let report = Report {
+                        status: model::ERROR.into(),
+                        result,
+                        counters: Default::default(),
+                    };
+                    self.report(c, &job.execution_id, &report).await?;
+                    self.done.lock().unwrap().insert(job.execution_id);
+                }
+            }
+        }
+        let running: Vec<(String, String)> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect();
+        for (hub_id, local_id) in running {
+            let exec = agent
+                .store
+                .lock()
+                .unwrap()
+                .execution(&local_id)
+                .ok()
+                .flatten();
+            let Some(exec) = exec else {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                continue;
+            };
+            let report = Report {
+                status: exec.status,
+                result: exec.result,
+                counters: exec.counters,
+            };
+            let end = match self.report(c, &hub_id, &report).await {
+                Ok(cancel) => {
+                    if cancel && !report.finished() {
+                        let _ = agent.cancel(&local_id);
+                    }
+                    report.finished()
+                }
+                // The hub forgot it (it restarted): stop it here too.
+                Err(HubError::Refused { status: 404, .. }) => {
+                    let _ = agent.cancel(&local_id);
+                    true
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if end {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                self.done.lock().unwrap().insert(hub_id);
+            }
+        }
         Ok(())
     }
 
-    /// Picks up the certificate while pending, then reports to the hub.
-    pub async fn run(self: Arc<Link>) {
+    /// Reports on a job; answers whether the hub cancelled it.
+    async fn report(&self, c: &HubClient, hub_id: &str, report: &Report) -> Result<bool, HubError> {
+        let path = format!("/agent/v1/executions/{hub_id}/report");
+        let body = serde_json::to_value(report).expect("serializable");
+        let v = c.json(Method::POST, &path, Some(&body)).await?;
+        Ok(v["Cancel"] == true)
+    }
+
+    /// Picks up the certificate while pending; then asks the hub for work
+    /// every `poll_seconds` (which is also how the hub knows it is ONLINE).
+    pub async fn run(self: Arc<Link>, agent: Arc<Agent>) {
         let mut client = None;
         let mut last_error = String::new();
         loop {
             let result = if self.is_activated() {
-                self.heartbeat(&mut client).await
+                self.sync_jobs(&mut client, &agent).await
             } else {
                 self.pick_up().await.map(|_| ())
             };
@@ -345,13 +445,8 @@ impl Link {
                 Err(_) => {}
                 Ok(()) => last_error.clear(),
             }
-            let wait = if self.is_activated() && last_error.is_empty() {
-                HEARTBEAT_EVERY
-            } else {
-                self.poll
-            };
             let mut activated = self.activated.subscribe();
-            let _ = tokio::time::timeout(wait, activated.changed()).await;
+            let _ = tokio::time::timeout(self.poll, activated.changed()).await;
         }
     }
 
@@ -379,8 +474,72 @@ impl Link {
     }
 }
 
-/// An activated agent reports this often (OFFLINE after five minutes without).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// A location of the agent with this spec, made when there is none.
+fn location_for(
+    store: &crate::daemon::store::Store,
+    spec: &LocationSpec,
+) -> Result<String, String> {
+    let all = store.locations().map_err(|e| e.to_string())?;
+    if let Some(l) = all.into_iter().find(|l| &l.spec == spec) {
+        return Ok(l.location_id);
+    }
+    store
+        .insert_location(spec)
+        .map(|l| l.location_id)
+        .map_err(|e| e.to_string())
+}
+
+/// Queues a job of the hub here, as the task `hub-TASKID` from the job's
+/// source to the hub's location.
+fn start_local(agent: &Arc<Agent>, job: &Job) -> Result<String, String> {
+    if !matches!(
+        job.source,
+        LocationSpec::Nfs { .. } | LocationSpec::Local { .. }
+    ) {
+        return Err("the source of a hub's task is an NFS or local location of the agent".into());
+    }
+    let err = |e: crate::daemon::store::StoreError| e.to_string();
+    let task = {
+        let store = agent.store.lock().unwrap();
+        let src = location_for(&store, &job.source)?;
+        let dst = location_for(
+            &store,
+            &LocationSpec::Hub {
+                hub_location_id: job.destination_location_id.clone(),
+                compress: job.compress,
+                connections: job.connections,
+            },
+        )?;
+        let name = format!("hub-{}", job.task_id);
+        match store.task_by_name(&name).map_err(err)? {
+            Some(t) => {
+                store
+                    .set_task_locations(&t.task_id, &src, &dst)
+                    .map_err(err)?;
+                store
+                    .update_task(&t.task_id, &name, &job.options, None)
+                    .map_err(err)?;
+                store.task(&t.task_id).map_err(err)?.unwrap_or(t)
+            }
+            None => {
+                let t = Task {
+                    task_id: model::new_id("task"),
+                    name,
+                    source_location_id: src,
+                    destination_location_id: dst,
+                    options: job.options.clone(),
+                    schedule: None,
+                    status: "AVAILABLE".into(),
+                    current_task_execution_id: None,
+                    creation_time: String::new(),
+                };
+                store.insert_task(&t).map_err(err)?;
+                t
+            }
+        }
+    };
+    agent.queue(&task, &job.options).map_err(err)
+}
 
 async fn activation_page(
     State(link): State<Arc<Link>>,

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | anyone (the activation flow) | `POST /activation/v1/register`, `GET /activation/v1/certificate`, `GET`/`POST /activate` (the page) |
 //! | operators (bearer token or operator certificate) | `/v1/agents`, `/v1/agents/activate`, and the daemon's API (`/v1/locations`, `/v1/tasks`, `/v1/executions`, `/metrics`) |
-//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/fs/{location}` |
+//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -176,6 +176,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let agents = Router::new()
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/tasks", get(agent_tasks))
+        .route(
+            "/agent/v1/executions/{execution}/report",
+            post(agent_report),
+        )
         .route("/agent/v1/fs/{location}", post(fs_op))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
         .with_state(hub);
@@ -410,10 +414,30 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
     Json(json!({"AgentId": id.0})).into_response()
 }
 
-/// Tasks the hub gives this agent to run. Dispatch is not there yet: the
-/// agent runs its own tasks with a hub location as destination.
-async fn agent_tasks(Extension(id): Extension<AgentId>) -> Response {
-    Json(json!({"AgentId": id.0, "Tasks": []})).into_response()
+/// Executions the hub gives this agent to run (see [`super::dispatch`]).
+async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
+    let jobs = hub.agent.board.jobs_for(&id.0);
+    Json(json!({"AgentId": id.0, "Executions": jobs})).into_response()
+}
+
+async fn agent_report(
+    State(hub): State<Arc<Hub>>,
+    Extension(id): Extension<AgentId>,
+    UrlPath(execution): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let report: super::dispatch::Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
+    };
+    match hub.agent.board.report(&id.0, &execution, report) {
+        Some(cancel) => Json(json!({"Cancel": cancel})).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "ExecutionNotFound",
+            format!("the hub gave {} no execution {execution}", id.0),
+        ),
+    }
 }
 
 async fn fs_op(

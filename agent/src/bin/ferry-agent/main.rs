@@ -169,7 +169,7 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
             )
             .map_err(|e| e.to_string())?;
             let _ = agent.link.set(link.clone());
-            tokio::spawn(link.clone().run());
+            tokio::spawn(link.clone().run(agent.clone()));
             let addr = d.activation_listen;
             let a = agent.clone();
             tokio::spawn(async move {
