@@ -84,6 +84,9 @@ pub struct Daemon {
     pub hub_names: Vec<String>,
     /// Hub: the operators' bearer token (made at first start when absent).
     pub operator_token_file: Option<PathBuf>,
+    /// Hub: the operators' token itself (instead of the file), for a hub
+    /// set up by automation.
+    pub operator_token: Option<String>,
     /// Hub: how long an activation key works.
     pub activation_key_seconds: u64,
 }
@@ -102,6 +105,7 @@ impl Default for Daemon {
             https_listen: "0.0.0.0:443".parse().expect("valid"),
             hub_names: Vec::new(),
             operator_token_file: None,
+            operator_token: None,
             activation_key_seconds: 30 * 60,
         }
     }

@@ -238,10 +238,14 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         connections,
     } = &source.spec
     {
-        if !matches!(destination.spec, LocationSpec::Local { .. }) {
+        if !matches!(
+            destination.spec,
+            LocationSpec::Local { .. } | LocationSpec::Nfs { .. }
+        ) {
             return fail(
                 "DestinationUnavailable",
-                "a task from an agent's location writes to a LOCAL location of the hub".into(),
+                "a task from an agent's location writes to a LOCAL or NFS location of the hub"
+                    .into(),
             );
         }
         let job = Job {

@@ -7,7 +7,7 @@
 //! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use super::proto;
 use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
-use crate::daemon::{api, Agent};
+use crate::daemon::{api, nfs, Agent};
 use crate::location::local::LocalLocation;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,8 @@ pub struct Hub {
     token_hash: [u8; 32],
     pub agent: Arc<Agent>,
     answers: Mutex<Answers>,
+    /// NFS locations of the hub, mounted at first use.
+    mounts: Mutex<HashMap<String, PathBuf>>,
 }
 
 /// Who a request is from, once authenticated.
@@ -111,6 +113,7 @@ impl Hub {
         dir: &Path,
         names: &[String],
         token_file: &Path,
+        token: Option<&str>,
         key_lifetime: Duration,
     ) -> Result<Arc<Hub>, HubStartError> {
         let mut names = names.to_vec();
@@ -121,14 +124,55 @@ impl Hub {
         }
         let ca = Ca::load_or_create(&dir.join("ca"), &names)?;
         let state = HubState::open(dir, key_lifetime)?;
-        let token = operator_token(token_file)?;
+        let token = match token {
+            Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => operator_token(token_file)?,
+        };
         Ok(Arc::new(Hub {
             ca,
             state: Mutex::new(state),
             token_hash: hash(&token),
             agent,
             answers: Mutex::new(Answers::default()),
+            mounts: Mutex::default(),
         }))
+    }
+
+    /// Where a location of the hub is: its path, or where its NFS export
+    /// is mounted (once, at first use, until the hub stops).
+    fn location_root(&self, id: &str, spec: &LocationSpec) -> std::io::Result<PathBuf> {
+        let (server, export, subdirectory, version, mount_options) = match spec {
+            LocationSpec::Local { path } => return Ok(PathBuf::from(path)),
+            LocationSpec::Nfs {
+                server,
+                export,
+                subdirectory,
+                version,
+                mount_options,
+            } => (server, export, subdirectory, version, mount_options),
+            _ => return Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        let mut mounts = self.mounts.lock().unwrap();
+        if let Some(p) = mounts.get(id) {
+            return Ok(p.clone());
+        }
+        let point = self.agent.mounts_dir.join(format!("hub-{id}"));
+        let vers = nfs::mount(
+            server,
+            export,
+            subdirectory.as_deref(),
+            *version,
+            mount_options.as_deref(),
+            &point,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.agent.events.info(&format!(
+            "hub: mounted {} (NFS {vers}) on {}",
+            spec.uri(),
+            point.display()
+        ));
+        mounts.insert(id.to_string(), point.clone());
+        Ok(point)
     }
 
     /// Serves the hub's API on `addr` until the process ends.
@@ -460,15 +504,19 @@ async fn fs_op(
             )
         }
     };
-    let LocationSpec::Local { path } = spec else {
+    if !matches!(spec, LocationSpec::Local { .. } | LocationSpec::Nfs { .. }) {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidLocation",
-            format!("{location} is not a local location of the hub"),
+            format!("{location} is not a local or NFS location of the hub"),
         );
-    };
+    }
+    let h = hub.clone();
     let run = move |op: proto::Op| {
-        let resp = match LocalLocation::open(Path::new(&path)) {
+        let resp = match h
+            .location_root(&location, &spec)
+            .and_then(|root| LocalLocation::open(&root))
+        {
             Ok(loc) => super::fs::execute(&loc, op),
             Err(e) => Err(proto::WireError::from(&e)),
         };

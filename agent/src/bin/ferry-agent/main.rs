@@ -190,6 +190,7 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                 &dir,
                 &d.hub_names,
                 &token,
+                d.operator_token.as_deref(),
                 Duration::from_secs(d.activation_key_seconds),
             )
             .map_err(|e| e.to_string())?;
