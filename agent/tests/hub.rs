@@ -449,6 +449,19 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
         Duration::from_secs(20),
         || TcpStream::connect(agent.activation).is_err(),
     );
+    // Activated: the agent's API refuses a new registration.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["activation", "start", "--hub", &proxy.addr.to_string()])
+        .env("FERRY_AGENT", agent.d.socket())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already activated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.ferry(&["activation", "show"])["Activated"], true);
     // A key works once.
     let (code, _, err) = hub.cli(&["activate", &key, "--name", "again"]);
     assert_ne!(code, 0);
@@ -610,7 +623,11 @@ fn the_hub_refuses_strangers() {
         "--hub-fingerprint",
         &hub.fingerprint(),
     ]);
+    let first = v["ActivationKey"].as_str().unwrap().to_string();
+    // A second registration replaces the first.
+    let v = agent.ferry(&["activation", "start", "--hub", &hub.addr.to_string()]);
     let key = v["ActivationKey"].as_str().unwrap().to_string();
+    assert_ne!(key, first);
     assert_eq!(
         agent.ferry(&["activation", "show"])["ActivationKey"],
         key.as_str()

@@ -171,15 +171,12 @@ impl Link {
 
     /// Registers with the hub; returns where to send the operator.
     pub async fn begin(&self, hub: &str, fingerprint: Option<&str>) -> Result<String, LinkError> {
-        if let Some(hub) = self
-            .state
-            .lock()
-            .unwrap()
-            .hub
-            .clone()
-            .filter(|_| self.is_activated())
-        {
-            return Err(LinkError::AlreadyActivated(hub));
+        let (activated, hub_now) = {
+            let state = self.state.lock().unwrap();
+            (state.activated, state.hub.clone())
+        };
+        if activated {
+            return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
         let base = base_url(hub)?;
         let seen = Arc::new(Mutex::new(None));
