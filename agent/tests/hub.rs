@@ -734,6 +734,7 @@ fn measure_throughput_at_50ms() {
     );
     case("small files, 8 connections", &small, 8, link.clone());
     case("small files, 32 connections", &small, 32, link.clone());
+    case("small files, 64 connections", &small, 64, link.clone());
 
     // The same data with `rsync -a` over ssh (Debian's dropbear as the
     // server, in a mount namespace with a user of its own) on the same link.

@@ -53,8 +53,9 @@ pub enum LocationSpec {
         /// zstd on the wire (counted as BytesCompressed).
         #[serde(default)]
         compress: bool,
-        /// Parallel TLS connections to the hub (32 by default: on a long
-        /// link each request waits a round trip, so concurrency is speed).
+        /// Parallel TLS connections to the hub (64 by default, one per
+        /// worker: on a long link each request waits a round trip, so
+        /// concurrency is speed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connections: Option<u32>,
     },

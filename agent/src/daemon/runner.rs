@@ -376,7 +376,7 @@ fn hub_destination(
         .link
         .get()
         .ok_or("this agent is not set up to reach a hub")?;
-    let connections = connections.unwrap_or(32).clamp(1, 64) as usize;
+    let connections = connections.unwrap_or(64).clamp(1, 64) as usize;
     link.remote_location(location_id, compress, connections)
         .map_err(|e| e.to_string())
 }
