@@ -75,6 +75,22 @@ pub struct Document {
     /// `open_minutes` is set.
     #[serde(default)]
     pub support: Option<SupportSection>,
+    /// `agent` (the default) or `hub`: the hub serves HTTPS on port 443
+    /// (ferry-agent reads the same document; see agent/README.md).
+    #[serde(default)]
+    pub role: DocRole,
+    /// ferry-agent's ports and paths (`daemon:`); ferry-agent checks it.
+    #[serde(default)]
+    pub daemon: Option<serde_yaml::Value>,
+}
+
+/// The document's `role:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DocRole {
+    #[default]
+    Agent,
+    Hub,
 }
 
 /// ```yaml
@@ -809,6 +825,19 @@ mod tests {
                 ..Document::default()
             }
         );
+    }
+
+    #[test]
+    fn role_and_daemon_are_ferry_agents() {
+        let d = parse(
+            "version: 2\nrole: hub\ndaemon:\n  https_listen: 0.0.0.0:8443\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.role, DocRole::Hub);
+        assert!(d.daemon.is_some());
+        assert_eq!(parse("version: 2\n", "t").unwrap().role, DocRole::Agent);
+        assert!(parse("version: 2\nrole: gateway\n", "t").is_err());
     }
 
     #[test]

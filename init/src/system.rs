@@ -294,8 +294,10 @@ fn unit_support(_: &dyn Sys, st: &mut State) -> Result<()> {
 fn firewall_state(st: &State) -> FirewallState {
     FirewallState {
         activated: firewall::activated(),
-        // the hub arrives with its own issue
-        role: Role::Agent,
+        role: match st.config.doc.role {
+            crate::config::DocRole::Agent => Role::Agent,
+            crate::config::DocRole::Hub => Role::Hub,
+        },
         support: st.support.as_ref().map(Session::access),
     }
 }

@@ -49,6 +49,8 @@ routes! {
     get "/v1/executions/{execution_id}" => describe_execution,
     post "/v1/executions/{execution_id}/cancel" => cancel_execution,
     get "/v1/executions/{execution_id}/report" => execution_report,
+    get "/v1/activation" => activation_status,
+    post "/v1/activation" => activation_start,
     get "/metrics" => metrics,
 }
 
@@ -156,6 +158,45 @@ fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
             ..
         } => nfs::validate(server, export, mount_options.as_deref())
             .map_err(|m| bad_request("InvalidLocation", m)),
+        LocationSpec::Hub {
+            hub_location_id: location_id,
+            ..
+        } => {
+            if location_id.is_empty()
+                || !location_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("{location_id:?} is not a location id of the hub (loc-...)"),
+                ));
+            }
+            Ok(())
+        }
+        LocationSpec::Agent {
+            agent_id, location, ..
+        } => {
+            if !agent_id.starts_with("agent-") {
+                return Err(bad_request(
+                    "InvalidLocation",
+                    format!("{agent_id:?} is not an agent id (agent-...; see ferry agent list)"),
+                ));
+            }
+            match location.as_ref() {
+                // The path is on the agent: only its shape can be checked here.
+                LocationSpec::Local { path } if std::path::Path::new(path).is_absolute() => Ok(()),
+                LocationSpec::Local { path } => Err(bad_request(
+                    "InvalidLocation",
+                    format!("the path {path:?} must be absolute"),
+                )),
+                nfs @ LocationSpec::Nfs { .. } => check_location(nfs),
+                _ => Err(bad_request(
+                    "InvalidLocation",
+                    "an agent's location is NFS or LOCAL",
+                )),
+            }
+        }
     }
 }
 
@@ -300,12 +341,43 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         ("source", &req.source_location_id),
         ("destination", &req.destination_location_id),
     ] {
-        if store.location(id)?.is_none() {
-            return Err(bad_request(
-                "LocationNotFound",
-                format!("the {role} location {id} does not exist (see `ferry location list`)"),
-            ));
+        match store.location(id)? {
+            None => {
+                return Err(bad_request(
+                    "LocationNotFound",
+                    format!("the {role} location {id} does not exist (see `ferry location list`)"),
+                ))
+            }
+            Some(l) if role == "source" && matches!(l.spec, LocationSpec::Hub { .. }) => {
+                return Err(bad_request(
+                    "InvalidTask",
+                    format!("the hub location {id} can only be a destination"),
+                ))
+            }
+            Some(l) if role == "destination" && matches!(l.spec, LocationSpec::Agent { .. }) => {
+                return Err(bad_request(
+                    "InvalidTask",
+                    format!("the agent location {id} can only be a source"),
+                ))
+            }
+            Some(_) => {}
         }
+    }
+    let source_on_agent = matches!(
+        store.location(&req.source_location_id)?.map(|l| l.spec),
+        Some(LocationSpec::Agent { .. })
+    );
+    let destination_local = matches!(
+        store
+            .location(&req.destination_location_id)?
+            .map(|l| l.spec),
+        Some(LocationSpec::Local { .. } | LocationSpec::Nfs { .. })
+    );
+    if source_on_agent && !destination_local {
+        return Err(bad_request(
+            "InvalidTask",
+            "a task from an agent's location writes to a LOCAL or NFS location of the hub",
+        ));
     }
     if req.source_location_id == req.destination_location_id {
         return Err(bad_request(
@@ -458,6 +530,50 @@ async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply
         message: format!("cannot read the report {path}: {e}"),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], data).into_response())
+}
+
+// ---- activation with a hub
+
+fn link(agent: &Agent) -> Result<&Arc<crate::hub::link::Link>, ApiError> {
+    agent.link.get().ok_or_else(|| {
+        conflict(
+            "NoHubLink",
+            "this daemon has no activation (run ferry-agent --config with role: agent)",
+        )
+    })
+}
+
+async fn activation_status(State(agent): Shared) -> Reply {
+    ok(link(&agent)?.status())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StartActivation {
+    hub: String,
+    #[serde(default)]
+    hub_fingerprint: Option<String>,
+}
+
+/// What `GET /?hub=` on the activation port does, for the console and the
+/// CLI: registers with the hub and answers the key and the hub's page.
+async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
+    let req: StartActivation = body(&bytes)?;
+    let link = link(&agent)?.clone();
+    match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
+        Ok(url) => {
+            let key = url.rsplit('=').next().unwrap_or_default().to_string();
+            ok(json!({"ActivationKey": key, "ActivationUrl": url}))
+        }
+        Err(e @ crate::hub::link::LinkError::AlreadyActivated(_)) => {
+            Err(conflict("AlreadyActivated", e.to_string()))
+        }
+        Err(e) => Err(ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            code: "HubUnreachable",
+            message: e.to_string(),
+        }),
+    }
 }
 
 async fn metrics(State(agent): Shared) -> Reply {

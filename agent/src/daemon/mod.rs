@@ -13,8 +13,10 @@
 //! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
+//! | [`config`] | `--config`: the appliance's configuration document |
 
 pub mod api;
+pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod model;
@@ -26,7 +28,7 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use self::events::Events;
@@ -49,6 +51,8 @@ pub struct Config {
     pub provision: Option<PathBuf>,
     /// A terminal for one line per execution state change.
     pub console: Option<PathBuf>,
+    /// Locations and tasks declared by the configuration document itself.
+    pub declared: Option<Arc<provision::Provision>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,10 @@ pub struct Agent {
     pub mounts_dir: PathBuf,
     pub events: Events,
     pub history: Duration,
+    /// The link to a hub (an agent started with `--config`).
+    pub link: OnceLock<Arc<crate::hub::link::Link>>,
+    /// Executions handed to agents (on the hub).
+    pub board: crate::hub::dispatch::Board,
     wake: Mutex<mpsc::Sender<()>>,
 }
 
@@ -121,11 +129,16 @@ impl Agent {
             mounts_dir,
             events,
             history: config.history,
+            link: OnceLock::new(),
+            board: Default::default(),
             wake: Mutex::new(wake),
         });
         agent.expire_history();
         if let Some(path) = &config.provision {
             agent.provision(path);
+        }
+        if let Some(doc) = &config.declared {
+            agent.apply_provision(doc, "the configuration document");
         }
         let a = agent.clone();
         std::thread::Builder::new()
@@ -168,7 +181,11 @@ impl Agent {
                     .warn(&format!("provisioning: {}: {e}", path.display()))
             }
         };
-        match provision::apply(self, &doc) {
+        self.apply_provision(&doc, &path.display().to_string());
+    }
+
+    fn apply_provision(&self, doc: &provision::Provision, _origin: &str) {
+        match provision::apply(self, doc) {
             // also on the console: the operator declared these in the document
             Ok(lines) => lines.iter().for_each(|l| {
                 self.events.info(&format!("provisioning: {l}"));

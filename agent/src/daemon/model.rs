@@ -45,6 +45,31 @@ pub enum LocationSpec {
     /// A directory that is already there (a local disk, or a file system
     /// mounted another way).
     Local { path: String },
+    /// A location of the hub this agent is activated with (its id there):
+    /// the data goes to the hub over mutual TLS. A destination only.
+    Hub {
+        /// Not `LocationId`: the location's own id has that name.
+        hub_location_id: String,
+        /// zstd on the wire (counted as BytesCompressed).
+        #[serde(default)]
+        compress: bool,
+        /// Parallel TLS connections to the hub (64 by default, one per
+        /// worker: on a long link each request waits a round trip, so
+        /// concurrency is speed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
+    },
+    /// On the hub: a location of an activated agent (NFS or local, as the
+    /// agent reaches it). A source only: the hub's task runs on that agent,
+    /// which sends the data to the hub's destination.
+    Agent {
+        agent_id: String,
+        location: Box<LocationSpec>,
+        #[serde(default)]
+        compress: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
+    },
 }
 
 impl LocationSpec {
@@ -69,6 +94,12 @@ impl LocationSpec {
                 )
             }
             LocationSpec::Local { path } => format!("file://{path}"),
+            LocationSpec::Hub {
+                hub_location_id, ..
+            } => format!("hub://{hub_location_id}"),
+            LocationSpec::Agent {
+                agent_id, location, ..
+            } => format!("agent://{agent_id}/{}", location.uri()),
         }
     }
 }

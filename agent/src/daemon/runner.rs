@@ -12,7 +12,10 @@ use super::{nfs, Agent, Running};
 use crate::engine::counters::CounterSnapshot;
 use crate::engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
 use crate::engine::{Execution, Summary};
+use crate::hub::dispatch::Job;
+use crate::hub::remote::RemoteLocation;
 use crate::location::local::LocalLocation;
+use crate::location::Location;
 
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -74,6 +77,10 @@ struct Prepared {
 impl Prepared {
     fn open(agent: &Agent, spec: &LocationSpec, mount_point: PathBuf) -> Result<Prepared, String> {
         match spec {
+            LocationSpec::Hub { .. } => {
+                Err("a hub location is written over TLS, not opened".into())
+            }
+            LocationSpec::Agent { .. } => Err("an agent's location is read by that agent".into()),
             LocationSpec::Local { path } => Ok(Prepared {
                 path: PathBuf::from(path),
                 mounted: false,
@@ -184,9 +191,10 @@ impl Observer for StoreObserver {
     }
 }
 
-fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
+/// Ends an execution that could not run, with `code` and `detail`.
+fn fail_execution(agent: &Arc<Agent>, exec: &ExecutionRecord, code: &str, detail: String) {
     let id = &exec.task_execution_id;
-    let fail = |code: &str, detail: String| {
+    {
         let mut result = store_result(agent, id);
         for s in [
             &mut result.prepare_status,
@@ -200,7 +208,12 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         result.error_code = Some(code.into());
         result.error_detail = Some(detail.clone());
         finish(agent, exec, model::ERROR, &result, &exec.counters, None);
-    };
+    }
+}
+
+fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
+    let id = &exec.task_execution_id;
+    let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
 
     let (task, source, destination) = {
         let store = agent.store.lock().unwrap();
@@ -218,11 +231,65 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             "the task or one of its locations is gone".into(),
         );
     };
+    if let LocationSpec::Agent {
+        agent_id,
+        location,
+        compress,
+        connections,
+    } = &source.spec
+    {
+        if !matches!(
+            destination.spec,
+            LocationSpec::Local { .. } | LocationSpec::Nfs { .. }
+        ) {
+            return fail(
+                "DestinationUnavailable",
+                "a task from an agent's location writes to a LOCAL or NFS location of the hub"
+                    .into(),
+            );
+        }
+        let job = Job {
+            execution_id: id.clone(),
+            task_id: exec.task_id.clone(),
+            agent_id: agent_id.clone(),
+            source: location.as_ref().clone(),
+            destination_location_id: destination.location_id.clone(),
+            compress: *compress,
+            connections: *connections,
+            options: exec.options.clone(),
+            cancel: false,
+        };
+        return dispatched(agent, exec, running, job);
+    }
     let mounts = agent.mounts_dir.join(id);
     let src = match Prepared::open(agent, &source.spec, mounts.join("source")) {
         Ok(p) => p,
         Err(e) => return fail("SourceUnavailable", e),
     };
+    if let LocationSpec::Hub {
+        hub_location_id: location_id,
+        compress,
+        connections,
+    } = &destination.spec
+    {
+        let src_loc = match LocalLocation::open(&src.path) {
+            Ok(l) => l,
+            Err(e) => {
+                return fail(
+                    "SourceUnavailable",
+                    format!("cannot open the source {}: {e}", source.location_uri),
+                )
+            }
+        };
+        let dst_loc = match hub_destination(agent, location_id, *compress, *connections) {
+            Ok(l) => l,
+            Err(e) => return fail("DestinationUnavailable", e),
+        };
+        run_engine(agent, exec, running, src_loc, dst_loc);
+        drop(src);
+        let _ = std::fs::remove_dir(&mounts);
+        return;
+    }
     let dst = match Prepared::open(agent, &destination.spec, mounts.join("destination")) {
         Ok(p) => p,
         Err(e) => return fail("DestinationUnavailable", e),
@@ -248,6 +315,82 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             )
         }
     };
+    run_engine(agent, exec, running, src_loc, dst_loc);
+    drop((src, dst));
+    let _ = std::fs::remove_dir(&mounts);
+}
+
+/// How long a cancelled execution waits for its agent to confirm.
+const DISPATCH_CANCEL_WAIT: Duration = Duration::from_secs(120);
+
+/// On the hub: hands the execution to the agent that owns its source and
+/// mirrors what the agent reports until the execution ends there.
+fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job: Job) {
+    let id = &exec.task_execution_id;
+    agent
+        .events
+        .info(&format!("{id}: handed to the agent {}", job.agent_id));
+    agent.board.post(job);
+    let mut status = model::LAUNCHING.to_string();
+    let mut cancel_deadline: Option<std::time::Instant> = None;
+    loop {
+        if let Some(r) = agent.board.wait(id, PROGRESS_EVERY) {
+            if r.finished() {
+                finish(agent, exec, &r.status, &r.result, &r.counters, None);
+                break;
+            }
+            let store = agent.store.lock().unwrap();
+            // QUEUED on the agent is still LAUNCHING here; CANCELLING stays.
+            if r.status != status && r.status != model::QUEUED && cancel_deadline.is_none() {
+                status = r.status.clone();
+                let _ = store.set_status(id, &status);
+                agent.events.state(&exec.task_id, id, &status, None);
+            }
+            let _ = store.save_progress(id, &r.result, &r.counters);
+        }
+        if running.cancel.load(Ordering::Relaxed) && cancel_deadline.is_none() {
+            agent.board.cancel(id);
+            cancel_deadline = Some(std::time::Instant::now() + DISPATCH_CANCEL_WAIT);
+        }
+        if cancel_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            fail_execution(
+                agent,
+                exec,
+                "Cancelled",
+                "the execution was cancelled; its agent did not confirm".into(),
+            );
+            break;
+        }
+    }
+    agent.board.remove(id);
+}
+
+/// The destination of a task whose data goes to the hub.
+fn hub_destination(
+    agent: &Agent,
+    location_id: &str,
+    compress: bool,
+    connections: Option<u32>,
+) -> Result<RemoteLocation, String> {
+    let link = agent
+        .link
+        .get()
+        .ok_or("this agent is not set up to reach a hub")?;
+    let connections = connections.unwrap_or(64).clamp(1, 64) as usize;
+    link.remote_location(location_id, compress, connections)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the engine from `src` to `dst` and records the outcome.
+fn run_engine<D: Location>(
+    agent: &Arc<Agent>,
+    exec: &ExecutionRecord,
+    running: &Running,
+    src_loc: LocalLocation,
+    dst_loc: D,
+) {
+    let id = &exec.task_execution_id;
+    let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
     let report_path = agent.reports_dir.join(format!("{id}.json"));
     let report = match ReportWriter::create(&report_path) {
         Ok(r) => Arc::new(r),
@@ -326,8 +469,6 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         &summary.counters,
         report_saved.as_deref(),
     );
-    drop((src, dst));
-    let _ = std::fs::remove_dir(&mounts);
 }
 
 fn store_result(agent: &Agent, id: &str) -> ResultDetail {

@@ -12,7 +12,7 @@ macro_rules! counters {
 
         /// A consistent-enough copy of the counters, for reports and events.
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "PascalCase")]
+        #[serde(rename_all = "PascalCase", default)]
         pub struct CounterSnapshot { $($(#[$doc])* pub $field: u64),+ }
 
         impl Counters {
@@ -46,6 +46,11 @@ counters!(
     bytes_written,
     /// Bytes after compression on the wire (remote destinations only).
     bytes_compressed,
+    /// Data bytes sent again to a remote destination after a broken
+    /// connection or a timeout (the chunks not yet acknowledged).
+    bytes_resent,
+    /// Requests to a remote destination sent again.
+    requests_retried,
     /// Entries whose data and metadata already matched.
     files_unchanged,
     /// Entries left alone by a rule (OverwriteMode NEVER, devices not preserved).

@@ -205,9 +205,19 @@ impl<S: Location, D: Location> Ctx<S, D> {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// The counters, with what the destination's wire adds to them.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let mut c = self.counters.snapshot();
+        let w = self.dst.wire_counters();
+        c.bytes_compressed += w.bytes_compressed;
+        c.bytes_resent += w.bytes_resent;
+        c.requests_retried += w.requests_retried;
+        c
+    }
+
     pub fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap() = phase;
-        self.observer.phase(phase, &self.counters.snapshot());
+        self.observer.phase(phase, &self.snapshot());
     }
 
     pub fn record(&self, make: impl FnOnce() -> Record) {
@@ -352,10 +362,7 @@ impl<S: Location, D: Location> Execution<S, D> {
 
     /// The current phase and counters, for progress displays.
     pub fn progress(&self) -> (Phase, CounterSnapshot) {
-        (
-            *self.ctx.phase.lock().unwrap(),
-            self.ctx.counters.snapshot(),
-        )
+        (*self.ctx.phase.lock().unwrap(), self.ctx.snapshot())
     }
 
     /// Changes the bandwidth limit of a running execution.
@@ -410,7 +417,7 @@ impl<S: Location, D: Location> Execution<S, D> {
             verify_duration = verify_start.elapsed();
         }
 
-        let counters = ctx.counters.snapshot();
+        let counters = ctx.snapshot();
         let (status, error_code) = if ctx.cancelled() {
             error_detail.get_or_insert_with(|| "the execution was cancelled".into());
             (Phase::Error, Some("Cancelled"))

@@ -313,13 +313,16 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         let ctx = self.ctx;
         // Taken while copying, and the file has not changed since: only the
         // destination needs reading.
+        // A remote destination hashes its own file: the data does not travel again.
+        let dst_digest = || {
+            ctx.dst
+                .digest(dst_dir, name)
+                .unwrap_or_else(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)))
+        };
         let (s, d) = match ctx.source_hash(src_meta) {
-            Some(known) => (
-                Ok((known, src_meta.clone())),
-                ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)),
-            ),
+            Some(known) => (Ok((known, src_meta.clone())), dst_digest()),
             None => std::thread::scope(|scope| {
-                let d = scope.spawn(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)));
+                let d = scope.spawn(dst_digest);
                 let s = ctx
                     .src
                     .open_file(src_dir, name)

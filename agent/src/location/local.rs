@@ -46,6 +46,18 @@ impl LocalLocation {
     pub fn path(&self) -> &Path {
         &self.root
     }
+
+    /// Opens an existing file of `dir` for writing, without truncating it
+    /// (the hub writes the chunks of one file in separate requests).
+    pub fn open_write(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<LocalWriter> {
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(LocalWriter(File::from(fd)))
+    }
 }
 
 fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {

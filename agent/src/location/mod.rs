@@ -95,6 +95,17 @@ impl MetaUpdate {
     }
 }
 
+/// The cost of the wire to a remote location, for the execution's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireCounters {
+    /// Data bytes sent after compression (when compressing).
+    pub bytes_compressed: u64,
+    /// Data bytes sent again after a broken connection or a timeout.
+    pub bytes_resent: u64,
+    /// Requests sent again.
+    pub requests_retried: u64,
+}
+
 /// Reads one open file.
 pub trait Reader: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -172,4 +183,16 @@ pub trait Location: Send + Sync + 'static {
     fn update(&self, dir: &Self::Dir, name: &OsStr, update: &MetaUpdate) -> io::Result<()>;
     /// Changes attributes of an open directory.
     fn update_dir(&self, dir: &Self::Dir, update: &MetaUpdate) -> io::Result<()>;
+
+    /// SHA-256 of a file's content computed where the file is (the hub),
+    /// so that verification does not move the data again. `None`: this
+    /// location has no such thing, and the engine reads the file.
+    fn digest(&self, _dir: &Self::Dir, _name: &OsStr) -> Option<io::Result<[u8; 32]>> {
+        None
+    }
+
+    /// What the wire to a remote location cost.
+    fn wire_counters(&self) -> WireCounters {
+        WireCounters::default()
+    }
 }

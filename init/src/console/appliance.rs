@@ -631,6 +631,33 @@ impl Host for Appliance {
         }
     }
 
+    fn activation_status(&mut self) -> String {
+        match Command::new("/usr/bin/ferry")
+            .args(["activation", "show", "--agent", AGENT_SOCKET])
+            .output()
+        {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => format!("ferry: {e}"),
+        }
+    }
+
+    fn activate(&mut self, hub: &str, fingerprint: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new("/usr/bin/ferry");
+        cmd.args(["activation", "start", "--agent", AGENT_SOCKET, "--hub", hub]);
+        if let Some(f) = fingerprint {
+            cmd.args(["--hub-fingerprint", f]);
+        }
+        log::info!("console: activation with the hub {hub} requested");
+        match cmd.output() {
+            Ok(o) if o.status.success() => {
+                Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            }
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("ferry: {e}")),
+        }
+    }
+
     fn reboot(&mut self) {
         log::info!("console: reboot requested");
         let _ = kill(Pid::from_raw(1), Signal::SIGTERM);

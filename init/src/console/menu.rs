@@ -85,6 +85,10 @@ pub trait Host {
     /// Journal lines, newest first, of one unit or all.
     fn logs(&mut self, unit: Option<&str>) -> Result<Vec<String>, String>;
     fn tasks(&mut self) -> String;
+    /// Whether the agent is activated, with which hub, or which key waits.
+    fn activation_status(&mut self) -> String;
+    /// Registers the agent with a hub; the activation key to confirm there.
+    fn activate(&mut self, hub: &str, fingerprint: Option<&str>) -> Result<String, String>;
     fn reboot(&mut self);
     fn power_off(&mut self);
 }
@@ -248,10 +252,7 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                     let s = self.host.tasks();
                     self.say(&s);
                 }
-                "a" | "A" => self.say(
-                    "Activation pairs this agent with a Ferry hub. This version has no hub yet: \
-                     tasks run on this appliance (see t: Tasks).",
-                ),
+                "a" | "A" => self.activation(),
                 "p" | "P" => {
                     self.change_password();
                 }
@@ -518,6 +519,56 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                 Level::Error => "ERROR  ",
             };
             self.say(&format!("  {tag} {}", c.text));
+        }
+    }
+
+    /// Pairs this agent with a hub: what `GET /?hub=` on port 80 does.
+    fn activation(&mut self) {
+        let s = self.host.activation_status();
+        self.say(&format!("Activation: {s}"));
+        self.say("  1: Activate with a hub\n  b: Back");
+        if self
+            .term
+            .read_line("Choose an option: ")
+            .as_deref()
+            .map(str::trim)
+            != Some("1")
+        {
+            return;
+        }
+        let Some(hub) = self.ask("Hub address (HOST[:PORT], 443 by default): ", |h| {
+            let h = h.trim();
+            if h.is_empty() || h.contains(['/', ' ', '?', '@']) {
+                Err("a host name or address, with :PORT when not 443".into())
+            } else {
+                Ok(h.to_string())
+            }
+        }) else {
+            return;
+        };
+        // Not `ask`: an empty answer here means "no fingerprint", not "back".
+        let fingerprint = loop {
+            let Some(line) = self.term.read_line(
+                "Hub CA fingerprint (sha256:HEX, as the hub logs it; empty: trust the hub on first contact): ",
+            ) else {
+                return;
+            };
+            let f = line.trim();
+            let hex = f.strip_prefix("sha256:").unwrap_or("");
+            if f.is_empty() {
+                break None;
+            } else if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                break Some(f.to_string());
+            }
+            self.say("  invalid: sha256: followed by 64 hexadecimal digits");
+        };
+        match self.host.activate(&hub, fingerprint.as_deref()) {
+            Ok(key) => self.say(&format!(
+                "Activation key: {key}\nConfirm it on the hub: ferry agent activate {key} --name NAME, \
+                 or its page https://{hub}/activate?activationKey={key}\n\
+                 The agent then picks up its certificate by itself and closes port 80."
+            )),
+            Err(e) => self.say(&format!("Activation failed: {e}")),
         }
     }
 

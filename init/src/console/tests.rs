@@ -153,6 +153,13 @@ impl Host for Recorder {
     fn tasks(&mut self) -> String {
         "EXECUTION  STATUS".into()
     }
+    fn activation_status(&mut self) -> String {
+        "not activated".into()
+    }
+    fn activate(&mut self, hub: &str, fingerprint: Option<&str>) -> Result<String, String> {
+        self.actions.push(format!("activate {hub} {fingerprint:?}"));
+        Ok("ABCDE-FGHJK-LMNPQ-RSTUV-WXYZ2".into())
+    }
     fn reboot(&mut self) {
         self.actions.push("reboot".into());
     }
@@ -406,6 +413,11 @@ fn tests_resources_time_logs_tasks_support_and_power() {
             "6",
             "2",
             "a",
+            "1",
+            "hub.example/x",
+            "hub.example:8443",
+            "sha256:zz",
+            "",
             "8",
             "n",
             "9",
@@ -440,8 +452,11 @@ fn tests_resources_time_logs_tasks_support_and_power() {
         o.contains("invalid: a number of hours from 0.1 to 72"),
         "{o}"
     );
+    assert!(o.contains("Activation: not activated"), "{o}");
+    assert!(o.contains("invalid: a host name or address"), "{o}");
+    assert!(o.contains("invalid: sha256: followed by 64"), "{o}");
     assert!(
-        o.contains("Activation pairs this agent with a Ferry hub"),
+        o.contains("Activation key: ABCDE-FGHJK-LMNPQ-RSTUV-WXYZ2"),
         "{o}"
     );
     assert!(o.contains("Cancelled."), "{o}");
@@ -453,6 +468,7 @@ fn tests_resources_time_logs_tasks_support_and_power() {
             "step clock",
             "support open ssh-ed25519 AAAA test 0.5 None",
             "support close",
+            "activate hub.example:8443 None",
             "power off",
         ]
     );

@@ -1,18 +1,30 @@
 //! `ferry-agent`: the daemon that keeps locations, tasks and executions and
-//! serves the JSON API on a Unix socket (see `ferry::daemon`).
+//! serves the JSON API on a Unix socket (see `ferry::daemon`). With
+//! `--config` it reads the appliance's configuration document and runs as
+//! an agent (with its activation port and its link to a hub) or as the hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry::daemon::config::{Document, Role};
 use ferry::daemon::{self, Agent, Config};
+use ferry::hub::link::Link;
+use ferry::hub::server::Hub;
 
 /// Ferry's agent: locations, tasks and executions, with history, schedules,
 /// reports and metrics, behind a JSON HTTP API on a Unix socket.
 #[derive(Parser, Debug)]
 #[command(name = "ferry-agent", version, about)]
 struct Args {
+    /// The configuration document (`role:`, `daemon:`, `agent:`; see
+    /// agent/README.md). Without it, the options below set everything and
+    /// there is no activation port and no hub.
+    /// A missing document means every default (the appliance before its
+    /// first configuration).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "socket", "history_days", "cloudwatch_emf"])]
+    config: Option<PathBuf>,
     /// Where the database, the reports and the mount points live.
     #[arg(long, value_name = "DIR", default_value = "/data/agent")]
     data_dir: PathBuf,
@@ -78,13 +90,55 @@ fn main() -> ExitCode {
     default_stop_signals();
     // Files are created with their final modes: no umask in the way.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let config = Config {
-        data_dir: args.data_dir,
-        history: Duration::from_secs(u64::from(args.history_days) * 86_400),
-        emf: args.cloudwatch_emf,
-        provision: args.provision,
-        console: args.console,
+    let doc = match &args.config {
+        Some(path) if !path.exists() => {
+            eprintln!(
+                "ferry-agent: no configuration document at {}: the defaults apply",
+                path.display()
+            );
+            Some(Document::default())
+        }
+        Some(path) => match Document::load(path) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("ferry-agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
     };
+    let (config, socket) = match &doc {
+        Some(doc) => {
+            let d = &doc.daemon;
+            let config = Config {
+                data_dir: d.data_dir.clone(),
+                history: Duration::from_secs(u64::from(d.history_days) * 86_400),
+                emf: d.cloudwatch_emf,
+                provision: args.provision.clone(),
+                console: args.console.clone().or_else(|| d.console.clone()),
+                declared: None,
+            };
+            (config, d.socket.clone())
+        }
+        None => (
+            Config {
+                data_dir: args.data_dir.clone(),
+                history: Duration::from_secs(u64::from(args.history_days) * 86_400),
+                emf: args.cloudwatch_emf,
+                provision: args.provision.clone(),
+                console: args.console.clone(),
+                declared: None,
+            },
+            args.socket.clone(),
+        ),
+    };
+    let mut config = config;
+    let mut doc = doc;
+    // On the appliance ferry-init hands over the checked `agent:` section
+    // with --provision; elsewhere the document's own section is declared.
+    if let (Some(d), None) = (doc.as_mut(), &args.provision) {
+        config.declared = d.agent.take().map(std::sync::Arc::new);
+    }
     let agent = match Agent::start(&config) {
         Ok(a) => a,
         Err(e) => {
@@ -110,20 +164,78 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let served = runtime.block_on(async {
-        let main = daemon::serve(agent.clone(), &args.socket);
-        match (&args.read_only_socket, gid) {
+    runtime.block_on(async {
+        if let Some(doc) = &doc {
+            if let Err(e) = start_role(&agent, doc) {
+                eprintln!("ferry-agent: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        let main = daemon::serve(agent.clone(), &socket);
+        let served = match (&args.read_only_socket, gid) {
             (Some(ro), Some(gid)) => {
                 tokio::try_join!(main, daemon::serve_read_only(agent, ro, gid)).map(|_| ())
             }
             _ => main.await,
+        };
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry-agent: the API on {}: {e}", socket.display());
+                ExitCode::from(2)
+            }
         }
-    });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferry-agent: the API on {}: {e}", args.socket.display());
-            ExitCode::from(2)
+    })
+}
+
+/// The agent's link to a hub and its activation port, or the hub's HTTPS API.
+fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), String> {
+    let d = &doc.daemon;
+    let events = agent.clone();
+    let log = std::sync::Arc::new(move |line: &str| events.events.info(line));
+    match doc.role {
+        Role::Agent => {
+            let link = Link::open(
+                &d.data_dir.join("hub-link"),
+                &d.activated_marker,
+                Duration::from_secs(d.poll_seconds.max(1)),
+                log,
+            )
+            .map_err(|e| e.to_string())?;
+            let _ = agent.link.set(link.clone());
+            tokio::spawn(link.clone().run(agent.clone()));
+            let addr = d.activation_listen;
+            let a = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.serve_activation(addr).await {
+                    a.events
+                        .warn(&format!("activation: cannot serve on {addr}: {e}"));
+                }
+            });
+        }
+        Role::Hub => {
+            let dir = d.data_dir.join("hub");
+            let token = d
+                .operator_token_file
+                .clone()
+                .unwrap_or_else(|| dir.join("operator-token"));
+            let hub = Hub::open(
+                agent.clone(),
+                &dir,
+                &d.hub_names,
+                &token,
+                d.operator_token.as_deref(),
+                Duration::from_secs(d.activation_key_seconds),
+            )
+            .map_err(|e| e.to_string())?;
+            let addr = d.https_listen;
+            tokio::spawn(async move {
+                if let Err(e) = hub.serve(addr).await {
+                    eprintln!("ferry-agent: hub: {e}");
+                    std::process::exit(2);
+                }
+            });
         }
     }
+    Ok(())
 }

@@ -54,6 +54,19 @@ enum LocationCommand {
         #[arg(long)]
         path: PathBuf,
     },
+    /// A location of the hub this agent is activated with (a destination):
+    /// the data goes to the hub over mutual TLS.
+    CreateHub {
+        /// The location's id on the hub (`ferry location list` against the hub).
+        #[arg(long, value_name = "ID")]
+        location_id: String,
+        /// Compress data on the wire with zstd (counted as BytesCompressed).
+        #[arg(long)]
+        compress: bool,
+        /// Parallel TLS connections to the hub.
+        #[arg(long, value_name = "N")]
+        connections: Option<u32>,
+    },
     List,
     Describe {
         location: String,
@@ -99,6 +112,20 @@ pub fn run(args: LocationArgs) -> ExitCode {
                 std::env::current_dir().unwrap_or_default().join(path)
             };
             let body = json!({"Type": "LOCAL", "Path": path.to_string_lossy()});
+            client
+                .call("POST", "/v1/locations", Some(&body))
+                .map(|v| show_created(&v, json))
+        }
+        LocationCommand::CreateHub {
+            location_id,
+            compress,
+            connections,
+        } => {
+            let mut body =
+                json!({"Type": "HUB", "HubLocationId": location_id, "Compress": compress});
+            if let Some(n) = connections {
+                body["Connections"] = n.into();
+            }
             client
                 .call("POST", "/v1/locations", Some(&body))
                 .map(|v| show_created(&v, json))

@@ -6,6 +6,7 @@
 
 mod client;
 mod execution;
+mod hub;
 mod location;
 mod options;
 mod progress;
@@ -33,6 +34,10 @@ enum Command {
     Task(task::TaskArgs),
     /// Executions of the agent's tasks: list, describe, cancel, report.
     Execution(execution::ExecutionArgs),
+    /// Agents of a hub: activate (confirm a key), list.
+    Agent(hub::AgentCmdArgs),
+    /// This agent's activation with a hub: show, start.
+    Activation(hub::ActivationArgs),
 }
 
 /// Exit codes: 0 SUCCESS, 1 ERROR, 2 usage or setup error.
@@ -51,5 +56,7 @@ fn main() -> ExitCode {
         Command::Location(args) => location::run(args),
         Command::Task(args) => task::run(args),
         Command::Execution(args) => execution::run(args),
+        Command::Agent(args) => hub::run(args),
+        Command::Activation(args) => hub::run_activation(args),
     }
 }

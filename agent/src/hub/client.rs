@@ -1,0 +1,293 @@
+//! HTTPS to the hub: a pool of TLS 1.3 connections (mutual TLS once the
+//! agent is activated), with retries and backoff for the remote writer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
+
+use super::proto;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot reach the hub at {url}: {detail}")]
+    Unreachable {
+        url: String,
+        detail: String,
+        /// False when no connection was made: nothing of the request left.
+        sent: bool,
+    },
+    #[error("the hub answered {status} to {what}: {message}")]
+    Refused {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("the hub's answer to {what} is not readable: {detail}")]
+    Garbled { what: String, detail: String },
+    #[error("bad hub address {0:?}: give HOST[:PORT]")]
+    Address(String),
+}
+
+/// What the wire cost, beyond the data itself.
+#[derive(Debug, Default)]
+pub struct WireStats {
+    /// Data bytes after compression (only counted when compressing).
+    pub bytes_compressed: AtomicU64,
+    /// Data bytes sent again after a broken connection or a timeout.
+    pub bytes_resent: AtomicU64,
+    /// Requests sent again.
+    pub retries: AtomicU64,
+}
+
+/// How long one request may take before it is abandoned and sent again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the hub may stay unreachable before an operation fails: an
+/// execution survives an outage shorter than this.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(180);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Clone)]
+pub struct HubClient {
+    client: Pool,
+    base: String,
+    token: Option<String>,
+    /// At most this many requests (and so connections) at once.
+    slots: Arc<tokio::sync::Semaphore>,
+    pub stats: Arc<WireStats>,
+}
+
+/// `HOST[:PORT]` (443 by default) as a base URL.
+pub fn base_url(hub: &str) -> Result<String, HubError> {
+    let hub = hub
+        .trim()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if hub.is_empty() || hub.contains('/') || hub.contains('?') || hub.contains('@') {
+        return Err(HubError::Address(hub.to_string()));
+    }
+    // `[v6]:port`, `host:port`, or a bare host or address (a bare IPv6
+    // address has several colons).
+    let has_port = match hub.rsplit_once(':') {
+        Some((h, p)) => p.parse::<u16>().is_ok() && (h.ends_with(']') || !h.contains(':')),
+        None => false,
+    };
+    Ok(if has_port {
+        format!("https://{hub}")
+    } else if hub.contains(':') && !hub.starts_with('[') {
+        format!("https://[{hub}]:443")
+    } else {
+        format!("https://{hub}:443")
+    })
+}
+
+impl HubClient {
+    /// A client of the hub at `base` (from [`base_url`]); must be made
+    /// inside a tokio runtime, whose tasks then carry its connections.
+    pub fn new(
+        base: String,
+        tls: ClientConfig,
+        connections: usize,
+        token: Option<String>,
+    ) -> HubClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let connections = connections.max(1);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(connections)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        HubClient {
+            client,
+            base,
+            token,
+            slots: Arc::new(tokio::sync::Semaphore::new(connections)),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request, once.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), HubError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", content_type);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| HubError::Address(e.to_string()))?;
+        let unreachable = |detail: String, sent: bool| HubError::Unreachable {
+            url: url.clone(),
+            detail,
+            sent,
+        };
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let answer = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| unreachable(error_chain(&e), !e.is_connect()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(error_chain(&e), true))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(
+                format!("no answer in {REQUEST_TIMEOUT:?}"),
+                true,
+            )),
+        }
+    }
+
+    /// A JSON request; an answer other than 2xx is a refusal.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HubError> {
+        let what = format!("{method} {path}");
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, data) = self.send(method, path, "application/json", body).await?;
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+            return Err(HubError::Refused {
+                what,
+                status: status.as_u16(),
+                message: v["Message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&data).into_owned()),
+            });
+        }
+        if data.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&data).map_err(|e| HubError::Garbled {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    /// A file-system operation on a hub location, sent again (with the same
+    /// operation id) until it is answered or the hub has been unreachable
+    /// for [`GIVE_UP_AFTER`].
+    pub async fn fs(
+        &self,
+        location: &str,
+        req: &proto::Request,
+    ) -> Result<proto::Response, HubError> {
+        let path = format!("/agent/v1/fs/{location}");
+        let body = postcard::to_stdvec(req).expect("encodable");
+        let start = Instant::now();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let r = self
+                .send(Method::POST, &path, "application/x-postcard", body.clone())
+                .await;
+            match r {
+                Ok((StatusCode::OK, data)) => {
+                    return postcard::from_bytes(&data).map_err(|e| HubError::Garbled {
+                        what: path.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+                Ok((status, data)) if !status.is_server_error() => {
+                    return Err(HubError::Refused {
+                        what: path.clone(),
+                        status: status.as_u16(),
+                        message: String::from_utf8_lossy(&data).into_owned(),
+                    })
+                }
+                Ok(_) | Err(HubError::Unreachable { .. }) if start.elapsed() < GIVE_UP_AFTER => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    // What reached the wire is sent again; a refused
+                    // connection sent nothing.
+                    let sent = !matches!(r, Err(HubError::Unreachable { sent: false, .. }));
+                    if sent {
+                        self.stats
+                            .bytes_resent
+                            .fetch_add(req.op.payload() as u64, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Ok((status, data)) => {
+                    return Err(HubError::Refused {
+                        what: path.clone(),
+                        status: status.as_u16(),
+                        message: String::from_utf8_lossy(&data).into_owned(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An error and its causes, on one line (hyper's own message is terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_addresses() {
+        assert_eq!(base_url("hub.example").unwrap(), "https://hub.example:443");
+        assert_eq!(
+            base_url("127.0.0.1:8443").unwrap(),
+            "https://127.0.0.1:8443"
+        );
+        assert_eq!(base_url("[::1]:8443").unwrap(), "https://[::1]:8443");
+        assert_eq!(base_url("::1").unwrap(), "https://[::1]:443");
+        assert!(base_url("evil.example/x").is_err());
+        assert!(base_url("").is_err());
+    }
+}

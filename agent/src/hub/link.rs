@@ -1,0 +1,562 @@
+//! The agent's side of activation and of its link to the hub.
+//!
+//! Until the agent is activated it serves the activation port (80 on the
+//! appliance): `GET /?hub=HOST[:PORT][&hubFingerprint=sha256:HEX]` makes a
+//! key pair, sends its certificate request to the hub over TLS (checking
+//! the hub's CA fingerprint when given, trusting it on first use when not),
+//! and answers with a redirect to the hub's activation page carrying the
+//! key. The agent then asks the hub for its certificate until an operator
+//! confirms the key; with it, the agent writes the activation marker, closes
+//! the activation port and reports to the hub every minute.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::Method;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::ca::{self, write_file};
+use super::client::{base_url, HubClient, HubError};
+use super::dispatch::{Job, Report};
+use super::remote::RemoteLocation;
+use super::tls;
+use crate::daemon::model::{self, LocationSpec, Task};
+use crate::daemon::Agent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("this agent is already activated with the hub {0}")]
+    AlreadyActivated(String),
+    #[error("this agent is not activated with a hub (open its activation port: GET /?hub=HOST)")]
+    NotActivated,
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("the hub did not present a CA certificate")]
+    NoCa,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the hub's answer lacks {0}")]
+    Answer(&'static str),
+    #[error("cannot start the hub client's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What the agent keeps about its hub (`link.json` in its data directory).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct LinkState {
+    /// `https://HOST:PORT`
+    hub: Option<String>,
+    /// The hub's CA certificate (PEM), as first seen.
+    ca: Option<String>,
+    activation_key: Option<String>,
+    agent_id: Option<String>,
+    activated: bool,
+}
+
+type Log = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub struct Link {
+    dir: PathBuf,
+    marker: PathBuf,
+    poll: Duration,
+    state: Mutex<LinkState>,
+    activated: watch::Sender<bool>,
+    log: Log,
+    /// Executions the hub handed over: the hub's id to the local one.
+    jobs: Mutex<HashMap<String, String>>,
+    /// The hub's ids of executions that ended here (never started again).
+    done: Mutex<HashSet<String>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
+    move |source| LinkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Link {
+    /// `dir` holds the link's files; `marker` is written once activated.
+    pub fn open(
+        dir: &Path,
+        marker: &Path,
+        poll: Duration,
+        log: Log,
+    ) -> Result<Arc<Link>, LinkError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let state: LinkState = std::fs::read(dir.join("link.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let link = Arc::new(Link {
+            dir: dir.to_path_buf(),
+            marker: marker.to_path_buf(),
+            poll,
+            activated: watch::Sender::new(state.activated),
+            state: Mutex::new(state),
+            log,
+            jobs: Mutex::default(),
+            done: Mutex::default(),
+        });
+        if link.is_activated() {
+            link.write_marker()?;
+        }
+        Ok(link)
+    }
+
+    pub fn is_activated(&self) -> bool {
+        self.state.lock().unwrap().activated
+    }
+
+    /// The hub and this agent's id there, once activated.
+    pub fn status(&self) -> serde_json::Value {
+        let s = self.state.lock().unwrap();
+        json!({
+            "Activated": s.activated,
+            "Hub": s.hub,
+            "AgentId": s.agent_id,
+            "ActivationKey": if s.activated { None } else { s.activation_key.clone() },
+        })
+    }
+
+    fn save(&self, state: &LinkState) -> Result<(), LinkError> {
+        let path = self.dir.join("link.json");
+        let text = serde_json::to_vec_pretty(state).expect("serializable");
+        write_file(&path, &text, true).map_err(io_err(&path))
+    }
+
+    fn write_marker(&self) -> Result<(), LinkError> {
+        if let Some(parent) = self.marker.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let id = self
+            .state
+            .lock()
+            .unwrap()
+            .agent_id
+            .clone()
+            .unwrap_or_default();
+        write_file(&self.marker, format!("{id}\n").as_bytes(), false).map_err(io_err(&self.marker))
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("agent.key")
+    }
+
+    fn cert_path(&self) -> PathBuf {
+        self.dir.join("agent.pem")
+    }
+
+    /// Registers with the hub; returns where to send the operator.
+    pub async fn begin(&self, hub: &str, fingerprint: Option<&str>) -> Result<String, LinkError> {
+        let (activated, hub_now) = {
+            let state = self.state.lock().unwrap();
+            (state.activated, state.hub.clone())
+        };
+        if activated {
+            return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
+        }
+        let base = base_url(hub)?;
+        let seen = Arc::new(Mutex::new(None));
+        let config = tls::first_contact_config(fingerprint.map(str::to_string), seen.clone())?;
+        let client = HubClient::new(base.clone(), config, 1, None);
+        let (key_pem, csr) = ca::new_request(&hostname())?;
+        let answer = client
+            .json(
+                Method::POST,
+                "/activation/v1/register",
+                Some(&json!({"Csr": csr, "Hostname": hostname()})),
+            )
+            .await?;
+        let key = answer["ActivationKey"]
+            .as_str()
+            .ok_or(LinkError::Answer("ActivationKey"))?
+            .to_string();
+        let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
+        let key_path = self.key_path();
+        write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+        let state = LinkState {
+            hub: Some(base.clone()),
+            ca: Some(ca::cert_pem(&ca_der)),
+            activation_key: Some(key.clone()),
+            agent_id: None,
+            activated: false,
+        };
+        self.save(&state)?;
+        *self.state.lock().unwrap() = state;
+        (self.log)(&format!(
+            "activation: registered with {base} (CA {}), key {key}",
+            ca::fingerprint(&ca_der)
+        ));
+        Ok(format!("{base}/activate?activationKey={key}"))
+    }
+
+    /// The hub's CA and (once activated) this agent's certificate and key.
+    fn tls_config(&self, with_identity: bool) -> Result<(String, rustls::ClientConfig), LinkError> {
+        let state = self.state.lock().unwrap().clone();
+        let (Some(hub), Some(ca_pem)) = (state.hub, state.ca) else {
+            return Err(LinkError::NotActivated);
+        };
+        let ca_der = ca::cert_from_pem(&ca_pem, "the hub's CA")?;
+        let identity = if with_identity {
+            if !state.activated {
+                return Err(LinkError::NotActivated);
+            }
+            let cert_path = self.cert_path();
+            let key_path = self.key_path();
+            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+            let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+            let cert = ca::cert_from_pem(&cert_pem, &cert_path.display().to_string())?;
+            let key: PrivateKeyDer<'static> = rustls::pki_types::pem::PemObject::from_pem_slice(
+                key_pem.as_bytes(),
+            )
+            .map_err(|_| LinkError::Io {
+                path: key_path.display().to_string(),
+                source: std::io::Error::other("no private key in the file"),
+            })?;
+            Some((vec![cert], key))
+        } else {
+            None
+        };
+        Ok((hub, tls::client_config(&ca_der, identity)?))
+    }
+
+    /// A mutual-TLS client of the hub (inside a tokio runtime).
+    pub fn client(&self, connections: usize) -> Result<HubClient, LinkError> {
+        let (hub, config) = self.tls_config(true)?;
+        Ok(HubClient::new(hub, config, connections, None))
+    }
+
+    /// A location of the hub, as an execution's destination.
+    pub fn remote_location(
+        &self,
+        location_id: &str,
+        compress: bool,
+        connections: usize,
+    ) -> Result<RemoteLocation, LinkError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-hub-io")
+            .enable_all()
+            .build()
+            .map_err(LinkError::Runtime)?;
+        let client = {
+            let _inside = rt.enter();
+            self.client(connections)?
+        };
+        Ok(RemoteLocation::new(
+            client,
+            rt,
+            location_id.to_string(),
+            compress,
+        ))
+    }
+
+    /// One step of a pending activation: asks the hub for the certificate.
+    async fn pick_up(&self) -> Result<bool, LinkError> {
+        let key = match self.state.lock().unwrap().activation_key.clone() {
+            Some(k) => k,
+            None => return Ok(false),
+        };
+        let (hub, config) = self.tls_config(false)?;
+        let client = HubClient::new(hub.clone(), config, 1, None);
+        let path = format!("/activation/v1/certificate?activationKey={key}");
+        let (status, body) = client
+            .send(Method::GET, &path, "application/json", Vec::new())
+            .await?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::ACCEPTED => return Ok(false),
+            other => {
+                // Unknown or expired: this attempt is over; a new GET / starts another.
+                (self.log)(&format!(
+                    "activation: the hub answered {other} for key {key}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+                let mut state = self.state.lock().unwrap();
+                state.activation_key = None;
+                let s = state.clone();
+                drop(state);
+                self.save(&s)?;
+                return Ok(false);
+            }
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| LinkError::Answer("JSON"))?;
+        let cert = v["Certificate"]
+            .as_str()
+            .ok_or(LinkError::Answer("Certificate"))?;
+        let agent_id = v["AgentId"].as_str().ok_or(LinkError::Answer("AgentId"))?;
+        let cert_path = self.cert_path();
+        write_file(&cert_path, cert.as_bytes(), false).map_err(io_err(&cert_path))?;
+        let s = {
+            let mut state = self.state.lock().unwrap();
+            state.agent_id = Some(agent_id.to_string());
+            state.activated = true;
+            state.clone()
+        };
+        self.save(&s)?;
+        self.write_marker()?;
+        self.activated.send_replace(true);
+        (self.log)(&format!("activation: activated with {hub} as {agent_id}"));
+        Ok(true)
+    }
+
+    /// Asks the hub for executions to run (which also tells the hub the
+    /// agent is there), starts new ones, and reports on those running.
+    async fn sync_jobs(
+        &self,
+        client: &mut Option<HubClient>,
+        agent: &Arc<Agent>,
+    ) -> Result<(), LinkError> {
+        if client.is_none() {
+            *client = Some(self.client(1)?);
+        }
+        let c = client.as_ref().expect("just made");
+        let v = c.json(Method::GET, "/agent/v1/tasks", None).await?;
+        let jobs: Vec<Job> = serde_json::from_value(v["Executions"].clone())
+            .map_err(|_| LinkError::Answer("Executions"))?;
+        for job in jobs {
+            let known = self.jobs.lock().unwrap().contains_key(&job.execution_id)
+                || self.done.lock().unwrap().contains(&job.execution_id);
+            if known || job.cancel {
+                continue;
+            }
+            match start_local(agent, &job) {
+                Ok(local) => {
+                    (self.log)(&format!(
+                        "hub: running its execution {} as {local}",
+                        job.execution_id
+                    ));
+                    self.jobs.lock().unwrap().insert(job.execution_id, local);
+                }
+                Err(why) => {
+                    let mut result = crate::daemon::store::pending_result();
+                    result.prepare_status = model::ERROR.into();
+                    result.transfer_status = model::ERROR.into();
+                    result.verify_status = model::ERROR.into();
+                    result.error_code = Some("AgentCannotStart".into());
+                    result.error_detail = Some(why);
+                    let report = Report {
+                        status: model::ERROR.into(),
+                        result,
+                        counters: Default::default(),
+                    };
+                    self.report(c, &job.execution_id, &report).await?;
+                    self.done.lock().unwrap().insert(job.execution_id);
+                }
+            }
+        }
+        let running: Vec<(String, String)> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect();
+        for (hub_id, local_id) in running {
+            let exec = agent
+                .store
+                .lock()
+                .unwrap()
+                .execution(&local_id)
+                .ok()
+                .flatten();
+            let Some(exec) = exec else {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                continue;
+            };
+            let report = Report {
+                status: exec.status,
+                result: exec.result,
+                counters: exec.counters,
+            };
+            let end = match self.report(c, &hub_id, &report).await {
+                Ok(cancel) => {
+                    if cancel && !report.finished() {
+                        let _ = agent.cancel(&local_id);
+                    }
+                    report.finished()
+                }
+                // The hub forgot it (it restarted): stop it here too.
+                Err(HubError::Refused { status: 404, .. }) => {
+                    let _ = agent.cancel(&local_id);
+                    true
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if end {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                self.done.lock().unwrap().insert(hub_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports on a job; answers whether the hub cancelled it.
+    async fn report(&self, c: &HubClient, hub_id: &str, report: &Report) -> Result<bool, HubError> {
+        let path = format!("/agent/v1/executions/{hub_id}/report");
+        let body = serde_json::to_value(report).expect("serializable");
+        let v = c.json(Method::POST, &path, Some(&body)).await?;
+        Ok(v["Cancel"] == true)
+    }
+
+    /// Picks up the certificate while pending; then asks the hub for work
+    /// every `poll_seconds` (which is also how the hub knows it is ONLINE).
+    pub async fn run(self: Arc<Link>, agent: Arc<Agent>) {
+        let mut client = None;
+        let mut last_error = String::new();
+        loop {
+            let result = if self.is_activated() {
+                self.sync_jobs(&mut client, &agent).await
+            } else {
+                self.pick_up().await.map(|_| ())
+            };
+            match result {
+                Err(e) if e.to_string() != last_error => {
+                    last_error = e.to_string();
+                    (self.log)(&format!("hub link: {e}"));
+                }
+                Err(_) => {}
+                Ok(()) => last_error.clear(),
+            }
+            let mut activated = self.activated.subscribe();
+            let _ = tokio::time::timeout(self.poll, activated.changed()).await;
+        }
+    }
+
+    /// Serves the activation port until the agent is activated.
+    pub async fn serve_activation(
+        self: Arc<Link>,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<()> {
+        if self.is_activated() {
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        (self.log)(&format!("activation: listening on {addr} until activated"));
+        let mut done = self.activated.subscribe();
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(activation_page))
+            .with_state(self.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = done.wait_for(|a| *a).await;
+            })
+            .await?;
+        (self.log)("activation: port closed");
+        Ok(())
+    }
+}
+
+/// A location of the agent with this spec, made when there is none.
+fn location_for(
+    store: &crate::daemon::store::Store,
+    spec: &LocationSpec,
+) -> Result<String, String> {
+    let all = store.locations().map_err(|e| e.to_string())?;
+    if let Some(l) = all.into_iter().find(|l| &l.spec == spec) {
+        return Ok(l.location_id);
+    }
+    store
+        .insert_location(spec)
+        .map(|l| l.location_id)
+        .map_err(|e| e.to_string())
+}
+
+/// Queues a job of the hub here, as the task `hub-TASKID` from the job's
+/// source to the hub's location.
+fn start_local(agent: &Arc<Agent>, job: &Job) -> Result<String, String> {
+    if !matches!(
+        job.source,
+        LocationSpec::Nfs { .. } | LocationSpec::Local { .. }
+    ) {
+        return Err("the source of a hub's task is an NFS or local location of the agent".into());
+    }
+    let err = |e: crate::daemon::store::StoreError| e.to_string();
+    let task = {
+        let store = agent.store.lock().unwrap();
+        let src = location_for(&store, &job.source)?;
+        let dst = location_for(
+            &store,
+            &LocationSpec::Hub {
+                hub_location_id: job.destination_location_id.clone(),
+                compress: job.compress,
+                connections: job.connections,
+            },
+        )?;
+        let name = format!("hub-{}", job.task_id);
+        match store.task_by_name(&name).map_err(err)? {
+            Some(t) => {
+                store
+                    .set_task_locations(&t.task_id, &src, &dst)
+                    .map_err(err)?;
+                store
+                    .update_task(&t.task_id, &name, &job.options, None)
+                    .map_err(err)?;
+                store.task(&t.task_id).map_err(err)?.unwrap_or(t)
+            }
+            None => {
+                let t = Task {
+                    task_id: model::new_id("task"),
+                    name,
+                    source_location_id: src,
+                    destination_location_id: dst,
+                    options: job.options.clone(),
+                    schedule: None,
+                    status: "AVAILABLE".into(),
+                    current_task_execution_id: None,
+                    creation_time: String::new(),
+                };
+                store.insert_task(&t).map_err(err)?;
+                t
+            }
+        }
+    };
+    agent.queue(&task, &job.options).map_err(err)
+}
+
+async fn activation_page(
+    State(link): State<Arc<Link>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(hub) = q.get("hub") else {
+        return (
+            StatusCode::OK,
+            "This Ferry agent is not activated.\nGET /?hub=HOST[:PORT][&hubFingerprint=sha256:HEX] registers it with a hub and redirects to the hub's activation page.\n",
+        )
+            .into_response();
+    };
+    match link
+        .begin(hub, q.get("hubFingerprint").map(String::as_str))
+        .await
+    {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Err(e @ LinkError::AlreadyActivated(_)) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
+    }
+}
