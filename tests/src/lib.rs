@@ -719,6 +719,50 @@ pub fn tree_differences(a: &Path, b: &Path) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+/// A free TCP port on the host's loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Run by QEMU for each guest connection of a `guestfwd ... -cmd:` rule:
+/// stdin/stdout are the guest's socket, relayed to a port on the host.
+const RELAY: &str = r#"
+import os, socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def up():
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        s.sendall(b)
+    try:
+        s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    os.write(1, b)
+"#;
+
+/// A `guestfwd` rule (see [`VmConfig::guestfwd`]) that carries each guest
+/// connection to `guest` (`ADDR:PORT`) to `host_port` on the host's
+/// loopback, through a relay script written into `dir`. slirp's plain
+/// `tcp:` target takes one connection only; `cmd:` runs one per connection.
+pub fn guestfwd_relay(dir: &Path, guest: &str, host_port: u16) -> Result<String, Error> {
+    let script = dir.join("relay.py");
+    fs::write(&script, RELAY).map_err(io_err(format!("write {}", script.display())))?;
+    Ok(format!(
+        "tcp:{guest}-cmd:python3 {} {host_port}",
+        script.display()
+    ))
+}
+
 /// The seconds in a line like `ferry-init: ready in 4.21 s: ...`.
 pub fn seconds_after(line: &str, marker: &str) -> Option<f64> {
     let rest = &line[line.find(marker)? + marker.len()..];

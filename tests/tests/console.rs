@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
+use ferry_e2e::free_port;
 use ferry_e2e::nfs::Ganesha;
-use ferry_e2e::ssh::{free_port, keygen, port_22, ssh};
+use ferry_e2e::ssh::{keygen, port_22, ssh};
 use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
 
 const STEP: Duration = Duration::from_secs(60);

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use ferry::hub::{ca, client::HubClient, tls};
 use ferry_e2e::nfs::{Ganesha, HOST_FROM_GUEST};
-use ferry_e2e::{appliance_image, copy_sparse, tree_differences, Firmware, Scratch, Vm, VmConfig};
+use ferry_e2e::{
+    appliance_image, copy_sparse, free_port, guestfwd_relay, tree_differences, Firmware, Scratch,
+    Vm, VmConfig,
+};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -27,37 +30,6 @@ const MOUNT_PORT: u16 = 12148;
 const TOKEN: &str = "e2e-operator-token-0001";
 /// The hub as the agent reaches it (a guestfwd to the hub's forwarded 443).
 const HUB_FROM_AGENT: &str = "10.0.2.100";
-
-/// Run by QEMU for each guest connection to the hub: stdin/stdout are the
-/// guest's socket, relayed to the hub's forwarded port on the host.
-const RELAY: &str = r#"
-import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b:
-            break
-        s.sendall(b)
-    try:
-        s.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    os.write(1, b)
-"#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_source(src: &Path) {
     for d in 0..4 {
@@ -114,8 +86,6 @@ fn an_agent_appliance_pairs_with_a_hub_appliance_and_syncs_through_it() {
     )
     .unwrap();
     let opts = server.mount_options();
-    let relay = work.join("relay.py");
-    fs::write(&relay, RELAY).unwrap();
     let (hub_port, agent_port) = (free_port(), free_port());
 
     let boot = |name: &str, doc: String, fwd: Vec<String>, guestfwd: Vec<String>| {
@@ -142,10 +112,7 @@ fn an_agent_appliance_pairs_with_a_hub_appliance_and_syncs_through_it() {
         "agent",
         "version: 2\nhostname: ferry-site\n".into(),
         vec![format!("tcp:127.0.0.1:{agent_port}-:80")],
-        vec![format!(
-            "tcp:{HUB_FROM_AGENT}:443-cmd:python3 {} {hub_port}",
-            relay.display()
-        )],
+        vec![guestfwd_relay(work, &format!("{HUB_FROM_AGENT}:443"), hub_port).unwrap()],
     );
     for vm in [&mut hub, &mut agent] {
         vm.wait_for("ferry-init: ready in ", Duration::from_secs(300))

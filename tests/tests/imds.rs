@@ -9,13 +9,12 @@
 //! then bad user data is refused naming the key, and the last good
 //! configuration stays in force.
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
+use ferry_e2e::{appliance_image, copy_sparse, guestfwd_relay, Firmware, Scratch, Vm, VmConfig};
 
 const TOKEN: &str = "AQAEAFerryE2eToken-0001==";
 const INSTANCE: &str = "i-0feedfacecafe0001";
@@ -96,37 +95,11 @@ fn serve(state: Arc<Mutex<Imds>>) -> u16 {
     port
 }
 
-/// Run by QEMU for each guest connection: stdin/stdout are the guest's
-/// socket, relayed to the metadata service on the host.
-const RELAY: &str = r#"
-import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b:
-            break
-        s.sendall(b)
-    try:
-        s.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    os.write(1, b)
-"#;
-
-fn boot(disk: &std::path::Path, dir: &std::path::Path, relay: &std::path::Path, port: u16) -> Vm {
+fn boot(disk: &std::path::Path, dir: &std::path::Path, port: u16) -> Vm {
     let mut cfg = VmConfig::new(disk, Firmware::Uefi, dir);
     // 169.254.169.254 must lie inside slirp's network for a guestfwd rule
     cfg.user_net = Some("net=169.254.169.0/24,host=169.254.169.2,dhcpstart=169.254.169.15".into());
-    cfg.guestfwd = vec![format!(
-        "tcp:169.254.169.254:80-cmd:python3 {} {port}",
-        relay.display()
-    )];
+    cfg.guestfwd = vec![guestfwd_relay(dir, "169.254.169.254:80", port).unwrap()];
     cfg.smbios = vec![
         "type=1,manufacturer=Amazon EC2,product=m7i.xlarge".into(),
         format!("type=2,manufacturer=Amazon EC2,asset={INSTANCE}"),
@@ -140,8 +113,6 @@ fn user_data_from_imdsv2_configures_the_appliance_and_bad_user_data_is_refused()
     let s = Scratch::new("imds").unwrap();
     let disk = s.0.join("disk.raw");
     copy_sparse(&image, &disk).unwrap();
-    let relay = s.0.join("relay.py");
-    fs::write(&relay, RELAY).unwrap();
     let user_data = b"version: 1\nhostname: ferry-ec2\n";
     let state = Arc::new(Mutex::new(Imds {
         user_data: user_data.to_vec(),
@@ -150,7 +121,7 @@ fn user_data_from_imdsv2_configures_the_appliance_and_bad_user_data_is_refused()
     let port = serve(state.clone());
 
     // boot 1: the user data is applied
-    let mut vm = boot(&disk, &s.0, &relay, port);
+    let mut vm = boot(&disk, &s.0, port);
     vm.wait_for("ferry-init: ready in ", Duration::from_secs(180))
         .unwrap();
     vm.wait_for("platform: Ec2", Duration::from_secs(1))
@@ -211,7 +182,7 @@ fn user_data_from_imdsv2_configures_the_appliance_and_bad_user_data_is_refused()
 
     // boot 2: bad user data is refused, the hostname from boot 1 stays
     state.lock().unwrap().user_data = b"version: 1\nhostnme: typo\n".to_vec();
-    let mut vm = boot(&disk, &s.0, &relay, port);
+    let mut vm = boot(&disk, &s.0, port);
     vm.wait_for("ferry-init: ready in ", Duration::from_secs(180))
         .unwrap();
     let refused = vm

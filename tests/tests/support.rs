@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::ssh::{free_port, keygen, port_22, ssh};
+use ferry_e2e::free_port;
+use ferry_e2e::ssh::{keygen, port_22, ssh};
 use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
 
 static ONE_VM: Mutex<()> = Mutex::new(());
