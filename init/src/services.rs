@@ -278,6 +278,32 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
 mod tests {
     use super::*;
 
+    /// A service that writes the given fields of its /proc/self/status
+    /// into `dir`/status.
+    fn probe(dir: &std::path::Path, user: Option<&str>, caps: &[&str], fields: &str) -> Service {
+        Service {
+            name: "probe".into(),
+            exec: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "grep -E '^({fields})' /proc/self/status > {}",
+                    dir.join("status").display()
+                ),
+            ],
+            user: user.map(str::to_string),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            environment: BTreeMap::new(),
+            tty: None,
+        }
+    }
+
+    /// Waits for the probe and returns what it wrote.
+    fn probe_status(pid: u32, dir: &std::path::Path) -> String {
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        std::fs::read_to_string(dir.join("status")).unwrap()
+    }
+
     #[test]
     fn parses_the_service_list() {
         let l = parse(
@@ -298,19 +324,7 @@ mod tests {
     #[test]
     fn a_service_starts_with_no_signal_blocked() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("status");
-        let s = Service {
-            name: "probe".into(),
-            exec: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("grep SigBlk /proc/self/status > {}", out.display()),
-            ],
-            user: None,
-            capabilities: vec![],
-            environment: BTreeMap::new(),
-            tty: None,
-        };
+        let s = probe(dir.path(), None, &[], "SigBlk");
         let _t = crate::reaper::TEST_CHILDREN
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -323,8 +337,7 @@ mod tests {
             .unwrap();
         let pid = spawn(&s);
         old.thread_set_mask().unwrap();
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid.unwrap() as i32), None).unwrap();
-        let status = std::fs::read_to_string(out).unwrap();
+        let status = probe_status(pid.unwrap(), dir.path());
         assert_eq!(status.trim(), "SigBlk:\t0000000000000000");
     }
 
@@ -341,28 +354,16 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .unwrap();
-        let out = dir.path().join("status");
-        let s = Service {
-            name: "probe".into(),
-            exec: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!(
-                    "grep -E '^(Uid|CapAmb|CapEff|NoNewPrivs)' /proc/self/status > {}",
-                    out.display()
-                ),
-            ],
-            user: Some("ferry".into()),
-            capabilities: vec!["CAP_NET_BIND_SERVICE".into()],
-            environment: BTreeMap::new(),
-            tty: None,
-        };
+        let s = probe(
+            dir.path(),
+            Some("ferry"),
+            &["CAP_NET_BIND_SERVICE"],
+            "Uid|CapAmb|CapEff|NoNewPrivs",
+        );
         let _t = crate::reaper::TEST_CHILDREN
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let pid = spawn(&s).unwrap();
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
-        let status = std::fs::read_to_string(out).unwrap();
+        let status = probe_status(spawn(&s).unwrap(), dir.path());
         assert!(status.contains("Uid:\t1000\t1000\t1000\t1000"), "{status}");
         assert!(status.contains("CapAmb:\t0000000000000400"), "{status}");
         assert!(status.contains("CapEff:\t0000000000000400"), "{status}");
@@ -376,28 +377,16 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("status");
-        let s = Service {
-            name: "probe".into(),
-            exec: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!(
-                    "grep -E '^(Uid|CapPrm|CapEff|CapBnd)' /proc/self/status > {}",
-                    out.display()
-                ),
-            ],
-            user: Some("root".into()),
-            capabilities: vec!["CAP_DAC_OVERRIDE".into(), "CAP_SYS_ADMIN".into()],
-            environment: BTreeMap::new(),
-            tty: None,
-        };
+        let s = probe(
+            dir.path(),
+            Some("root"),
+            &["CAP_DAC_OVERRIDE", "CAP_SYS_ADMIN"],
+            "Uid|CapPrm|CapEff|CapBnd",
+        );
         let _t = crate::reaper::TEST_CHILDREN
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let pid = spawn(&s).unwrap();
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
-        let status = std::fs::read_to_string(out).unwrap();
+        let status = probe_status(spawn(&s).unwrap(), dir.path());
         assert!(status.contains("Uid:\t0\t0\t0\t0"), "{status}");
         for set in ["CapPrm", "CapEff", "CapBnd"] {
             assert!(
