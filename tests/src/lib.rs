@@ -585,6 +585,17 @@ impl Vm {
         self.monitor("system_powerdown")
     }
 
+    /// An ordered shutdown: waits until ferry-init watches the power
+    /// button, presses it, and waits for QEMU to exit.
+    pub fn power_off(&mut self) -> Result<ExitStatus, Error> {
+        self.wait_for(
+            "power: listening to the ACPI power button",
+            Duration::from_secs(30),
+        )?;
+        self.powerdown()?;
+        self.wait_exit(Duration::from_secs(90))
+    }
+
     /// Waits for QEMU to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
         let t = Instant::now();

@@ -141,13 +141,7 @@ fn user_data_from_imdsv2_configures_the_appliance_and_bad_user_data_is_refused()
         .unwrap();
     vm.wait_for("hostname: ferry-ec2", Duration::from_secs(1))
         .unwrap();
-    vm.wait_for(
-        "power: listening to the ACPI power button",
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    vm.powerdown().unwrap();
-    assert!(vm.wait_exit(Duration::from_secs(90)).unwrap().success());
+    assert!(vm.power_off().unwrap().success());
     drop(vm);
 
     let log = std::mem::take(&mut state.lock().unwrap().log);
@@ -196,11 +190,5 @@ fn user_data_from_imdsv2_configures_the_appliance_and_bad_user_data_is_refused()
     .unwrap();
     vm.wait_for("hostname: ferry-ec2", Duration::from_secs(1))
         .unwrap();
-    vm.wait_for(
-        "power: listening to the ACPI power button",
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    vm.powerdown().unwrap();
-    assert!(vm.wait_exit(Duration::from_secs(90)).unwrap().success());
+    assert!(vm.power_off().unwrap().success());
 }

@@ -200,12 +200,6 @@ fn ova_reads_back_and_its_vmdk_boots_on_pvscsi_and_vmxnet3_with_ovf_properties_f
     // the static address from the properties, not DHCP's 10.0.2.15
     vm.wait_for("network: eth0 10.0.2.50/24", Duration::from_secs(60))
         .unwrap();
-    vm.wait_for(
-        "power: listening to the ACPI power button",
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    vm.powerdown().unwrap();
-    let status = vm.wait_exit(Duration::from_secs(90)).unwrap();
+    let status = vm.power_off().unwrap();
     assert!(status.success(), "QEMU exit status {status}");
 }

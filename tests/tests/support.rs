@@ -30,13 +30,6 @@ fn boot(disk: &Path, dir: &Path, doc: &Path, port: u16) -> Vm {
     vm
 }
 
-fn power_off(vm: &mut Vm) {
-    vm.wait_for("power: listening", Duration::from_secs(30))
-        .unwrap();
-    vm.powerdown().unwrap();
-    vm.wait_exit(Duration::from_secs(90)).unwrap();
-}
-
 /// Boot 1: the key is configured but the channel closed: port 22 refused.
 /// Boot 2: `open_minutes: 3`: dropbear answers, the test key gets the
 /// diagnostic console (never a shell), passwords and other keys are
@@ -74,7 +67,7 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
         "dropbear ran while closed"
     );
     assert!(!c.contains("MISMATCH"), "{c}");
-    power_off(&mut vm);
+    vm.power_off().unwrap();
     drop(vm);
 
     // boot 2: opened by the document for 3 minutes
@@ -226,7 +219,7 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    power_off(&mut vm);
+    vm.power_off().unwrap();
 }
 
 /// A support host on this machine: Debian's dropbear (package dropbear-bin)
@@ -354,5 +347,5 @@ fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
         t.elapsed().as_secs_f64()
     );
     assert!(text.contains("support:  open until"), "{text}");
-    power_off(&mut vm);
+    vm.power_off().unwrap();
 }
