@@ -7,6 +7,7 @@ local disk (--local). Writes report.md, report.json and ratios.png.
 Run it through scripts/bench, which builds ferry and installs the peers."""
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -30,9 +31,12 @@ def parse_args():
     p.add_argument("--local", action="store_true", help="host disk to host disk, no VM")
     p.add_argument("--smoke", action="store_true", help="tiny trees, one run: checks that every tool runs and every copy is exact")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default)")
+    p.add_argument("--large-mib", type=int, default=64,
+                   help="size of each of the 4 large files in MiB (64 by default; the one-connection file is half)")
     p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
     p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
+    p.add_argument("--tools", help="comma-separated tools to run, e.g. 'cp,ferry' (default: each workload's own)")
     p.add_argument("--series", help="comma-separated series to run, e.g. 'v4.1 20ms' (default: all)")
     p.add_argument("--from-log", action="store_true", help="report from the guest.log of an earlier run in --out (same plan options), without running")
     return p.parse_args()
@@ -40,8 +44,10 @@ def parse_args():
 
 def sizes(args):
     if args.smoke:
-        return dict(small=dict(files=100, dirs=5), large=dict(files=2, size=8 * MIB), mixed=dict(files=40, dirs=4, cap=4 * MIB))
-    return dict(small=dict(files=int(1000 * args.scale), dirs=20), large=dict(files=4, size=256 * MIB), mixed=dict(files=300, dirs=10))
+        return dict(small=dict(files=100, dirs=5), large=dict(files=1, size=40 * MIB), large1=dict(files=1, size=8 * MIB),
+                    mixed=dict(files=40, dirs=4, cap=4 * MIB))
+    return dict(small=dict(files=int(1000 * args.scale), dirs=20), large=dict(files=4, size=args.large_mib * MIB),
+                large1=dict(files=1, size=args.large_mib * MIB // 2), mixed=dict(files=300, dirs=10))
 
 
 def make_trees(src_root, workloads, args):
@@ -57,7 +63,7 @@ def make_trees(src_root, workloads, args):
         elif kind == "large":
             trees.large(root, **sz["large"])
         elif kind == "large-1":
-            trees.large(root, files=1, size=sz["large"]["size"])
+            trees.large(root, **sz["large1"])
         elif kind == "mixed":
             trees.mixed(root, **sz["mixed"])
         elif kind.startswith("incr"):
@@ -85,7 +91,7 @@ class GuestLog:
         self.results, self.ops, self.rtt, self.series = [], {}, {}, None
 
     def line(self, line, show=True):
-        m = re.match(r"^(SERIES|RTT|RESULT|BENCH-ERROR|TOOLOUT|OPS)\b ?(.*)", line)
+        m = re.match(r"^(SERIES|RTT|RESULT|SUMMARY|BENCH-ERROR|TOOLOUT|OPS)\b ?(.*)", line)
         if not m:
             return
         kind, rest = m.groups()
@@ -108,6 +114,11 @@ class GuestLog:
             if show:
                 progress(f"{workload} | {series} | {plan.LABELS[tool]} | run {run}: {int(ms) / 1000:.2f} s"
                          + ("" if rc == "0" else f" (exit {rc})"))
+        elif kind == "SUMMARY":
+            rid, _, text = rest.partition(" ")
+            run = next((r for r in reversed(self.results) if r["id"] == rid), None)
+            if run is not None:
+                run["phases"] = ferry_phases(text)
         elif kind == "SERIES":
             self.series = rest
         elif kind == "RTT":
@@ -117,6 +128,16 @@ class GuestLog:
                 self.rtt[self.series] = f"{float(avg.group(1)):.1f} ms"
         if show and kind in ("SERIES", "RTT", "BENCH-ERROR", "TOOLOUT"):
             progress(f"{kind.lower()} {rest}")
+
+
+def ferry_phases(summary_json):
+    """Milliseconds of each of ferry's phases, from its --json summary
+    (PREPARING and TRANSFERRING overlap)."""
+    try:
+        summary = json.loads(summary_json)
+    except ValueError:
+        return None
+    return {phase: summary.get(f"{phase.capitalize()}Duration") for phase in ("prepare", "transfer", "verify")}
 
 
 def check_destinations(results, workloads, made, export):
@@ -199,12 +220,14 @@ def run_local(args, workloads, out):
                 except OSError:
                     pass
                 start = time.monotonic()
-                proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       env=dict(os.environ, RCLONE_CONFIG="/dev/null"))
                 ms = int((time.monotonic() - start) * 1000)
                 diffs = check.differences(src, dst)
                 results.append(dict(id=rid, workload=w.name, series="local", tool=tool, run=r, rc=proc.returncode,
                                     ms=ms, src_ops=None, dst_ops=None, diffs=diffs))
+                if tool.startswith("ferry") and proc.stdout:
+                    results[-1]["phases"] = ferry_phases(proc.stdout.decode().splitlines()[-1])
                 progress(f"{w.name} | local | {plan.LABELS[tool]} | run {r}: {ms / 1000:.2f} s"
                          + ("" if proc.returncode == 0 else f" (exit {proc.returncode}: {proc.stderr.decode()[-200:]})")
                          + (f" MISMATCH {'; '.join(diffs)}" if diffs else ""))
@@ -219,7 +242,7 @@ def main():
     if args.local:
         for w in workloads:
             w.series = ["local"]
-        workloads = [w for w in workloads if w.kind != "large-1"]
+        workloads = [w for w in workloads if not w.network_only]
     if args.workloads:
         wanted = set(args.workloads.split(","))
         workloads = [w for w in workloads if w.name in wanted]
@@ -228,6 +251,14 @@ def main():
         for w in workloads:
             w.series = [s for s in w.series if s in wanted]
         workloads = [w for w in workloads if w.series]
+    if args.tools:
+        wanted = args.tools.split(",")
+        unknown = [t for t in wanted if t not in plan.TOOLS]
+        if unknown:
+            raise BenchError(f"unknown tool {', '.join(unknown)}: the tools are {', '.join(plan.TOOLS)}")
+        for w in workloads:
+            w.tools = [t for t in w.tools if t in wanted]
+        workloads = [w for w in workloads if w.tools]
     if args.smoke:
         args.runs = 1
     if not os.path.exists(args.ferry):

@@ -109,7 +109,17 @@ pub(crate) struct SourceHash {
     size: u64,
     mtime: Timestamp,
     ctime: Timestamp,
-    digest: [u8; 32],
+    known: KnownHash,
+}
+
+/// What the copy of a file learned for its verification.
+#[derive(Clone, Copy)]
+pub(crate) enum KnownHash {
+    /// SHA-256 of the source's content: only the destination needs reading.
+    Source([u8; 32]),
+    /// Every range written was read back from the destination and matched
+    /// the source bytes it was written from: neither side needs reading.
+    Verified,
 }
 
 /// Hashes remembered at most (about 80 MB): beyond, verification reads the
@@ -255,24 +265,24 @@ impl<S: Location, D: Location> Ctx<S, D> {
         }
     }
 
-    pub fn remember_source_hash(&self, meta: &Meta, digest: [u8; 32]) {
+    pub fn remember_source_hash(&self, meta: &Meta, known: KnownHash) {
         let mut hashes = self.source_hashes.lock().unwrap();
         if hashes.len() < MAX_SOURCE_HASHES {
             let hash = SourceHash {
                 size: meta.size,
                 mtime: meta.mtime,
                 ctime: meta.ctime,
-                digest,
+                known,
             };
             hashes.insert((meta.dev, meta.ino), hash);
         }
     }
 
-    /// The hash taken while copying, if the file is still as it was then.
-    pub fn source_hash(&self, meta: &Meta) -> Option<[u8; 32]> {
+    /// What was learned while copying, if the file is still as it was then.
+    pub fn source_hash(&self, meta: &Meta) -> Option<KnownHash> {
         let hashes = self.source_hashes.lock().unwrap();
         let h = hashes.get(&(meta.dev, meta.ino))?;
-        (h.size == meta.size && h.mtime == meta.mtime && h.ctime == meta.ctime).then_some(h.digest)
+        (h.size == meta.size && h.mtime == meta.mtime && h.ctime == meta.ctime).then_some(h.known)
     }
 
     pub fn temp_name(&self) -> std::ffi::OsString {

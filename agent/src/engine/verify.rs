@@ -22,7 +22,7 @@ use super::options::{
 use super::plan;
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
-use super::{child_path, is_temp_name, list_pair, Ctx, Pair};
+use super::{child_path, is_temp_name, list_pair, Ctx, KnownHash, Pair};
 use crate::location::{Kind, Location, Meta, Reader};
 
 /// Why an entry failed verification.
@@ -320,7 +320,11 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                 .unwrap_or_else(|| ctx.dst.open_file(dst_dir, name).and_then(|r| digest(&r)))
         };
         let (s, d) = match ctx.source_hash(src_meta) {
-            Some(known) => (Ok((known, src_meta.clone())), dst_digest()),
+            // Read back and compared right after it was written, and neither
+            // side's size or modification time has moved since (compared
+            // before this job was queued).
+            Some(KnownHash::Verified) => return self.verified(path, Kind::File),
+            Some(KnownHash::Source(digest)) => (Ok((digest, src_meta.clone())), dst_digest()),
             None => std::thread::scope(|scope| {
                 let d = scope.spawn(dst_digest);
                 let s = ctx

@@ -7,6 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
@@ -14,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec};
+use sha2::{Digest, Sha256};
 
 use super::{Entry, Kind, Location, Meta, MetaUpdate, Reader, Timestamp, Writer};
 
@@ -56,7 +58,10 @@ impl LocalLocation {
             OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(LocalWriter(File::from(fd)))
+        Ok(LocalWriter {
+            file: File::from(fd),
+            remote: self.remote,
+        })
     }
 }
 
@@ -249,10 +254,14 @@ impl Location for LocalLocation {
             name,
             // Not O_EXCL: on NFSv4 an exclusive create costs a SETATTR more,
             // and temporary names are unique per run and cleaned at the scan.
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Read and write: verification reads the data back through it.
+            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )?;
-        Ok(LocalWriter(File::from(fd)))
+        Ok(LocalWriter {
+            file: File::from(fd),
+            remote: self.remote,
+        })
     }
 
     fn make_symlink(&self, dir: &OwnedFd, name: &OsStr, target: &OsStr) -> io::Result<()> {
@@ -386,11 +395,15 @@ impl Reader for LocalReader {
 
 /// A new destination file under its temporary name.
 #[derive(Debug)]
-pub struct LocalWriter(File);
+pub struct LocalWriter {
+    file: File,
+    /// On a network file system: reading back must bypass the client's cache.
+    remote: bool,
+}
 
 impl Writer for LocalWriter {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.0.write_at(buf, offset)
+        self.file.write_at(buf, offset)
     }
 
     fn copy_from(&self, src: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
@@ -398,27 +411,102 @@ impl Writer for LocalWriter {
         Ok(rfs::copy_file_range(
             src,
             Some(&mut off_in),
-            &self.0,
+            &self.file,
             Some(&mut off_out),
             len,
         )?)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        Ok(rfs::ftruncate(&self.0, len)?)
+        Ok(rfs::ftruncate(&self.file, len)?)
     }
 
     fn update(&self, update: &MetaUpdate) -> io::Result<()> {
-        update_fd(&self.0, update)
+        update_fd(&self.file, update)
+    }
+
+    fn read_back_digest(&self, range: Range<u64>) -> Option<io::Result<[u8; 32]>> {
+        let read_back = || -> io::Result<[u8; 32]> {
+            if self.remote {
+                // The data goes to the server and is committed there (the
+                // close would flush it anyway), and the now clean cached
+                // pages are dropped: the reads below are answered by the server.
+                rfs::fdatasync(&self.file)?;
+                let len = NonZeroU64::new(range.end - range.start);
+                rfs::fadvise(&self.file, range.start, len, rfs::Advice::DontNeed)?;
+            }
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; (range.end - range.start).clamp(1, 1 << 20) as usize];
+            let mut offset = range.start;
+            while offset < range.end {
+                let want = (range.end - offset).min(buf.len() as u64) as usize;
+                let got = self.file.read_at(&mut buf[..want], offset)?;
+                if got == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the file ends at {offset} bytes, {} were written",
+                            range.end
+                        ),
+                    ));
+                }
+                hasher.update(&buf[..got]);
+                offset += got as u64;
+            }
+            Ok(hasher.finalize().into())
+        };
+        Some(read_back())
     }
 
     fn finish(self) -> io::Result<()> {
-        let fd = self.0.into_raw_fd();
+        let fd = self.file.into_raw_fd();
         // SAFETY: `fd` was just released by the File and is closed exactly once.
         if unsafe { libc::close(fd) } == 0 {
             Ok(())
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    #[test]
+    fn read_back_digest_reads_what_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = LocalLocation::open(dir.path()).unwrap();
+        let root = loc.root().unwrap();
+        let data: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let writer = loc.create_file(&root, OsStr::new("f"), 0o400).unwrap();
+        writer.write_at(&data, 0).unwrap();
+        // Readable through the writer although the mode is read-only for the owner.
+        let all = 0..data.len() as u64;
+        let read = writer.read_back_digest(all.clone()).unwrap().unwrap();
+        assert_eq!(read, sha256(&data));
+        let part = writer.read_back_digest(1000..(2 << 20)).unwrap().unwrap();
+        assert_eq!(part, sha256(&data[1000..2 << 20]));
+
+        // Another writer changes a byte: the read-back sees the file, not
+        // what this writer sent.
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"));
+        if let Ok(other) = other {
+            other.write_at(b"X", 1 << 20).unwrap();
+            let read = writer.read_back_digest(all.clone()).unwrap().unwrap();
+            assert_ne!(read, sha256(&data));
+        }
+        // A file shorter than what was written is named as such.
+        writer.set_len(10).unwrap();
+        let err = writer.read_back_digest(all).unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(err.to_string().contains("ends at 10 bytes"), "{err}");
+        writer.finish().unwrap();
     }
 }

@@ -130,6 +130,14 @@ pub trait Writer: Send + Sync {
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn update(&self, update: &MetaUpdate) -> io::Result<()>;
+    /// SHA-256 of `range` as the destination stores it, read back through
+    /// this open file: on a network file system the data is first flushed
+    /// and the client's cached copy dropped, so that the server answers the
+    /// reads. `None`: this writer cannot read back, and verification reads
+    /// the file after the transfer.
+    fn read_back_digest(&self, _range: Range<u64>) -> Option<io::Result<[u8; 32]>> {
+        None
+    }
     /// Closes the file and reports what closing found (on NFS, write errors
     /// surface here).
     fn finish(self) -> io::Result<()>;

@@ -31,10 +31,12 @@ def command(tool, src, dst, files):
         # partitions so 16 jobs really run.
         per_job = max(1, -(-files // 16))
         return ["dash", "/usr/bin/fpsync", "-n", "16", "-f", str(per_job), f"{src}/", f"{dst}/"]
+    # --json: the last event is the summary with each phase's duration
+    # (read after the timed run; a few hundred bytes a file on a tmpfs).
     if tool == "ferry":
-        return ["ferry", "sync", "--verify-mode", "none", src, dst]
+        return ["ferry", "sync", "--json", "--verify-mode", "none", src, dst]
     if tool == "ferry-verify":
-        return ["ferry", "sync", src, dst]
+        return ["ferry", "sync", "--json", src, dst]
     raise ValueError(tool)
 
 
@@ -64,6 +66,8 @@ class Workload:
     kind: str  # small | large | large-1 | mixed | incr-none | incr-1pct
     series: list
     tools: list = field(default_factory=lambda: list(TOOLS))
+    # About the network (connections per mount): left out of --local.
+    network_only: bool = False
 
 
 SERIES = {
@@ -73,6 +77,7 @@ SERIES = {
         Series("v4.1 5ms", delay_ms=5),
         Series("v4.1 20ms", delay_ms=20),
         Series("v4.1 20ms nconnect=8", delay_ms=20, nconnect=8),
+        Series("v4.1 20ms nconnect=16", delay_ms=20, nconnect=16),
         Series("v3 0ms", vers="3", delay_ms=0),
     ]
 }
@@ -82,13 +87,17 @@ def default_workloads():
     """The default plan, sized to finish in about 45 minutes on 2 cores
     under TCG: latency-bound peers at 20 ms cost minutes per run."""
     peers = ["cp", "rsync", "rclone", "fpsync", "ferry"]
+    # fpsync splits a file list among rsync jobs: four files give it nothing to split.
+    large = ["cp", "rsync", "rclone", "ferry", "ferry-verify"]
     return [
         Workload("small", "small", ["v4.1 0ms", "v4.1 5ms", "v4.1 20ms", "v3 0ms"], peers),
         Workload("small+verify", "small", ["v4.1 5ms"], ["ferry", "ferry-verify"]),
         Workload("mixed", "mixed", ["v4.1 0ms"], TOOLS),
-        Workload("large", "large", ["v4.1 0ms", "v4.1 20ms nconnect=8"], TOOLS),
-        # One 256 MiB file over a single connection: what one TCP stream gives.
-        Workload("large-1 single connection", "large-1", ["v4.1 20ms"], ["cp", "ferry"]),
+        # The agent mounts with nconnect=8: the peers get the same mounts.
+        Workload("large", "large", ["v4.1 0ms", "v4.1 20ms nconnect=8"], large),
+        # What more connections give, and what one connection caps everyone at.
+        Workload("large, 16 connections", "large", ["v4.1 20ms nconnect=16"], ["cp", "ferry"], network_only=True),
+        Workload("large-1, one connection", "large-1", ["v4.1 20ms"], ["cp", "ferry"], network_only=True),
         Workload("incr-none", "incr-none", ["v4.1 5ms"], INCREMENTAL_TOOLS),
         Workload("incr-1pct", "incr-1pct", ["v4.1 5ms"], INCREMENTAL_TOOLS),
     ]
@@ -97,6 +106,8 @@ def default_workloads():
 def smoke_workloads():
     return [
         Workload("small", "small", ["v4.1 0ms", "v3 0ms"], TOOLS),
+        # One file large enough to be copied (and read back) as ranges.
+        Workload("large", "large", ["v4.1 0ms"], ["cp", "ferry", "ferry-verify"]),
         Workload("incr-none", "incr-none", ["v4.1 0ms"], INCREMENTAL_TOOLS),
         Workload("incr-1pct", "incr-1pct", ["v4.1 0ms"], INCREMENTAL_TOOLS),
     ]
@@ -138,6 +149,7 @@ run() {
     ms=$(( (e - s) / 1000000 ))
     echo "RESULT $id rc=$rc ms=$ms"
     [ $rc -ne 0 ] && tail -n 5 /tmp/out | sed "s|^|TOOLOUT $id |"
+    case "$1" in */ferry) tail -n 1 /tmp/out | sed "s|^|SUMMARY $id |" ;; esac
     [ $ms -gt $ONCE_OVER_MS ] && eval slow_$key=1
     return 0
 }

@@ -9,13 +9,18 @@ import sys
 from .plan import LABELS
 
 
-def _run_ops(run):
-    """NFS operations of a run on both mounts. Two exports of one file system
-    share the client's superblock, and then its statistics: count them once."""
+def _ops_by_name(run):
+    """NFS operations of a run on both mounts, by operation. Two exports of
+    one file system share the client's superblock, and then its statistics:
+    count them once."""
     src, dst = run["src_ops"] or {}, run["dst_ops"] or {}
     if src == dst:
-        return sum(src.values())
-    return sum(src.values()) + sum(dst.values())
+        return dict(src)
+    return {op: src.get(op, 0) + dst.get(op, 0) for op in src.keys() | dst.keys()}
+
+
+def _run_ops(run):
+    return sum(_ops_by_name(run).values())
 
 
 def summarize(results, files_per_workload):
@@ -30,7 +35,10 @@ def summarize(results, files_per_workload):
         times = [r["ms"] for r in ok]
         files = files_per_workload.get(workload, 0)
         ops = [_run_ops(r) for r in ok if r.get("src_ops") is not None]
+        phases = [r["phases"] for r in ok if r.get("phases")]
         rows.append({
+            "phases_ms": {p: statistics.median(x[p] for x in phases) for p in phases[0]} if phases else None,
+            "ops_per_file": _median_ops(ok, files),
             "workload": workload,
             "series": series,
             "tool": tool,
@@ -58,6 +66,16 @@ def summarize(results, files_per_workload):
         row["ratio_vs_ferry"] = round(statistics.median(ratios), 2) if ratios else None
     rows.sort(key=lambda x: list(LABELS).index(x["tool"]))
     return rows
+
+
+def _median_ops(runs, files):
+    """Median count of each NFS operation per file over the runs."""
+    counted = [_ops_by_name(r) for r in runs if r.get("src_ops") is not None]
+    if not counted or not files:
+        return None
+    names = set().union(*counted)
+    per_file = {op: statistics.median(c.get(op, 0) for c in counted) / files for op in names}
+    return {op: round(n, 2) for op, n in sorted(per_file.items(), key=lambda x: -x[1]) if n >= 0.01}
 
 
 def _fmt_ms(ms):
@@ -88,7 +106,36 @@ def markdown(rows, meta):
         if failures:
             out += ["", "Failed runs (not counted):", *failures]
         out.append("")
+    out += _phases_table(rows) + _ops_table(rows)
     return "\n".join(out)
+
+
+def _phases_table(rows):
+    ferry = [r for r in rows if r["phases_ms"]]
+    if not ferry:
+        return []
+    out = ["## Where ferry's time goes", "",
+           "Medians of ferry's own phase timings (its summary); PREPARING and TRANSFERRING overlap, so",
+           "the transfer column is the time from the start of the scan to the last file.", "",
+           "| workload | series | tool | prepare | transfer | verify | total |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in ferry:
+        p = r["phases_ms"]
+        out.append(f"| {r['workload']} | {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {_fmt_ms(p['prepare'])} "
+                   f"| {_fmt_ms(p['transfer'])} | {_fmt_ms(p['verify'])} | {_fmt_ms(r['median_ms'])} |")
+    return out + [""]
+
+
+def _ops_table(rows):
+    counted = [r for r in rows if r["ops_per_file"]]
+    if not counted:
+        return []
+    out = ["## NFS operations per file, by operation", "",
+           "Each operation is at least one round trip; per file, both mounts together, medians over the runs.", "",
+           "| workload | series | tool | operations per file |", "| --- | --- | --- | --- |"]
+    for r in counted:
+        ops = ", ".join(f"{op} {n:g}" for op, n in r["ops_per_file"].items())
+        out.append(f"| {r['workload']} | {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {ops} |")
+    return out + [""]
 
 
 def write(out_dir, results, rows, meta):
