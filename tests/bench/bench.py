@@ -7,6 +7,8 @@ local disk (--local). Writes report.md, report.json and ratios.png.
 Run it through scripts/bench, which builds ferry and installs the peers."""
 
 import argparse
+import contextlib
+import http.server
 import json
 import os
 import platform
@@ -14,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -88,10 +91,10 @@ class GuestLog:
             plan.run_id(w.name, s, tool, r): (w.name, s, tool, r)
             for w in workloads for s in w.series for r in range(1, runs + 1) for tool in w.tools
         }
-        self.results, self.ops, self.rtt, self.series = [], {}, {}, None
+        self.results, self.ops, self.rtt, self.link, self.series = [], {}, {}, {}, None
 
     def line(self, line, show=True):
-        m = re.match(r"^(SERIES|RTT|RESULT|SUMMARY|BENCH-ERROR|TOOLOUT|OPS)\b ?(.*)", line)
+        m = re.match(r"^(SERIES|RTT|LINK|RESULT|SUMMARY|BENCH-ERROR|TOOLOUT|OPS)\b ?(.*)", line)
         if not m:
             return
         kind, rest = m.groups()
@@ -121,12 +124,15 @@ class GuestLog:
                 run["phases"] = ferry_phases(text)
         elif kind == "SERIES":
             self.series = rest
+        elif kind == "LINK":
+            size, ms = (int(x) for x in rest.split())
+            self.link[self.series] = f"{size / MIB / max(ms, 1) * 1000:.1f} MiB/s"
         elif kind == "RTT":
             # "round-trip min/avg/max = a/b/c ms"
             avg = re.search(r"= [\d.]+/([\d.]+)/", rest)
             if avg:
                 self.rtt[self.series] = f"{float(avg.group(1)):.1f} ms"
-        if show and kind in ("SERIES", "RTT", "BENCH-ERROR", "TOOLOUT"):
+        if show and kind in ("SERIES", "RTT", "LINK", "BENCH-ERROR", "TOOLOUT"):
             progress(f"{kind.lower()} {rest}")
 
 
@@ -169,14 +175,45 @@ def run_nfs(args, workloads, out):
             os.makedirs(path)
         progress("generating source trees")
         made = make_trees(export["src"], workloads, args)
-        script = plan.guest_plan(workloads, made, args.runs, args.once_over)
-        progress("building the guest (Debian cloud kernel, busybox, the tools)")
-        vmlinuz, initrd = guest.build_initramfs(work, os.path.join(out, "cache"), args.ferry, script)
-        with ganesha.Ganesha(work, export):
-            progress("nfs-ganesha serves the exports; booting the guest")
-            guest.run(vmlinuz, initrd, os.path.join(out, "guest.log"), log.line)
+        with link_probe_server() as link_port:
+            script = plan.guest_plan(workloads, made, args.runs, args.once_over, link_port)
+            progress("building the guest (Debian cloud kernel, busybox, the tools)")
+            vmlinuz, initrd = guest.build_initramfs(work, os.path.join(out, "cache"), args.ferry, script)
+            with ganesha.Ganesha(work, export):
+                progress("nfs-ganesha serves the exports; booting the guest")
+                guest.run(vmlinuz, initrd, os.path.join(out, "guest.log"), log.line)
     check_destinations(log.results, workloads, made, export)
-    return log.results, {k: v[1] for k, v in made.items()}, log.rtt
+    network = {k: f"{v}; one TCP connection {log.link[k]}" if k in log.link else v for k, v in log.rtt.items()}
+    return log.results, {k: v[1] for k, v in made.items()}, network
+
+
+@contextlib.contextmanager
+def link_probe_server():
+    """An HTTP server on the host's loopback (the guest's 10.0.2.2): GET /N
+    answers N bytes, for the guest to time one TCP connection."""
+
+    class Probe(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            size = int(self.path.strip("/"))
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            block = os.urandom(1 << 16)
+            while size > 0:
+                self.wfile.write(block[:size])
+                size -= len(block)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Probe)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def files_of(src_root, kind, args):
@@ -280,7 +317,8 @@ def main():
         "once over": f"{args.once_over} s",
     }
     if rtt:
-        meta["measured round trip (ping, average)"] = ", ".join(f"{k}: {v}" for k, v in rtt.items())
+        meta["measured round trip (ping, average) and one TCP connection's throughput, server to guest"] = \
+            ", ".join(f"{k}: {v}" for k, v in rtt.items())
     report.write(out, results, rows, meta)
     progress(f"report: {os.path.join(out, 'report.md')}")
     print(report.markdown(rows, meta))

@@ -231,9 +231,9 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             scans_outstanding: AtomicUsize::new(0),
             prepared_at: Mutex::new(None),
             // Between two network file systems the kernel's copy goes through
-            // the page cache in readahead-sized reads (128 KiB on NFS), where
-            // the copy buffer asks for 1 MiB at a time: a quarter of the
-            // round trips, measured faster over NFS at 20 ms.
+            // the page cache in readahead-sized reads (128 KiB on NFS) where
+            // the copy buffer asks for 1 MiB at a time: measured over NFS 4.1
+            // at 20 ms, a fifth of the READs for the same time.
             kernel_copy: AtomicBool::new(!(ctx.src.is_remote() && ctx.dst.is_remote())),
         }
     }

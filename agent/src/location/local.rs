@@ -13,7 +13,9 @@ use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use rayon::prelude::*;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +31,24 @@ const CIFS_SUPER_MAGIC: i64 = 0xFF53_4D42;
 pub struct LocalLocation {
     root: PathBuf,
     remote: bool,
+}
+
+/// Stats in flight for the listings of network locations (see `list`).
+const STAT_THREADS: usize = 16;
+
+/// The threads that stat the entries of a listing at once, made at the
+/// first listing of a network location.
+fn stat_pool() -> io::Result<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(STAT_THREADS)
+        .thread_name(|i| format!("ferry-stat-{i}"))
+        .build()
+        .map_err(io::Error::other)?;
+    Ok(POOL.get_or_init(|| pool))
 }
 
 impl LocalLocation {
@@ -202,22 +222,29 @@ impl Location for LocalLocation {
         // A duplicate descriptor: reading the directory moves its offset.
         let mut reader = rfs::Dir::new(rustix::io::dup(dir)?)?;
         reader.rewind();
-        let mut entries = Vec::new();
+        let mut names = Vec::new();
         while let Some(item) = reader.read() {
             let item = item?;
             let name = item.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let name = OsString::from_vec(name.to_vec());
-            match statx_at(dir, &name) {
-                Ok(meta) => entries.push(Entry { name, meta }),
-                // Removed between the listing and the stat: it is not there.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
             }
         }
-        Ok(entries)
+        let stat = |name: OsString| match statx_at(dir, &name) {
+            Ok(meta) => Ok(Some(Entry { name, meta })),
+            // Removed between the listing and the stat: it is not there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        // On NFS a stat is a GETATTR round trip whenever the attributes the
+        // listing brought are not fresh (entries this client wrote, listed
+        // again by verification): many at once, not one after the other.
+        let entries: Vec<Option<Entry>> = if self.remote && names.len() > 1 {
+            stat_pool()?.install(|| names.into_par_iter().map(stat).collect::<io::Result<_>>())?
+        } else {
+            names.into_iter().map(stat).collect::<io::Result<_>>()?
+        };
+        Ok(entries.into_iter().flatten().collect())
     }
 
     fn stat_dir(&self, dir: &OwnedFd) -> io::Result<Meta> {

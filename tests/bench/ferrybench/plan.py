@@ -1,6 +1,7 @@
 """What the benchmark runs: workloads, network series and tools, and the
 shell script the guest executes."""
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -114,7 +115,9 @@ def smoke_workloads():
 
 
 def run_id(workload, series, tool, run):
-    slug = lambda s: s.replace(" ", "_").replace("=", "").replace("+", "_")
+    """`workload.series.tool.rN`, with nothing but letters, digits, `.`,
+    `-` and `_`: a directory name, and in shell variable names below."""
+    slug = lambda s: re.sub(r"[^A-Za-z0-9.-]+", "_", s.replace("=", ""))
     return f"{slug(workload)}.{slug(series)}.{tool}.r{run}"
 
 
@@ -153,6 +156,14 @@ run() {
     [ $ms -gt $ONCE_OVER_MS ] && eval slow_$key=1
     return 0
 }
+# link BYTES: one TCP connection's throughput from the host to the guest
+# (the direction of NFS reads), through the same network path as NFS.
+link() {
+    s=$(/usr/bin/date +%s%N)
+    wget -q -O /dev/null "http://10.0.2.2:$LINK_PORT/$1" || echo "BENCH-ERROR link probe"
+    e=$(/usr/bin/date +%s%N)
+    echo "LINK $1 $(( (e - s) / 1000000 ))"
+}
 # change_1pct DIR N: rewrites every Nth file (by sorted name) of DIR.
 change_1pct() {
     find "$1" -type f | sort | awk -v n="$2" 'NR % n == 0' | while read -r f; do
@@ -162,10 +173,15 @@ change_1pct() {
 """
 
 
-def guest_plan(workloads, trees, runs, once_over_s):
+# What one TCP connection carries from the server to the guest, per series.
+LINK_PROBE_BYTES = 8 << 20
+
+
+def guest_plan(workloads, trees, runs, once_over_s, link_port):
     """The shell script the guest runs. `trees` maps a workload kind to
-    (source dir under /src, file count)."""
-    lines = ["#!/bin/sh", GUEST_FUNCTIONS, f"ONCE_OVER_MS={once_over_s * 1000}"]
+    (source dir under /src, file count); `link_port` is the host's port
+    that serves the link probe."""
+    lines = ["#!/bin/sh", GUEST_FUNCTIONS, f"ONCE_OVER_MS={once_over_s * 1000}", f"LINK_PORT={link_port}"]
     by_series = {}
     for w in workloads:
         for s in w.series:
@@ -176,12 +192,14 @@ def guest_plan(workloads, trees, runs, once_over_s):
         lines.append(f'mount_all "{series.mount_options()}"')
         lines.append(f"delay {series.delay_ms}")
         lines.append('ping -c 3 10.0.2.2 | tail -n 1 | sed "s/^/RTT /"')
+        lines.append(f"link {LINK_PROBE_BYTES}")
         for w in ws:
             src_rel, files = trees[w.kind]
             for r in range(1, runs + 1):
                 for tool in w.tools:
                     rid = run_id(w.name, series_name, tool, r)
-                    key = rid.rsplit(".", 1)[0].replace(".", "_").replace("-", "_")
+                    # A shell variable name: letters, digits and `_` only.
+                    key = re.sub(r"\W", "_", rid.rsplit(".", 1)[0])
                     dst = f"/mnt/dst/{rid}"
                     if w.kind.startswith("incr"):
                         # Its own source copy, synced beforehand (untimed, by ferry:
