@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -170,22 +170,24 @@ fn write(path: &Path, data: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A small and a large (split into ranges) file of each kind, at the top
-/// (written under a temporary name) and in a new directory (written in place).
-fn tree(src: &Path) {
+/// A source with a small and a large (split into ranges) file of each kind,
+/// at the top (written under a temporary name) and in a new directory
+/// (written in place), and an empty destination; returns (tmp, src, dst).
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&dst).unwrap();
     fs::create_dir_all(src.join("sub")).unwrap();
     write(&src.join("good"), &data(4096, 1), 0o644);
     write(&src.join("bad"), &data(4096, 2), FLIPPED_MODE);
     write(&src.join("sub/good-large"), &data(40 << 20, 3), 0o644);
     write(&src.join("sub/bad-large"), &data(40 << 20, 4), FLIPPED_MODE);
+    (t, src, dst)
 }
 
 #[test]
 fn a_destination_that_stores_other_bytes_is_caught_while_copying() {
-    let t = tempfile::tempdir().unwrap();
-    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-    tree(&src);
-    fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = setup();
 
     let (summary, records) = sync(
         &src,
@@ -240,10 +242,7 @@ fn a_destination_that_stores_other_bytes_is_caught_while_copying() {
 
 #[test]
 fn without_verification_the_bad_bytes_go_unnoticed() {
-    let t = tempfile::tempdir().unwrap();
-    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-    tree(&src);
-    fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = setup();
     let (summary, _) = sync(
         &src,
         Flipping(LocalLocation::open(&dst).unwrap()),
