@@ -175,7 +175,9 @@ def _chart(rows, path):
     ax.set_yscale("log")
     ax.set_ylabel("peer time / ferry time (log scale; >1: ferry faster)")
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-    ax.set_xticklabels([f"{w}\n{s}" for w, s in groups], fontsize=8)
+    # One line per part: long workload and series names would run into each other.
+    labels = [f"{w}\n{s}".replace(", ", "\n").replace(" nconnect", "\nnconnect") for w, s in groups]
+    ax.set_xticklabels(labels, fontsize=8)
     ax.legend(fontsize=8)
     ax.set_title("Ferry against cp, rsync, rclone and fpsync")
     fig.tight_layout()
