@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,12 +42,12 @@ const SPLIT_THRESHOLD: u64 = 32 << 20;
 const RANGE_SIZE: u64 = 8 << 20;
 /// The copy buffer of each worker.
 const BUFFER_SIZE: usize = 1 << 20;
-/// Files up to this size are hashed whole as they stream by: a destination
-/// that cannot be read back (the hub) then hashes only its own copy.
 /// When verifying, every range of every file that is not sparse is copied
 /// through user space, hashed and read back from the destination as soon
 /// as it is written, so the verification phase reads neither side again;
-/// otherwise data is copied inside the kernel.
+/// otherwise data is copied inside the kernel. Files up to this size, copied
+/// as one range, also keep that range's hash as the source's: a destination
+/// that cannot be read back (the hub) then hashes only its own copy.
 const HASH_WHILE_COPYING_MAX: u64 = 1 << 20;
 /// One in-kernel copy call at most: a cancel is noticed between calls.
 const KERNEL_COPY_CHUNK: usize = 8 << 20;
@@ -133,10 +133,9 @@ struct FileCopy<S: Location, D: Location> {
     ends_in_hole: bool,
     /// Written under its final name (inside a staged directory).
     direct: bool,
-    /// SHA-256 of the source as it streams by, for files copied in order by
-    /// one worker: verification then reads only the destination.
-    hasher: Mutex<Option<Sha256>>,
-    hashed: AtomicU64,
+    /// SHA-256 of the whole source, from its one range (files up to
+    /// `HASH_WHILE_COPYING_MAX`): verification then reads only the destination.
+    source_digest: Mutex<Option<[u8; 32]>>,
     /// Each range is read back from the destination once written, and
     /// compared with the source bytes it was written from.
     read_back: bool,
@@ -914,8 +913,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 failure: Mutex::new(None),
                 ends_in_hole: false,
                 direct,
-                hasher: Mutex::new(None),
-                hashed: AtomicU64::new(0),
+                source_digest: Mutex::new(None),
                 read_back: ctx.opts.verify_mode != VerifyMode::None && !job.src.looks_sparse(),
                 ranges: 0,
                 ranges_read_back: AtomicUsize::new(0),
@@ -955,13 +953,6 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         } else {
             Vec::new()
         };
-        if ranges.len() <= 1
-            && job.src.size <= HASH_WHILE_COPYING_MAX
-            && !job.src.looks_sparse()
-            && ctx.opts.verify_mode != VerifyMode::None
-        {
-            copy.hasher = Mutex::new(Some(Sha256::new()));
-        }
         copy.ranges = if ranges.len() > 1 {
             ranges.len()
         } else {
@@ -997,9 +988,8 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let writer = copy.writer.read().unwrap();
         let writer = writer.as_ref().expect("writer is taken only at the end");
         // Bytes to hash pass through user space.
-        let hashing = copy.read_back || copy.hasher.lock().unwrap().is_some();
         if let (false, true, Some(fd)) = (
-            hashing,
+            copy.read_back,
             self.kernel_copy.load(Ordering::Relaxed),
             copy.reader.fd(),
         ) {
@@ -1034,10 +1024,6 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
                 if let Some(t) = &ctx.throttle {
                     t.take(got as u64);
                 }
-                if let Some(h) = copy.hasher.lock().unwrap().as_mut() {
-                    h.update(&buffer[..got]);
-                    copy.hashed.fetch_add(got as u64, Ordering::Relaxed);
-                }
                 if let Some(h) = range_hasher.as_mut() {
                     h.update(&buffer[..got]);
                 }
@@ -1067,6 +1053,9 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         source: Sha256,
     ) -> Result<(), Failure> {
         let written: [u8; 32] = source.finalize().into();
+        if range == (0..copy.src.size) && copy.src.size <= HASH_WHILE_COPYING_MAX {
+            *copy.source_digest.lock().unwrap() = Some(written);
+        }
         match writer.read_back_digest(range.clone()) {
             Some(Ok(stored)) if stored == written => {
                 copy.ranges_read_back.fetch_add(1, Ordering::Relaxed);
@@ -1128,14 +1117,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         let path = child_path(&copy.dir.rel, &copy.name);
         let writer = copy.writer.write().unwrap().take().expect("finished once");
         let failure = copy.failure.lock().unwrap().take();
-        // The source's hash, when all of it streamed by in order.
-        let digest: Option<[u8; 32]> = copy
-            .hasher
-            .lock()
-            .unwrap()
-            .take()
-            .filter(|_| copy.hashed.load(Ordering::Relaxed) == copy.src.size)
-            .map(|h| h.finalize().into());
+        let digest = copy.source_digest.lock().unwrap().take();
         let read_back =
             copy.read_back && copy.ranges_read_back.load(Ordering::Relaxed) == copy.ranges;
         let result = match failure {
