@@ -5,6 +5,7 @@
 //!
 //! The benchmark and NFS end-to-end tests reuse it for their test guests.
 
+pub mod netns;
 pub mod nfs;
 pub mod ovf;
 pub mod ssh;
@@ -212,6 +213,9 @@ pub struct VmConfig {
     pub interactive: bool,
     /// A second network adapter on a user network of its own (restricted).
     pub second_nic: bool,
+    /// A further adapter on this existing tap device (see [`TapNet`]): the
+    /// guest on a link of its own, reachable from a network namespace.
+    pub tap: Option<netns::Tap>,
     /// `hostfwd` rules, e.g. `tcp:127.0.0.1:2222-:22` (connections to a
     /// host port reach a guest port).
     pub hostfwd: Vec<String>,
@@ -251,6 +255,7 @@ impl VmConfig {
             restrict: true,
             interactive: false,
             second_nic: false,
+            tap: None,
             hostfwd: Vec::new(),
             user_net: None,
             smbios: Vec::new(),
@@ -274,6 +279,7 @@ impl VmConfig {
             restrict: true,
             interactive: false,
             second_nic: false,
+            tap: None,
             hostfwd: Vec::new(),
             user_net: None,
             smbios: Vec::new(),
@@ -330,6 +336,15 @@ impl Vm {
         if cfg.second_nic {
             cmd.args(["-netdev", "user,id=n1,restrict=on", "-device"])
                 .arg(format!("{},netdev=n1", cfg.nic));
+        }
+        if let Some(tap) = &cfg.tap {
+            cmd.arg("-netdev")
+                .arg(format!(
+                    "tap,id=t0,ifname={},script=no,downscript=no",
+                    tap.name
+                ))
+                .arg("-device")
+                .arg(format!("{},netdev=t0,mac={}", cfg.nic, tap.mac));
         }
         cmd.arg("-serial")
             .arg(if cfg.interactive {

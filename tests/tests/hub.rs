@@ -7,15 +7,15 @@
 //! SUCCESS and the destination equals the source.
 //! Build the image first: `scripts/build-image` (scripts/test does).
 
+#[path = "common/activation.rs"]
+mod activation;
+
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry::hub::{ca, client::HubClient, tls};
+use activation::Operator;
 use ferry_e2e::nfs::{Ganesha, HOST_FROM_GUEST};
 use ferry_e2e::{
     appliance_image, copy_sparse, free_port, guestfwd_relay, tree_differences, Firmware, Scratch,
@@ -48,25 +48,6 @@ fn write_source(src: &Path) {
         .collect();
     fs::write(src.join("large.bin"), big).unwrap();
     symlink("dir0/sub/f0.txt", src.join("link")).unwrap();
-}
-
-/// `GET /?query` on the agent's forwarded port 80: (status, Location).
-fn activation_get(port: u16, query: &str) -> Option<(u16, Option<String>, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(
-        s,
-        "GET /?{query} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let status = answer.get(9..12)?.parse().ok()?;
-    let location = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("location: "))
-        .map(str::to_string);
-    Some((status, location, answer))
 }
 
 #[test]
@@ -119,76 +100,10 @@ fn an_agent_appliance_pairs_with_a_hub_appliance_and_syncs_through_it() {
             .unwrap();
     }
 
-    // The hub's CA, as the host first sees it.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let base = format!("https://127.0.0.1:{hub_port}");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let ca_der = loop {
-        let seen = Arc::new(Mutex::new(None));
-        let config = tls::first_contact_config(None, seen.clone()).unwrap();
-        let c = HubClient::new(base.clone(), config, 1, None);
-        let r = rt.block_on(c.send(Method::GET, "/activate", "text/html", Vec::new()));
-        if let (Ok(_), Some(der)) = (r, seen.lock().unwrap().take()) {
-            break der;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the hub does not answer HTTPS:\n{}",
-            hub.console()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    let fingerprint = ca::fingerprint(&ca_der);
-    let operator = HubClient::new(
-        base.clone(),
-        tls::client_config(&ca_der, None).unwrap(),
-        1,
-        Some(TOKEN.into()),
-    );
-    let call = |method: Method, path: &str, body: Option<Value>| {
-        rt.block_on(operator.json(method, path, body.as_ref()))
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-    };
-
+    let operator = Operator::connect(&hub, hub_port, TOKEN);
+    let call = |method: Method, path: &str, body: Option<Value>| operator.call(method, path, body);
     // Activation through the agent's port 80, as a browser or Terraform would.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let key = loop {
-        let query = format!("hub={HUB_FROM_AGENT}&hubFingerprint={fingerprint}");
-        if let Some((302, Some(location), _)) = activation_get(agent_port, &query) {
-            assert!(
-                location.starts_with(&format!(
-                    "https://{HUB_FROM_AGENT}:443/activate?activationKey="
-                )),
-                "{location}"
-            );
-            break location.rsplit('=').next().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no activation redirect:\n{}",
-            agent.console()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    let record = call(
-        Method::POST,
-        "/v1/agents/activate",
-        Some(json!({"ActivationKey": key, "AgentName": "site"})),
-    );
-    let agent_id = record["AgentId"].as_str().unwrap().to_string();
-    // The agent picks up its certificate and closes port 80.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while activation_get(agent_port, "").is_some_and(|(s, _, _)| s == 200) {
-        assert!(
-            Instant::now() < deadline,
-            "port 80 stays open:\n{}",
-            agent.console()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let agent_id = operator.activate(&agent, agent_port, HUB_FROM_AGENT, "site");
     let agents = call(Method::GET, "/v1/agents", None);
     assert_eq!(agents["Agents"][0]["Status"], "ONLINE", "{agents}");
 
