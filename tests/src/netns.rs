@@ -5,7 +5,9 @@
 //! would; nothing in it is routed anywhere else. Needs root and
 //! `/dev/net/tun`; `ip` from iproute2.
 
+use std::fs;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::{io_err, Error};
 
@@ -73,8 +75,20 @@ impl TapNet {
         Ok(Tap { name, mac })
     }
 
-    /// Moves a tap that QEMU has opened into the namespace, onto the bridge.
+    /// Moves a tap into the namespace, onto the bridge, once QEMU holds it:
+    /// moved before, QEMU would find no device of that name and make a new
+    /// one, connected to nothing.
     pub fn attach(&self, tap: &str) -> Result<(), Error> {
+        ip(&["link", "set", tap, "up"])?;
+        // An up tap has carrier once a program has it open.
+        let carrier = format!("/sys/class/net/{tap}/carrier");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fs::read_to_string(&carrier).map_or(true, |c| c.trim() != "1") {
+            if Instant::now() > deadline {
+                return Err(Error::Missing(format!("no program opened the tap {tap}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let ns = self.namespace.as_str();
         ip(&["link", "set", tap, "netns", ns])?;
         ip(&["-n", ns, "link", "set", tap, "master", BRIDGE])?;
