@@ -1029,7 +1029,7 @@ fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
     std::os::unix::fs::symlink(&secret, dst.join("evil")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &dst.join("fifo"),
+        dst.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

@@ -529,7 +529,7 @@ mod tests {
         let (dir, loc) = location();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &dir.path().join("fifo"),
+            dir.path().join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
