@@ -491,6 +491,8 @@ impl Location for LocalLocation {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // fchownat and (since Linux 5.8) utimensat take AT_EMPTY_PATH: the
+        // handle's inode, even an O_PATH one on a symlink.
         let here = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
         // Owner first: a chown clears set-id bits, which the mode puts back.
         if let Some((uid, gid)) = owner(update) {
