@@ -1002,3 +1002,166 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
     let (_, execs) = agent.d.api("GET", "/v1/executions", None);
     assert_eq!(execs["Executions"][0]["Status"], "ERROR", "{execs}");
 }
+
+/// An activated agent sends file-system operations of its own making to a
+/// location of the hub: none reaches outside the location, makes special
+/// files, or takes unbounded memory or a blocked thread.
+#[test]
+fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use ferry::hub::proto::{Op, Request, Response, WireUpdate, MAX_CHUNK};
+    use ferry::location::Kind;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let agent = Agent::start(&tmp.path().join("agent"));
+    let rt = runtime();
+    activate(&hub, &agent, hub.addr);
+
+    let dst = tmp.path().join("dst");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret");
+    std::fs::write(&secret, b"not the location's").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink(&secret, dst.join("evil")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dst.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let before = std::fs::metadata(&secret).unwrap();
+    let (status, loc) = hub
+        .https(
+            &rt,
+            Some(&hub.token()),
+            None,
+            Method::POST,
+            "/v1/locations",
+            Some(json!({"Type": "LOCAL", "Path": dst})),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{loc}");
+    let loc = loc["LocationId"].as_str().unwrap().to_string();
+
+    // The agent's own certificate, as its remote writer uses it.
+    let link = agent.d.dir.join("data/hub-link");
+    let cert = ca::cert_from_pem(
+        &std::fs::read_to_string(link.join("agent.pem")).unwrap(),
+        "agent",
+    )
+    .unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(
+        &std::fs::read(link.join("agent.key")).unwrap(),
+    )
+    .unwrap();
+    let config = tls::client_config(&hub.ca_der(), Some((vec![cert], key))).unwrap();
+    let client =
+        rt.block_on(async { HubClient::new(format!("https://{}", hub.addr), config, 1, None) });
+    let mut op_id = 0;
+    let mut send = |op: Op| -> Response {
+        op_id += 1;
+        let req = Request { op_id, op };
+        rt.block_on(client.fs(&loc, &req)).unwrap()
+    };
+    let refused = |r: Response| match r {
+        Ok(r) => panic!("done: {r:?}"),
+        Err(e) => e.message,
+    };
+
+    // An attribute update of a symlink changes the symlink, not its target.
+    let r = send(Op::Update {
+        dir: Vec::new(),
+        name: b"evil".to_vec(),
+        update: WireUpdate {
+            mode: Some(0o777),
+            mtime: Some((1_000_000, 0)),
+            atime: Some((1_000_000, 0)),
+            ..WireUpdate::default()
+        },
+    });
+    r.unwrap();
+    let after = std::fs::metadata(&secret).unwrap();
+    assert_eq!(after.mode(), before.mode());
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(after.ctime(), before.ctime());
+    assert_eq!(
+        std::fs::symlink_metadata(dst.join("evil")).unwrap().mtime(),
+        1_000_000
+    );
+
+    // Set-id modes and device nodes: not without PreserveDevices and a
+    // location that allows them.
+    let message = refused(send(Op::Update {
+        dir: Vec::new(),
+        name: b"evil".to_vec(),
+        update: WireUpdate {
+            mode: Some(0o4777),
+            ..WireUpdate::default()
+        },
+    }));
+    assert!(
+        message.contains("does not allow special files"),
+        "{message}"
+    );
+    let message = refused(send(Op::MakeNode {
+        dir: Vec::new(),
+        name: b"disk".to_vec(),
+        kind: Kind::BlockDevice,
+        mode: 0o666,
+        rdev: rustix::fs::makedev(7, 0),
+    }));
+    assert!(
+        message.contains("does not allow special files"),
+        "{message}"
+    );
+    assert!(!dst.join("disk").exists());
+    assert_eq!(std::fs::metadata(&secret).unwrap().mode(), before.mode());
+
+    // A FIFO is not opened for data (an open would block a hub thread).
+    let message = refused(send(Op::Digest {
+        dir: Vec::new(),
+        name: b"fifo".to_vec(),
+    }));
+    assert!(
+        message.contains("is a FIFO, not a regular file"),
+        "{message}"
+    );
+
+    // A zstd bomb: 1 GiB of zeros in a few KB, declared as one chunk.
+    use std::io::Write as _;
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    send(Op::Create {
+        dir: Vec::new(),
+        name: b"f".to_vec(),
+        mode: 0o644,
+    })
+    .unwrap();
+    let message = refused(send(Op::Write {
+        dir: Vec::new(),
+        name: b"f".to_vec(),
+        offset: 0,
+        zstd: true,
+        raw_len: MAX_CHUNK as u64,
+        data: bomb,
+    }));
+    assert!(message.contains("does not fit its declared"), "{message}");
+    assert_eq!(std::fs::metadata(dst.join("f")).unwrap().len(), 0);
+
+    // And a name that climbs out.
+    let message = refused(send(Op::Stat {
+        dir: b"..".to_vec(),
+        name: b"outside".to_vec(),
+    }));
+    assert!(message.contains("not a relative path"), "{message}");
+}

@@ -645,3 +645,103 @@ fn copies_between_file_systems_the_kernel_cannot_copy_across() {
     assert_eq!(counter(&s, "BytesTransferred"), (3 << 20) + 5);
     assert!(compare_trees(&src, &dst).is_empty());
 }
+
+/// Destination files swapped for symlinks to files outside the destination
+/// while `ferry sync` changes their modes: whatever the race does, no file
+/// outside the destination changes (mode, owner, times, ctime).
+#[test]
+fn attribute_updates_never_follow_a_symlink_swapped_in_during_the_run() {
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const DIRS: usize = 4;
+    const FILES: usize = 500;
+    // Each pass swaps every file once; bounded whatever the run's length.
+    const MAX_PASSES: usize = 400;
+    let t = tempdir();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    let (outside, spare) = (t.path().join("outside"), t.path().join("spare"));
+    fs::create_dir_all(&spare).unwrap();
+    let names: Vec<String> = (0..DIRS)
+        .flat_map(|d| (0..FILES).map(move |f| format!("dir{d}/f{f}")))
+        .collect();
+    for name in &names {
+        write(&src.join(name), name.as_bytes());
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+        write(&outside.join(name), b"outside the destination");
+        fs::set_permissions(outside.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    let snapshot = || {
+        names
+            .iter()
+            .map(|n| {
+                let m = fs::metadata(outside.join(n)).unwrap();
+                (
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.mtime(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot();
+
+    for (round, mode) in [0o755, 0o700, 0o4750].into_iter().enumerate() {
+        // Only the modes change at the source: the run updates attributes.
+        for name in &names {
+            fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (stop, names) = (stop.clone(), names.clone());
+            let (src, dst, outside, spare) =
+                (src.clone(), dst.clone(), outside.clone(), spare.clone());
+            std::thread::spawn(move || {
+                let tmp = spare.join("tmp");
+                for pass in 0..MAX_PASSES {
+                    for name in &names {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let _ = fs::remove_file(&tmp);
+                        if pass % 2 == 0 {
+                            // The destination file becomes a symlink out.
+                            symlink(outside.join(name), &tmp).unwrap();
+                        } else {
+                            // And back: a file the scan finds with the old mode.
+                            fs::copy(src.join(name), &tmp).unwrap();
+                            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+                            let mtime = fs::metadata(src.join(name)).unwrap().modified().unwrap();
+                            let f = fs::File::options().write(true).open(&tmp).unwrap();
+                            f.set_modified(mtime).unwrap();
+                        }
+                        let _ = fs::rename(&tmp, dst.join(name));
+                    }
+                }
+            })
+        };
+        // The run's outcome depends on the race; only its summary is needed.
+        let _ = sync(&src, &dst, &[]);
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        let after = snapshot();
+        let changed: Vec<&String> = names
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| b != a)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "round {round}: {} files outside the destination changed, e.g. {:?}",
+            changed.len(),
+            &changed[..changed.len().min(5)]
+        );
+    }
+}

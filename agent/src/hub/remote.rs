@@ -15,14 +15,14 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use super::client::{HubClient, HubError};
-use super::proto::{Op, Reply, Request, Response, WireUpdate};
+use super::proto::{Op, Reply, Request, Response, WireUpdate, MAX_CHUNK};
 use crate::location::{Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer};
 
 /// Chunks of one file in flight at once.
 const WINDOW: usize = 4;
 /// A file whose first write is at most this large and that gets no second
 /// write goes in one request with its attributes.
-const SMALL: usize = 1 << 20;
+const SMALL: usize = MAX_CHUNK;
 
 struct Inner {
     client: HubClient,
@@ -87,8 +87,10 @@ impl Inner {
         }
     }
 
-    /// The data as sent: compressed when that helps.
+    /// The data as sent: compressed when that helps; at most [`MAX_CHUNK`]
+    /// bytes, whose length the hub is told (`raw_len`).
     fn encode(&self, data: &[u8]) -> (bool, Vec<u8>) {
+        debug_assert!(data.len() <= MAX_CHUNK);
         if !self.compress {
             return (false, data.to_vec());
         }
@@ -164,13 +166,20 @@ impl Location for RemoteLocation {
 
     fn list(&self, dir: &Vec<u8>) -> io::Result<Vec<Entry>> {
         match self.inner.call(Op::List { dir: dir.clone() })? {
-            Reply::List(entries) => Ok(entries
+            Reply::List(entries) => entries
                 .into_iter()
-                .map(|(name, meta)| Entry {
-                    name: OsString::from_vec(name),
-                    meta: meta.into(),
+                .map(|(name, meta)| {
+                    // A name the engine would join into a path: one name,
+                    // whatever the hub says.
+                    super::proto::name_ok(&name).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("the hub listed {e}"))
+                    })?;
+                    Ok(Entry {
+                        name: OsString::from_vec(name),
+                        meta: meta.into(),
+                    })
                 })
-                .collect()),
+                .collect(),
             r => Err(unexpected(r)),
         }
     }
@@ -370,6 +379,7 @@ impl RemoteWriter {
             .rt
             .block_on(self.window.clone().acquire_owned())
             .expect("never closed");
+        let raw_len = data.len() as u64;
         let (zstd, data) = self.inner.encode(data);
         let inner = self.inner.clone();
         let req = inner.request(Op::Write {
@@ -377,6 +387,7 @@ impl RemoteWriter {
             name: self.name.clone(),
             offset,
             zstd,
+            raw_len,
             data,
         });
         let task = self.inner.rt.spawn(async move {
@@ -436,6 +447,9 @@ impl Writer for RemoteWriter {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         // The lock is held while a chunk waits for room in the window: the
         // writes of one file are ordered by it anyway.
+        // One chunk at most: the hub takes no more in a request, and the
+        // caller writes the rest (a short write).
+        let buf = &buf[..buf.len().min(MAX_CHUNK)];
         let mut state = self.state.lock().unwrap();
         if !state.created && state.first.is_none() && offset == 0 && buf.len() <= SMALL {
             state.first = Some(buf.to_vec());
@@ -466,12 +480,14 @@ impl Writer for RemoteWriter {
         let mut state = self.state.lock().unwrap();
         if !state.created {
             let data = state.first.take().unwrap_or_default();
+            let raw_len = data.len() as u64;
             let (zstd, data) = self.inner.encode(&data);
             return self.inner.done(Op::Put {
                 dir: self.dir.clone(),
                 name: self.name.clone(),
                 mode: self.mode,
                 zstd,
+                raw_len,
                 data,
                 len: state.len,
                 update: WireUpdate::from(&state.update),

@@ -517,7 +517,7 @@ async fn fs_op(
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
         {
-            Ok(loc) => super::fs::execute(&loc, op),
+            Ok(loc) => super::fs::execute(&loc, op, &super::fs::Policy::default()),
             Err(e) => Err(proto::WireError::from(&e)),
         };
         Bytes::from(postcard::to_stdvec(&resp).expect("encodable"))

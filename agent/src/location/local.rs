@@ -2,7 +2,11 @@
 //!
 //! Every operation is one system call relative to an open directory, so a
 //! sync over NFS costs the fewest round trips the semantics allow and paths
-//! longer than `PATH_MAX` work.
+//! longer than `PATH_MAX` work. No operation on a name follows a symlink
+//! (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`, or an `O_PATH` handle on the name
+//! itself), and data goes only to and from regular files: an open for data
+//! cannot block on a FIFO, and whatever is not a regular file is closed
+//! before a byte moves.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -13,6 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -25,6 +30,28 @@ use super::{Entry, Kind, Location, Meta, MetaUpdate, Reader, Timestamp, Writer};
 const NFS_SUPER_MAGIC: i64 = 0x6969;
 const SMB2_SUPER_MAGIC: i64 = 0xFE53_4D42;
 const CIFS_SUPER_MAGIC: i64 = 0xFF53_4D42;
+
+/// What a location refuses that the kernel would not.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{name} is a {}, not a regular file", .kind.noun())]
+    NotRegular { name: String, kind: Kind },
+    #[error(
+        "cannot change the mode of {name} without following a link: {source} \
+         (fchmodat2 needs Linux 6.6; before it, /proc must be mounted)"
+    )]
+    NoChmod { name: String, source: io::Error },
+}
+
+impl From<LocalError> for io::Error {
+    fn from(e: LocalError) -> Self {
+        io::Error::other(e)
+    }
+}
+
+fn display(name: &OsStr) -> String {
+    format!("{:?}", name.to_string_lossy())
+}
 
 /// A directory on a mounted file system.
 #[derive(Debug)]
@@ -72,12 +99,7 @@ impl LocalLocation {
     /// Opens an existing file of `dir` for writing, without truncating it
     /// (the hub writes the chunks of one file in separate requests).
     pub fn open_write(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<LocalWriter> {
-        let fd = rfs::openat(
-            dir,
-            name,
-            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = open_regular(dir, name, OFlags::WRONLY, Mode::empty())?;
         Ok(LocalWriter {
             file: File::from(fd),
             remote: self.remote,
@@ -91,6 +113,107 @@ fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Opens `name` for its data, which only a regular file has. `O_NOFOLLOW`:
+/// not through a symlink; `O_NONBLOCK`: a FIFO (or a device waiting for
+/// carrier) cannot hold the thread in `open`; `O_NOCTTY`: a terminal does
+/// not become ours. Anything but a regular file is closed unread. An
+/// `O_TRUNC` in `flags` is safe: Linux truncates only regular files.
+fn open_regular(dir: &OwnedFd, name: &OsStr, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let extra = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags | extra, mode) {
+        Ok(fd) => fd,
+        // A FIFO without a reader (for writing) or a socket: say what it is.
+        Err(rustix::io::Errno::NXIO) => {
+            return Err(match statx_at(dir, name) {
+                Ok(meta) if meta.kind != Kind::File => LocalError::NotRegular {
+                    name: display(name),
+                    kind: meta.kind,
+                }
+                .into(),
+                _ => rustix::io::Errno::NXIO.into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The type of an inode never changes: the attributes the open brought
+    // will do (no round trip on NFS).
+    let st = rfs::statx(
+        &fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::TYPE,
+    )?;
+    let kind = kind_of(u32::from(st.stx_mode));
+    if kind != Kind::File {
+        return Err(LocalError::NotRegular {
+            name: display(name),
+            kind,
+        }
+        .into());
+    }
+    // Regular files ignore it, but the descriptor goes on to other calls
+    // (copy_file_range, NFS): as an ordinary blocking file.
+    rfs::fcntl_setfl(&fd, rfs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    Ok(fd)
+}
+
+/// False once `fchmodat2` answered ENOSYS (Linux before 6.6).
+static HAVE_FCHMODAT2: AtomicBool = AtomicBool::new(true);
+
+/// Changes the mode of what `handle` (an `O_PATH` descriptor, never a
+/// symlink) names. Linux's `fchmodat` has no `AT_SYMLINK_NOFOLLOW` and
+/// `fchmod` refuses `O_PATH` descriptors, so: `fchmodat2(handle, "",
+/// AT_EMPTY_PATH)` where the kernel has it (6.6), else `chmod` of
+/// `/proc/self/fd/N`, which reaches the inode the descriptor holds without
+/// looking any name up again (what glibc's `lchmod` does).
+fn chmod_handle(handle: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let result = if HAVE_FCHMODAT2.load(Ordering::Relaxed) {
+        match chmod_fchmodat2(handle, mode) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                HAVE_FCHMODAT2.store(false, Ordering::Relaxed);
+                chmod_proc(handle, mode)
+            }
+            other => other,
+        }
+    } else {
+        chmod_proc(handle, mode)
+    };
+    result.map_err(|source| match source.raw_os_error() {
+        // No /proc, or a kernel refusing both ways: say why.
+        Some(libc::ENOENT | libc::ENOSYS) => LocalError::NoChmod {
+            name: display(name),
+            source,
+        }
+        .into(),
+        _ => source,
+    })
+}
+
+fn chmod_fchmodat2(handle: &OwnedFd, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, a NUL-terminated empty path, plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            handle.as_raw_fd(),
+            c"".as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn chmod_proc(handle: &OwnedFd, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    Ok(rfs::chmod(path.as_str(), Mode::from_raw_mode(mode))?)
 }
 
 fn timestamp(t: rfs::StatxTimestamp) -> Timestamp {
@@ -256,33 +379,39 @@ impl Location for LocalLocation {
     }
 
     fn open_file(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<LocalReader> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::RDONLY;
         // O_NOATIME keeps the source's access times, but only the owner (or
         // CAP_FOWNER) may ask for it.
-        let fd = match rfs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-            Err(rustix::io::Errno::PERM) => rfs::openat(dir, name, flags, Mode::empty())?,
+        let fd = match open_regular(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                open_regular(dir, name, flags, Mode::empty())?
+            }
             other => other?,
         };
         Ok(LocalReader(File::from(fd)))
     }
 
     fn read_link(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OsString> {
+        // readlinkat reads the link itself (EINVAL for anything else).
         let target = rfs::readlinkat(dir, name, Vec::new())?;
         Ok(OsString::from_vec(target.into_bytes()))
     }
 
     fn make_dir(&self, parent: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        // mkdirat never follows: an existing name, symlink or not, is EEXIST.
         Ok(rfs::mkdirat(parent, name, Mode::from_raw_mode(mode))?)
     }
 
     fn create_file(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<LocalWriter> {
-        let fd = rfs::openat(
+        let fd = open_regular(
             dir,
             name,
             // Not O_EXCL: on NFSv4 an exclusive create costs a SETATTR more,
             // and temporary names are unique per run and cleaned at the scan.
-            // Read and write: verification reads the data back through it.
-            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // A leftover that is not a regular file is refused, not opened
+            // for data. Read and write: verification reads the data back
+            // through it.
+            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC,
             Mode::from_raw_mode(mode),
         )?;
         Ok(LocalWriter {
@@ -331,10 +460,12 @@ impl Location for LocalLocation {
         to_dir: &OwnedFd,
         to: &OsStr,
     ) -> io::Result<()> {
+        // Without AT_SYMLINK_FOLLOW: a symlink `from` is linked itself.
         Ok(rfs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?)
     }
 
     fn rename(&self, dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        // renameat and unlinkat act on names, never on what a symlink names.
         Ok(rfs::renameat(dir, from, dir, to)?)
     }
 
@@ -348,14 +479,40 @@ impl Location for LocalLocation {
     }
 
     fn update(&self, dir: &OwnedFd, name: &OsStr, update: &MetaUpdate) -> io::Result<()> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        // One handle on the entry itself (O_PATH opens anything, a symlink
+        // included, without reading it or following it): every change
+        // below goes to that inode, whatever the name comes to mean meanwhile.
+        let handle = rfs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        // fchownat and (since Linux 5.8) utimensat take AT_EMPTY_PATH: the
+        // handle's inode, even an O_PATH one on a symlink.
+        let here = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
+        // Owner first: a chown clears set-id bits, which the mode puts back.
         if let Some((uid, gid)) = owner(update) {
-            rfs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+            rfs::chownat(&handle, "", uid, gid, here)?;
         }
         if let Some(mode) = update.mode {
-            rfs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+            let st = rfs::statx(
+                &handle,
+                "",
+                AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+                StatxFlags::TYPE,
+            )?;
+            // A symlink has no mode of its own on Linux: a chmod of one
+            // would change what it names, so none is made.
+            if kind_of(u32::from(st.stx_mode)) != Kind::Symlink {
+                chmod_handle(&handle, name, mode)?;
+            }
         }
         if let Some(times) = timestamps(update) {
-            rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            rfs::utimensat(&handle, "", &times, here)?;
         }
         Ok(())
     }
@@ -498,7 +655,217 @@ impl Writer for LocalWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use super::*;
+
+    fn outside_file(dir: &Path) -> (PathBuf, std::fs::Metadata) {
+        let target = dir.join("outside");
+        std::fs::write(&target, b"not the location's").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let t = rfs::Timestamps {
+            last_access: Timespec {
+                tv_sec: 123_456,
+                tv_nsec: 0,
+            },
+            last_modification: Timespec {
+                tv_sec: 654_321,
+                tv_nsec: 0,
+            },
+        };
+        rfs::utimensat(rfs::CWD, &target, &t, AtFlags::empty()).unwrap();
+        let meta = std::fs::metadata(&target).unwrap();
+        (target, meta)
+    }
+
+    fn assert_unchanged(path: &Path, before: &std::fs::Metadata) {
+        let after = std::fs::metadata(path).unwrap();
+        assert_eq!(after.mode(), before.mode(), "mode of {path:?}");
+        assert_eq!(after.uid(), before.uid(), "owner of {path:?}");
+        assert_eq!(after.gid(), before.gid(), "group of {path:?}");
+        assert_eq!(after.mtime(), before.mtime(), "mtime of {path:?}");
+        assert_eq!(after.atime(), before.atime(), "atime of {path:?}");
+    }
+
+    #[test]
+    fn update_changes_a_symlink_never_what_it_names() {
+        let outside = tempfile::tempdir().unwrap();
+        let (target, before) = outside_file(outside.path());
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        let loc = LocalLocation::open(dir.path()).unwrap();
+        let root = loc.root().unwrap();
+        // Only root may give a file away.
+        let owner = rustix::process::geteuid().is_root().then_some(4321);
+        let update = MetaUpdate {
+            uid: owner,
+            gid: owner,
+            mode: Some(0o4777),
+            atime: Some(Timestamp { sec: 1, nsec: 0 }),
+            mtime: Some(Timestamp { sec: 2, nsec: 0 }),
+        };
+        loc.update(&root, OsStr::new("link"), &update).unwrap();
+        assert_unchanged(&target, &before);
+        let link = std::fs::symlink_metadata(dir.path().join("link")).unwrap();
+        assert!(link.file_type().is_symlink());
+        assert_eq!(link.mtime(), 2);
+        if let Some(owner) = owner {
+            assert_eq!((link.uid(), link.gid()), (owner, owner));
+        }
+        // Each attribute alone, too.
+        for update in [
+            MetaUpdate {
+                mode: Some(0o777),
+                ..MetaUpdate::default()
+            },
+            MetaUpdate {
+                uid: owner,
+                ..MetaUpdate::default()
+            },
+            MetaUpdate {
+                mtime: Some(Timestamp { sec: 5, nsec: 0 }),
+                ..MetaUpdate::default()
+            },
+        ] {
+            loc.update(&root, OsStr::new("link"), &update).unwrap();
+            assert_unchanged(&target, &before);
+        }
+    }
+
+    #[test]
+    fn update_sets_the_mode_of_files_and_directories_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let loc = LocalLocation::open(dir.path()).unwrap();
+        let root = loc.root().unwrap();
+        let mode = |name: &str| {
+            std::fs::symlink_metadata(dir.path().join(name))
+                .unwrap()
+                .mode()
+                & 0o7777
+        };
+        let update = MetaUpdate {
+            mode: Some(0o4751),
+            ..MetaUpdate::default()
+        };
+        loc.update(&root, OsStr::new("f"), &update).unwrap();
+        assert_eq!(mode("f"), 0o4751);
+        let update = MetaUpdate {
+            mode: Some(0o1777),
+            ..MetaUpdate::default()
+        };
+        loc.update(&root, OsStr::new("d"), &update).unwrap();
+        assert_eq!(mode("d"), 0o1777);
+        // Both ways of changing a mode through a handle: fchmodat2 where
+        // the kernel has it (6.6), /proc/self/fd/N before.
+        let handle = |name: &str| {
+            rfs::openat(
+                &root,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap()
+        };
+        chmod_proc(&handle("f"), 0o600).unwrap();
+        assert_eq!(mode("f"), 0o600);
+        chmod_proc(&handle("d"), 0o700).unwrap();
+        assert_eq!(mode("d"), 0o700);
+        match chmod_fchmodat2(&handle("f"), 0o640) {
+            Ok(()) => assert_eq!(mode("f"), 0o640),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "{e}"),
+        }
+        // A name that is gone is named as such.
+        let err = loc.update(&root, OsStr::new("gone"), &update).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn data_is_opened_only_in_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let (target, before) = outside_file(outside.path());
+        let loc = LocalLocation::open(dir.path()).unwrap();
+        rfs::mknodat(
+            loc.root().unwrap(),
+            "fifo",
+            FileType::Fifo,
+            Mode::from_raw_mode(0o666),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        // On a thread: an open that blocks on the FIFO fails the test by
+        // name instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let loc = LocalLocation::open(&path).unwrap();
+            let root = loc.root().unwrap();
+            let name = OsStr::new("fifo");
+            let results = [
+                ("open_file", loc.open_file(&root, name).map(drop)),
+                ("open_write", loc.open_write(&root, name).map(drop)),
+                ("create_file", loc.create_file(&root, name, 0o600).map(drop)),
+            ];
+            for r in results {
+                tx.send(r).unwrap();
+            }
+        });
+        for _ in 0..3 {
+            let (what, r) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("an open blocked on a FIFO");
+            let err = r.expect_err(what);
+            assert_eq!(
+                err.to_string(),
+                "\"fifo\" is a FIFO, not a regular file",
+                "{what}"
+            );
+        }
+        let root = loc.root().unwrap();
+        let err = loc.open_file(&root, OsStr::new("d")).unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
+        // A symlink is not opened through, even to create over it.
+        for r in [
+            loc.open_file(&root, OsStr::new("link")).map(drop),
+            loc.open_write(&root, OsStr::new("link")).map(drop),
+            loc.create_file(&root, OsStr::new("link"), 0o600).map(drop),
+        ] {
+            assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        }
+        assert_unchanged(&target, &before);
+        assert_eq!(std::fs::read(&target).unwrap(), b"not the location's");
+        if rustix::process::geteuid().is_root() {
+            // A device node (/dev/null's numbers) is neither truncated nor written.
+            rfs::mknodat(
+                &root,
+                "null",
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rfs::makedev(1, 3),
+            )
+            .unwrap();
+            let err = loc
+                .create_file(&root, OsStr::new("null"), 0o600)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "\"null\" is a character device, not a regular file"
+            );
+        }
+        // A leftover regular file is still truncated and written.
+        std::fs::write(dir.path().join("f"), b"leftover").unwrap();
+        let w = loc.create_file(&root, OsStr::new("f"), 0o600).unwrap();
+        w.write_at(b"new", 0).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
+        let r = loc.open_file(&root, OsStr::new("f")).unwrap();
+        let flags = rfs::fcntl_getfl(r.fd().unwrap()).unwrap();
+        assert!(!flags.contains(OFlags::NONBLOCK));
+    }
 
     fn sha256(data: &[u8]) -> [u8; 32] {
         Sha256::digest(data).into()

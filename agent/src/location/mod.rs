@@ -3,6 +3,9 @@
 //! The engine never calls the file system directly. It works through a
 //! [`Location`], whose operations are all relative to a directory handle and a
 //! single name, so that paths of any length work and no lookup is repeated.
+//! An operation on a name acts on that name: it never follows a symlink
+//! (only a location's root, the operator's path, may be one), and data is
+//! read from or written to regular files only.
 //! [`local::LocalLocation`] is a POSIX directory (a local disk or an NFS
 //! mount); a remote location (the hub, over TLS) implements the same trait.
 
@@ -29,6 +32,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind as a message names it: "… is a FIFO, not a regular file".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::File => "regular file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symbolic link",
+            Kind::Fifo => "FIFO",
+            Kind::CharDevice => "character device",
+            Kind::BlockDevice => "block device",
+            Kind::Socket => "socket",
+        }
+    }
+
     /// FIFOs, sockets and device nodes: what `--preserve-devices` governs.
     pub fn is_special(self) -> bool {
         matches!(
@@ -161,11 +177,14 @@ pub trait Location: Send + Sync + 'static {
     fn list(&self, dir: &Self::Dir) -> io::Result<Vec<Entry>>;
     fn stat_dir(&self, dir: &Self::Dir) -> io::Result<Meta>;
     fn stat(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Meta>;
+    /// Opens a regular file for its data; anything else (a symlink, a FIFO,
+    /// a device) is refused without blocking and without reading it.
     fn open_file(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Reader>;
     fn read_link(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<OsString>;
 
     fn make_dir(&self, parent: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<()>;
-    /// Creates a file with its final mode (truncating a leftover of the same name).
+    /// Creates a file with its final mode (truncating a leftover of the same
+    /// name, which must be a regular file: nothing else is opened).
     fn create_file(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::Writer>;
     fn make_symlink(&self, dir: &Self::Dir, name: &OsStr, target: &OsStr) -> io::Result<()>;
     fn make_node(
@@ -187,7 +206,9 @@ pub trait Location: Send + Sync + 'static {
     fn rename(&self, dir: &Self::Dir, from: &OsStr, to: &OsStr) -> io::Result<()>;
     /// Removes one entry; a directory must be empty.
     fn remove(&self, dir: &Self::Dir, name: &OsStr, kind: Kind) -> io::Result<()>;
-    /// Changes attributes of an entry without following symlinks.
+    /// Changes attributes of the entry `name` itself, never of what a
+    /// symlink names: a symlink gets its owner and times, and no mode
+    /// (Linux symlinks have none).
     fn update(&self, dir: &Self::Dir, name: &OsStr, update: &MetaUpdate) -> io::Result<()>;
     /// Changes attributes of an open directory.
     fn update_dir(&self, dir: &Self::Dir, update: &MetaUpdate) -> io::Result<()>;
