@@ -99,13 +99,9 @@ impl DeclaredLocation {
                     mount_options: mount_options.clone(),
                 }
             }
-            DeclaredLocation::Local { path } => {
-                if !path.starts_with('/') {
-                    return Err(format!("path {path:?} must be absolute"));
-                }
-                LocationSpec::Local { path: path.clone() }
-            }
+            DeclaredLocation::Local { path } => LocationSpec::Local { path: path.clone() },
         })
+        .and_then(|spec| super::check::location(&spec).map(|()| spec))
     }
 }
 
@@ -135,6 +131,7 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
                 "the source and the destination are the same location".into(),
             ));
         }
+        super::check::task(&specs[&t.source], &specs[&t.destination]).map_err(invalid)?;
         let options = api::apply_options(&Options::new(), &t.options)
             .map_err(|e| invalid(e.message().to_string()))?;
         if let Some(s) = &t.schedule {

@@ -31,15 +31,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     }
 }
 
-/// Writes `text` to `path` atomically, readable only by us when `secret`.
+/// Writes `text` to `path` atomically: mode 0600, or 0644 for what is
+/// public (a certificate) when not `secret`, whatever the umask; the
+/// temporary file is made anew, never opened through a link.
 pub fn write_file(path: &Path, text: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .mode(if secret { 0o600 } else { 0o644 })
         .open(&tmp)?;
     f.write_all(text)?;
@@ -80,7 +86,7 @@ impl Ca {
     /// certificate names `names` (host names or addresses) and is remade at
     /// every start, so changing the names needs only a restart.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Ca, CaError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::daemon::secure::private_dir(dir).map_err(|e| io(dir)(e.into()))?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let (cert_pem, key) = if cert_path.exists() && key_path.exists() {
