@@ -1032,6 +1032,125 @@ mod tests {
     }
 
     #[test]
+    fn the_daemon_section_is_checked_as_the_agent_checks_it() {
+        let bad = |daemon: &str| {
+            parse(&format!("version: 2\ndaemon:\n{daemon}"), "f")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("  activation_lisen: 127.0.0.1:8080\n");
+        assert!(e.contains("unknown field `activation_lisen`"), "{e}");
+        let e = bad("  activation_key_seconds: 18446744073709551615\n");
+        assert!(
+            e.contains("daemon.activation_key_seconds")
+                && e.contains("out of range")
+                && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(bad("  poll_seconds: 0\n").contains("daemon.poll_seconds"));
+        assert!(bad("  history_days: 0\n").contains("daemon.history_days"));
+        assert!(bad("  data_dir: data\n").contains("daemon.data_dir"));
+        assert!(bad("  https_listen: 0.0.0.0:0\n").contains("daemon.https_listen"));
+        assert!(bad("  operator_token: short\n").contains("daemon.operator_token"));
+        assert!(bad("  hub_names: [\"a b\"]\n").contains("daemon.hub_names"));
+        let d = parse(
+            "version: 2\ndaemon:\n  https_listen: 0.0.0.0:8443\n  activation_key_seconds: 2\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.daemon.unwrap().activation_key_seconds, Some(2));
+        // a misspelt top-level key: refused, not left to the defaults
+        let e = parse("version: 2\ndeamon:\n  https_listen: 0.0.0.0:8443\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `deamon`"), "{e}");
+    }
+
+    #[test]
+    fn a_task_into_itself_or_a_schedule_that_never_occurs_is_refused() {
+        let doc = |a: &str, b: &str, schedule: &str| {
+            parse(
+                &format!("version: 2\nagent:\n  locations:\n    a: {a}\n    b: {b}\n  tasks:\n    t:\n      source: a\n      destination: b\n{schedule}"),
+                "f",
+            )
+        };
+        let e = doc(
+            "{ local: { path: /srv/a } }",
+            "{ local: { path: /srv/a/b/ } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agent.tasks.t.destination") && e.contains("copy into itself"),
+            "{e}"
+        );
+        let e = doc(
+            "{ local: { path: /srv/a/b } }",
+            "{ local: { path: /srv/a } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("its own source"), "{e}");
+        let e = doc(
+            "{ nfs: { server: NAS, export: /e, subdirectory: x } }",
+            "{ nfs: { server: nas, export: /e/x } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("same directory"), "{e}");
+        doc(
+            "{ local: { path: /srv/a } }",
+            "{ local: { path: /srv/ab } }",
+            "",
+        )
+        .unwrap();
+        doc(
+            "{ nfs: { server: n1, export: /e } }",
+            "{ nfs: { server: n2, export: /e } }",
+            "",
+        )
+        .unwrap();
+        let e = doc(
+            "{ local: { path: /a } }",
+            "{ local: { path: /b } }",
+            "      schedule: \"0 0 31 2 *\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agent.tasks.t.schedule") && e.contains("never occurs"),
+            "{e}"
+        );
+        let e = doc(
+            "{ local: { path: /a } }",
+            "{ local: { path: /b } }",
+            "      schedule: \"61 * * * *\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a valid cron expression"), "{e}");
+        let e = doc(
+            "{ local: { path: /a/../etc } }",
+            "{ local: { path: /b } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("without '..'"), "{e}");
+        let e = doc(
+            "{ nfs: { server: n, export: /e, subdirectory: ../x } }",
+            "{ local: { path: /b } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent.locations.a.nfs.subdirectory"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_refused_naming_key_and_line() {
         let e = parse(&fixture("v1-unknown-key.yaml"), "ferry.yaml")
             .unwrap_err()
