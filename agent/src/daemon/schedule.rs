@@ -37,6 +37,16 @@ pub fn next_after(cron: &Cron, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron.find_next_occurrence(after, false).ok()
 }
 
+/// Whether a schedule fires at `now`; moves `next` on when it does. A
+/// schedule with no next firing (`None`) never fires.
+fn due(next: &mut Option<DateTime<Utc>>, cron: &Cron, now: &DateTime<Utc>) -> bool {
+    if next.is_some_and(|t| t <= *now) {
+        *next = next_after(cron, now);
+        return true;
+    }
+    false
+}
+
 /// Starts scheduled tasks when their time comes. Firings missed while the
 /// agent was down are not made up (as with cron).
 pub fn run(agent: Arc<Agent>) {
@@ -77,8 +87,7 @@ pub fn run(agent: Arc<Agent>) {
                 next.insert(task.task_id.clone(), (expr.clone(), first));
             }
             let entry = next.get_mut(&task.task_id).expect("inserted above");
-            if entry.1.is_some_and(|t| t <= now) {
-                entry.1 = next_after(&cron, &now);
+            if due(&mut entry.1, &cron, &now) {
                 match agent.start_scheduled(&task.task_id) {
                     Ok(Some(id)) => agent.events.info(&format!(
                         "schedule {expr:?} started task {} as {id}",
@@ -121,6 +130,25 @@ mod tests {
         assert!(parse("0 0 31 4 *").is_err());
         // every fourth year is enough
         assert!(parse("0 0 29 2 *").is_ok());
+    }
+
+    #[test]
+    fn a_stored_schedule_that_never_occurs_never_fires() {
+        // as an older agent stored it, without the check
+        let cron = Cron::new("0 0 31 2 *").parse().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap();
+        let mut next = next_after(&cron, &now);
+        assert_eq!(next, None);
+        for s in 0..10 {
+            let t = now + chrono::Duration::milliseconds(500 * s);
+            assert!(!due(&mut next, &cron, &t));
+        }
+        let cron = parse("*/5 * * * *").unwrap();
+        let mut next = next_after(&cron, &now);
+        assert!(!due(&mut next, &cron, &now));
+        let later = Utc.with_ymd_and_hms(2026, 1, 1, 10, 10, 0).unwrap();
+        assert!(due(&mut next, &cron, &later));
+        assert!(!due(&mut next, &cron, &later), "once per firing");
     }
 
     #[test]
