@@ -1013,6 +1013,24 @@ fn everything_a_started_daemon_creates_is_its_own_only() {
     assert!(!as_nobody(&format!("rm -f {t}")));
     child.kill().unwrap();
     child.wait().unwrap();
+
+    // An agent with its activation port: the link's directory.
+    let linked = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 2\ndaemon:\n  data_dir: {}\n  socket: {}\n  activation_listen: 127.0.0.1:{}\n  activated_marker: {}\n",
+        linked.path().join("data").display(),
+        linked.path().join("api.sock").display(),
+        free_port(),
+        linked.path().join("marker").display()
+    );
+    let mut child = daemon_with_config(linked.path(), &yaml).unwrap();
+    assert!(linked.path().join("data/hub-link").is_dir());
+    assert_eq!(
+        not_private(&linked.path().join("data")),
+        Vec::<String>::new()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]
