@@ -1219,4 +1219,16 @@ fn a_misspelt_or_out_of_range_configuration_is_refused_at_start() {
         assert_eq!(code, 2, "{err}");
         assert!(err.contains(want), "{want}: {err}");
     }
+    // the same bound on the command line
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .args(["--history-days", "0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--history-days") && err.contains("1..=36500"),
+        "{err}"
+    );
 }
