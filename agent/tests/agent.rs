@@ -816,7 +816,8 @@ fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
 fn the_read_only_socket_answers_get_only_and_only_its_group() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
-    let ro = dir.path().join("agent-ro.sock");
+    // in a directory the agent makes: its group must pass through it
+    let ro = dir.path().join("run/agent-ro.sock");
     let gid = std::fs::metadata(dir.path()).unwrap().gid();
     let mut agent = Agent {
         dir: dir.path().to_path_buf(),
@@ -848,6 +849,7 @@ fn the_read_only_socket_answers_get_only_and_only_its_group() {
         "the main socket is the owner's only"
     );
     assert_eq!(mode(&ro), 0o660);
+    assert_eq!(mode(&dir.path().join("run")), 0o711);
     assert_eq!(std::fs::metadata(&ro).unwrap().gid(), gid);
 
     let (status, body) = http(&ro, "GET", "/v1/locations", "");
@@ -1173,7 +1175,18 @@ fn a_link_planted_in_the_mount_directory_is_not_followed_at_start() {
     std::fs::create_dir_all(mnt.join("exec-2")).unwrap();
     std::os::unix::fs::symlink(&victim, mnt.join("exec-1")).unwrap();
     std::os::unix::fs::symlink(&point, mnt.join("exec-2/source")).unwrap();
+    // and a mount a killed agent left: unmounted, its point removed
+    let left = mnt.join("exec-3/source");
+    std::fs::create_dir_all(&left).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "ferry-test", left.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let _left_guard = TestMount(left.clone());
     let agent = Agent::launch(tmp.path());
+    assert!(!is_mounted(&left), "{}", agent.log());
+    assert!(!mnt.join("exec-3").exists());
     assert!(
         is_mounted(&point),
         "the agent unmounted {}",
