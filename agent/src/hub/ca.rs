@@ -32,25 +32,29 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 }
 
 /// Writes `text` to `path` atomically: mode 0600, or 0644 for what is
-/// public (a certificate) when not `secret`, whatever the umask; the
-/// temporary file is made anew, never opened through a link.
+/// public (a certificate) when not `secret`, whatever the umask. The
+/// temporary file has a name of its own, made with `O_EXCL` (never opened
+/// through a link, never shared by two writers).
 pub fn write_file(path: &Path, text: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut f = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    if !secret {
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(&tmp)?;
     f.write_all(text)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// `sha256:HEX` of a certificate, as `hubFingerprint` takes it.
