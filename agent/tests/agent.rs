@@ -757,6 +757,10 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
             "never occurs",
         ),
         (
+            serde_json::json!({"locations": {"": {"local": {"path": "/"}}}}),
+            "a name is 1 to 64 letters",
+        ),
+        (
             serde_json::json!({"locations": {"backup": {"local": {"path": src.join("d0")}}}}),
             "is inside the source",
         ),

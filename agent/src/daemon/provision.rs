@@ -105,10 +105,30 @@ impl DeclaredLocation {
     }
 }
 
+/// As ferry-init checks names in the document (init/src/config.rs).
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Applies a provisioning document; returns what it did, one line each.
 pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionError> {
     // Check everything first.
     let mut specs = BTreeMap::new();
+    for (what, name) in doc
+        .locations
+        .keys()
+        .map(|n| ("location", n))
+        .chain(doc.tasks.keys().map(|n| ("task", n)))
+    {
+        if !valid_name(name) {
+            return Err(ProvisionError::Invalid(format!(
+                "{what} {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"
+            )));
+        }
+    }
     for (name, loc) in &doc.locations {
         let spec = loc
             .spec()
