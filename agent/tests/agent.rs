@@ -408,9 +408,11 @@ fn the_store_survives_restarts_and_a_killed_execution_is_marked_interrupted() {
 fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::launch(tmp.path());
-    let src = agent.location(tmp.path());
+    std::fs::create_dir_all(tmp.path().join("in/sub")).unwrap();
+    let src = agent.location(&tmp.path().join("in"));
     std::fs::create_dir(tmp.path().join("out")).unwrap();
     let dst = agent.location(&tmp.path().join("out"));
+    let inner = agent.location(&tmp.path().join("in/sub"));
 
     let refused = |args: &[&str], words: &str| {
         let (code, _, err) = agent.cli(args);
@@ -454,6 +456,52 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "not a valid cron expression",
     );
+    let args = create(&[
+        "--source",
+        &src,
+        "--destination",
+        &dst,
+        "--schedule",
+        "0 0 31 2 *",
+    ]);
+    refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "never occurs",
+    );
+    let args = create(&["--source", &src, "--destination", &inner]);
+    refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "is inside the source",
+    );
+    let args = create(&["--source", &inner, "--destination", &src]);
+    refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "would overwrite or delete its own source",
+    );
+    refused(
+        &[
+            "location",
+            "create-hub",
+            "--location-id",
+            "loc-1",
+            "--connections",
+            "0",
+        ],
+        "0 connections: give 1 to 64",
+    );
+    refused(
+        &[
+            "location",
+            "create-nfs",
+            "--server",
+            "nas",
+            "--export",
+            "/e",
+            "--subdirectory",
+            "../../etc",
+        ],
+        "'..'",
+    );
     let args = create(&["--source", &src, "--destination", &dst, "--mtime", "none"]);
     refused(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -496,7 +544,7 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 
     // A valid task; then refusals that concern it.
@@ -695,19 +743,75 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
         log.contains("task nightly: the source \\\"nowhere\\\" is not a location of the document"),
         "{log}"
     );
+
+    // A local path that does not exist, a schedule that never occurs, a
+    // destination inside the source: each refused, nothing changes.
+    let base = serde_json::from_str::<Value>(&doc("NONE", "source")).unwrap();
+    for (change, want) in [
+        (
+            serde_json::json!({"locations": {"source": {"local": {"path": "/nonexistent/dir"}}}}),
+            "location source: /nonexistent/dir is not a directory on the agent",
+        ),
+        (
+            serde_json::json!({"tasks": {"nightly": {"schedule": "0 0 31 2 *"}}}),
+            "never occurs",
+        ),
+        (
+            serde_json::json!({"locations": {"": {"local": {"path": "/"}}}}),
+            "a name is 1 to 64 letters",
+        ),
+        (
+            serde_json::json!({"locations": {"backup": {"local": {"path": src.join("d0")}}}}),
+            "is inside the source",
+        ),
+    ] {
+        let mut d = base.clone();
+        merge(&mut d, &change);
+        std::fs::write(&doc_path, d.to_string()).unwrap();
+        agent.restart();
+        assert_eq!(
+            agent.ok(&["task", "describe", "nightly"])["Options"]["VerifyMode"],
+            "NONE"
+        );
+        let log = agent.log();
+        assert!(log.contains(want), "{want}: {log}");
+    }
 }
 
-/// One raw HTTP request on a socket; (status, body).
+/// `change` laid over `v`, object by object.
+fn merge(v: &mut Value, change: &Value) {
+    match (v, change) {
+        (Value::Object(v), Value::Object(c)) => {
+            for (k, c) in c {
+                merge(v.entry(k.clone()).or_insert(Value::Null), c);
+            }
+        }
+        (v, c) => *v = c.clone(),
+    }
+}
+
+/// One raw HTTP request on a socket; (status, body). A server may answer,
+/// and close, before it has read the whole request: the answer counts
+/// whether or not the write completed (no race to win).
 fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
-    write!(
-        s,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
+    );
+    if let Err(e) = s.write_all(request.as_bytes()) {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        );
+    }
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.len() > 12, "no answer ({read:?})");
     let status = answer[9..12].parse().unwrap();
     (status, answer.split_once("\r\n\r\n").unwrap().1.to_string())
 }
@@ -716,7 +820,8 @@ fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
 fn the_read_only_socket_answers_get_only_and_only_its_group() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
-    let ro = dir.path().join("agent-ro.sock");
+    // in a directory the agent makes: its group must pass through it
+    let ro = dir.path().join("run/agent-ro.sock");
     let gid = std::fs::metadata(dir.path()).unwrap().gid();
     let mut agent = Agent {
         dir: dir.path().to_path_buf(),
@@ -748,6 +853,7 @@ fn the_read_only_socket_answers_get_only_and_only_its_group() {
         "the main socket is the owner's only"
     );
     assert_eq!(mode(&ro), 0o660);
+    assert_eq!(mode(&dir.path().join("run")), 0o711);
     assert_eq!(std::fs::metadata(&ro).unwrap().gid(), gid);
 
     let (status, body) = http(&ro, "GET", "/v1/locations", "");
@@ -762,9 +868,388 @@ fn the_read_only_socket_answers_get_only_and_only_its_group() {
     assert_eq!(status, 201, "{body}");
     let (status, _) = http(&ro, "DELETE", &format!("/v1/locations/{location}"), "");
     assert_eq!(status, 405);
+    // A refused request's body is read (up to a bound) before the answer:
+    // the client's write completes, far past what a socket buffers.
+    let mut s = UnixStream::connect(&ro).unwrap();
+    let big = "x".repeat(512 * 1024);
+    let request = format!(
+        "POST /v1/locations HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{big}",
+        big.len()
+    );
+    s.write_all(request.as_bytes())
+        .expect("the whole request is read before the refusal");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     let (_, body) = http(&ro, "GET", "/v1/locations", "");
     assert!(
         body.contains(&location),
         "nothing changed through it: {body}"
+    );
+}
+
+/// Runs `sh -c script` as an unprivileged user (nobody); whether it worked.
+fn as_nobody(script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Every directory below `root` must be 0700 and every file 0600 (a
+/// certificate 0644); returns what is not.
+fn not_private(root: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if mode_of(&d) != 0o700 {
+            bad.push(format!("{} {:o}", d.display(), mode_of(&d)));
+        }
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p);
+            } else {
+                let want = if p.extension().is_some_and(|x| x == "pem") {
+                    0o644
+                } else {
+                    0o600
+                };
+                if mode_of(&p) != want {
+                    bad.push(format!("{} {:o}", p.display(), mode_of(&p)));
+                }
+            }
+        }
+    }
+    bad
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ferry-agent --config DOC`, until its socket answers; or its exit and
+/// stderr when it stops first.
+fn daemon_with_config(dir: &Path, yaml: &str) -> Result<Child, (i32, String)> {
+    let doc = dir.join("ferry.yaml");
+    std::fs::write(&doc, yaml).unwrap();
+    let log = dir.join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .arg("--config")
+        .arg(&doc)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err((
+                status.code().unwrap_or(-1),
+                std::fs::read_to_string(&log).unwrap(),
+            ));
+        }
+        if UnixStream::connect(dir.join("api.sock")).is_ok() {
+            return Ok(child);
+        }
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hub_yaml(dir: &Path, token: &Path) -> String {
+    format!(
+        "version: 2\nrole: hub\ndaemon:\n  data_dir: {}\n  socket: {}\n  https_listen: 127.0.0.1:{}\n  operator_token_file: {}\n",
+        dir.join("data").display(),
+        dir.join("api.sock").display(),
+        free_port(),
+        token.display()
+    )
+}
+
+#[test]
+fn everything_a_started_daemon_creates_is_its_own_only() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    // An agent that ran an execution: database, report, mount points.
+    let (tmp, agent, src, _dst, task) = setup("private");
+    // /data is 0755: others may pass, so only the modes below keep them out
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    make_tree(&src, 3, 100);
+    let id = agent.start_task(&task, &[]);
+    assert_eq!(agent.wait_end(&id)["Status"], "SUCCESS");
+    let data = tmp.path().join("data");
+    assert!(data.join("reports").read_dir().unwrap().count() > 0);
+    assert_eq!(not_private(&data), Vec::<String>::new());
+    assert_eq!(mode_of(&agent.socket()), 0o600);
+    let d = data.display();
+    assert!(!as_nobody(&format!("ls {d}")), "others list the state");
+    assert!(!as_nobody(&format!("touch {d}/reports/planted")));
+    assert!(!as_nobody(&format!("ln -s / {d}/mnt/planted")));
+
+    // A hub: its CA, token and records.
+    let hub = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(hub.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let token = hub.path().join("data/hub/operator-token");
+    let mut child = daemon_with_config(hub.path(), &hub_yaml(hub.path(), &token)).unwrap();
+    assert!(token.exists());
+    let hub_data = hub.path().join("data");
+    assert_eq!(not_private(&hub_data), Vec::<String>::new());
+    assert_eq!(mode_of(&token), 0o600);
+    assert_eq!(mode_of(&hub_data.join("hub/ca/ca.key")), 0o600);
+    let t = token.display();
+    assert!(!as_nobody(&format!("cat {t}")));
+    assert!(!as_nobody(&format!("rm -f {t}")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // An agent with its activation port: the link's directory.
+    let linked = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 2\ndaemon:\n  data_dir: {}\n  socket: {}\n  activation_listen: 127.0.0.1:{}\n  activated_marker: {}\n",
+        linked.path().join("data").display(),
+        linked.path().join("api.sock").display(),
+        free_port(),
+        linked.path().join("marker").display()
+    );
+    let mut child = daemon_with_config(linked.path(), &yaml).unwrap();
+    assert!(linked.path().join("data/hub-link").is_dir());
+    assert_eq!(
+        not_private(&linked.path().join("data")),
+        Vec::<String>::new()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_state_directory_open_to_others_is_repaired_and_one_of_someone_else_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // as an older agent left it, with umask 0
+    std::fs::create_dir_all(data.join("reports")).unwrap();
+    std::fs::write(data.join("reports/exec-1.json"), "{}").unwrap();
+    for (p, m) in [
+        ("", 0o777),
+        ("reports", 0o777),
+        ("reports/exec-1.json", 0o666),
+    ] {
+        std::fs::set_permissions(data.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let agent = Agent::launch(tmp.path());
+    assert_eq!(not_private(&data), Vec::<String>::new());
+    assert!(
+        agent.log().contains("was open to others (mode 0777)"),
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+
+    // A file planted by someone else in it: refused, named.
+    std::fs::write(data.join("reports/planted"), "x").unwrap();
+    common::chown(&data.join("reports/planted"), 65534, 65534);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--socket")
+        .arg(tmp.path().join("agent.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("reports/planted is owned by uid 65534"),
+        "{err}"
+    );
+    std::fs::remove_file(data.join("reports/planted")).unwrap();
+    // The directory itself someone else's: refused.
+    common::chown(&data, 65534, 65534);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--socket")
+        .arg(tmp.path().join("agent.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("owned by uid 65534"), "{err}");
+}
+
+#[test]
+fn an_operator_token_others_could_write_or_a_link_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    let attempt = |what: &str, want: &str| {
+        let (code, err) = daemon_with_config(tmp.path(), &hub_yaml(tmp.path(), &token))
+            .map(|mut c| {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            })
+            .expect_err(what);
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(err.contains(want), "{what}: {err}");
+    };
+    // as an attacker would have left it in a directory open to all
+    std::fs::write(&token, "attacker-chosen-token-000000\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o666)).unwrap();
+    attempt("writable by others", "writable by others");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::chown(&token, 65534, 65534);
+    attempt("someone else's", "owned by uid 65534");
+    std::fs::remove_file(&token).unwrap();
+    let real = tmp.path().join("real-token");
+    std::fs::write(&real, "attacker-chosen-token-000000\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&real, &token).unwrap();
+    attempt("a link", "symbolic link");
+    // A directory others can write on the way: refused too.
+    std::fs::remove_file(&token).unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err) = daemon_with_config(tmp.path(), &hub_yaml(tmp.path(), &open.join("token")))
+        .map(|mut c| {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        })
+        .expect_err("an open directory");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("writable by others"), "{err}");
+}
+
+/// A tmpfs mounted for a test, unmounted at the end whatever happens.
+struct TestMount(PathBuf);
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        // already unmounted by the agent, where the test wants it
+        let _ = Command::new("umount")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = p.display().to_string();
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+#[test]
+fn a_link_planted_in_the_mount_directory_is_not_followed_at_start() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    let point = victim.join("source");
+    std::fs::create_dir_all(&point).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "ferry-test", point.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _guard = TestMount(point.clone());
+    std::fs::write(point.join("kept"), "x").unwrap();
+    // As someone could have left them while the directory was open to all:
+    // a link where an execution's directory is, and one where its mount is.
+    let mnt = tmp.path().join("data/mnt");
+    std::fs::create_dir_all(mnt.join("exec-2")).unwrap();
+    std::os::unix::fs::symlink(&victim, mnt.join("exec-1")).unwrap();
+    std::os::unix::fs::symlink(&point, mnt.join("exec-2/source")).unwrap();
+    // and a mount a killed agent left: unmounted, its point removed
+    let left = mnt.join("exec-3/source");
+    std::fs::create_dir_all(&left).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "ferry-test", left.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let _left_guard = TestMount(left.clone());
+    let agent = Agent::launch(tmp.path());
+    assert!(!is_mounted(&left), "{}", agent.log());
+    assert!(!mnt.join("exec-3").exists());
+    assert!(
+        is_mounted(&point),
+        "the agent unmounted {}",
+        point.display()
+    );
+    assert!(point.join("kept").exists());
+    // the links are gone, not what they pointed at
+    assert!(std::fs::symlink_metadata(mnt.join("exec-1")).is_err());
+    assert!(!mnt.join("exec-2").exists());
+    assert!(victim.is_dir());
+    drop(agent);
+}
+
+#[test]
+fn a_misspelt_or_out_of_range_configuration_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = format!(
+        "version: 2\ndaemon:\n  data_dir: {}\n  socket: {}\n",
+        tmp.path().join("data").display(),
+        tmp.path().join("api.sock").display()
+    );
+    for (extra, want) in [
+        (
+            "deamon:\n  activation_listen: 127.0.0.1:8080\n",
+            "unknown field `deamon`",
+        ),
+        (
+            "  activation_listen: 127.0.0.1:8080\n  activation_key_seconds: 18446744073709551615\n",
+            "daemon.activation_key_seconds: 18446744073709551615 is out of range",
+        ),
+        (
+            "  activation_listen: 127.0.0.1:8080\n  poll_seconds: 0\n",
+            "daemon.poll_seconds",
+        ),
+    ] {
+        let doc = format!("{base}{extra}");
+        let (code, err) = daemon_with_config(tmp.path(), &doc)
+            .map(|mut c| {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            })
+            .expect_err(want);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // the same bound on the command line
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .args(["--history-days", "0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--history-days") && err.contains("1..=36500"),
+        "{err}"
     );
 }

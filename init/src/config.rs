@@ -79,9 +79,125 @@ pub struct Document {
     /// (ferry-agent reads the same document; see agent/README.md).
     #[serde(default)]
     pub role: DocRole,
-    /// ferry-agent's ports and paths (`daemon:`); ferry-agent checks it.
+    /// ferry-agent's ports and paths (`daemon:`); its keys and ranges are
+    /// ferry-agent's (agent/src/daemon/config.rs), checked here too so that
+    /// a misspelt key refuses the document instead of leaving a default.
     #[serde(default)]
-    pub daemon: Option<serde_yaml::Value>,
+    pub daemon: Option<DaemonSection>,
+}
+
+/// `daemon:`, as ferry-agent reads it; every key optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub history_days: Option<u32>,
+    #[serde(default)]
+    pub cloudwatch_emf: Option<bool>,
+    #[serde(default)]
+    pub console: Option<PathBuf>,
+    #[serde(default)]
+    pub activation_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub activated_marker: Option<PathBuf>,
+    #[serde(default)]
+    pub poll_seconds: Option<u64>,
+    #[serde(default)]
+    pub https_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub hub_names: Option<Vec<String>>,
+    #[serde(default)]
+    pub operator_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub operator_token: Option<String>,
+    #[serde(default)]
+    pub activation_key_seconds: Option<u64>,
+}
+
+/// The agent's bounds (agent/src/daemon/config.rs): each number becomes a
+/// duration there.
+const HISTORY_DAYS: (u64, u64) = (1, 36_500);
+const POLL_SECONDS: (u64, u64) = (1, 3_600);
+const ACTIVATION_KEY_SECONDS: (u64, u64) = (1, 30 * 86_400);
+const MIN_TOKEN_LEN: usize = 16;
+
+fn check_daemon(d: &DaemonSection) -> Result<(), (String, String)> {
+    let key = |k: &str| format!("daemon.{k}");
+    for (k, p) in [
+        ("data_dir", &d.data_dir),
+        ("socket", &d.socket),
+        ("console", &d.console),
+        ("activated_marker", &d.activated_marker),
+        ("operator_token_file", &d.operator_token_file),
+    ] {
+        if let Some(p) = p {
+            if !p.is_absolute() {
+                return Err((
+                    key(k),
+                    format!("{:?} is not an absolute path", p.display().to_string()),
+                ));
+            }
+        }
+    }
+    for (k, v, (lo, hi), unit) in [
+        (
+            "history_days",
+            d.history_days.map(u64::from),
+            HISTORY_DAYS,
+            "days",
+        ),
+        ("poll_seconds", d.poll_seconds, POLL_SECONDS, "seconds"),
+        (
+            "activation_key_seconds",
+            d.activation_key_seconds,
+            ACTIVATION_KEY_SECONDS,
+            "seconds",
+        ),
+    ] {
+        if let Some(v) = v {
+            if !(lo..=hi).contains(&v) {
+                return Err((
+                    key(k),
+                    format!("{v} is out of range: give {lo} to {hi} {unit}"),
+                ));
+            }
+        }
+    }
+    for (k, a) in [
+        ("activation_listen", d.activation_listen),
+        ("https_listen", d.https_listen),
+    ] {
+        if a.is_some_and(|a| a.port() == 0) {
+            return Err((key(k), "give a port from 1 to 65535".into()));
+        }
+    }
+    for n in d.hub_names.iter().flatten() {
+        let ok = !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b));
+        if !ok {
+            return Err((
+                key("hub_names"),
+                format!("{n:?} is not a host name or address"),
+            ));
+        }
+    }
+    if let Some(t) = &d.operator_token {
+        if t.chars().count() < MIN_TOKEN_LEN
+            || t.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err((
+                key("operator_token"),
+                format!("give at least {MIN_TOKEN_LEN} characters without spaces"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The document's `role:`.
@@ -381,6 +497,29 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Where a location is, to tell whether one is inside another: ("" and
+/// the path's components) for a local path, (server and the export's and
+/// subdirectory's components) for NFS. Links on the appliance's disks are
+/// the agent's to see (it checks again).
+fn place(l: &AgentLocation) -> (String, Vec<String>) {
+    let parts = |paths: &[&str]| -> Vec<String> {
+        paths
+            .iter()
+            .flat_map(|p| p.split('/'))
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    match (&l.nfs, &l.local) {
+        (Some(n), _) => (
+            n.server.trim_end_matches('.').to_ascii_lowercase(),
+            parts(&[&n.export, n.subdirectory.as_deref().unwrap_or("")]),
+        ),
+        (None, Some(p)) => (String::new(), parts(&[&p.path])),
+        (None, None) => (String::new(), Vec::new()),
+    }
+}
+
 /// Checks the agent section; `Err((key, why))`.
 fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
     for (name, loc) in &a.locations {
@@ -399,10 +538,18 @@ fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
                         format!("{:?} is not a host name or address", nfs.server),
                     ));
                 }
-                if !nfs.export.starts_with('/') {
+                if let Some(sub) = &nfs.subdirectory {
+                    if sub.split('/').any(|c| c == "..") {
+                        return Err((
+                            format!("{key}.nfs.subdirectory"),
+                            format!("{sub:?} has '..': give a plain path inside the export"),
+                        ));
+                    }
+                }
+                if !nfs.export.starts_with('/') || nfs.export.split('/').any(|c| c == "..") {
                     return Err((
                         format!("{key}.nfs.export"),
-                        format!("{:?} must be an absolute path", nfs.export),
+                        format!("{:?} must be an absolute path without '..'", nfs.export),
                     ));
                 }
                 if let Some(v) = &nfs.version {
@@ -415,10 +562,10 @@ fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
                 }
             }
             (None, Some(local)) => {
-                if !local.path.starts_with('/') {
+                if !local.path.starts_with('/') || local.path.split('/').any(|c| c == "..") {
                     return Err((
                         format!("{key}.local.path"),
-                        format!("{:?} must be an absolute path", local.path),
+                        format!("{:?} must be an absolute path without '..'", local.path),
                     ));
                 }
             }
@@ -447,6 +594,31 @@ fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
                 "the source and the destination are the same location".into(),
             ));
         }
+        let (s, d) = (
+            place(&a.locations[&task.source]),
+            place(&a.locations[&task.destination]),
+        );
+        if s.0 == d.0 {
+            if d.1.starts_with(&s.1) {
+                return Err((
+                    format!("{key}.destination"),
+                    if s.1 == d.1 {
+                        "the source and the destination are the same directory".into()
+                    } else {
+                        format!(
+                            "{:?} is inside the source {:?}: the task would copy into itself",
+                            task.destination, task.source
+                        )
+                    },
+                ));
+            }
+            if s.1.starts_with(&d.1) {
+                return Err((
+                    format!("{key}.destination"),
+                    format!("the source {:?} is inside {:?}: the task would overwrite or delete its own source", task.source, task.destination),
+                ));
+            }
+        }
         if let Some(option) = task
             .options
             .keys()
@@ -467,6 +639,22 @@ fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
                     format!(
                         "{s:?}: give five cron fields (minute hour day-of-month month day-of-week)"
                     ),
+                ));
+            }
+            // as the agent checks it (agent/src/daemon/schedule.rs)
+            let cron = croner::Cron::new(s).parse().map_err(|e| {
+                (
+                    format!("{key}.schedule"),
+                    format!("{s:?} is not a valid cron expression: {e}"),
+                )
+            })?;
+            if cron
+                .find_next_occurrence(&chrono::Utc::now(), false)
+                .is_err()
+            {
+                return Err((
+                    format!("{key}.schedule"),
+                    format!("{s:?} never occurs: no date matches its day and month"),
                 ));
             }
         }
@@ -616,6 +804,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
     }
     if let Some(support) = &doc.support {
         check_support(support).map_err(|(key, why)| invalid(&key, why))?;
+    }
+    if let Some(daemon) = &doc.daemon {
+        check_daemon(daemon).map_err(|(key, why)| invalid(&key, why))?;
     }
     if let Some(h) = &doc.hostname {
         if !valid_hostname(h) {
@@ -838,6 +1029,125 @@ mod tests {
         assert!(d.daemon.is_some());
         assert_eq!(parse("version: 2\n", "t").unwrap().role, DocRole::Agent);
         assert!(parse("version: 2\nrole: gateway\n", "t").is_err());
+    }
+
+    #[test]
+    fn the_daemon_section_is_checked_as_the_agent_checks_it() {
+        let bad = |daemon: &str| {
+            parse(&format!("version: 2\ndaemon:\n{daemon}"), "f")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("  activation_lisen: 127.0.0.1:8080\n");
+        assert!(e.contains("unknown field `activation_lisen`"), "{e}");
+        let e = bad("  activation_key_seconds: 18446744073709551615\n");
+        assert!(
+            e.contains("daemon.activation_key_seconds")
+                && e.contains("out of range")
+                && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(bad("  poll_seconds: 0\n").contains("daemon.poll_seconds"));
+        assert!(bad("  history_days: 0\n").contains("daemon.history_days"));
+        assert!(bad("  data_dir: data\n").contains("daemon.data_dir"));
+        assert!(bad("  https_listen: 0.0.0.0:0\n").contains("daemon.https_listen"));
+        assert!(bad("  operator_token: short\n").contains("daemon.operator_token"));
+        assert!(bad("  hub_names: [\"a b\"]\n").contains("daemon.hub_names"));
+        let d = parse(
+            "version: 2\ndaemon:\n  https_listen: 0.0.0.0:8443\n  activation_key_seconds: 2\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.daemon.unwrap().activation_key_seconds, Some(2));
+        // a misspelt top-level key: refused, not left to the defaults
+        let e = parse("version: 2\ndeamon:\n  https_listen: 0.0.0.0:8443\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `deamon`"), "{e}");
+    }
+
+    #[test]
+    fn a_task_into_itself_or_a_schedule_that_never_occurs_is_refused() {
+        let doc = |a: &str, b: &str, schedule: &str| {
+            parse(
+                &format!("version: 2\nagent:\n  locations:\n    a: {a}\n    b: {b}\n  tasks:\n    t:\n      source: a\n      destination: b\n{schedule}"),
+                "f",
+            )
+        };
+        let e = doc(
+            "{ local: { path: /srv/a } }",
+            "{ local: { path: /srv/a/b/ } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agent.tasks.t.destination") && e.contains("copy into itself"),
+            "{e}"
+        );
+        let e = doc(
+            "{ local: { path: /srv/a/b } }",
+            "{ local: { path: /srv/a } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("its own source"), "{e}");
+        let e = doc(
+            "{ nfs: { server: NAS, export: /e, subdirectory: x } }",
+            "{ nfs: { server: nas, export: /e/x } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("same directory"), "{e}");
+        doc(
+            "{ local: { path: /srv/a } }",
+            "{ local: { path: /srv/ab } }",
+            "",
+        )
+        .unwrap();
+        doc(
+            "{ nfs: { server: n1, export: /e } }",
+            "{ nfs: { server: n2, export: /e } }",
+            "",
+        )
+        .unwrap();
+        let e = doc(
+            "{ local: { path: /a } }",
+            "{ local: { path: /b } }",
+            "      schedule: \"0 0 31 2 *\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agent.tasks.t.schedule") && e.contains("never occurs"),
+            "{e}"
+        );
+        let e = doc(
+            "{ local: { path: /a } }",
+            "{ local: { path: /b } }",
+            "      schedule: \"61 * * * *\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a valid cron expression"), "{e}");
+        let e = doc(
+            "{ local: { path: /a/../etc } }",
+            "{ local: { path: /b } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("without '..'"), "{e}");
+        let e = doc(
+            "{ nfs: { server: n, export: /e, subdirectory: ../x } }",
+            "{ local: { path: /b } }",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent.locations.a.nfs.subdirectory"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::model::{self, LocationSpec, Task};
 use super::store::StoreError;
-use super::{nfs, schedule, Agent};
+use super::{schedule, Agent};
 use crate::engine::Options;
 
 /// One line per route: the router is built from it, and the OpenAPI test
@@ -134,70 +134,7 @@ async fn list_locations(State(agent): Shared) -> Reply {
 }
 
 fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
-    match spec {
-        LocationSpec::Local { path } => {
-            let p = std::path::Path::new(path);
-            if !p.is_absolute() {
-                return Err(bad_request(
-                    "InvalidLocation",
-                    format!("the path {path:?} must be absolute"),
-                ));
-            }
-            if !p.is_dir() {
-                return Err(bad_request(
-                    "InvalidLocation",
-                    format!("{path} is not a directory on the agent: a local location must already exist"),
-                ));
-            }
-            Ok(())
-        }
-        LocationSpec::Nfs {
-            server,
-            export,
-            mount_options,
-            ..
-        } => nfs::validate(server, export, mount_options.as_deref())
-            .map_err(|m| bad_request("InvalidLocation", m)),
-        LocationSpec::Hub {
-            hub_location_id: location_id,
-            ..
-        } => {
-            if location_id.is_empty()
-                || !location_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
-                return Err(bad_request(
-                    "InvalidLocation",
-                    format!("{location_id:?} is not a location id of the hub (loc-...)"),
-                ));
-            }
-            Ok(())
-        }
-        LocationSpec::Agent {
-            agent_id, location, ..
-        } => {
-            if !agent_id.starts_with("agent-") {
-                return Err(bad_request(
-                    "InvalidLocation",
-                    format!("{agent_id:?} is not an agent id (agent-...; see ferry agent list)"),
-                ));
-            }
-            match location.as_ref() {
-                // The path is on the agent: only its shape can be checked here.
-                LocationSpec::Local { path } if std::path::Path::new(path).is_absolute() => Ok(()),
-                LocationSpec::Local { path } => Err(bad_request(
-                    "InvalidLocation",
-                    format!("the path {path:?} must be absolute"),
-                )),
-                nfs @ LocationSpec::Nfs { .. } => check_location(nfs),
-                _ => Err(bad_request(
-                    "InvalidLocation",
-                    "an agent's location is NFS or LOCAL",
-                )),
-            }
-        }
-    }
+    super::check::location(spec).map_err(|m| bad_request("InvalidLocation", m))
 }
 
 async fn create_location(State(agent): Shared, bytes: Bytes) -> Reply {
@@ -385,6 +322,12 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
             "the source and the destination are the same location",
         ));
     }
+    if let (Some(s), Some(d)) = (
+        store.location(&req.source_location_id)?,
+        store.location(&req.destination_location_id)?,
+    ) {
+        super::check::task(&s.spec, &d.spec).map_err(|m| bad_request("InvalidTask", m))?;
+    }
     if store.task_by_name(&req.name)?.is_some() {
         return Err(conflict(
             "TaskNameTaken",
@@ -524,7 +467,30 @@ async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply
             },
         ));
     };
-    let data = tokio::fs::read(&path).await.map_err(|e| ApiError {
+    // Never through a link, though the reports' directory is private.
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut data = Vec::new();
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .and_then(|f| {
+                    if !f.metadata()?.is_file() {
+                        return Err(std::io::Error::other("not a regular file"));
+                    }
+                    Ok(f)
+                })?
+                .read_to_end(&mut data)
+                .map(|_| data)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let data = read.map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         code: "InternalError",
         message: format!("cannot read the report {path}: {e}"),
@@ -591,6 +557,9 @@ async fn metrics(State(agent): Shared) -> Reply {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// How much of a refused request's body the read-only socket reads.
+const REFUSED_BODY_LIMIT: usize = 1 << 20;
+
 /// The router with every method but GET refused: a read-only view.
 pub fn read_only_router(agent: Arc<Agent>) -> Router {
     router(agent).layer(axum::middleware::from_fn(get_only))
@@ -604,6 +573,10 @@ async fn get_only(
     if request.method() == axum::http::Method::GET {
         next.run(request).await
     } else {
+        // Read what the client sends (up to a bound) before refusing: a
+        // connection closed under a client still writing its body gives it
+        // a broken pipe instead of the answer.
+        let _ = axum::body::to_bytes(request.into_body(), REFUSED_BODY_LIMIT).await;
         (
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
             Json(serde_json::json!({

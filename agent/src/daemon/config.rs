@@ -2,7 +2,9 @@
 //! (`/data/config/ferry.yaml`, see init/README.md), read on any Linux host.
 //! The agent reads `role:`, the `daemon:` section (ports and paths, so a hub
 //! and agents run as plain processes) and the `agent:` section (locations
-//! and tasks to declare); the rest belongs to ferry-init and is ignored.
+//! and tasks to declare); the rest belongs to ferry-init, which checks it.
+//! A key that is none of these, at any level, is refused (a misspelt one
+//! must not leave the defaults in force), and so is a value out of range.
 //!
 //! ```yaml
 //! version: 2
@@ -36,6 +38,10 @@ pub enum ConfigError {
         path: String,
         source: serde_yaml::Error,
     },
+    #[error("the configuration document {path}: {why}")]
+    Invalid { path: String, why: String },
+    #[error("the configuration document: {0}")]
+    Untrusted(#[from] super::secure::TrustError),
 }
 
 /// What the daemon serves as.
@@ -47,9 +53,13 @@ pub enum Role {
     Hub,
 }
 
-/// The parts of the document ferry-agent reads.
+/// The parts of the document ferry-agent reads, and the names of those it
+/// leaves to ferry-init.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Document {
+    #[serde(default)]
+    pub version: Option<u32>,
     #[serde(default)]
     pub role: Role,
     #[serde(default)]
@@ -60,7 +70,23 @@ pub struct Document {
     agent_section: Option<serde_json::Value>,
     #[serde(skip)]
     pub agent: Option<Provision>,
+    /// ferry-init's sections (see init/README.md), checked by it.
+    #[serde(default, rename = "hostname")]
+    _hostname: Option<serde_yaml::Value>,
+    #[serde(default, rename = "network")]
+    _network: Option<serde_yaml::Value>,
+    #[serde(default, rename = "time")]
+    _time: Option<serde_yaml::Value>,
+    #[serde(default, rename = "support")]
+    _support: Option<serde_yaml::Value>,
 }
+
+/// Bounds of the numbers in `daemon:` (each becomes a duration).
+pub const HISTORY_DAYS: std::ops::RangeInclusive<u32> = 1..=36_500;
+pub const POLL_SECONDS: std::ops::RangeInclusive<u64> = 1..=3_600;
+pub const ACTIVATION_KEY_SECONDS: std::ops::RangeInclusive<u64> = 1..=30 * 86_400;
+/// An operator token shorter than this is too easy to guess.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// `daemon:`; every field has the appliance's value by default.
 #[derive(Clone, Debug, Deserialize)]
@@ -111,16 +137,28 @@ impl Default for Daemon {
     }
 }
 
+/// The longest document read.
+const MAX_DOCUMENT: u64 = 1 << 20;
+
 impl Document {
+    /// Reads, parses and checks the document. It must be owned by root or
+    /// the daemon's user and writable by no one else, through directories
+    /// no one else can write: it says what the daemon serves and mounts.
     pub fn load(path: &Path) -> Result<Document, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = super::secure::read_trusted(path, MAX_DOCUMENT)?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+            path: path.display().to_string(),
+            why: "not UTF-8 text".into(),
+        })?;
+        let doc = Document::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
             source,
         })?;
-        Document::parse(&text).map_err(|source| ConfigError::Parse {
+        doc.validate().map_err(|why| ConfigError::Invalid {
             path: path.display().to_string(),
-            source,
-        })
+            why,
+        })?;
+        Ok(doc)
     }
 
     pub fn parse(text: &str) -> Result<Document, serde_yaml::Error> {
@@ -131,6 +169,99 @@ impl Document {
             })?);
         }
         Ok(doc)
+    }
+
+    /// Values out of range, empty or relative where they must not be; the
+    /// message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(v) = self.version {
+            if !(1..=2).contains(&v) {
+                return Err(format!(
+                    "version: {v} is not supported (this agent reads versions 1 and 2)"
+                ));
+            }
+        }
+        self.daemon.validate()
+    }
+}
+
+impl Daemon {
+    /// See [`Document::validate`].
+    pub fn validate(&self) -> Result<(), String> {
+        let path = |key: &str, p: &Path| -> Result<(), String> {
+            if p.as_os_str().is_empty() || !p.is_absolute() {
+                return Err(format!(
+                    "daemon.{key}: {:?} is not an absolute path",
+                    p.display().to_string()
+                ));
+            }
+            Ok(())
+        };
+        path("data_dir", &self.data_dir)?;
+        path("socket", &self.socket)?;
+        path("activated_marker", &self.activated_marker)?;
+        if let Some(c) = &self.console {
+            path("console", c)?;
+        }
+        if let Some(t) = &self.operator_token_file {
+            path("operator_token_file", t)?;
+        }
+        let range = |key: &str, v: u64, r: std::ops::RangeInclusive<u64>, unit: &str| {
+            if r.contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "daemon.{key}: {v} is out of range: give {} to {} {unit}",
+                    r.start(),
+                    r.end()
+                ))
+            }
+        };
+        range(
+            "history_days",
+            self.history_days.into(),
+            u64::from(*HISTORY_DAYS.start())..=u64::from(*HISTORY_DAYS.end()),
+            "days",
+        )?;
+        range("poll_seconds", self.poll_seconds, POLL_SECONDS, "seconds")?;
+        range(
+            "activation_key_seconds",
+            self.activation_key_seconds,
+            ACTIVATION_KEY_SECONDS,
+            "seconds",
+        )?;
+        for (key, addr) in [
+            ("activation_listen", self.activation_listen),
+            ("https_listen", self.https_listen),
+        ] {
+            if addr.port() == 0 {
+                return Err(format!(
+                    "daemon.{key}: {addr} has no port: give one, such as :443"
+                ));
+            }
+        }
+        for name in &self.hub_names {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "daemon.hub_names: {name:?} is not a host name or address"
+                ));
+            }
+        }
+        if let Some(t) = &self.operator_token {
+            if t.chars().count() < MIN_TOKEN_LEN
+                || t.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!(
+                    "daemon.operator_token: give at least {MIN_TOKEN_LEN} characters without spaces (or leave it out: the hub makes one in operator_token_file)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -156,5 +287,59 @@ mod tests {
         assert!(Document::parse("role: gateway\n").is_err());
         assert!(Document::parse("daemon: { data_dri: /x }\n").is_err());
         assert_eq!(Document::parse("version: 2\n").unwrap().role, Role::Agent);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_at_every_level() {
+        // misspelt: the defaults (0.0.0.0:80) must not apply in silence
+        let e = Document::parse("version: 2\ndeamon:\n  activation_listen: 127.0.0.1:8080\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `deamon`"), "{e}");
+        let e = Document::parse("version: 2\nagent:\n  tasks: {}\n  locatons: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("locatons"), "{e}");
+        let e = Document::parse(
+            "version: 2\nagent:\n  locations:\n    a: { local: { path: /a, mode: x } }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn refuses_values_out_of_range() {
+        let bad = |daemon: &str| {
+            Document::parse(&format!("version: 2\ndaemon: {{ {daemon} }}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        };
+        let e = bad("activation_key_seconds: 18446744073709551615");
+        assert!(
+            e.contains("daemon.activation_key_seconds") && e.contains("out of range"),
+            "{e}"
+        );
+        assert!(bad("activation_key_seconds: 0").contains("out of range"));
+        assert!(bad("poll_seconds: 0").contains("daemon.poll_seconds"));
+        assert!(bad("poll_seconds: 99999999999").contains("daemon.poll_seconds"));
+        assert!(bad("history_days: 0").contains("daemon.history_days"));
+        assert!(bad("data_dir: \"\"").contains("daemon.data_dir"));
+        assert!(bad("socket: run/agent.sock").contains("daemon.socket"));
+        assert!(bad("https_listen: 0.0.0.0:0").contains("daemon.https_listen"));
+        assert!(bad("hub_names: [\"\"]").contains("daemon.hub_names"));
+        assert!(bad("operator_token: short").contains("daemon.operator_token"));
+        assert!(bad("operator_token: \"\"").contains("daemon.operator_token"));
+        let e = Document::parse("version: 3\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("version"), "{e}");
+        Document::parse("version: 2\ndaemon: { activation_key_seconds: 2, operator_token: e2e-operator-token-0001 }\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        Document::default().validate().unwrap();
     }
 }

@@ -14,8 +14,11 @@
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
 //! | [`config`] | `--config`: the appliance's configuration document |
+//! | [`check`] | what a location or a task's pair of locations must be |
+//! | [`secure`] | private modes for what the daemon writes; trust checks for what it reads |
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod events;
 pub mod metrics;
@@ -24,6 +27,7 @@ pub mod nfs;
 pub mod provision;
 pub mod runner;
 pub mod schedule;
+pub mod secure;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -57,11 +61,8 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot create {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("the agent's state directory: {0}")]
+    State(#[from] secure::TrustError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,16 +94,6 @@ impl Agent {
     /// Opens the store, recovers from an unclean stop, and starts the runner,
     /// the scheduler and the history cleaner.
     pub fn start(config: &Config) -> Result<Arc<Agent>, AgentError> {
-        let dir = |p: PathBuf| -> Result<PathBuf, AgentError> {
-            std::fs::create_dir_all(&p).map_err(|source| AgentError::Dir {
-                path: p.display().to_string(),
-                source,
-            })?;
-            Ok(p)
-        };
-        let data_dir = dir(config.data_dir.clone())?;
-        let reports_dir = dir(data_dir.join("reports"))?;
-        let mounts_dir = dir(data_dir.join("mnt"))?;
         let console = config
             .console
             .as_ref()
@@ -111,8 +102,28 @@ impl Agent {
             emf: config.emf,
             console: console.map(Mutex::new),
         };
-        runner::clean_mounts(&mounts_dir);
-        let store = Store::open(&data_dir.join("agent.db"))?;
+        // Private, whatever the umask (0: see secure): checked, repaired or
+        // refused before anything in it is read.
+        let mut repaired = Vec::new();
+        let mut dir = |p: &Path| -> Result<PathBuf, AgentError> {
+            let (p, r) = secure::private_dir(p)?;
+            repaired.extend(r);
+            Ok(p)
+        };
+        let data_dir = dir(&config.data_dir)?;
+        let reports_dir = dir(&data_dir.join("reports"))?;
+        let mounts_dir = dir(&data_dir.join("mnt"))?;
+        repaired.extend(secure::check_tree(&data_dir, &["mnt"])?);
+        for line in &repaired {
+            events.warn(&format!("state: {line}"));
+        }
+        for line in runner::clean_mounts(&mounts_dir) {
+            events.warn(&line);
+        }
+        // SQLite gives its -wal and -shm files the database's mode.
+        let db = data_dir.join("agent.db");
+        secure::private_file(&db)?;
+        let store = Store::open(&db)?;
         for id in store.mark_interrupted()? {
             events.state(
                 "",
@@ -163,17 +174,20 @@ impl Agent {
 
     /// Applies a provisioning document; a bad one is logged and changes nothing.
     fn provision(&self, path: &Path) {
-        let text = match std::fs::read_to_string(path) {
+        // What it declares is mounted and copied: only from a file nobody
+        // else could have written.
+        let text = match secure::read_trusted(path, 1 << 20) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                return self.events.warn(&format!(
-                    "provisioning: cannot read {}: {e}",
-                    path.display()
-                ))
-            }
+            Err(e) => match std::io::Error::from(e) {
+                e if e.kind() == std::io::ErrorKind::NotFound => return,
+                e => {
+                    let line = format!("provisioning: cannot use {}: {e}", path.display());
+                    self.events.warn(&line);
+                    return self.events.console(&line);
+                }
+            },
         };
-        let doc: provision::Provision = match serde_json::from_str(&text) {
+        let doc: provision::Provision = match serde_json::from_slice(&text) {
             Ok(d) => d,
             Err(e) => {
                 return self
@@ -199,7 +213,8 @@ impl Agent {
     }
 
     fn expire_history(&self) {
-        let cutoff = model::now_ms() - self.history.as_millis() as i64;
+        let keep = i64::try_from(self.history.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = model::now_ms().saturating_sub(keep);
         match self.store.lock().unwrap().expire(cutoff) {
             Ok(reports) => remove_reports(&reports),
             Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
@@ -277,35 +292,89 @@ fn remove_reports(reports: &[String]) {
     }
 }
 
-/// Binds a Unix socket, replacing one left by a killed agent, with `mode`.
-fn bind(socket: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Binds a Unix socket with `mode` (and group `gid`), replacing one left by
+/// a killed agent. The file takes the socket's own mode at bind (Linux), set
+/// to 0600 first: it is never open to others, not even for an instant. Its
+/// directory is made when missing (`dir_mode`) and must be trusted.
+pub fn listen(
+    socket: &Path,
+    mode: u32,
+    gid: Option<u32>,
+    dir_mode: u32,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let parent = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    secure::trusted_dir_with_mode(parent, dir_mode)?;
+    match std::fs::symlink_metadata(socket) {
+        Ok(md) if md.file_type().is_socket() => std::fs::remove_file(socket)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: not removing it",
+                    socket.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    match std::fs::remove_file(socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600))?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(socket)?)?;
+    rustix::net::listen(&fd, 1024)?;
+    if let Some(gid) = gid {
+        rustix::fs::chown(socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
     }
-    let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    Ok(std::os::unix::net::UnixListener::from(fd))
 }
 
-/// Serves the API on `socket` (owner only) until the process ends.
-pub async fn serve(agent: Arc<Agent>, socket: &Path) -> std::io::Result<()> {
-    let listener = bind(socket, 0o600)?;
+/// The main socket: the owner's only; its directory, when made, too.
+pub fn listen_main(socket: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    listen(socket, 0o600, None, secure::DIR_MODE)
+}
+
+/// The read-only socket: its group may connect (and so pass through its
+/// directory, when the daemon makes it).
+pub fn listen_read_only(
+    socket: &Path,
+    gid: u32,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    listen(socket, 0o660, Some(gid), 0o711)
+}
+
+/// Serves the API on `listener` (from [`listen_main`]) until the process ends.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: std::os::unix::net::UnixListener,
+    socket: &Path,
+) -> std::io::Result<()> {
+    let listener = tokio::net::UnixListener::from_std(listener)?;
     agent
         .events
         .info(&format!("listening on {}", socket.display()));
     axum::serve(listener, api::router(agent)).await
 }
 
-/// Serves the API's GET routes only on `socket`, for members of `gid` (the
-/// support channel's diagnostic console reads the agent's state there).
-pub async fn serve_read_only(agent: Arc<Agent>, socket: &Path, gid: u32) -> std::io::Result<()> {
-    let listener = bind(socket, 0o660)?;
-    rustix::fs::chown(socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+/// Serves the API's GET routes only (from [`listen_read_only`]), for
+/// members of its group (the support channel's diagnostic console reads the
+/// agent's state there).
+pub async fn serve_read_only(
+    agent: Arc<Agent>,
+    listener: std::os::unix::net::UnixListener,
+    socket: &Path,
+) -> std::io::Result<()> {
+    let listener = tokio::net::UnixListener::from_std(listener)?;
     agent
         .events
         .info(&format!("listening on {} (read-only)", socket.display()));

@@ -110,10 +110,16 @@ pub fn mount(
             source,
         })?
         .ip();
-    std::fs::create_dir_all(target).map_err(|source| NfsError::MountPoint {
-        path: target.display().to_string(),
-        source,
-    })?;
+    // The mount points are the daemon's, below its private directory.
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(super::secure::DIR_MODE)
+        .create(target)
+        .map_err(|source| NfsError::MountPoint {
+            path: target.display().to_string(),
+            source,
+        })?;
     let mut path = export.trim_end_matches('/').to_string();
     if let Some(sub) = subdirectory
         .map(|s| s.trim_matches('/'))
@@ -183,16 +189,16 @@ fn mount_syscall(device: &str, target: &Path, fstype: &str, data: &str) -> io::R
     }
 }
 
-/// Unmounts; a busy or unreachable mount is detached instead.
+/// Unmounts; a busy or unreachable mount is detached instead. A link at
+/// `target` is not followed (`UMOUNT_NOFOLLOW`).
 pub fn unmount(target: &Path) -> io::Result<()> {
-    let target = CString::new(target.to_string_lossy().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let target = super::secure::c_path(target)?;
     // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
+    if unsafe { libc::umount2(target.as_ptr(), libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(());
     }
     // SAFETY: as above.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

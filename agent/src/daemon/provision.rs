@@ -99,20 +99,36 @@ impl DeclaredLocation {
                     mount_options: mount_options.clone(),
                 }
             }
-            DeclaredLocation::Local { path } => {
-                if !path.starts_with('/') {
-                    return Err(format!("path {path:?} must be absolute"));
-                }
-                LocationSpec::Local { path: path.clone() }
-            }
+            DeclaredLocation::Local { path } => LocationSpec::Local { path: path.clone() },
         })
+        .and_then(|spec| super::check::location(&spec).map(|()| spec))
     }
+}
+
+/// As ferry-init checks names in the document (init/src/config.rs).
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Applies a provisioning document; returns what it did, one line each.
 pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionError> {
     // Check everything first.
     let mut specs = BTreeMap::new();
+    for (what, name) in doc
+        .locations
+        .keys()
+        .map(|n| ("location", n))
+        .chain(doc.tasks.keys().map(|n| ("task", n)))
+    {
+        if !valid_name(name) {
+            return Err(ProvisionError::Invalid(format!(
+                "{what} {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"
+            )));
+        }
+    }
     for (name, loc) in &doc.locations {
         let spec = loc
             .spec()
@@ -135,6 +151,7 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
                 "the source and the destination are the same location".into(),
             ));
         }
+        super::check::task(&specs[&t.source], &specs[&t.destination]).map_err(invalid)?;
         let options = api::apply_options(&Options::new(), &t.options)
             .map_err(|e| invalid(e.message().to_string()))?;
         if let Some(s) = &t.schedule {

@@ -231,6 +231,10 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             "the task or one of its locations is gone".into(),
         );
     };
+    // Again now: a location may have changed under the task since.
+    if let Err(e) = super::check::task(&source.spec, &destination.spec) {
+        return fail("InvalidTask", e);
+    }
     if let LocationSpec::Agent {
         agent_id,
         location,
@@ -561,19 +565,121 @@ pub fn result_of(s: &Summary) -> ResultDetail {
     }
 }
 
-/// Unmounts what a killed agent left mounted, and removes the mount points.
-pub fn clean_mounts(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// Unmounts what a killed agent (or hub) left mounted below `dir`, and
+/// removes the mount points; returns what to log. Only mounts that the
+/// kernel lists strictly below `dir` are unmounted, by their real path and
+/// without following a link (`UMOUNT_NOFOLLOW`); entries are removed by name
+/// relative to an open directory (`O_NOFOLLOW`), never through a link, and
+/// never below a directory that is still a mount: a link planted in `dir`
+/// is removed, not followed.
+pub fn clean_mounts(dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Ok(base) = dir.canonicalize() else {
+        return notes;
     };
-    for exec in entries.flatten() {
-        for side in ["source", "destination"] {
-            let p = exec.path().join(side);
-            if p.exists() {
-                let _ = nfs::unmount(&p);
-                let _ = std::fs::remove_dir(&p);
+    let mut points: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(&base) && p != &base)
+        .collect();
+    // the deepest first
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        match nfs::unmount(&p) {
+            Ok(()) => notes.push(format!(
+                "unmounted {}, left by a stopped agent",
+                p.display()
+            )),
+            Err(e) => notes.push(format!("cannot unmount {}: {e}", p.display())),
+        }
+    }
+    if let Err(e) = remove_points(&base, 2, &mut notes) {
+        notes.push(format!("cannot clean {}: {e}", base.display()));
+    }
+    notes
+}
+
+/// Mount points, as /proc/self/mountinfo spells them (octal escapes undone).
+fn mount_points() -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let text = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let oct = field
+                    .get(i + 1..i + 4)
+                    .filter(|o| o.iter().all(|d| (b'0'..=b'7').contains(d)));
+                match (field[i], oct) {
+                    (b'\\', Some(o)) => {
+                        out.push(o.iter().fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')));
+                        i += 4;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+/// Removes the empty directories below `dir`, `depth` levels down, and
+/// links and other files planted there; nothing is followed, and nothing
+/// below a mount that is still there is touched.
+fn remove_points(dir: &Path, depth: u32, notes: &mut Vec<String>) -> rustix::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    remove_below(&fd, dir, depth, notes)
+}
+
+fn remove_below(
+    fd: &std::os::fd::OwnedFd,
+    path: &Path,
+    depth: u32,
+    notes: &mut Vec<String>,
+) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let here = rustix::fs::fstat(fd)?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd)? {
+        let name = entry?.file_name().to_owned();
+        if name.as_bytes() != b"." && name.as_bytes() != b".." {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let child = path
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()));
+        let st = match rustix::fs::statat(fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(_) => continue,
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            // Nothing of ours is anything but a directory here.
+            if rustix::fs::unlinkat(fd, &name, AtFlags::empty()).is_ok() {
+                notes.push(format!(
+                    "removed {}: not a mount point of the agent (not followed)",
+                    child.display()
+                ));
+            }
+            continue;
+        }
+        if st.st_dev != here.st_dev {
+            // still mounted: what is below is someone's data
+            continue;
+        }
+        if depth > 1 {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(sub) = rustix::fs::openat(fd, &name, flags, Mode::empty()) {
+                remove_below(&sub, &child, depth - 1, notes)?;
             }
         }
-        let _ = std::fs::remove_dir(exec.path());
+        let _ = rustix::fs::unlinkat(fd, &name, AtFlags::REMOVEDIR);
     }
+    Ok(())
 }

@@ -20,9 +20,16 @@ pub fn parse(expr: &str) -> Result<Cron, String> {
             "the schedule {expr:?} has {fields} field(s): give five (minute hour day-of-month month day-of-week), e.g. \"0 * * * *\" for every hour"
         ));
     }
-    Cron::new(expr)
+    let cron = Cron::new(expr)
         .parse()
-        .map_err(|e| format!("the schedule {expr:?} is not a valid cron expression: {e}"))
+        .map_err(|e| format!("the schedule {expr:?} is not a valid cron expression: {e}"))?;
+    // A valid expression may name a day that no month has (31 February).
+    if next_after(&cron, &Utc::now()).is_none() {
+        return Err(format!(
+            "the schedule {expr:?} never occurs: no date matches its day and month"
+        ));
+    }
+    Ok(cron)
 }
 
 /// The first firing strictly after `after`.
@@ -30,10 +37,22 @@ pub fn next_after(cron: &Cron, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron.find_next_occurrence(after, false).ok()
 }
 
+/// Whether a schedule fires at `now`; moves `next` on when it does. A
+/// schedule with no next firing (`None`) never fires.
+fn due(next: &mut Option<DateTime<Utc>>, cron: &Cron, now: &DateTime<Utc>) -> bool {
+    if next.is_some_and(|t| t <= *now) {
+        *next = next_after(cron, now);
+        return true;
+    }
+    false
+}
+
 /// Starts scheduled tasks when their time comes. Firings missed while the
 /// agent was down are not made up (as with cron).
 pub fn run(agent: Arc<Agent>) {
-    let mut next: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
+    // `None`: the expression never occurs (stored by an older agent that
+    // did not check); it never fires.
+    let mut next: HashMap<String, (String, Option<DateTime<Utc>>)> = HashMap::new();
     loop {
         let now = Utc::now();
         let tasks = match agent.store.lock().unwrap().tasks() {
@@ -51,16 +70,24 @@ pub fn run(agent: Arc<Agent>) {
                 next.remove(&task.task_id);
                 continue;
             };
-            let Ok(cron) = parse(expr) else { continue };
+            let cron = match Cron::new(expr).parse() {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
             // A new or changed schedule counts from now.
-            let entry = next
-                .entry(task.task_id.clone())
-                .or_insert_with(|| (expr.clone(), next_after(&cron, &now).unwrap_or(now)));
-            if &entry.0 != expr {
-                *entry = (expr.clone(), next_after(&cron, &now).unwrap_or(now));
+            let changed = next.get(&task.task_id).is_none_or(|(e, _)| e != expr);
+            if changed {
+                let first = next_after(&cron, &now);
+                if first.is_none() {
+                    agent.events.warn(&format!(
+                        "schedule {expr:?} of task {} never occurs: it does not start the task",
+                        task.task_id
+                    ));
+                }
+                next.insert(task.task_id.clone(), (expr.clone(), first));
             }
-            if entry.1 <= now {
-                entry.1 = next_after(&cron, &now).unwrap_or(now);
+            let entry = next.get_mut(&task.task_id).expect("inserted above");
+            if due(&mut entry.1, &cron, &now) {
                 match agent.start_scheduled(&task.task_id) {
                     Ok(Some(id)) => agent.events.info(&format!(
                         "schedule {expr:?} started task {} as {id}",
@@ -93,6 +120,35 @@ mod tests {
         assert!(parse("0 * * * * *").unwrap_err().contains("6 field(s)"));
         assert!(parse("61 * * * *").is_err());
         assert!(parse("every hour").is_err());
+    }
+
+    #[test]
+    fn a_schedule_that_never_occurs_is_refused() {
+        let e = parse("0 0 31 2 *").unwrap_err();
+        assert!(e.contains("never occurs"), "{e}");
+        assert!(parse("0 0 30 2 *").is_err());
+        assert!(parse("0 0 31 4 *").is_err());
+        // every fourth year is enough
+        assert!(parse("0 0 29 2 *").is_ok());
+    }
+
+    #[test]
+    fn a_stored_schedule_that_never_occurs_never_fires() {
+        // as an older agent stored it, without the check
+        let cron = Cron::new("0 0 31 2 *").parse().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap();
+        let mut next = next_after(&cron, &now);
+        assert_eq!(next, None);
+        for s in 0..10 {
+            let t = now + chrono::Duration::milliseconds(500 * s);
+            assert!(!due(&mut next, &cron, &t));
+        }
+        let cron = parse("*/5 * * * *").unwrap();
+        let mut next = next_after(&cron, &now);
+        assert!(!due(&mut next, &cron, &now));
+        let later = Utc.with_ymd_and_hms(2026, 1, 1, 10, 10, 0).unwrap();
+        assert!(due(&mut next, &cron, &later));
+        assert!(!due(&mut next, &cron, &later), "once per firing");
     }
 
     #[test]

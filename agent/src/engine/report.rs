@@ -173,7 +173,22 @@ impl ReportWriter {
         let records = BufReader::new(file.try_clone()?);
 
         let tmp = self.target.with_extension("partial");
-        let mut out = BufWriter::new(File::create(&tmp)?);
+        // 0600 whatever the umask (the agent runs with 0); made anew, never
+        // opened through a link left at that name.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?
+        };
+        let mut out = BufWriter::new(file);
         out.write_all(b"{\"Summary\":")?;
         serde_json::to_writer(&mut out, summary)?;
         out.write_all(b",\n\"Entries\":[")?;

@@ -31,20 +31,30 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     }
 }
 
-/// Writes `text` to `path` atomically, readable only by us when `secret`.
+/// Writes `text` to `path` atomically: mode 0600, or 0644 for what is
+/// public (a certificate) when not `secret`, whatever the umask. The
+/// temporary file has a name of its own, made with `O_EXCL` (never opened
+/// through a link, never shared by two writers).
 pub fn write_file(path: &Path, text: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(&tmp)?;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut f = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    if !secret {
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     f.write_all(text)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// `sha256:HEX` of a certificate, as `hubFingerprint` takes it.
@@ -80,7 +90,7 @@ impl Ca {
     /// certificate names `names` (host names or addresses) and is remade at
     /// every start, so changing the names needs only a restart.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Ca, CaError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::daemon::secure::private_dir(dir).map_err(|e| io(dir)(e.into()))?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let (cert_pem, key) = if cert_path.exists() && key_path.exists() {

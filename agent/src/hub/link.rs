@@ -105,7 +105,7 @@ impl Link {
         poll: Duration,
         log: Log,
     ) -> Result<Arc<Link>, LinkError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::daemon::secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
         let state: LinkState = std::fs::read(dir.join("link.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -149,7 +149,7 @@ impl Link {
 
     fn write_marker(&self) -> Result<(), LinkError> {
         if let Some(parent) = self.marker.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            crate::daemon::secure::trusted_dir(parent).map_err(|e| io_err(parent)(e.into()))?;
         }
         let id = self
             .state
@@ -158,7 +158,7 @@ impl Link {
             .agent_id
             .clone()
             .unwrap_or_default();
-        write_file(&self.marker, format!("{id}\n").as_bytes(), false).map_err(io_err(&self.marker))
+        write_file(&self.marker, format!("{id}\n").as_bytes(), true).map_err(io_err(&self.marker))
     }
 
     fn key_path(&self) -> PathBuf {

@@ -28,7 +28,7 @@ use super::proto;
 use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
-use crate::daemon::{api, nfs, Agent};
+use crate::daemon::{api, nfs, secure, Agent};
 use crate::location::local::LocalLocation;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,17 +92,23 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
     };
     let make = || {
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            secure::trusted_dir(dir).map_err(|e| err(e.into()))?;
         }
         let token = ca::random_hex(24);
         ca::write_file(file, format!("{token}\n").as_bytes(), true).map_err(err)?;
         Ok(token)
     };
-    match std::fs::read_to_string(file) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        Ok(_) => make(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make(),
-        Err(e) => Err(err(e)),
+    // Ours, not a link, nobody else's to read or write: whoever could
+    // replace it would own the hub's API.
+    match secure::read_secret(file, 4096) {
+        Ok(t) => match String::from_utf8_lossy(&t).trim() {
+            "" => make(),
+            t => Ok(t.to_string()),
+        },
+        Err(e) => match std::io::Error::from(e) {
+            e if e.kind() == std::io::ErrorKind::NotFound => make(),
+            e => Err(err(e)),
+        },
     }
 }
 

@@ -172,7 +172,7 @@ impl HubState {
         if p.agent_id.is_some() {
             return Err(ActivationError::Used(key.to_string()));
         }
-        if now - p.created_ms > self.key_lifetime.as_millis() as i64 {
+        if now - p.created_ms > i64::try_from(self.key_lifetime.as_millis()).unwrap_or(i64::MAX) {
             return Err(ActivationError::Expired(key.to_string()));
         }
         let agent_id = format!("agent-{}", ca::random_hex(9));
@@ -205,7 +205,9 @@ impl HubState {
             .ok_or_else(|| ActivationError::UnknownKey(key.to_string()))?;
         match (&p.agent_id, &p.certificate) {
             (Some(id), Some(c)) => Ok(Some((id.clone(), c.clone()))),
-            _ if now_ms() - p.created_ms > self.key_lifetime.as_millis() as i64 => {
+            _ if now_ms() - p.created_ms
+                > i64::try_from(self.key_lifetime.as_millis()).unwrap_or(i64::MAX) =>
+            {
                 Err(ActivationError::Expired(key.to_string()))
             }
             _ => Ok(None),

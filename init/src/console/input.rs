@@ -142,6 +142,12 @@ pub fn nfs_version(text: &str) -> Result<&'static str, String> {
 }
 
 /// A new password: long enough and not the default.
+/// A name typed at the login prompt: `None` for an empty line (then the
+/// prompt comes again, as login(1) does: no password is asked for nothing).
+pub fn user_name(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
+}
+
 pub fn new_password(text: &str) -> Result<(), String> {
     if text.chars().count() < 8 {
         return Err("the password must have at least 8 characters".into());

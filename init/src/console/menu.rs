@@ -144,13 +144,18 @@ impl<T: Term, H: Host> Console<'_, T, H> {
         loop {
             self.say("");
             self.say(&self.host.banner());
-            let Some(user) = self.term.read_line("login: ") else {
-                return false;
+            let user = loop {
+                let Some(line) = self.term.read_line("login: ") else {
+                    return false;
+                };
+                if let Some(user) = input::user_name(&line) {
+                    break user.to_string();
+                }
             };
             let Some(password) = self.term.read_secret("password: ") else {
                 return false;
             };
-            match self.host.login(user.trim(), &password) {
+            match self.host.login(&user, &password) {
                 Ok(Login::Accepted) => break,
                 Ok(Login::MustChange) => {
                     self.say("You are using the default password: choose a new one now.");

@@ -219,6 +219,21 @@ fn first_login_forces_a_password_change_before_the_menu() {
 }
 
 #[test]
+fn an_empty_user_name_asks_again_without_a_password_or_a_delay() {
+    let mut host = Recorder {
+        password: Some("right one".into()),
+        ..Default::default()
+    };
+    let (t, _) = run(&mut host, &["", "   ", "admin", "right one", "x"]);
+    let o = &t.output;
+    assert_eq!(o.matches("login: ").count(), 3, "{o}");
+    assert_eq!(o.matches("password: ").count(), 1, "{o}");
+    assert!(!o.contains("Login incorrect."), "{o}");
+    assert!(t.paused.is_empty(), "{:?}", t.paused);
+    assert!(o.contains("Logged out."), "{o}");
+}
+
+#[test]
 fn failed_logins_slow_down() {
     let mut host = Recorder {
         password: Some("right one".into()),

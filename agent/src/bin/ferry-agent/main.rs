@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry::daemon::config::{Document, Role};
+use ferry::daemon::config::{Document, Role, HISTORY_DAYS};
 use ferry::daemon::{self, Agent, Config};
 use ferry::hub::link::Link;
 use ferry::hub::server::Hub;
@@ -32,7 +32,8 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = daemon::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Days an ended execution (and its report) is kept.
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(i64::from(*HISTORY_DAYS.start())..=i64::from(*HISTORY_DAYS.end())))]
     history_days: u32,
     /// Also log CloudWatch embedded-metric-format lines at each execution's end.
     #[arg(long)]
@@ -171,10 +172,29 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-        let main = daemon::serve(agent.clone(), &socket);
-        let served = match (&args.read_only_socket, gid) {
-            (Some(ro), Some(gid)) => {
-                tokio::try_join!(main, daemon::serve_read_only(agent, ro, gid)).map(|_| ())
+        // The read-only socket's directory first: when both share one the
+        // daemon makes, its group must be able to pass through it.
+        let ro = match (&args.read_only_socket, gid) {
+            (Some(ro), Some(gid)) => match daemon::listen_read_only(ro, gid) {
+                Ok(l) => Some((ro, l)),
+                Err(e) => {
+                    eprintln!("ferry-agent: the read-only API on {}: {e}", ro.display());
+                    return ExitCode::from(2);
+                }
+            },
+            _ => None,
+        };
+        let listener = match daemon::listen_main(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ferry-agent: the API on {}: {e}", socket.display());
+                return ExitCode::from(2);
+            }
+        };
+        let main = daemon::serve(agent.clone(), listener, &socket);
+        let served = match ro {
+            Some((path, l)) => {
+                tokio::try_join!(main, daemon::serve_read_only(agent, l, path)).map(|_| ())
             }
             _ => main.await,
         };

@@ -1,0 +1,308 @@
+//! Checks on locations and on a task's pair of locations, shared by the API,
+//! provisioning and the runner (which checks again when an execution
+//! starts: a provisioned location may have changed under a task since).
+
+use std::io;
+use std::path::{Component, Path};
+
+use super::model::LocationSpec;
+use super::nfs;
+
+/// Connections to the hub a location may ask for.
+pub const CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=64;
+
+/// What can be checked of one location on this machine.
+pub fn location(spec: &LocationSpec) -> Result<(), String> {
+    match spec {
+        LocationSpec::Local { path } => {
+            local_shape(path)?;
+            if !Path::new(path).is_dir() {
+                return Err(format!(
+                    "{path} is not a directory on the agent: a local location must already exist"
+                ));
+            }
+            Ok(())
+        }
+        LocationSpec::Nfs {
+            server,
+            export,
+            subdirectory,
+            mount_options,
+            ..
+        } => {
+            nfs::validate(server, export, mount_options.as_deref())?;
+            if let Some(opts) = mount_options {
+                if opts.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!(
+                        "the mount options {opts:?} contain spaces or control characters: give key=value,flag"
+                    ));
+                }
+            }
+            for (what, p) in [
+                ("export", Some(export)),
+                ("subdirectory", subdirectory.as_ref()),
+            ] {
+                if let Some(p) = p {
+                    if p.contains(|c: char| c.is_control())
+                        || Path::new(p).components().any(|c| c == Component::ParentDir)
+                    {
+                        return Err(format!(
+                            "the {what} {p:?} has '..' or control characters: give a plain path"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        LocationSpec::Hub {
+            hub_location_id,
+            connections,
+            ..
+        } => {
+            if hub_location_id.is_empty()
+                || !hub_location_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(format!(
+                    "{hub_location_id:?} is not a location id of the hub (loc-...)"
+                ));
+            }
+            check_connections(*connections)
+        }
+        LocationSpec::Agent {
+            agent_id,
+            location: inner,
+            connections,
+            ..
+        } => {
+            let rest = agent_id.strip_prefix("agent-").unwrap_or("");
+            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(format!(
+                    "{agent_id:?} is not an agent id (agent-...; see ferry agent list)"
+                ));
+            }
+            check_connections(*connections)?;
+            match inner.as_ref() {
+                // The path is on the agent: only its shape can be checked here.
+                LocationSpec::Local { path } => local_shape(path),
+                nfs @ LocationSpec::Nfs { .. } => location(nfs),
+                _ => Err("an agent's location is NFS or LOCAL".into()),
+            }
+        }
+    }
+}
+
+fn local_shape(path: &str) -> Result<(), String> {
+    if !Path::new(path).is_absolute() || path.contains('\0') {
+        return Err(format!("the path {path:?} must be absolute"));
+    }
+    Ok(())
+}
+
+fn check_connections(n: Option<u32>) -> Result<(), String> {
+    match n {
+        Some(n) if !CONNECTIONS.contains(&n) => Err(format!(
+            "{n} connections: give {} to {}",
+            CONNECTIONS.start(),
+            CONNECTIONS.end()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The source and the destination must not be the same directory, nor one
+/// inside the other: the sync would copy into itself, or overwrite or
+/// delete its own source. Local directories are compared by what they are
+/// (device and inode up the tree: links and `..` cannot hide it), NFS
+/// locations by server, export and subdirectory.
+pub fn task(source: &LocationSpec, destination: &LocationSpec) -> Result<(), String> {
+    let source_inner = match source {
+        LocationSpec::Agent { location, .. } => location.as_ref(),
+        s => s,
+    };
+    let relation = match (source_inner, destination) {
+        // On the hub, an agent's local path is on that agent: not comparable.
+        (LocationSpec::Local { path: s }, LocationSpec::Local { path: d })
+            if !matches!(source, LocationSpec::Agent { .. }) =>
+        {
+            local_relation(Path::new(s), Path::new(d))
+        }
+        (s @ LocationSpec::Nfs { .. }, d @ LocationSpec::Nfs { .. }) => nfs_relation(s, d),
+        _ => None,
+    };
+    let (s, d) = (source.uri(), destination.uri());
+    match relation {
+        Some(Relation::Same) => Err(format!(
+            "the source {s} and the destination {d} are the same directory"
+        )),
+        Some(Relation::DestinationInside) => Err(format!(
+            "the destination {d} is inside the source {s}: the task would copy into itself"
+        )),
+        Some(Relation::SourceInside) => Err(format!(
+            "the source {s} is inside the destination {d}: the task would overwrite or delete its own source"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Relation {
+    Same,
+    DestinationInside,
+    SourceInside,
+}
+
+/// (device, inode) of `dir` and of each directory above it, to the root.
+fn lineage(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    let mut out = Vec::new();
+    loop {
+        let st = rustix::fs::fstat(&fd)?;
+        let id = (st.st_dev, st.st_ino);
+        if out.last() == Some(&id) || out.len() > 4096 {
+            return Ok(out);
+        }
+        out.push(id);
+        fd = rustix::fs::openat(&fd, "..", flags, Mode::empty())?;
+    }
+}
+
+fn local_relation(source: &Path, destination: &Path) -> Option<Relation> {
+    let (s, d) = (lineage(source).ok()?, lineage(destination).ok()?);
+    if s[0] == d[0] {
+        Some(Relation::Same)
+    } else if d.contains(&s[0]) {
+        Some(Relation::DestinationInside)
+    } else if s.contains(&d[0]) {
+        Some(Relation::SourceInside)
+    } else {
+        None
+    }
+}
+
+/// Server and path components of an NFS location.
+fn nfs_place(spec: &LocationSpec) -> Option<(String, Vec<String>)> {
+    let LocationSpec::Nfs {
+        server,
+        export,
+        subdirectory,
+        ..
+    } = spec
+    else {
+        return None;
+    };
+    let parts = export
+        .split('/')
+        .chain(subdirectory.as_deref().unwrap_or("").split('/'))
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect();
+    Some((server.trim_end_matches('.').to_ascii_lowercase(), parts))
+}
+
+fn nfs_relation(source: &LocationSpec, destination: &LocationSpec) -> Option<Relation> {
+    let (ss, sp) = nfs_place(source)?;
+    let (ds, dp) = nfs_place(destination)?;
+    if ss != ds {
+        return None;
+    }
+    if sp == dp {
+        Some(Relation::Same)
+    } else if dp.starts_with(&sp) {
+        Some(Relation::DestinationInside)
+    } else if sp.starts_with(&dp) {
+        Some(Relation::SourceInside)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(p: &Path) -> LocationSpec {
+        LocationSpec::Local {
+            path: p.display().to_string(),
+        }
+    }
+
+    fn nfs(server: &str, export: &str, sub: Option<&str>) -> LocationSpec {
+        LocationSpec::Nfs {
+            server: server.into(),
+            export: export.into(),
+            subdirectory: sub.map(str::to_string),
+            version: Default::default(),
+            mount_options: None,
+        }
+    }
+
+    #[test]
+    fn nested_local_directories_are_refused_even_through_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let b = a.join("b");
+        let c = tmp.path().join("c");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::create_dir_all(&c).unwrap();
+        let e = task(&local(&a), &local(&b)).unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = task(&local(&b), &local(&a)).unwrap_err();
+        assert!(e.contains("inside the destination"), "{e}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        let e = task(&local(&a), &local(&link)).unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = task(&local(&b), &local(&link)).unwrap_err();
+        assert!(e.contains("same directory"), "{e}");
+        task(&local(&b), &local(&c)).unwrap();
+    }
+
+    #[test]
+    fn nested_places_of_one_export_are_refused() {
+        let e = task(
+            &nfs("NAS", "/exports", Some("data")),
+            &nfs("nas", "/exports/data/copy", None),
+        )
+        .unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = task(
+            &nfs("nas", "/exports/data/", None),
+            &nfs("nas", "/exports", None),
+        )
+        .unwrap_err();
+        assert!(e.contains("inside the destination"), "{e}");
+        task(
+            &nfs("nas", "/exports/a", None),
+            &nfs("nas", "/exports/ab", None),
+        )
+        .unwrap();
+        task(
+            &nfs("nas", "/exports", None),
+            &nfs("other", "/exports/a", None),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_locations_say_why() {
+        let e = location(&LocationSpec::Local {
+            path: "/nonexistent/dir".into(),
+        })
+        .unwrap_err();
+        assert!(e.contains("must already exist"), "{e}");
+        let e = location(&nfs("nas", "/e", Some("../../etc"))).unwrap_err();
+        assert!(e.contains("'..'"), "{e}");
+        let hub = |n| LocationSpec::Hub {
+            hub_location_id: "loc-1".into(),
+            compress: false,
+            connections: Some(n),
+        };
+        assert!(location(&hub(0)).unwrap_err().contains("give 1 to 64"));
+        assert!(location(&hub(1000)).is_err());
+        location(&hub(8)).unwrap();
+    }
+}
