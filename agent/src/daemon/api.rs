@@ -135,7 +135,7 @@ async fn list_locations(State(agent): Shared) -> Reply {
 
 fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
     match spec {
-        LocationSpec::Local { path } => {
+        LocationSpec::Local { path, .. } => {
             let p = std::path::Path::new(path);
             if !p.is_absolute() {
                 return Err(bad_request(
@@ -185,8 +185,10 @@ fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
             }
             match location.as_ref() {
                 // The path is on the agent: only its shape can be checked here.
-                LocationSpec::Local { path } if std::path::Path::new(path).is_absolute() => Ok(()),
-                LocationSpec::Local { path } => Err(bad_request(
+                LocationSpec::Local { path, .. } if std::path::Path::new(path).is_absolute() => {
+                    Ok(())
+                }
+                LocationSpec::Local { path, .. } => Err(bad_request(
                     "InvalidLocation",
                     format!("the path {path:?} must be absolute"),
                 )),
@@ -563,10 +565,17 @@ async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
     match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
         Ok(url) => {
             let key = url.rsplit('=').next().unwrap_or_default().to_string();
-            ok(json!({"ActivationKey": key, "ActivationUrl": url}))
+            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
+            if let Some(w) = link.warning() {
+                v["Warning"] = w.into();
+            }
+            ok(v)
         }
         Err(e @ crate::hub::link::LinkError::AlreadyActivated(_)) => {
             Err(conflict("AlreadyActivated", e.to_string()))
+        }
+        Err(e @ crate::hub::link::LinkError::FingerprintRequired) => {
+            Err(bad_request("FingerprintRequired", e.to_string()))
         }
         Err(e) => Err(ApiError {
             status: StatusCode::BAD_GATEWAY,

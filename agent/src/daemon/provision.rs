@@ -97,13 +97,14 @@ impl DeclaredLocation {
                     subdirectory: subdirectory.clone(),
                     version: version(v.as_deref())?,
                     mount_options: mount_options.clone(),
+                    allow_special_files: false,
                 }
             }
             DeclaredLocation::Local { path } => {
                 if !path.starts_with('/') {
                     return Err(format!("path {path:?} must be absolute"));
                 }
-                LocationSpec::Local { path: path.clone() }
+                LocationSpec::local(path.clone())
             }
         })
     }
