@@ -1485,3 +1485,199 @@ fn idle_and_slow_connections_do_not_lock_others_out() {
         h.abort();
     }
 }
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An agent holding hundreds of file-system operations that never end (on
+/// a FIFO, as a stuck disk would) takes its own share of the hub's blocking
+/// work only: the next agent's operations, heartbeats and the operators'
+/// API are answered.
+#[test]
+fn stuck_operations_of_one_agent_do_not_starve_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let a = FakeAgent::activate(&hub, &rt, "a");
+    let b = FakeAgent::activate(&hub, &rt, "b");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let fifo = tmp.path().join("a/fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let la = hub_location(&hub, json!({"Type": "LOCAL", "Path": tmp.path().join("a")}));
+    let lb = hub_location(&hub, json!({"Type": "LOCAL", "Path": tmp.path().join("b")}));
+    let ta = fake_task(&hub, &a, &la, "ta", json!({}));
+    let tb = fake_task(&hub, &b, &lb, "tb", json!({}));
+    let ea = start_task(&hub, &ta, json!({}));
+    let eb = start_task(&hub, &tb, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &a), ea);
+
+    // More reads of the FIFO than the runtime has blocking threads.
+    let stuck = a.client(&hub, 520);
+    let path = format!("/agent/v1/fs/{la}");
+    let held: Vec<_> = (0..520u64)
+        .map(|i| {
+            let c = stuck.clone();
+            let path = path.clone();
+            let body = postcard::to_stdvec(&proto::Request {
+                op_id: i,
+                op: Op::Digest {
+                    dir: Vec::new(),
+                    name: b"fifo".to_vec(),
+                },
+            })
+            .unwrap();
+            rt.spawn(async move {
+                c.send(Method::POST, &path, "application/x-postcard", body)
+                    .await
+            })
+        })
+        .collect();
+    let pid = hub.d.child.id();
+    wait_for(
+        "the hub to be stuck on the FIFO",
+        Duration::from_secs(60),
+        || threads(pid) >= 64,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The operators' API and heartbeats.
+    let token = hub.token();
+    let (status, _) = hub
+        .https(&rt, Some(&token), None, Method::GET, "/v1/agents", None)
+        .unwrap();
+    assert_eq!(status, 200);
+    rt.block_on(
+        b.client(&hub, 1)
+            .json(Method::POST, "/agent/v1/heartbeat", None),
+    )
+    .unwrap();
+    // The next execution, on another agent, can work.
+    a.report(&hub, &rt, &ea, "SUCCESS");
+    assert_eq!(pick_up(&hub, &rt, &b), eb);
+    let answer = rt.block_on(async {
+        let c = b.client(&hub, 1);
+        let body = postcard::to_stdvec(&proto::Request {
+            op_id: 1,
+            op: stat_root(),
+        })
+        .unwrap();
+        c.send(
+            Method::POST,
+            &format!("/agent/v1/fs/{lb}"),
+            "application/x-postcard",
+            body,
+        )
+        .await
+    });
+    let (status, body) = answer.expect("the hub answers the other agent");
+    assert_eq!(status.as_u16(), 200);
+    let r: proto::Response = postcard::from_bytes(&body).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    b.report(&hub, &rt, &eb, "SUCCESS");
+    for h in held {
+        h.abort();
+    }
+}
+
+/// The agent reads for its hub only NFS exports and the local paths its
+/// configuration lists; an activation that did not check the hub's
+/// fingerprint is flagged, and can be refused.
+#[test]
+fn a_hub_reads_only_what_the_agent_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let allowed = tmp.path().join("allowed");
+    let secret = tmp.path().join("secret");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    common::write(&allowed.join("data"), b"to be synced");
+    common::write(&secret.join("key"), b"the appliance's own key");
+    std::os::unix::fs::symlink(&secret, allowed.join("escape")).unwrap();
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &format!("  hub_local_sources: [{}]\n", allowed.display()),
+        None,
+    );
+
+    // No fingerprint: a warning, and the hub's page behind a link.
+    let (status, location, body) = agent.activation_get(&format!("hub={}", hub.addr));
+    assert_eq!(status, 200, "{body}");
+    assert!(location.is_none());
+    assert!(body.contains("not verified"), "{body}");
+    assert!(body.contains(&hub.fingerprint()), "{body}");
+    let key = body
+        .split("activationKey=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let v = agent.ferry(&["activation", "show"]);
+    assert_eq!(v["HubFingerprintChecked"], false, "{v}");
+    assert!(
+        v["Warning"].as_str().unwrap().contains(&hub.fingerprint()),
+        "{v}"
+    );
+    assert!(agent.d.log().contains("warning"), "{}", agent.d.log());
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "site"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("the activation marker", Duration::from_secs(20), || {
+        agent.marker().exists()
+    });
+    let id = agent_id(&hub, "site");
+
+    let run = |src: &Path, name: &str| {
+        let dst = tmp.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        let task = make_task(&hub, &id, src, &dst, false, 4);
+        let (e, _) = run_task(&hub, &task);
+        (e, dst)
+    };
+    let (e, dst) = run(&allowed, "dst-allowed");
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert_eq!(std::fs::read(dst.join("data")).unwrap(), b"to be synced");
+    for (src, name) in [
+        (secret.clone(), "dst-secret"),
+        (allowed.join("escape"), "dst-escape"),
+    ] {
+        let (e, dst) = run(&src, name);
+        assert_eq!(e["Status"], "ERROR", "{e}");
+        assert_eq!(e["Result"]["ErrorCode"], "SourceNotAllowed", "{e}");
+        assert!(
+            e["Result"]["ErrorDetail"]
+                .as_str()
+                .unwrap()
+                .contains("hub_local_sources"),
+            "{e}"
+        );
+        assert!(!dst.join("key").exists());
+    }
+
+    // An agent that requires the fingerprint refuses to go without.
+    let strict = Agent::start_with(
+        &tmp.path().join("strict"),
+        "  require_hub_fingerprint: true\n",
+        None,
+    );
+    let (status, _, body) = strict.activation_get(&format!("hub={}", hub.addr));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("fingerprint"), "{body}");
+    let (status, v) = strict.d.api(
+        "POST",
+        "/v1/activation",
+        Some(json!({"Hub": hub.addr.to_string()})),
+    );
+    assert_eq!(status, 400, "{v}");
+    // With it, as usual.
+    strict.register(hub.addr, &hub.fingerprint());
+}
