@@ -1192,12 +1192,6 @@ fn an_agent_reaches_only_the_location_of_its_running_execution() {
     };
     let l1 = hub_location(&hub, json!({"Type": "LOCAL", "Path": dir("l1")}));
     let l2 = hub_location(&hub, json!({"Type": "LOCAL", "Path": dir("l2")}));
-    let special = hub_location(
-        &hub,
-        json!({"Type": "LOCAL", "Path": dir("special"), "AllowSpecialFiles": true}),
-    );
-    let (_, v) = hub.d.api("GET", &format!("/v1/locations/{special}"), None);
-    assert_eq!(v["AllowSpecialFiles"], true, "{v}");
     // An NFS location of the hub: nobody may make the hub mount it.
     let nfs = hub_location(
         &hub,
@@ -1213,9 +1207,16 @@ fn an_agent_reaches_only_the_location_of_its_running_execution() {
     };
 
     // No execution: nothing anywhere.
-    for loc in [&l1, &l2, &special, &nfs] {
+    for loc in [&l1, &l2, &nfs] {
         refused(&a, loc);
     }
+    let special = hub_location(
+        &hub,
+        json!({"Type": "LOCAL", "Path": dir("special"), "AllowSpecialFiles": true}),
+    );
+    let (_, v) = hub.d.api("GET", &format!("/v1/locations/{special}"), None);
+    assert_eq!(v["AllowSpecialFiles"], true, "{v}");
+    refused(&a, &special);
     // An execution writing to l1, posted but not picked up yet: still nothing.
     let t1 = fake_task(&hub, &a, &l1, "t1", json!({"PreserveDevices": "PRESERVE"}));
     let e1 = start_task(&hub, &t1, json!({}));
@@ -1416,7 +1417,29 @@ fn idle_and_slow_connections_do_not_lock_others_out() {
     let tls_config = Arc::new(tls::client_config(&hub.ca_der(), None).unwrap());
     let holders = rt.block_on(async {
         let mut holders = Vec::new();
-        for i in 0..300 {
+        // Slowloris after a handshake, more than the open-file limit.
+        for _ in 0..300 {
+            let config = tls_config.clone();
+            if let Ok(s) = connect(hub.addr).await {
+                holders.push(tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let c = tokio_rustls::TlsConnector::from(config);
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let Ok(mut s) = c.connect(name, s).await else {
+                        return;
+                    };
+                    let _ = s.write_all(b"GET /v1/agents HTTP/1.1\r\nHost: a\r\n").await;
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        if s.write_all(b"X").await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for _ in 0..300 {
             // Idle before the handshake, on both ports.
             if let Ok(s) = connect(hub.addr).await {
                 holders.push(tokio::spawn(async move {
@@ -1437,33 +1460,9 @@ fn idle_and_slow_connections_do_not_lock_others_out() {
                     }
                 }));
             }
-            // Slowloris after a handshake.
-            if i % 2 == 0 {
-                let config = tls_config.clone();
-                let hub_addr = hub.addr;
-                if let Ok(s) = connect(hub_addr).await {
-                    holders.push(tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let c = tokio_rustls::TlsConnector::from(config);
-                        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                        let Ok(mut s) = c.connect(name, s).await else {
-                            return;
-                        };
-                        let _ = s.write_all(b"GET /v1/agents HTTP/1.1\r\nHost: a\r\n").await;
-                        loop {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                            if s.write_all(b"X").await.is_err() {
-                                return;
-                            }
-                        }
-                    }));
-                }
-            }
         }
         holders
     });
-    // Give the slowloris clients their handshakes.
-    std::thread::sleep(Duration::from_secs(2));
     // The operator's request (from 127.0.0.1) is answered; so is the
     // activation page.
     let (status, v) = hub
@@ -1608,32 +1607,7 @@ fn a_hub_reads_only_what_the_agent_allows() {
         None,
     );
 
-    // No fingerprint: a warning, and the hub's page behind a link.
-    let (status, location, body) = agent.activation_get(&format!("hub={}", hub.addr));
-    assert_eq!(status, 200, "{body}");
-    assert!(location.is_none());
-    assert!(body.contains("not verified"), "{body}");
-    assert!(body.contains(&hub.fingerprint()), "{body}");
-    let key = body
-        .split("activationKey=")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let v = agent.ferry(&["activation", "show"]);
-    assert_eq!(v["HubFingerprintChecked"], false, "{v}");
-    assert!(
-        v["Warning"].as_str().unwrap().contains(&hub.fingerprint()),
-        "{v}"
-    );
-    assert!(agent.d.log().contains("warning"), "{}", agent.d.log());
-    let (code, out, err) = hub.cli(&["activate", &key, "--name", "site"]);
-    assert_eq!(code, 0, "{out}{err}");
-    wait_for("the activation marker", Duration::from_secs(20), || {
-        agent.marker().exists()
-    });
+    activate(&hub, &agent, hub.addr);
     let id = agent_id(&hub, "site");
 
     let run = |src: &Path, name: &str| {
@@ -1662,6 +1636,35 @@ fn a_hub_reads_only_what_the_agent_allows() {
         );
         assert!(!dst.join("key").exists());
     }
+
+    let unchecked = Agent::start_with(&tmp.path().join("unchecked"), "", None);
+    // No fingerprint: a warning, and the hub's page behind a link.
+    let (status, location, body) = unchecked.activation_get(&format!("hub={}", hub.addr));
+    assert_eq!(status, 200, "{body}");
+    assert!(location.is_none());
+    assert!(body.contains("not verified"), "{body}");
+    assert!(body.contains(&hub.fingerprint()), "{body}");
+    let key = body
+        .split("activationKey=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let v = unchecked.ferry(&["activation", "show"]);
+    assert_eq!(v["HubFingerprintChecked"], false, "{v}");
+    assert!(
+        v["Warning"].as_str().unwrap().contains(&hub.fingerprint()),
+        "{v}"
+    );
+    assert!(
+        unchecked.d.log().contains("warning"),
+        "{}",
+        unchecked.d.log()
+    );
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "unchecked"]);
+    assert_eq!(code, 0, "{out}{err}");
 
     // An agent that requires the fingerprint refuses to go without.
     let strict = Agent::start_with(
