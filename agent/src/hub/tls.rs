@@ -8,8 +8,11 @@
 //! those that do not finish their handshake or headers in time, or sit idle.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -238,6 +241,9 @@ pub struct ConnLimits {
     /// A request's headers, from when the connection is ready for one: a
     /// connection idle between requests is closed after this too.
     pub headers: Duration,
+    /// How long a write may wait for the client to read (one that stops
+    /// reading its answers would hold its connection forever).
+    pub write_stall: Duration,
     /// Connections open at once; more are closed as soon as accepted (a
     /// client waiting in the listen backlog would wait for nothing).
     pub max_connections: usize,
@@ -263,6 +269,7 @@ impl ConnLimits {
         ConnLimits {
             handshake: Duration::from_secs(10),
             headers: Duration::from_secs(30),
+            write_stall: Duration::from_secs(60),
             max_connections,
             // An address may be a NAT for several agents (64 connections each).
             max_per_address: (max_connections / 4).max(8),
@@ -341,6 +348,92 @@ impl Connections {
     }
 }
 
+/// A connection's I/O whose writes fail once they have waited `limit` for
+/// the client to take data.
+struct WriteStall<I> {
+    io: I,
+    limit: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> WriteStall<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        WriteStall {
+            io,
+            limit,
+            waiting: None,
+        }
+    }
+
+    /// After a write's answer: `Pending` starts (or checks) the stall clock,
+    /// anything else stops it.
+    fn progress<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.waiting = None;
+            return r;
+        }
+        let limit = self.limit;
+        let sleep = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no data for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStall<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.progress(r, cx)
+    }
+}
+
 /// Serves `router` over HTTP/1.1 on one accepted connection, with the
 /// header (and idle) timeout; `info` is what `ConnectInfo<T>` extracts.
 async fn serve_connection<I, T>(io: I, router: Router, info: T, limits: &ConnLimits)
@@ -357,7 +450,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.headers)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(
+            TokioIo::new(WriteStall::new(io, limits.write_stall)),
+            service,
+        )
         .await;
 }
 
@@ -456,6 +552,7 @@ mod tests {
         ConnLimits {
             handshake,
             headers,
+            write_stall: Duration::from_secs(600),
             max_connections: 4,
             max_per_address: 2,
         }
@@ -507,6 +604,18 @@ mod tests {
         }
     }
 
+    /// Every connection ended (within a generous bound).
+    fn wait_until_closed(conns: &Connections) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while conns.open() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a connection is still held"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn router() -> Router {
         Router::new().route("/", axum::routing::get(|| async { "ok" }))
     }
@@ -551,5 +660,29 @@ mod tests {
         idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
         assert!(closed_by_the_server(&mut idle));
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_its_answer_is_let_go() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let tcp = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let conns = Connections::new(ConnLimits {
+            write_stall: Duration::from_millis(300),
+            ..limits(Duration::from_secs(600), Duration::from_secs(600))
+        });
+        // An answer larger than what the sockets' buffers hold.
+        let big = Router::new().route("/", axum::routing::get(|| async { vec![0u8; 64 << 20] }));
+        rt.spawn(serve_plain(tcp, big, conns.clone(), std::future::pending()));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        // Its answer is being written (the client's buffer is full)...
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        assert_eq!(conns.open(), 1);
+        // ...and the connection ends although the client never reads on.
+        wait_until_closed(&conns);
+        drop(s);
     }
 }
