@@ -1409,10 +1409,16 @@ fn idle_and_slow_connections_do_not_lock_others_out() {
     let rt = runtime();
     let token = hub.token();
     let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    // An attacker does not wait for a full backlog either.
     let connect = |to: SocketAddr| {
         let s = tokio::net::TcpSocket::new_v4().unwrap();
         s.bind(SocketAddr::new(attacker, 0)).unwrap();
-        s.connect(to)
+        async move {
+            match tokio::time::timeout(Duration::from_secs(1), s.connect(to)).await {
+                Ok(r) => r,
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     let tls_config = Arc::new(tls::client_config(&hub.ca_der(), None).unwrap());
     let holders = rt.block_on(async {
