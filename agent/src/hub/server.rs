@@ -765,6 +765,33 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_request_over_its_budget_is_answered_503() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A handler that would take ten minutes (a body that never
+            // comes is the same to the budget).
+            let mut app = Router::new()
+                .route(
+                    "/",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        "late"
+                    }),
+                )
+                .layer(middleware::from_fn_with_state(
+                    Duration::from_millis(50),
+                    budget,
+                ));
+            let req = axum::http::Request::new(axum::body::Body::empty());
+            let resp = tower_service::Service::call(&mut app, req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
+
     /// The slot, if it is free now (a free semaphore answers at first poll).
     fn now(slots: &FsSlots, agent: &str) -> Option<FsPermit> {
         let mut f = std::pin::pin!(slots.acquire(agent));
