@@ -655,8 +655,10 @@ async fn fs_op(
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
         {
-            // Device nodes, FIFOs and sockets only when allowed (hub::fs
-            // checks set-id modes and what it opens).
+            // Device nodes, FIFOs and sockets only when allowed. Set-id
+            // modes and what is opened for data are hub::fs's to check with
+            // the same value, once it takes it: the call below then becomes
+            // `super::fs::execute(&loc, &super::fs::Policy { special_files }, op)`.
             Ok(_) if !special_files && matches!(op, proto::Op::MakeNode { .. }) => Err(
                 proto::WireError::from(&std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
             ),
