@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use ferry::hub::proto::{self, Op};
 use ferry::hub::{ca, client::HubClient, tls};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -44,18 +47,35 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, yaml: &str) -> Daemon {
+    /// With `nofile` as its open-file limit (an appliance's is 1024).
+    fn start_limited(dir: &Path, yaml: &str, nofile: Option<u64>) -> Daemon {
+        use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("ferry.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry-agent"));
+        cmd.arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ferry-agent");
+            .stderr(log);
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start ferry-agent");
         let d = Daemon {
             dir: dir.to_path_buf(),
             child,
@@ -106,6 +126,10 @@ struct Hub {
 
 impl Hub {
     fn start(dir: &Path, key_seconds: u64) -> Hub {
+        Hub::start_limited(dir, key_seconds, None)
+    }
+
+    fn start_limited(dir: &Path, key_seconds: u64, nofile: Option<u64>) -> Hub {
         let port = free_port();
         let yaml = format!(
             "version: 2\nrole: hub\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  https_listen: 127.0.0.1:{port}\n  operator_token_file: {token}\n  activation_key_seconds: {key_seconds}\n",
@@ -113,7 +137,7 @@ impl Hub {
             sock = dir.join("api.sock").display(),
             token = dir.join("token").display(),
         );
-        let d = Daemon::start(dir, &yaml);
+        let d = Daemon::start_limited(dir, &yaml, nofile);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for("the hub's HTTPS port", Duration::from_secs(20), || {
             TcpStream::connect(addr).is_ok()
@@ -201,15 +225,26 @@ struct Agent {
 }
 
 impl Agent {
+    /// An agent whose hub may read local paths under `dir`'s parent (the
+    /// test's directory).
     fn start(dir: &Path) -> Agent {
+        let sources = format!(
+            "  hub_local_sources: [{}]\n",
+            dir.parent().unwrap().display()
+        );
+        Agent::start_with(dir, &sources, None)
+    }
+
+    /// `extra`: more lines of the `daemon:` section.
+    fn start_with(dir: &Path, extra: &str, nofile: Option<u64>) -> Agent {
         let port = free_port();
         let yaml = format!(
-            "version: 2\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  activation_listen: 127.0.0.1:{port}\n  activated_marker: {marker}\n  poll_seconds: 1\n",
+            "version: 2\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  activation_listen: 127.0.0.1:{port}\n  activated_marker: {marker}\n  poll_seconds: 1\n{extra}",
             data = dir.join("data").display(),
             sock = dir.join("api.sock").display(),
             marker = dir.join("activated").display(),
         );
-        let d = Daemon::start(dir, &yaml);
+        let d = Daemon::start_limited(dir, &yaml, nofile);
         let activation: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for("the activation port", Duration::from_secs(20), || {
             TcpStream::connect(activation).is_ok()
@@ -328,42 +363,49 @@ fn wait_execution(agent: &Daemon, id: &str, timeout: Duration) -> Value {
     }
 }
 
-/// A hub location on `dst`, a local location on `src` and a HUB location on
-/// the agent, and a task between them; returns the task's id.
+/// The id the hub gave the agent named `name`.
+fn agent_id(hub: &Hub, name: &str) -> String {
+    let (code, out, err) = hub.cli(&["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let agents: Value = serde_json::from_str(&out).unwrap();
+    agents["Agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["Name"] == name)
+        .unwrap_or_else(|| panic!("no agent {name}: {agents}"))["AgentId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A task kept on the hub (an agent's location can be written to the hub
+/// only as such): the agent's local `src` (an `AGENT` location) to a local
+/// location of the hub on `dst`; returns the task's id.
 fn make_task(
     hub: &Hub,
-    agent: &Agent,
-    rt: &tokio::runtime::Runtime,
+    agent_id: &str,
     src: &Path,
     dst: &Path,
     compress: bool,
     connections: u32,
 ) -> String {
-    let token = hub.token();
-    let (status, loc) = hub
-        .https(
-            rt,
-            Some(&token),
-            None,
-            Method::POST,
-            "/v1/locations",
-            Some(json!({"Type": "LOCAL", "Path": dst})),
-        )
-        .unwrap();
-    assert_eq!(status, 201, "{loc}");
-    let hub_loc = loc["LocationId"].as_str().unwrap();
-    let (_, s) = agent.d.api(
+    let (status, d) = hub.d.api(
         "POST",
         "/v1/locations",
-        Some(json!({"Type": "LOCAL", "Path": src})),
-    );
-    let (status, d) = agent.d.api(
-        "POST",
-        "/v1/locations",
-        Some(json!({"Type": "HUB", "HubLocationId": hub_loc, "Compress": compress, "Connections": connections})),
+        Some(json!({"Type": "LOCAL", "Path": dst})),
     );
     assert_eq!(status, 201, "{d}");
-    let (status, task) = agent.d.api(
+    let (status, s) = hub.d.api(
+        "POST",
+        "/v1/locations",
+        Some(
+            json!({"Type": "AGENT", "AgentId": agent_id, "Location": {"Type": "LOCAL", "Path": src},
+                    "Compress": compress, "Connections": connections}),
+        ),
+    );
+    assert_eq!(status, 201, "{s}");
+    let (status, task) = hub.d.api(
         "POST",
         "/v1/tasks",
         Some(json!({
@@ -374,8 +416,16 @@ fn make_task(
         })),
     );
     assert_eq!(status, 201, "{task}");
-    let task_id = task["TaskId"].as_str().unwrap().to_string();
-    task_id
+    task["TaskId"].as_str().unwrap().to_string()
+}
+
+/// Starts a task kept on the hub; returns the hub's execution id.
+fn start_task(hub: &Hub, task_id: &str, options: Value) -> String {
+    let (status, e) = hub
+        .d
+        .api("POST", &format!("/v1/tasks/{task_id}/start"), Some(options));
+    assert!(status < 300, "{e}");
+    e["TaskExecutionId"].as_str().unwrap().to_string()
 }
 
 /// Activation without the checks: register, confirm, wait for the marker.
@@ -388,20 +438,12 @@ fn activate(hub: &Hub, agent: &Agent, via: SocketAddr) {
     });
 }
 
-/// Runs the task to its end; returns the execution and how long it took.
-fn run_task(agent: &Agent, task_id: &str) -> (Value, Duration) {
+/// Runs a task of the hub to its end; returns the hub's execution and how
+/// long it took.
+fn run_task(hub: &Hub, task_id: &str) -> (Value, Duration) {
     let started = Instant::now();
-    let (status, e) = agent.d.api(
-        "POST",
-        &format!("/v1/tasks/{task_id}/start"),
-        Some(json!({})),
-    );
-    assert!(status < 300, "{e}");
-    let e = wait_execution(
-        &agent.d,
-        e["TaskExecutionId"].as_str().unwrap(),
-        Duration::from_secs(900),
-    );
+    let id = start_task(hub, task_id, json!({}));
+    let e = wait_execution(&hub.d, &id, Duration::from_secs(900));
     (e, started.elapsed())
 }
 
@@ -472,12 +514,12 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
     assert_eq!(agents["Agents"][0]["Name"], "site-1");
     assert_eq!(agents["Agents"][0]["Status"], "ONLINE");
 
-    // A destination on the hub, a source on the agent, a task on the agent.
+    // A destination on the hub, a source on the agent, a task on the hub.
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
     std::fs::create_dir_all(&dst).unwrap();
     make_tree(&src, 40 << 20);
-    let task_id = make_task(&hub, &agent, &rt, &src, &dst, true, 4);
+    let task_id = make_task(&hub, &agent_id(&hub, "site-1"), &src, &dst, true, 4);
 
     // A link that drops connections (FINs and resets) at random points.
     proxy.set(Faults {
@@ -488,23 +530,15 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
         reset: true,
     });
     let started = Instant::now();
-    let (status, e) = agent.d.api(
-        "POST",
-        &format!("/v1/tasks/{task_id}/start"),
-        Some(json!({})),
-    );
-    assert!(status < 300, "{e}");
-    let exec_id = e["TaskExecutionId"].as_str().unwrap().to_string();
+    let exec_id = start_task(&hub, &task_id, json!({}));
     // An outage in the middle: every connection cut, new ones refused.
     wait_for("some data sent", Duration::from_secs(60), || {
-        let (_, e) = agent
-            .d
-            .api("GET", &format!("/v1/executions/{exec_id}"), None);
+        let (_, e) = hub.d.api("GET", &format!("/v1/executions/{exec_id}"), None);
         e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 20 << 20
             || e["Status"] == "SUCCESS"
     });
     proxy.outage(Duration::from_secs(5));
-    let e = wait_execution(&agent.d, &exec_id, Duration::from_secs(240));
+    let e = wait_execution(&hub.d, &exec_id, Duration::from_secs(240));
     let took = started.elapsed();
     assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
     let diffs = common::compare_trees(&src, &dst);
@@ -528,16 +562,8 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
 
     // A second run over a clean link finds nothing to do.
     proxy.set(Faults::default());
-    let (_, e) = agent.d.api(
-        "POST",
-        &format!("/v1/tasks/{task_id}/start"),
-        Some(json!({})),
-    );
-    let e = wait_execution(
-        &agent.d,
-        e["TaskExecutionId"].as_str().unwrap(),
-        Duration::from_secs(60),
-    );
+    let id = start_task(&hub, &task_id, json!({}));
+    let e = wait_execution(&hub.d, &id, Duration::from_secs(60));
     assert_eq!(e["Status"], "SUCCESS", "{e}");
     assert_eq!(e["Counters"]["BytesTransferred"], 0, "{e}");
 }
@@ -663,7 +689,6 @@ fn measure_throughput_at_50ms() {
     let hub = Hub::start(&tmp.path().join("hub"), 1800);
     let proxy = Proxy::start(hub.addr, Faults::default());
     let agent = Agent::start(&tmp.path().join("agent"));
-    let rt = runtime();
     activate(&hub, &agent, proxy.addr);
 
     let big = tmp.path().join("big");
@@ -685,13 +710,13 @@ fn measure_throughput_at_50ms() {
     let case = |name: &str, src: &Path, connections: u32, faults: Faults| {
         let dst = tmp.path().join(format!("dst-{}", name.replace(' ', "-")));
         std::fs::create_dir_all(&dst).unwrap();
-        let task = make_task(&hub, &agent, &rt, src, &dst, false, connections);
+        let task = make_task(&hub, &agent_id(&hub, "site"), src, &dst, false, connections);
         proxy.set(faults);
         let killed_before = proxy
             .stats()
             .killed
             .load(std::sync::atomic::Ordering::Relaxed);
-        let (e, took) = run_task(&agent, &task);
+        let (e, took) = run_task(&hub, &task);
         proxy.set(Faults::default());
         assert_eq!(e["Status"], "SUCCESS", "{e}");
         assert!(common::compare_trees(src, &dst).is_empty());
@@ -858,30 +883,23 @@ fn an_execution_survives_a_60_second_outage() {
     let hub = Hub::start(&tmp.path().join("hub"), 1800);
     let proxy = Proxy::start(hub.addr, Faults::default());
     let agent = Agent::start(&tmp.path().join("agent"));
-    let rt = runtime();
     activate(&hub, &agent, proxy.addr);
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
     std::fs::create_dir_all(&dst).unwrap();
     make_tree(&src, 40 << 20);
-    let task = make_task(&hub, &agent, &rt, &src, &dst, false, 8);
+    let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, false, 8);
     proxy.set(Faults {
         bytes_per_second: Some(8 << 20),
         ..Faults::default()
     });
-    let (status, e) = agent
-        .d
-        .api("POST", &format!("/v1/tasks/{task}/start"), Some(json!({})));
-    assert!(status < 300, "{e}");
-    let exec_id = e["TaskExecutionId"].as_str().unwrap().to_string();
+    let exec_id = start_task(&hub, &task, json!({}));
     wait_for("some data sent", Duration::from_secs(60), || {
-        let (_, e) = agent
-            .d
-            .api("GET", &format!("/v1/executions/{exec_id}"), None);
+        let (_, e) = hub.d.api("GET", &format!("/v1/executions/{exec_id}"), None);
         e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 10 << 20
     });
     proxy.outage(Duration::from_secs(60));
-    let e = wait_execution(&agent.d, &exec_id, Duration::from_secs(300));
+    let e = wait_execution(&hub.d, &exec_id, Duration::from_secs(300));
     assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
     assert!(common::compare_trees(&src, &dst).is_empty());
     eprintln!("after a 60 s outage: {}", e["Counters"]);
@@ -1010,14 +1028,14 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
 fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    use ferry::hub::proto::{Op, Request, Response, WireUpdate, MAX_CHUNK};
+    use ferry::hub::proto::{Response, WireUpdate, MAX_CHUNK};
     use ferry::location::Kind;
 
     let tmp = tempfile::tempdir().unwrap();
     let hub = Hub::start(&tmp.path().join("hub"), 1800);
-    let agent = Agent::start(&tmp.path().join("agent"));
     let rt = runtime();
-    activate(&hub, &agent, hub.addr);
+    // An activated agent's certificate, operations of its own making.
+    let agent = FakeAgent::activate(&hub, &rt, "a");
 
     let dst = tmp.path().join("dst");
     let outside = tmp.path().join("outside");
@@ -1036,38 +1054,15 @@ fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
     )
     .unwrap();
     let before = std::fs::metadata(&secret).unwrap();
-    let (status, loc) = hub
-        .https(
-            &rt,
-            Some(&hub.token()),
-            None,
-            Method::POST,
-            "/v1/locations",
-            Some(json!({"Type": "LOCAL", "Path": dst})),
-        )
-        .unwrap();
-    assert_eq!(status, 201, "{loc}");
-    let loc = loc["LocationId"].as_str().unwrap().to_string();
-
-    // The agent's own certificate, as its remote writer uses it.
-    let link = agent.d.dir.join("data/hub-link");
-    let cert = ca::cert_from_pem(
-        &std::fs::read_to_string(link.join("agent.pem")).unwrap(),
-        "agent",
-    )
-    .unwrap();
-    let key = rustls::pki_types::pem::PemObject::from_pem_slice(
-        &std::fs::read(link.join("agent.key")).unwrap(),
-    )
-    .unwrap();
-    let config = tls::client_config(&hub.ca_der(), Some((vec![cert], key))).unwrap();
-    let client =
-        rt.block_on(async { HubClient::new(format!("https://{}", hub.addr), config, 1, None) });
-    let mut op_id = 0;
-    let mut send = |op: Op| -> Response {
-        op_id += 1;
-        let req = Request { op_id, op };
-        rt.block_on(client.fs(&loc, &req)).unwrap()
+    let loc = hub_location(&hub, json!({"Type": "LOCAL", "Path": dst}));
+    // The location is the agent's while an execution writing there runs.
+    let task = fake_task(&hub, &agent, &loc, "t", json!({}));
+    let exec = start_task(&hub, &task, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &agent), exec);
+    let send = |op: Op| -> Response {
+        agent
+            .fs(&hub, &rt, &loc, op)
+            .unwrap_or_else(|status| panic!("refused with {status}"))
     };
     let refused = |r: Response| match r {
         Ok(r) => panic!("done: {r:?}"),
@@ -1164,4 +1159,677 @@ fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
         name: b"outside".to_vec(),
     }));
     assert!(message.contains("not a relative path"), "{message}");
+    agent.report(&hub, &rt, &exec, "SUCCESS");
+}
+
+/// An agent played by the test itself: its key, and the certificate the
+/// hub signed once an operator confirmed it.
+struct FakeAgent {
+    id: String,
+    cert: String,
+    key: String,
+}
+
+impl FakeAgent {
+    fn activate(hub: &Hub, rt: &tokio::runtime::Runtime, name: &str) -> FakeAgent {
+        let (key, csr) = ca::new_request(name).unwrap();
+        let (status, v) = hub
+            .https(
+                rt,
+                None,
+                None,
+                Method::POST,
+                "/activation/v1/register",
+                Some(json!({"Csr": csr, "Hostname": name})),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        let activation = v["ActivationKey"].as_str().unwrap().to_string();
+        let (code, out, err) = hub.cli(&["activate", &activation, "--name", name]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (status, v) = hub
+            .https(
+                rt,
+                None,
+                None,
+                Method::GET,
+                &format!("/activation/v1/certificate?activationKey={activation}"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        FakeAgent {
+            id: v["AgentId"].as_str().unwrap().to_string(),
+            cert: v["Certificate"].as_str().unwrap().to_string(),
+            key,
+        }
+    }
+
+    fn client(&self, hub: &Hub, connections: usize) -> HubClient {
+        let cert = ca::cert_from_pem(&self.cert, "cert").unwrap();
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(self.key.as_bytes()).unwrap();
+        let config = tls::client_config(&hub.ca_der(), Some((vec![cert], key))).unwrap();
+        HubClient::new(format!("https://{}", hub.addr), config, connections, None)
+    }
+
+    /// Asks for work, as an agent does: the hub's executions for it.
+    fn poll(&self, hub: &Hub, rt: &tokio::runtime::Runtime) -> Vec<Value> {
+        rt.block_on(async {
+            let c = self.client(hub, 1);
+            let v = c.json(Method::GET, "/agent/v1/tasks", None).await.unwrap();
+            v["Executions"].as_array().cloned().unwrap_or_default()
+        })
+    }
+
+    fn report(&self, hub: &Hub, rt: &tokio::runtime::Runtime, exec: &str, status: &str) {
+        rt.block_on(async {
+            let c = self.client(hub, 1);
+            let counters: Value = serde_json::to_value(
+                ferry::engine::counters::CounterSnapshot::default(),
+            )
+            .unwrap();
+            let body = json!({"Status": status, "Result": {
+                "PrepareStatus": status, "PrepareDuration": 0, "TransferStatus": status,
+                "TransferDuration": 0, "VerifyStatus": status, "VerifyDuration": 0, "TotalDuration": 0},
+                "Counters": counters});
+            c.json(
+                Method::POST,
+                &format!("/agent/v1/executions/{exec}/report"),
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        });
+    }
+
+    /// One fs operation on a location of the hub: the hub's answer, or
+    /// the HTTP status it refused with.
+    fn fs(
+        &self,
+        hub: &Hub,
+        rt: &tokio::runtime::Runtime,
+        location: &str,
+        op: Op,
+    ) -> Result<proto::Response, u16> {
+        rt.block_on(async {
+            let c = self.client(hub, 1);
+            let req = proto::Request {
+                op_id: rand::random(),
+                op,
+            };
+            match c.fs(location, &req).await {
+                Ok(r) => Ok(r),
+                Err(ferry::hub::client::HubError::Refused { status, .. }) => Err(status),
+                Err(e) => panic!("{location}: {e}"),
+            }
+        })
+    }
+}
+
+fn stat_root() -> Op {
+    Op::StatDir { dir: Vec::new() }
+}
+
+fn make_fifo(name: &str) -> Op {
+    Op::MakeNode {
+        dir: Vec::new(),
+        name: name.as_bytes().to_vec(),
+        kind: ferry::location::Kind::Fifo,
+        mode: 0o644,
+        rdev: 0,
+    }
+}
+
+/// A location of the hub (through its Unix-socket API); its id.
+fn hub_location(hub: &Hub, spec: Value) -> String {
+    let (status, v) = hub.d.api("POST", "/v1/locations", Some(spec));
+    assert_eq!(status, 201, "{v}");
+    v["LocationId"].as_str().unwrap().to_string()
+}
+
+/// A task of the hub from the fake agent's path `/src` to `dst`.
+fn fake_task(hub: &Hub, agent: &FakeAgent, dst: &str, name: &str, options: Value) -> String {
+    let src = hub_location(
+        hub,
+        json!({"Type": "AGENT", "AgentId": agent.id, "Location": {"Type": "LOCAL", "Path": "/src"}}),
+    );
+    let (status, t) = hub.d.api(
+        "POST",
+        "/v1/tasks",
+        Some(json!({"Name": name, "SourceLocationId": src, "DestinationLocationId": dst, "Options": options})),
+    );
+    assert_eq!(status, 201, "{t}");
+    t["TaskId"].as_str().unwrap().to_string()
+}
+
+/// Waits for the hub to hand `agent` an execution; picks it up.
+fn pick_up(hub: &Hub, rt: &tokio::runtime::Runtime, agent: &FakeAgent) -> String {
+    let mut id = String::new();
+    wait_for(
+        "an execution for the agent",
+        Duration::from_secs(30),
+        || match agent.poll(hub, rt).first() {
+            Some(j) => {
+                id = j["ExecutionId"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        },
+    );
+    id
+}
+
+#[test]
+fn an_agent_reaches_only_the_location_of_its_running_execution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let a = FakeAgent::activate(&hub, &rt, "a");
+    let b = FakeAgent::activate(&hub, &rt, "b");
+    let dir = |n: &str| {
+        let p = tmp.path().join(n);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let l1 = hub_location(&hub, json!({"Type": "LOCAL", "Path": dir("l1")}));
+    let l2 = hub_location(&hub, json!({"Type": "LOCAL", "Path": dir("l2")}));
+    // An NFS location of the hub: nobody may make the hub mount it.
+    let nfs = hub_location(
+        &hub,
+        json!({"Type": "NFS", "Server": "127.0.0.1", "Export": "/nothing"}),
+    );
+    let refused = |agent: &FakeAgent, loc: &str| {
+        assert_eq!(
+            agent.fs(&hub, &rt, loc, stat_root()).map(|_| ()),
+            Err(403),
+            "{} reached {loc}",
+            agent.id
+        );
+    };
+
+    // No execution: nothing anywhere.
+    for loc in [&l1, &l2, &nfs] {
+        refused(&a, loc);
+    }
+    let special = hub_location(
+        &hub,
+        json!({"Type": "LOCAL", "Path": dir("special"), "AllowSpecialFiles": true}),
+    );
+    let (_, v) = hub.d.api("GET", &format!("/v1/locations/{special}"), None);
+    assert_eq!(v["AllowSpecialFiles"], true, "{v}");
+    refused(&a, &special);
+    // An execution writing to l1, posted but not picked up yet: still nothing.
+    let t1 = fake_task(&hub, &a, &l1, "t1", json!({"PreserveDevices": "PRESERVE"}));
+    let e1 = start_task(&hub, &t1, json!({}));
+    wait_for(
+        "the execution to be handed over",
+        Duration::from_secs(30),
+        || {
+            let (_, e) = hub.d.api("GET", &format!("/v1/executions/{e1}"), None);
+            e["Status"] == "LAUNCHING"
+        },
+    );
+    refused(&a, &l1);
+    assert_eq!(pick_up(&hub, &rt, &a), e1);
+    // Picked up: l1 only, for a only.
+    assert!(matches!(a.fs(&hub, &rt, &l1, stat_root()), Ok(Ok(_))));
+    for loc in [&l2, &special, &nfs] {
+        refused(&a, loc);
+    }
+    refused(&b, &l1);
+    assert!(b.poll(&hub, &rt).is_empty());
+    // PreserveDevices asked for, but l1 does not allow special files.
+    let r = a.fs(&hub, &rt, &l1, make_fifo("fifo")).unwrap();
+    assert!(r.is_err(), "{r:?}");
+    assert!(!tmp.path().join("l1/fifo").exists());
+    // Ended: nothing again.
+    a.report(&hub, &rt, &e1, "SUCCESS");
+    refused(&a, &l1);
+    let e = wait_execution(&hub.d, &e1, Duration::from_secs(30));
+    assert_eq!(e["Status"], "SUCCESS", "{e}");
+    refused(&a, &l1);
+    assert!(
+        !hub.d.log().contains("mounted"),
+        "the hub mounted something: {}",
+        hub.d.log()
+    );
+
+    // A location that allows special files, a task that does not ask: no.
+    let t2 = fake_task(&hub, &a, &special, "t2", json!({}));
+    let e2 = start_task(&hub, &t2, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &a), e2);
+    let r = a.fs(&hub, &rt, &special, make_fifo("fifo")).unwrap();
+    assert!(r.is_err(), "{r:?}");
+    a.report(&hub, &rt, &e2, "SUCCESS");
+    // Both: the FIFO is made.
+    let t3 = fake_task(
+        &hub,
+        &a,
+        &special,
+        "t3",
+        json!({"PreserveDevices": "PRESERVE"}),
+    );
+    let e3 = start_task(&hub, &t3, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &a), e3);
+    let r = a.fs(&hub, &rt, &special, make_fifo("fifo")).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(tmp.path().join("special/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    a.report(&hub, &rt, &e3, "SUCCESS");
+}
+
+/// An fs request body larger than any operation's, and JSON bodies larger
+/// than the routes take, are refused unread.
+#[test]
+fn request_bodies_have_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let token = hub.token();
+    // The activation flow takes a few KiB.
+    let big = "x".repeat(64 << 10);
+    let (status, _) = hub
+        .https(
+            &rt,
+            None,
+            None,
+            Method::POST,
+            "/activation/v1/register",
+            Some(json!({"Csr": big, "Hostname": "h"})),
+        )
+        .unwrap();
+    assert_eq!(status, 413);
+    // An operator's JSON: at most 1 MiB.
+    let (status, _) = hub
+        .https(
+            &rt,
+            Some(&token),
+            None,
+            Method::POST,
+            "/v1/locations",
+            Some(json!({"Type": "LOCAL", "Path": "x".repeat(2 << 20)})),
+        )
+        .unwrap();
+    assert_eq!(status, 413);
+    // An agent's fs request: at most 2 MiB (a 1 MiB chunk and its names).
+    let a = FakeAgent::activate(&hub, &rt, "a");
+    std::fs::create_dir_all(tmp.path().join("dst")).unwrap();
+    let dst = hub_location(
+        &hub,
+        json!({"Type": "LOCAL", "Path": tmp.path().join("dst")}),
+    );
+    let t = fake_task(&hub, &a, &dst, "t", json!({}));
+    let e = start_task(&hub, &t, json!({}));
+    pick_up(&hub, &rt, &a);
+    let r = a.fs(
+        &hub,
+        &rt,
+        &dst,
+        Op::Put {
+            dir: Vec::new(),
+            name: b"big".to_vec(),
+            mode: 0o644,
+            zstd: false,
+            raw_len: 3 << 20,
+            data: vec![7; 3 << 20],
+            len: None,
+            update: Default::default(),
+        },
+    );
+    assert_eq!(r.map(|_| ()), Err(413));
+    assert!(!tmp.path().join("dst/big").exists());
+    // A chunk of the usual size goes through.
+    let r = a.fs(
+        &hub,
+        &rt,
+        &dst,
+        Op::Put {
+            dir: Vec::new(),
+            name: b"chunk".to_vec(),
+            mode: 0o644,
+            zstd: false,
+            raw_len: 1 << 20,
+            data: vec![7; 1 << 20],
+            len: None,
+            update: Default::default(),
+        },
+    );
+    assert!(matches!(r, Ok(Ok(_))), "{r:?}");
+    a.report(&hub, &rt, &e, "SUCCESS");
+}
+
+#[test]
+fn registrations_are_capped_and_not_written_to_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let register = |csr: &str| {
+        hub.https(
+            &rt,
+            None,
+            None,
+            Method::POST,
+            "/activation/v1/register",
+            Some(json!({"Csr": csr, "Hostname": "h"})),
+        )
+        .unwrap()
+    };
+    // A certificate request of more than a few KiB.
+    let (_, csr) = ca::new_request("h").unwrap();
+    let padded = format!("{csr}{}", "\n".repeat(12 << 10));
+    let (status, v) = register(&padded);
+    assert_eq!(status, 413, "{v}");
+    // A few waiting keys from one address, then no more.
+    for _ in 0..4 {
+        let (status, v) = register(&csr);
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = register(&csr);
+    assert_eq!(status, 429, "{v}");
+    assert!(
+        v["Message"].as_str().unwrap().contains("this address"),
+        "{v}"
+    );
+    // Nothing of it was written.
+    let state = tmp.path().join("hub/data/hub/hub.json");
+    let saved = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(!saved.contains("CERTIFICATE REQUEST"), "{saved}");
+}
+
+/// Many connections that never finish a TLS handshake, and slowloris
+/// clients (a handshake, then headers a byte at a time), from one address,
+/// more than the hub's open-file limit allows: an operator from another
+/// address is still answered.
+#[test]
+fn idle_and_slow_connections_do_not_lock_others_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    // As on a host with a small open-file limit.
+    let hub = Hub::start_limited(&tmp.path().join("hub"), 1800, Some(256));
+    let agent = Agent::start_with(&tmp.path().join("agent"), "", Some(256));
+    let rt = runtime();
+    let token = hub.token();
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    // An attacker does not wait for a full backlog either.
+    let connect = |to: SocketAddr| {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(attacker, 0)).unwrap();
+        async move {
+            match tokio::time::timeout(Duration::from_secs(1), s.connect(to)).await {
+                Ok(r) => r,
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    let tls_config = Arc::new(tls::client_config(&hub.ca_der(), None).unwrap());
+    let holders = rt.block_on(async {
+        let mut holders = Vec::new();
+        // Slowloris after a handshake, more than the open-file limit.
+        for _ in 0..300 {
+            let config = tls_config.clone();
+            if let Ok(s) = connect(hub.addr).await {
+                holders.push(tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let c = tokio_rustls::TlsConnector::from(config);
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let Ok(mut s) = c.connect(name, s).await else {
+                        return;
+                    };
+                    let _ = s.write_all(b"GET /v1/agents HTTP/1.1\r\nHost: a\r\n").await;
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        if s.write_all(b"X").await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for _ in 0..300 {
+            // Idle before the handshake, on both ports.
+            if let Ok(s) = connect(hub.addr).await {
+                holders.push(tokio::spawn(async move {
+                    let _s = s;
+                    std::future::pending::<()>().await
+                }));
+            }
+            if let Ok(mut s) = connect(agent.activation).await {
+                holders.push(tokio::spawn(async move {
+                    // Slowloris on the activation port.
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        if s.write_all(b"X").await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        holders
+    });
+    // The operator's request (from 127.0.0.1) is answered; so is the
+    // activation page.
+    let (status, v) = hub
+        .https(&rt, Some(&token), None, Method::GET, "/v1/agents", None)
+        .expect("the hub answers its operator");
+    assert_eq!(status, 200, "{v}");
+    let mut s = TcpStream::connect(agent.activation).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .expect("the activation port answers");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for h in holders {
+        h.abort();
+    }
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An agent holding hundreds of file-system operations that never end (on
+/// a FIFO, as a stuck disk would) takes its own share of the hub's blocking
+/// work only: the next agent's operations, heartbeats and the operators'
+/// API are answered.
+#[test]
+fn stuck_operations_of_one_agent_do_not_starve_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let a = FakeAgent::activate(&hub, &rt, "a");
+    let b = FakeAgent::activate(&hub, &rt, "b");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let fifo = tmp.path().join("a/fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let la = hub_location(&hub, json!({"Type": "LOCAL", "Path": tmp.path().join("a")}));
+    let lb = hub_location(&hub, json!({"Type": "LOCAL", "Path": tmp.path().join("b")}));
+    let ta = fake_task(&hub, &a, &la, "ta", json!({}));
+    let tb = fake_task(&hub, &b, &lb, "tb", json!({}));
+    let ea = start_task(&hub, &ta, json!({}));
+    let eb = start_task(&hub, &tb, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &a), ea);
+
+    // More reads of the FIFO than the runtime has blocking threads.
+    let stuck = a.client(&hub, 520);
+    let path = format!("/agent/v1/fs/{la}");
+    let held: Vec<_> = (0..520u64)
+        .map(|i| {
+            let c = stuck.clone();
+            let path = path.clone();
+            let body = postcard::to_stdvec(&proto::Request {
+                op_id: i,
+                op: Op::Digest {
+                    dir: Vec::new(),
+                    name: b"fifo".to_vec(),
+                },
+            })
+            .unwrap();
+            rt.spawn(async move {
+                c.send(Method::POST, &path, "application/x-postcard", body)
+                    .await
+            })
+        })
+        .collect();
+    let pid = hub.d.child.id();
+    wait_for(
+        "the hub to be stuck on the FIFO",
+        Duration::from_secs(60),
+        || threads(pid) >= 64,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The operators' API and heartbeats.
+    let token = hub.token();
+    let (status, _) = hub
+        .https(&rt, Some(&token), None, Method::GET, "/v1/agents", None)
+        .unwrap();
+    assert_eq!(status, 200);
+    rt.block_on(
+        b.client(&hub, 1)
+            .json(Method::POST, "/agent/v1/heartbeat", None),
+    )
+    .unwrap();
+    // The next execution, on another agent, can work.
+    a.report(&hub, &rt, &ea, "SUCCESS");
+    assert_eq!(pick_up(&hub, &rt, &b), eb);
+    let answer = rt.block_on(async {
+        let c = b.client(&hub, 1);
+        let body = postcard::to_stdvec(&proto::Request {
+            op_id: 1,
+            op: stat_root(),
+        })
+        .unwrap();
+        c.send(
+            Method::POST,
+            &format!("/agent/v1/fs/{lb}"),
+            "application/x-postcard",
+            body,
+        )
+        .await
+    });
+    let (status, body) = answer.expect("the hub answers the other agent");
+    assert_eq!(status.as_u16(), 200);
+    let r: proto::Response = postcard::from_bytes(&body).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    b.report(&hub, &rt, &eb, "SUCCESS");
+    for h in held {
+        h.abort();
+    }
+}
+
+/// The agent reads for its hub only NFS exports and the local paths its
+/// configuration lists; an activation that did not check the hub's
+/// fingerprint is flagged, and can be refused.
+#[test]
+fn a_hub_reads_only_what_the_agent_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let allowed = tmp.path().join("allowed");
+    let secret = tmp.path().join("secret");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    common::write(&allowed.join("data"), b"to be synced");
+    common::write(&secret.join("key"), b"the appliance's own key");
+    std::os::unix::fs::symlink(&secret, allowed.join("escape")).unwrap();
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &format!("  hub_local_sources: [{}]\n", allowed.display()),
+        None,
+    );
+
+    activate(&hub, &agent, hub.addr);
+    let id = agent_id(&hub, "site");
+
+    let run = |src: &Path, name: &str| {
+        let dst = tmp.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        let task = make_task(&hub, &id, src, &dst, false, 4);
+        let (e, _) = run_task(&hub, &task);
+        (e, dst)
+    };
+    let (e, dst) = run(&allowed, "dst-allowed");
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert_eq!(std::fs::read(dst.join("data")).unwrap(), b"to be synced");
+    for (src, name) in [
+        (secret.clone(), "dst-secret"),
+        (allowed.join("escape"), "dst-escape"),
+    ] {
+        let (e, dst) = run(&src, name);
+        assert_eq!(e["Status"], "ERROR", "{e}");
+        assert_eq!(e["Result"]["ErrorCode"], "SourceNotAllowed", "{e}");
+        assert!(
+            e["Result"]["ErrorDetail"]
+                .as_str()
+                .unwrap()
+                .contains("hub_local_sources"),
+            "{e}"
+        );
+        assert!(!dst.join("key").exists());
+    }
+
+    let unchecked = Agent::start_with(&tmp.path().join("unchecked"), "", None);
+    // No fingerprint: a warning, and the hub's page behind a link.
+    let (status, location, body) = unchecked.activation_get(&format!("hub={}", hub.addr));
+    assert_eq!(status, 200, "{body}");
+    assert!(location.is_none());
+    assert!(body.contains("not verified"), "{body}");
+    assert!(body.contains(&hub.fingerprint()), "{body}");
+    let key = body
+        .split("activationKey=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let v = unchecked.ferry(&["activation", "show"]);
+    assert_eq!(v["HubFingerprintChecked"], false, "{v}");
+    assert!(
+        v["Warning"].as_str().unwrap().contains(&hub.fingerprint()),
+        "{v}"
+    );
+    assert!(
+        unchecked.d.log().contains("warning"),
+        "{}",
+        unchecked.d.log()
+    );
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "unchecked"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // An agent that requires the fingerprint refuses to go without.
+    let strict = Agent::start_with(
+        &tmp.path().join("strict"),
+        "  require_hub_fingerprint: true\n",
+        None,
+    );
+    let (status, _, body) = strict.activation_get(&format!("hub={}", hub.addr));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("fingerprint"), "{body}");
+    let (status, v) = strict.d.api(
+        "POST",
+        "/v1/activation",
+        Some(json!({"Hub": hub.addr.to_string()})),
+    );
+    assert_eq!(status, 400, "{v}");
+    // With it, as usual.
+    strict.register(hub.addr, &hub.fingerprint());
 }

@@ -71,7 +71,12 @@ impl TapNet {
         let name = format!("ft{}x{n}", pid % 100_000);
         ip(&["tuntap", "add", "dev", &name, "mode", "tap"])?;
         self.taps.push(name.clone());
-        let mac = format!("52:54:00:{:02x}:{:02x}:{:02x}", (pid >> 8) & 0xff, pid & 0xff, n);
+        let mac = format!(
+            "52:54:00:{:02x}:{:02x}:{:02x}",
+            (pid >> 8) & 0xff,
+            pid & 0xff,
+            n
+        );
         Ok(Tap { name, mac })
     }
 

@@ -529,10 +529,17 @@ async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
     match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
         Ok(url) => {
             let key = url.rsplit('=').next().unwrap_or_default().to_string();
-            ok(json!({"ActivationKey": key, "ActivationUrl": url}))
+            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
+            if let Some(w) = link.warning() {
+                v["Warning"] = w.into();
+            }
+            ok(v)
         }
         Err(e @ crate::hub::link::LinkError::AlreadyActivated(_)) => {
             Err(conflict("AlreadyActivated", e.to_string()))
+        }
+        Err(e @ crate::hub::link::LinkError::FingerprintRequired) => {
+            Err(bad_request("FingerprintRequired", e.to_string()))
         }
         Err(e) => Err(ApiError {
             status: StatusCode::BAD_GATEWAY,

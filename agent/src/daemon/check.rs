@@ -14,7 +14,7 @@ pub const CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=64;
 /// What can be checked of one location on this machine.
 pub fn location(spec: &LocationSpec) -> Result<(), String> {
     match spec {
-        LocationSpec::Local { path } => {
+        LocationSpec::Local { path, .. } => {
             local_shape(path)?;
             if !Path::new(path).is_dir() {
                 return Err(format!(
@@ -85,7 +85,7 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
             check_connections(*connections)?;
             match inner.as_ref() {
                 // The path is on the agent: only its shape can be checked here.
-                LocationSpec::Local { path } => local_shape(path),
+                LocationSpec::Local { path, .. } => local_shape(path),
                 nfs @ LocationSpec::Nfs { .. } => location(nfs),
                 _ => Err("an agent's location is NFS or LOCAL".into()),
             }
@@ -123,7 +123,7 @@ pub fn task(source: &LocationSpec, destination: &LocationSpec) -> Result<(), Str
     };
     let relation = match (source_inner, destination) {
         // On the hub, an agent's local path is on that agent: not comparable.
-        (LocationSpec::Local { path: s }, LocationSpec::Local { path: d })
+        (LocationSpec::Local { path: s, .. }, LocationSpec::Local { path: d, .. })
             if !matches!(source, LocationSpec::Agent { .. }) =>
         {
             local_relation(Path::new(s), Path::new(d))
@@ -225,9 +225,7 @@ mod tests {
     use super::*;
 
     fn local(p: &Path) -> LocationSpec {
-        LocationSpec::Local {
-            path: p.display().to_string(),
-        }
+        LocationSpec::local(p.display().to_string())
     }
 
     fn nfs(server: &str, export: &str, sub: Option<&str>) -> LocationSpec {
@@ -237,6 +235,7 @@ mod tests {
             subdirectory: sub.map(str::to_string),
             version: Default::default(),
             mount_options: None,
+            allow_special_files: false,
         }
     }
 
@@ -289,10 +288,7 @@ mod tests {
 
     #[test]
     fn bad_locations_say_why() {
-        let e = location(&LocationSpec::Local {
-            path: "/nonexistent/dir".into(),
-        })
-        .unwrap_err();
+        let e = location(&LocationSpec::local("/nonexistent/dir")).unwrap_err();
         assert!(e.contains("must already exist"), "{e}");
         let e = location(&nfs("nas", "/e", Some("../../etc"))).unwrap_err();
         assert!(e.contains("'..'"), "{e}");

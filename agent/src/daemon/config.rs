@@ -14,6 +14,8 @@
 //!   socket: /run/ferry/agent.sock
 //!   activation_listen: 0.0.0.0:80   # agent: the activation port until activated
 //!   activated_marker: /data/ferry/activated
+//!   hub_local_sources: [/srv/data]  # agent: local paths a hub's task may read
+//!   require_hub_fingerprint: false  # agent: true refuses activation without it
 //!   https_listen: 0.0.0.0:443       # hub: agents and operators
 //!   hub_names: [hub.example.com]    # hub: names in its TLS certificate
 //!   operator_token_file: /data/agent/hub/operator-token
@@ -115,6 +117,11 @@ pub struct Daemon {
     pub operator_token: Option<String>,
     /// Hub: how long an activation key works.
     pub activation_key_seconds: u64,
+    /// Agent: local directories an execution handed over by the hub may
+    /// read (NFS sources are always allowed; nothing local by default).
+    pub hub_local_sources: Vec<PathBuf>,
+    /// Agent: refuse an activation without the hub's CA fingerprint.
+    pub require_hub_fingerprint: bool,
 }
 
 impl Default for Daemon {
@@ -133,6 +140,8 @@ impl Default for Daemon {
             operator_token_file: None,
             operator_token: None,
             activation_key_seconds: 30 * 60,
+            hub_local_sources: Vec::new(),
+            require_hub_fingerprint: false,
         }
     }
 }

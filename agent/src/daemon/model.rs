@@ -41,10 +41,19 @@ pub enum LocationSpec {
         /// the agent's defaults.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mount_options: Option<String>,
+        /// On the hub: agents may create device nodes, FIFOs, sockets and
+        /// set-id files here (for tasks with `PreserveDevices: PRESERVE`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        allow_special_files: bool,
     },
     /// A directory that is already there (a local disk, or a file system
     /// mounted another way).
-    Local { path: String },
+    Local {
+        path: String,
+        /// As for NFS: special files from agents only when allowed here.
+        #[serde(default, skip_serializing_if = "is_false")]
+        allow_special_files: bool,
+    },
     /// A location of the hub this agent is activated with (its id there):
     /// the data goes to the hub over mutual TLS. A destination only.
     Hub {
@@ -72,7 +81,33 @@ pub enum LocationSpec {
     },
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
 impl LocationSpec {
+    /// A plain local location (special files not allowed).
+    pub fn local(path: impl Into<String>) -> LocationSpec {
+        LocationSpec::Local {
+            path: path.into(),
+            allow_special_files: false,
+        }
+    }
+
+    /// Whether the hub lets agents make special files in this location.
+    pub fn allows_special_files(&self) -> bool {
+        matches!(
+            self,
+            LocationSpec::Local {
+                allow_special_files: true,
+                ..
+            } | LocationSpec::Nfs {
+                allow_special_files: true,
+                ..
+            }
+        )
+    }
+
     pub fn uri(&self) -> String {
         match self {
             LocationSpec::Nfs {
@@ -93,7 +128,7 @@ impl LocationSpec {
                     sub.trim_matches('/')
                 )
             }
-            LocationSpec::Local { path } => format!("file://{path}"),
+            LocationSpec::Local { path, .. } => format!("file://{path}"),
             LocationSpec::Hub {
                 hub_location_id, ..
             } => format!("hub://{hub_location_id}"),

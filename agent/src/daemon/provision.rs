@@ -97,9 +97,10 @@ impl DeclaredLocation {
                     subdirectory: subdirectory.clone(),
                     version: version(v.as_deref())?,
                     mount_options: mount_options.clone(),
+                    allow_special_files: false,
                 }
             }
-            DeclaredLocation::Local { path } => LocationSpec::Local { path: path.clone() },
+            DeclaredLocation::Local { path } => LocationSpec::local(path.clone()),
         })
         .and_then(|spec| super::check::location(&spec).map(|()| spec))
     }

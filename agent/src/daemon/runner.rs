@@ -81,7 +81,7 @@ impl Prepared {
                 Err("a hub location is written over TLS, not opened".into())
             }
             LocationSpec::Agent { .. } => Err("an agent's location is read by that agent".into()),
-            LocationSpec::Local { path } => Ok(Prepared {
+            LocationSpec::Local { path, .. } => Ok(Prepared {
                 path: PathBuf::from(path),
                 mounted: false,
             }),
@@ -91,6 +91,7 @@ impl Prepared {
                 subdirectory,
                 version,
                 mount_options,
+                ..
             } => {
                 let vers = nfs::mount(
                     server,

@@ -568,11 +568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.db");
         let store = Store::open(&path).unwrap();
-        let loc = store
-            .insert_location(&LocationSpec::Local {
-                path: "/tmp".into(),
-            })
-            .unwrap();
+        let loc = store.insert_location(&LocationSpec::local("/tmp")).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.locations().unwrap(), vec![loc]);
@@ -625,12 +621,8 @@ mod tests {
     fn running_executions_become_interrupted_and_queued_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("agent.db")).unwrap();
-        let a = store
-            .insert_location(&LocationSpec::Local { path: "/a".into() })
-            .unwrap();
-        let b = store
-            .insert_location(&LocationSpec::Local { path: "/b".into() })
-            .unwrap();
+        let a = store.insert_location(&LocationSpec::local("/a")).unwrap();
+        let b = store.insert_location(&LocationSpec::local("/b")).unwrap();
         let task = Task {
             task_id: model::new_id("task"),
             name: "t".into(),

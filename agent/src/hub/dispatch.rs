@@ -5,6 +5,13 @@
 //! destination, and reports its status and counters
 //! (`POST /agent/v1/executions/{id}/report`) until it ends. A cancel on the
 //! hub reaches the agent in the answer to its next report.
+//!
+//! The board is also what authorizes an agent's file-system requests on the
+//! hub ([`Board::grant`]): an agent may touch a location of the hub only
+//! while an execution writing there is handed to it, from the moment it
+//! picked the execution up until it reported its end (or the hub's runner
+//! gave up on it). A job posted but not yet picked up grants nothing, nor
+//! does one that ended.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
@@ -55,6 +62,14 @@ impl Report {
 struct Slot {
     job: Job,
     report: Option<Report>,
+    /// The agent has received the job (`GET /agent/v1/tasks`).
+    picked_up: bool,
+}
+
+impl Slot {
+    fn running(&self) -> bool {
+        self.picked_up && !self.report.as_ref().is_some_and(Report::finished)
+    }
 }
 
 #[derive(Default)]
@@ -66,21 +81,43 @@ pub struct Board {
 impl Board {
     pub fn post(&self, job: Job) {
         let id = job.execution_id.clone();
-        self.slots
-            .lock()
-            .unwrap()
-            .insert(id, Slot { job, report: None });
+        self.slots.lock().unwrap().insert(
+            id,
+            Slot {
+                job,
+                report: None,
+                picked_up: false,
+            },
+        );
     }
 
-    /// The jobs of `agent_id`, running or to start.
+    /// The jobs of `agent_id`, running or to start; they count as picked up.
     pub fn jobs_for(&self, agent_id: &str) -> Vec<Job> {
         self.slots
             .lock()
             .unwrap()
-            .values()
+            .values_mut()
             .filter(|s| s.job.agent_id == agent_id)
-            .map(|s| s.job.clone())
+            .map(|s| {
+                s.picked_up = true;
+                s.job.clone()
+            })
             .collect()
+    }
+
+    /// The running job that lets `agent_id` write to the hub's location
+    /// `location_id`, if any (see the module's documentation).
+    pub fn grant(&self, agent_id: &str, location_id: &str) -> Option<Job> {
+        self.slots
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| {
+                s.job.agent_id == agent_id
+                    && s.job.destination_location_id == location_id
+                    && s.running()
+            })
+            .map(|s| s.job.clone())
     }
 
     /// Records a report; `None` when `agent_id` has no such job. Answers
@@ -90,6 +127,12 @@ impl Board {
         let slot = slots
             .get_mut(execution_id)
             .filter(|s| s.job.agent_id == agent_id)?;
+        // A report is only taken from an agent that has the job, and an
+        // ended job stays ended (no report reopens its grant).
+        if slot.report.as_ref().is_some_and(Report::finished) {
+            return Some(slot.job.cancel);
+        }
+        slot.picked_up = true;
         slot.report = Some(report);
         let cancel = slot.job.cancel;
         drop(slots);
@@ -112,5 +155,61 @@ impl Board {
 
     pub fn remove(&self, execution_id: &str) {
         self.slots.lock().unwrap().remove(execution_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, agent: &str, location: &str) -> Job {
+        Job {
+            execution_id: id.into(),
+            task_id: "task-1".into(),
+            agent_id: agent.into(),
+            source: LocationSpec::local("/src"),
+            destination_location_id: location.into(),
+            compress: false,
+            connections: None,
+            options: Options::default(),
+            cancel: false,
+        }
+    }
+
+    fn report(status: &str) -> Report {
+        Report {
+            status: status.into(),
+            result: ResultDetail::default(),
+            counters: CounterSnapshot::default(),
+        }
+    }
+
+    #[test]
+    fn a_location_is_granted_to_its_agent_only_while_its_execution_runs() {
+        let board = Board::default();
+        board.post(job("exec-1", "agent-a", "loc-1"));
+        // Posted, not picked up yet.
+        assert!(board.grant("agent-a", "loc-1").is_none());
+        assert_eq!(board.jobs_for("agent-a").len(), 1);
+        assert!(board.grant("agent-a", "loc-1").is_some());
+        // Another agent, another location: nothing.
+        assert!(board.grant("agent-b", "loc-1").is_none());
+        assert!(board.jobs_for("agent-b").is_empty());
+        assert!(board.grant("agent-b", "loc-1").is_none());
+        assert!(board.grant("agent-a", "loc-2").is_none());
+        // Another agent cannot report on it.
+        assert_eq!(
+            board.report("agent-b", "exec-1", report(crate::daemon::model::SUCCESS)),
+            None
+        );
+        board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert!(board.grant("agent-a", "loc-1").is_some());
+        // Ended: no more, and a later report does not reopen it.
+        board.report("agent-a", "exec-1", report(crate::daemon::model::SUCCESS));
+        assert!(board.grant("agent-a", "loc-1").is_none());
+        board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert!(board.grant("agent-a", "loc-1").is_none());
+        board.remove("exec-1");
+        assert!(board.grant("agent-a", "loc-1").is_none());
     }
 }

@@ -8,13 +8,22 @@
 //! key. The agent then asks the hub for its certificate until an operator
 //! confirms the key; with it, the agent writes the activation marker, closes
 //! the activation port and reports to the hub every minute.
+//!
+//! What the agent trusts its hub with: the hub hands it executions whose
+//! source is an NFS export, or a local path the agent's own configuration
+//! lists (`daemon: hub_local_sources`); anything else is refused and
+//! reported to the hub, so a hub cannot make the agent read its own disk.
+//! An activation without the hub's fingerprint trusts whichever hub
+//! answered first: it is warned about (log, API answer, activation page,
+//! `ferry activation show`), and `daemon: require_hub_fingerprint: true`
+//! forbids it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::Method;
@@ -54,6 +63,80 @@ pub enum LinkError {
     Answer(&'static str),
     #[error("cannot start the hub client's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("this agent activates only with the hub's CA fingerprint (hubFingerprint=sha256:HEX; require_hub_fingerprint is set)")]
+    FingerprintRequired,
+}
+
+/// Why an execution the hub handed over is not run here.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceRefused {
+    #[error("the hub asked this agent to read its local path {path:?}; the agent reads for its hub only NFS exports and the local paths its configuration lists under daemon: hub_local_sources ({allowed})")]
+    LocalNotAllowed { path: String, allowed: String },
+    #[error(
+        "the hub asked this agent to read {path:?}, which is not there or not readable: {source}"
+    )]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the source of a hub's task is an NFS or local location of the agent, not {0}")]
+    Kind(String),
+}
+
+/// What the agent's own configuration lets its hub do.
+#[derive(Clone, Debug, Default)]
+pub struct LinkPolicy {
+    /// Local directories a hub's execution may read (with what is under them).
+    pub hub_local_sources: Vec<PathBuf>,
+    /// No activation without the hub's CA fingerprint.
+    pub require_hub_fingerprint: bool,
+}
+
+impl LinkPolicy {
+    /// The source to use for a job's `source`: NFS as given, a local path
+    /// only inside an allowed directory (compared once every symlink in
+    /// both is resolved, and used resolved).
+    pub fn check_source(&self, source: &LocationSpec) -> Result<LocationSpec, SourceRefused> {
+        match source {
+            LocationSpec::Nfs { .. } => Ok(source.clone()),
+            LocationSpec::Local { path, .. } => {
+                let real =
+                    std::fs::canonicalize(path).map_err(|source| SourceRefused::Unreadable {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let inside = self.hub_local_sources.iter().any(|allowed| {
+                    std::fs::canonicalize(allowed).is_ok_and(|a| real.starts_with(a))
+                });
+                if !inside {
+                    let allowed = if self.hub_local_sources.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.hub_local_sources
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(SourceRefused::LocalNotAllowed {
+                        path: path.clone(),
+                        allowed,
+                    });
+                }
+                Ok(LocationSpec::local(real.to_string_lossy().into_owned()))
+            }
+            other => Err(SourceRefused::Kind(other.uri())),
+        }
+    }
+}
+
+/// The warning for an activation that trusted the hub on first contact.
+fn unverified(ca_fingerprint: &str) -> String {
+    format!(
+        "no hub fingerprint was given: this agent trusts the hub CA {ca_fingerprint} because it answered first; \
+         check that the hub logs this fingerprint before confirming the key \
+         (or start again with the hub's fingerprint)"
+    )
 }
 
 /// What the agent keeps about its hub (`link.json` in its data directory).
@@ -66,6 +149,10 @@ struct LinkState {
     activation_key: Option<String>,
     agent_id: Option<String>,
     activated: bool,
+    /// Whether the hub's CA was checked against a fingerprint given with
+    /// the activation (`false`: trusted on first contact).
+    #[serde(default)]
+    pinned: bool,
 }
 
 type Log = Arc<dyn Fn(&str) + Send + Sync>;
@@ -81,6 +168,7 @@ pub struct Link {
     jobs: Mutex<HashMap<String, String>>,
     /// The hub's ids of executions that ended here (never started again).
     done: Mutex<HashSet<String>>,
+    policy: LinkPolicy,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
@@ -104,6 +192,7 @@ impl Link {
         marker: &Path,
         poll: Duration,
         log: Log,
+        policy: LinkPolicy,
     ) -> Result<Arc<Link>, LinkError> {
         crate::daemon::secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
         let state: LinkState = std::fs::read(dir.join("link.json"))
@@ -119,6 +208,7 @@ impl Link {
             log,
             jobs: Mutex::default(),
             done: Mutex::default(),
+            policy,
         });
         if link.is_activated() {
             link.write_marker()?;
@@ -133,12 +223,28 @@ impl Link {
     /// The hub and this agent's id there, once activated.
     pub fn status(&self) -> serde_json::Value {
         let s = self.state.lock().unwrap();
-        json!({
+        let mut v = json!({
             "Activated": s.activated,
             "Hub": s.hub,
             "AgentId": s.agent_id,
             "ActivationKey": if s.activated { None } else { s.activation_key.clone() },
-        })
+        });
+        if let Some(fp) = ca_fingerprint(&s) {
+            v["HubCaFingerprint"] = fp.clone().into();
+            v["HubFingerprintChecked"] = s.pinned.into();
+            if !s.pinned {
+                v["Warning"] = unverified(&fp).into();
+            }
+        }
+        v
+    }
+
+    /// The warning to show when the hub was trusted on first contact.
+    pub fn warning(&self) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        ca_fingerprint(&s)
+            .filter(|_| !s.pinned)
+            .map(|fp| unverified(&fp))
     }
 
     fn save(&self, state: &LinkState) -> Result<(), LinkError> {
@@ -178,6 +284,10 @@ impl Link {
         if activated {
             return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
+        let fingerprint = fingerprint.map(str::trim).filter(|f| !f.is_empty());
+        if fingerprint.is_none() && self.policy.require_hub_fingerprint {
+            return Err(LinkError::FingerprintRequired);
+        }
         let base = base_url(hub)?;
         let seen = Arc::new(Mutex::new(None));
         let config = tls::first_contact_config(fingerprint.map(str::to_string), seen.clone())?;
@@ -203,6 +313,7 @@ impl Link {
             activation_key: Some(key.clone()),
             agent_id: None,
             activated: false,
+            pinned: fingerprint.is_some(),
         };
         self.save(&state)?;
         *self.state.lock().unwrap() = state;
@@ -210,6 +321,12 @@ impl Link {
             "activation: registered with {base} (CA {}), key {key}",
             ca::fingerprint(&ca_der)
         ));
+        if fingerprint.is_none() {
+            (self.log)(&format!(
+                "activation: warning: {}",
+                unverified(&ca::fingerprint(&ca_der))
+            ));
+        }
         Ok(format!("{base}/activate?activationKey={key}"))
     }
 
@@ -344,7 +461,14 @@ impl Link {
             if known || job.cancel {
                 continue;
             }
-            match start_local(agent, &job) {
+            let started = self
+                .policy
+                .check_source(&job.source)
+                .map_err(|e| ("SourceNotAllowed", e.to_string()))
+                .and_then(|source| {
+                    start_local(agent, &job, &source).map_err(|e| ("AgentCannotStart", e))
+                });
+            match started {
                 Ok(local) => {
                     (self.log)(&format!(
                         "hub: running its execution {} as {local}",
@@ -352,12 +476,16 @@ impl Link {
                     ));
                     self.jobs.lock().unwrap().insert(job.execution_id, local);
                 }
-                Err(why) => {
+                Err((code, why)) => {
+                    (self.log)(&format!(
+                        "hub: its execution {} is not run here: {why}",
+                        job.execution_id
+                    ));
                     let mut result = crate::daemon::store::pending_result();
                     result.prepare_status = model::ERROR.into();
                     result.transfer_status = model::ERROR.into();
                     result.verify_status = model::ERROR.into();
-                    result.error_code = Some("AgentCannotStart".into());
+                    result.error_code = Some(code.into());
                     result.error_detail = Some(why);
                     let report = Report {
                         status: model::ERROR.into(),
@@ -460,12 +588,16 @@ impl Link {
         let mut done = self.activated.subscribe();
         let app = axum::Router::new()
             .route("/", axum::routing::get(activation_page))
-            .with_state(self.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = done.wait_for(|a| *a).await;
-            })
-            .await?;
+            .with_state(self.clone())
+            // A query string is all it takes; the registration is one
+            // round trip to the hub.
+            .layer(DefaultBodyLimit::max(4 << 10))
+            .layer(axum::middleware::from_fn(activation_budget));
+        let conns = tls::Connections::new(tls::ConnLimits::for_this_process());
+        tls::serve_plain(listener, app, conns, async move {
+            let _ = done.wait_for(|a| *a).await;
+        })
+        .await;
         (self.log)("activation: port closed");
         Ok(())
     }
@@ -486,19 +618,13 @@ fn location_for(
         .map_err(|e| e.to_string())
 }
 
-/// Queues a job of the hub here, as the task `hub-TASKID` from the job's
-/// source to the hub's location.
-fn start_local(agent: &Arc<Agent>, job: &Job) -> Result<String, String> {
-    if !matches!(
-        job.source,
-        LocationSpec::Nfs { .. } | LocationSpec::Local { .. }
-    ) {
-        return Err("the source of a hub's task is an NFS or local location of the agent".into());
-    }
+/// Queues a job of the hub here, as the task `hub-TASKID` from `source`
+/// (the job's, as [`LinkPolicy::check_source`] allowed it) to the hub's location.
+fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<String, String> {
     let err = |e: crate::daemon::store::StoreError| e.to_string();
     let task = {
         let store = agent.store.lock().unwrap();
-        let src = location_for(&store, &job.source)?;
+        let src = location_for(&store, source)?;
         let dst = location_for(
             &store,
             &LocationSpec::Hub {
@@ -538,6 +664,35 @@ fn start_local(agent: &Arc<Agent>, job: &Job) -> Result<String, String> {
     agent.queue(&task, &job.options).map_err(err)
 }
 
+/// The activation port's budget per request (a registration with the hub
+/// takes one TLS connection and a request, retried at most a few times).
+const ACTIVATION_BUDGET: Duration = Duration::from_secs(60);
+
+async fn activation_budget(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(ACTIVATION_BUDGET, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "activation: no answer in time; try again\n",
+        )
+            .into_response(),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn ca_fingerprint(s: &LinkState) -> Option<String> {
+    let pem = s.ca.as_deref()?;
+    ca::cert_from_pem(pem, "the hub's CA")
+        .ok()
+        .map(|der| ca::fingerprint(&der))
+}
+
 async fn activation_page(
     State(link): State<Arc<Link>>,
     Query(q): Query<HashMap<String, String>>,
@@ -553,10 +708,89 @@ async fn activation_page(
         .begin(hub, q.get("hubFingerprint").map(String::as_str))
         .await
     {
-        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Ok(location) => match link.warning() {
+            None => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+            // Trusted on first contact: the operator is told before going on.
+            Some(warning) => {
+                let url = html_escape(&location);
+                axum::response::Html(format!(
+                    "<!doctype html><title>Ferry agent: activation</title>\
+                     <h1>Warning: the hub was not verified</h1><p>{}\
+                     <p>Continue to the hub's activation page: <a href=\"{url}\">{url}</a>",
+                    html_escape(&warning)
+                ))
+                .into_response()
+            }
+        },
         Err(e @ LinkError::AlreadyActivated(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
+        Err(e @ LinkError::FingerprintRequired) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_reads_only_nfs_and_the_local_paths_the_agent_allows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let allowed = tmp.path().join("data");
+        let secret = tmp.path().join("secret");
+        std::fs::create_dir_all(allowed.join("sub")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, allowed.join("escape")).unwrap();
+        let local = |p: &Path| LocationSpec::local(p.to_string_lossy().into_owned());
+        let nfs = LocationSpec::Nfs {
+            server: "nas".into(),
+            export: "/e".into(),
+            subdirectory: None,
+            version: Default::default(),
+            mount_options: None,
+            allow_special_files: false,
+        };
+
+        let none = LinkPolicy::default();
+        assert_eq!(none.check_source(&nfs).unwrap(), nfs);
+        let e = none.check_source(&local(&allowed)).unwrap_err();
+        assert!(matches!(e, SourceRefused::LocalNotAllowed { .. }), "{e}");
+        assert!(e.to_string().contains("hub_local_sources (none)"), "{e}");
+
+        let some = LinkPolicy {
+            hub_local_sources: vec![allowed.clone()],
+            require_hub_fingerprint: false,
+        };
+        let real = std::fs::canonicalize(&allowed).unwrap();
+        assert_eq!(some.check_source(&local(&allowed)).unwrap(), local(&real));
+        assert_eq!(
+            some.check_source(&local(&allowed.join("sub"))).unwrap(),
+            local(&real.join("sub"))
+        );
+        for outside in [
+            secret.clone(),
+            allowed.join("escape"),
+            allowed.join("../secret"),
+            tmp.path().join("data-and-more"),
+            PathBuf::from("/"),
+        ] {
+            assert!(
+                some.check_source(&local(&outside)).is_err(),
+                "{} was allowed",
+                outside.display()
+            );
+        }
+        let hub = LocationSpec::Hub {
+            hub_location_id: "loc-1".into(),
+            compress: false,
+            connections: None,
+        };
+        assert!(matches!(
+            some.check_source(&hub),
+            Err(SourceRefused::Kind(_))
+        ));
     }
 }

@@ -5,6 +5,13 @@
 //! | anyone (the activation flow) | `POST /activation/v1/register`, `GET /activation/v1/certificate`, `GET`/`POST /activate` (the page) |
 //! | operators (bearer token or operator certificate) | `/v1/agents`, `/v1/agents/activate`, and the daemon's API (`/v1/locations`, `/v1/tasks`, `/v1/executions`, `/metrics`) |
 //! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
+//!
+//! An agent's file-system requests reach only the location an execution
+//! handed to it writes to, while that execution runs ([`super::dispatch`]).
+//! Every request has a body size limit and a time budget; the blocking
+//! file-system work is bounded per agent and in all, below the runtime's
+//! blocking threads, so no agent's slow or stuck operations hold up the
+//! others, the operators or the activation flow.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -21,7 +28,7 @@ use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ca::{self, Ca};
 use super::proto;
@@ -29,7 +36,25 @@ use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
 use crate::daemon::{api, nfs, secure, Agent};
+use crate::engine::options::PreserveDevices;
 use crate::location::local::LocalLocation;
+
+/// Request bodies: an fs operation carries at most a 1 MiB chunk (plus its
+/// names); the activation flow and JSON routes carry a few KiB.
+pub const FS_BODY_MAX: usize = 2 << 20;
+pub const PUBLIC_BODY_MAX: usize = 16 << 10;
+pub const AGENT_JSON_BODY_MAX: usize = 256 << 10;
+pub const OPERATOR_BODY_MAX: usize = 1 << 20;
+/// How long a request may take, body included, before it is answered 503
+/// (an agent sends an fs operation again; its first answer is kept).
+pub const FS_BUDGET: Duration = Duration::from_secs(60);
+pub const REQUEST_BUDGET: Duration = Duration::from_secs(30);
+/// Blocking file-system operations in flight, in all and per agent (an
+/// agent uses up to 64 connections). Both stay well under tokio's 512
+/// blocking threads, so operations stuck on a slow disk never leave the
+/// rest of the hub without threads.
+pub const FS_IN_FLIGHT: usize = 192;
+pub const FS_IN_FLIGHT_PER_AGENT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubStartError {
@@ -74,6 +99,52 @@ pub struct Hub {
     answers: Mutex<Answers>,
     /// NFS locations of the hub, mounted at first use.
     mounts: Mutex<HashMap<String, PathBuf>>,
+    fs_slots: FsSlots,
+}
+
+/// Permits for blocking file-system work: one from the agent's own
+/// semaphore, then one from the shared one, held until the work ends
+/// (even after its request gave up waiting).
+struct FsSlots {
+    all: Arc<Semaphore>,
+    per_agent: usize,
+    by_agent: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+struct FsPermit {
+    _agent: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+impl FsSlots {
+    fn new(all: usize, per_agent: usize) -> FsSlots {
+        FsSlots {
+            all: Arc::new(Semaphore::new(all)),
+            per_agent,
+            by_agent: Mutex::default(),
+        }
+    }
+
+    async fn acquire(&self, agent: &str) -> FsPermit {
+        let mine = self
+            .by_agent
+            .lock()
+            .unwrap()
+            .entry(agent.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_agent)))
+            .clone();
+        let agent = mine.acquire_owned().await.expect("never closed");
+        let all = self
+            .all
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        FsPermit {
+            _agent: agent,
+            _all: all,
+        }
+    }
 }
 
 /// Who a request is from, once authenticated.
@@ -141,6 +212,7 @@ impl Hub {
             agent,
             answers: Mutex::new(Answers::default()),
             mounts: Mutex::default(),
+            fs_slots: FsSlots::new(FS_IN_FLIGHT, FS_IN_FLIGHT_PER_AGENT),
         }))
     }
 
@@ -148,13 +220,14 @@ impl Hub {
     /// is mounted (once, at first use, until the hub stops).
     fn location_root(&self, id: &str, spec: &LocationSpec) -> std::io::Result<PathBuf> {
         let (server, export, subdirectory, version, mount_options) = match spec {
-            LocationSpec::Local { path } => return Ok(PathBuf::from(path)),
+            LocationSpec::Local { path, .. } => return Ok(PathBuf::from(path)),
             LocationSpec::Nfs {
                 server,
                 export,
                 subdirectory,
                 version,
                 mount_options,
+                ..
             } => (server, export, subdirectory, version, mount_options),
             _ => return Err(std::io::ErrorKind::Unsupported.into()),
         };
@@ -195,17 +268,15 @@ impl Hub {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(listen_err)?;
-        let listener = tls::TlsListener::new(tcp, config).map_err(listen_err)?;
+        let limits = tls::ConnLimits::for_this_process();
         self.agent.events.info(&format!(
-            "hub: HTTPS on {addr}; CA fingerprint {}",
-            self.ca.fingerprint()
+            "hub: HTTPS on {addr}; CA fingerprint {}; at most {} connections ({} per address)",
+            self.ca.fingerprint(),
+            limits.max_connections,
+            limits.max_per_address
         ));
-        axum::serve(
-            listener,
-            router(self).into_make_service_with_connect_info::<Peer>(),
-        )
-        .await
-        .map_err(listen_err)
+        tls::serve_tls(tcp, config, router(self), tls::Connections::new(limits)).await;
+        Ok(())
     }
 }
 
@@ -214,7 +285,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/activation/v1/register", post(register))
         .route("/activation/v1/certificate", get(certificate))
         .route("/activate", get(page).post(page_confirm))
-        .with_state(hub.clone());
+        .with_state(hub.clone())
+        .layer(DefaultBodyLimit::max(PUBLIC_BODY_MAX))
+        .layer(middleware::from_fn_with_state(REQUEST_BUDGET, budget));
     let operator = api::router(hub.agent.clone())
         .merge(
             Router::new()
@@ -222,7 +295,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .route("/v1/agents/activate", post(activate))
                 .with_state(hub.clone()),
         )
-        .layer(middleware::from_fn_with_state(hub.clone(), operator_auth));
+        .layer(middleware::from_fn_with_state(hub.clone(), operator_auth))
+        .layer(DefaultBodyLimit::max(OPERATOR_BODY_MAX))
+        .layer(middleware::from_fn_with_state(REQUEST_BUDGET, budget));
     let agents = Router::new()
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/tasks", get(agent_tasks))
@@ -230,10 +305,30 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/agent/v1/executions/{execution}/report",
             post(agent_report),
         )
+        .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
+        .layer(DefaultBodyLimit::max(AGENT_JSON_BODY_MAX))
+        .layer(middleware::from_fn_with_state(REQUEST_BUDGET, budget))
+        .with_state(hub.clone());
+    // The fs route reads its body itself, after the authorization.
+    let fs = Router::new()
         .route("/agent/v1/fs/{location}", post(fs_op))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
+        .layer(middleware::from_fn_with_state(FS_BUDGET, budget))
         .with_state(hub);
-    public.merge(operator).merge(agents)
+    public.merge(operator).merge(agents).merge(fs)
+}
+
+/// A request not answered within `limit` (its body read included) is
+/// answered 503, and its handler dropped.
+async fn budget(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            format!("the hub did not answer within {limit:?}; send the request again later"),
+        ),
+    }
 }
 
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -305,6 +400,10 @@ fn activation_status(e: &ActivationError) -> StatusCode {
         ActivationError::Used(_) => StatusCode::CONFLICT,
         ActivationError::Expired(_) => StatusCode::GONE,
         ActivationError::BadRequest(_) | ActivationError::BadName => StatusCode::BAD_REQUEST,
+        ActivationError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ActivationError::TooManyPending(_)
+        | ActivationError::TooManyFromAddress(_)
+        | ActivationError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -315,6 +414,10 @@ fn activation_refusal(e: ActivationError) -> Response {
         ActivationError::Used(_) => "ActivationKeyUsed",
         ActivationError::Expired(_) => "ActivationKeyExpired",
         ActivationError::BadRequest(_) | ActivationError::BadName => "InvalidRequest",
+        ActivationError::TooLarge(_) => "RequestTooLarge",
+        ActivationError::TooManyPending(_)
+        | ActivationError::TooManyFromAddress(_)
+        | ActivationError::RateLimited => "TooManyRequests",
         _ => "InternalError",
     };
     refuse(activation_status(&e), code, e.to_string())
@@ -328,7 +431,11 @@ struct RegisterBody {
     hostname: String,
 }
 
-async fn register(State(hub): State<Arc<Hub>>, bytes: Bytes) -> Response {
+async fn register(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    bytes: Bytes,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<RegisterBody>(&bytes) else {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -340,7 +447,7 @@ async fn register(State(hub): State<Arc<Hub>>, bytes: Bytes) -> Response {
         .state
         .lock()
         .unwrap()
-        .register(&body.csr, &body.hostname);
+        .register(&body.csr, &body.hostname, peer.addr.ip());
     match key {
         Ok(key) => {
             hub.agent.events.info(&format!(
@@ -490,12 +597,42 @@ async fn agent_report(
     }
 }
 
+/// Whether an agent may make special files (devices, FIFOs, sockets,
+/// set-id files) with this job on this location: the task asked for them
+/// and the hub's location allows them.
+fn special_files_allowed(job: &super::dispatch::Job, spec: &LocationSpec) -> bool {
+    job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
+}
+
 async fn fs_op(
     State(hub): State<Arc<Hub>>,
     Extension(id): Extension<AgentId>,
     UrlPath(location): UrlPath<String>,
-    body: Bytes,
+    req: Request,
 ) -> Response {
+    // Before anything else (the body, the store, a mount): is this agent
+    // running an execution the hub gave it, writing to this location?
+    let Some(job) = hub.agent.board.grant(&id.0, &location) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "LocationNotGranted",
+            format!(
+                "the agent {} runs no execution of the hub that writes to {location}; \
+                 an agent reaches a location of the hub only while the hub has it run such an execution",
+                id.0
+            ),
+        );
+    };
+    let body = match axum::body::to_bytes(req.into_body(), FS_BODY_MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "InvalidRequest",
+                format!("the request body: {e} (at most {FS_BODY_MAX} bytes)"),
+            )
+        }
+    };
     let req: proto::Request = match postcard::from_bytes(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
@@ -517,19 +654,21 @@ async fn fs_op(
             format!("{location} is not a local or NFS location of the hub"),
         );
     }
+    let special_files = special_files_allowed(&job, &spec);
     let h = hub.clone();
-    let run = move |op: proto::Op| {
+    let run = move |op: proto::Op, _permit: FsPermit| {
         let resp = match h
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
         {
-            Ok(loc) => super::fs::execute(&loc, op, &super::fs::Policy::default()),
+            Ok(loc) => super::fs::execute(&loc, op, &super::fs::Policy { special_files }),
             Err(e) => Err(proto::WireError::from(&e)),
         };
         Bytes::from(postcard::to_stdvec(&resp).expect("encodable"))
     };
     if !req.op.changes() {
-        return match tokio::task::spawn_blocking(move || run(req.op)).await {
+        let permit = hub.fs_slots.acquire(&id.0).await;
+        return match tokio::task::spawn_blocking(move || run(req.op, permit)).await {
             Ok(answer) => {
                 ([(header::CONTENT_TYPE, "application/x-postcard")], answer).into_response()
             }
@@ -540,8 +679,8 @@ async fn fs_op(
             ),
         };
     }
-    let key = (id.0, req.op_id);
-    let mut rx = {
+    let key = (id.0.clone(), req.op_id);
+    let existing = |hub: &Hub| -> Option<Answer> {
         let mut answers = hub.answers.lock().unwrap();
         if answers
             .pruned
@@ -550,16 +689,26 @@ async fn fs_op(
             answers.by_op.retain(|_, (t, _)| t.elapsed() < ANSWERS_KEPT);
             answers.pruned = Some(Instant::now());
         }
-        match answers.by_op.get(&key) {
-            Some((_, rx)) => rx.clone(),
-            None => {
-                let (tx, rx) = watch::channel(None);
-                answers.by_op.insert(key, (Instant::now(), rx.clone()));
-                // Done to the end even if this connection breaks meanwhile.
-                tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(Some(run(req.op)));
-                });
-                rx
+        answers.by_op.get(&key).map(|(_, rx)| rx.clone())
+    };
+    let mut rx = match existing(&hub) {
+        Some(rx) => rx,
+        None => {
+            // Waiting for a slot starts nothing: a request that gives up
+            // here leaves no answer behind, and its retry starts afresh.
+            let permit = hub.fs_slots.acquire(&id.0).await;
+            let mut answers = hub.answers.lock().unwrap();
+            match answers.by_op.get(&key) {
+                Some((_, rx)) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    answers.by_op.insert(key, (Instant::now(), rx.clone()));
+                    // Done to the end even if this connection breaks meanwhile.
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(Some(run(req.op, permit)));
+                    });
+                    rx
+                }
             }
         }
     };
@@ -574,4 +723,98 @@ async fn fs_op(
         }
     };
     ([(header::CONTENT_TYPE, "application/x-postcard")], answer).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Options;
+    use std::future::Future;
+
+    #[test]
+    fn special_files_need_the_task_to_ask_and_the_location_to_allow() {
+        let job = |preserve: PreserveDevices| super::super::dispatch::Job {
+            execution_id: "exec-1".into(),
+            task_id: "task-1".into(),
+            agent_id: "agent-1".into(),
+            source: LocationSpec::local("/src"),
+            destination_location_id: "loc-1".into(),
+            compress: false,
+            connections: None,
+            options: Options {
+                preserve_devices: preserve,
+                ..Options::default()
+            },
+            cancel: false,
+        };
+        let allowing = LocationSpec::Local {
+            path: "/dst".into(),
+            allow_special_files: true,
+        };
+        let plain = LocationSpec::local("/dst");
+        assert!(special_files_allowed(
+            &job(PreserveDevices::Preserve),
+            &allowing
+        ));
+        assert!(!special_files_allowed(
+            &job(PreserveDevices::None),
+            &allowing
+        ));
+        assert!(!special_files_allowed(
+            &job(PreserveDevices::Preserve),
+            &plain
+        ));
+    }
+
+    #[test]
+    fn a_request_over_its_budget_is_answered_503() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A handler that would take ten minutes (a body that never
+            // comes is the same to the budget).
+            let mut app = Router::new()
+                .route(
+                    "/",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        "late"
+                    }),
+                )
+                .layer(middleware::from_fn_with_state(
+                    Duration::from_millis(50),
+                    budget,
+                ));
+            let req = axum::http::Request::new(axum::body::Body::empty());
+            let resp = tower_service::Service::call(&mut app, req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
+
+    /// The slot, if it is free now (a free semaphore answers at first poll).
+    fn now(slots: &FsSlots, agent: &str) -> Option<FsPermit> {
+        let mut f = std::pin::pin!(slots.acquire(agent));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(p) => Some(p),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn one_agent_cannot_take_every_file_system_slot() {
+        let slots = FsSlots::new(3, 2);
+        let held = [now(&slots, "a").unwrap(), now(&slots, "a").unwrap()];
+        // "a" is at its cap; "b" still gets in.
+        assert!(now(&slots, "a").is_none(), "a third slot for one agent");
+        let b = now(&slots, "b").unwrap();
+        // The total is reached: "c" waits until one is given back.
+        assert!(now(&slots, "c").is_none(), "over the total");
+        drop(b);
+        assert!(now(&slots, "c").is_some());
+        drop(held);
+        assert!(now(&slots, "a").is_some());
+    }
 }

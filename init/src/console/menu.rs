@@ -568,11 +568,21 @@ impl<T: Term, H: Host> Console<'_, T, H> {
             self.say("  invalid: sha256: followed by 64 hexadecimal digits");
         };
         match self.host.activate(&hub, fingerprint.as_deref()) {
-            Ok(key) => self.say(&format!(
-                "Activation key: {key}\nConfirm it on the hub: ferry agent activate {key} --name NAME, \
-                 or its page https://{hub}/activate?activationKey={key}\n\
-                 The agent then picks up its certificate by itself and closes port 80."
-            )),
+            Ok(key) => {
+                self.say(&format!(
+                    "Activation key: {key}\nConfirm it on the hub: ferry agent activate {key} --name NAME, \
+                     or its page https://{hub}/activate?activationKey={key}\n\
+                     The agent then picks up its certificate by itself and closes port 80."
+                ));
+                if fingerprint.is_none() {
+                    // Whoever answered at that address is now trusted as the hub.
+                    self.say(
+                        "WARNING: the hub was not verified by its fingerprint: this agent trusts the CA \
+                         of whatever answered at that address. Compare the fingerprint shown under \
+                         Activation with the one the hub logs before confirming the key.",
+                    );
+                }
+            }
             Err(e) => self.say(&format!("Activation failed: {e}")),
         }
     }

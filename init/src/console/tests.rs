@@ -474,6 +474,10 @@ fn tests_resources_time_logs_tasks_support_and_power() {
         o.contains("Activation key: ABCDE-FGHJK-LMNPQ-RSTUV-WXYZ2"),
         "{o}"
     );
+    assert!(
+        o.contains("WARNING: the hub was not verified by its fingerprint"),
+        "{o}"
+    );
     assert!(o.contains("Cancelled."), "{o}");
     assert_eq!(
         host.actions,

@@ -87,7 +87,13 @@ impl Operator {
     /// Activates the agent whose port 80 is forwarded to `agent_port`, with
     /// the hub as the agent reaches it (`hub_from_agent`, port 443); waits
     /// until the agent has closed port 80. Returns the agent's id.
-    pub fn activate(&self, agent: &Vm, agent_port: u16, hub_from_agent: &str, name: &str) -> String {
+    pub fn activate(
+        &self,
+        agent: &Vm,
+        agent_port: u16,
+        hub_from_agent: &str,
+        name: &str,
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(180);
         let key = loop {
             let query = format!("hub={hub_from_agent}&hubFingerprint={}", self.fingerprint);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferry::daemon::config::{Document, Role, HISTORY_DAYS};
 use ferry::daemon::{self, Agent, Config};
-use ferry::hub::link::Link;
+use ferry::hub::link::{Link, LinkPolicy};
 use ferry::hub::server::Hub;
 
 /// Ferry's agent: locations, tasks and executions, with history, schedules,
@@ -220,6 +220,10 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                 &d.activated_marker,
                 Duration::from_secs(d.poll_seconds.max(1)),
                 log,
+                LinkPolicy {
+                    hub_local_sources: d.hub_local_sources.clone(),
+                    require_hub_fingerprint: d.require_hub_fingerprint,
+                },
             )
             .map_err(|e| e.to_string())?;
             let _ = agent.link.set(link.clone());

@@ -201,6 +201,9 @@ pub fn run_activation(args: ActivationArgs) -> ExitCode {
             } else {
                 println!("not activated");
             }
+            if let Some(w) = v["Warning"].as_str() {
+                println!("warning: {w}");
+            }
         }),
         ActivationCommand::Start {
             hub,
@@ -215,6 +218,9 @@ pub fn run_activation(args: ActivationArgs) -> ExitCode {
                     return print_json(&v);
                 }
                 println!("{}", text(&v, "ActivationKey"));
+                if let Some(w) = v["Warning"].as_str() {
+                    eprintln!("warning: {w}");
+                }
                 eprintln!(
                     "confirm it on the hub: {} or ferry agent activate KEY --name NAME",
                     text(&v, "ActivationUrl")
