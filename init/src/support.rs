@@ -495,6 +495,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
         ],
         environment: Default::default(),
         tty: None,
+        open_files: None,
     };
     let mut out = vec![server];
     if let Mode::Outbound(o) = &s.mode {
@@ -522,6 +523,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
             capabilities: vec![],
             environment: Default::default(),
             tty: None,
+            open_files: None,
         });
     }
     Ok(out)
