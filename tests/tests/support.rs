@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_e2e::free_port;
 use ferry_e2e::ssh::{keygen, port_22, ssh};
-use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
+use ferry_e2e::{appliance_image, copy_sparse, guestfwd_relay, Firmware, Scratch, Vm, VmConfig};
 
 static ONE_VM: Mutex<()> = Mutex::new(());
 
@@ -277,7 +277,11 @@ fn support_host(dir: &Path, port: u16) -> SupportHost {
 fn fingerprint(dir: &Path, public: &str) -> String {
     let f = dir.join("fingerprint.pub");
     fs::write(&f, format!("{public}\n")).unwrap();
-    let out = Command::new("ssh-keygen").arg("-lf").arg(&f).output().unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "ssh-keygen -lf: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -336,8 +340,10 @@ fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
         .unwrap();
         let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
         cfg.fw_cfg.push(("opt/ferry/config".into(), doc));
+        // one relay per connection: the tunnel reconnects, and a support
+        // host pinned by fingerprint is first scanned on a connection of its own
         cfg.guestfwd
-            .push(format!("tcp:10.0.2.100:22-tcp:127.0.0.1:{host_port}"));
+            .push(guestfwd_relay(&s.0, "10.0.2.100:22", host_port).unwrap());
         let mut vm = Vm::start(&cfg).unwrap();
         let line = vm
             .wait_for("the support host must accept the key ", BOOT)
