@@ -107,6 +107,9 @@ pub struct Service {
     /// The terminal the service runs on (the console menu).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<String>,
+    /// Open-file limit ferry-init sets (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
 }
 
 impl Manifest {

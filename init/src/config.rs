@@ -214,7 +214,12 @@ pub enum DocRole {
 ///   public_key: "ssh-ed25519 AAAA... engineer@example"  # the engineer's key
 ///   open_hours: 4            # or open_minutes: 30; opened when applied
 ///   allow_from: 198.51.100.0/24                  # inbound 22 from here only
-///   outbound: { host: support.example.org, port: 22, user: ferry, tunnel_port: 2222 }
+///   outbound:                # instead of allow_from: the appliance connects out
+///     host: support.example.org
+///     host_key: "ssh-ed25519 AAAA..."   # or SHA256:... (ssh-keygen -lf)
+///     port: 22
+///     user: ferry
+///     tunnel_port: 2222
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +243,12 @@ pub struct SupportSection {
 #[serde(deny_unknown_fields)]
 pub struct SupportOutbound {
     pub host: String,
+    /// The support host's public key line, or its SHA-256 fingerprint
+    /// (`SHA256:...`, as `ssh-keygen -lf` prints it): the tunnel goes to
+    /// that host only. Required (an `Option` so that its absence gets a
+    /// message naming it).
+    #[serde(default)]
+    pub host_key: Option<String>,
     #[serde(default = "default_ssh_port")]
     pub port: u16,
     #[serde(default = "default_support_user")]
@@ -307,6 +318,15 @@ pub fn check_public_key(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The outbound mode's pin of the support host's key: required, a public
+/// key line or a SHA-256 fingerprint.
+pub fn check_host_key(k: Option<&str>) -> Result<crate::hostkey::HostKeyPin, String> {
+    let k = k.ok_or(
+        "the outbound mode needs the support host's key: its public key line (the host's /etc/ssh/ssh_host_ed25519_key.pub) or its SHA-256 fingerprint (ssh-keygen -lf)",
+    )?;
+    crate::hostkey::HostKeyPin::parse(k)
+}
+
 fn check_support(s: &SupportSection) -> Result<(), (String, String)> {
     if let Some(k) = &s.public_key {
         check_public_key(k).map_err(|why| ("support.public_key".to_string(), why))?;
@@ -355,15 +375,19 @@ fn check_support(s: &SupportSection) -> Result<(), (String, String)> {
         }
     }
     if let Some(o) = &s.outbound {
+        // dbclient reads `user@host/port,user@host2...`
         if o.host.is_empty()
+            || o.host.starts_with('-')
             || o.host
-                .contains(|c: char| c.is_whitespace() || c == '@' || c == '/')
+                .contains(|c: char| c.is_whitespace() || c == '@' || c == '/' || c == ',')
         {
             return Err((
                 "support.outbound.host".into(),
                 format!("{:?} is not a host name or address", o.host),
             ));
         }
+        check_host_key(o.host_key.as_deref())
+            .map_err(|why| ("support.outbound.host_key".to_string(), why))?;
         if o.port == 0 {
             return Err((
                 "support.outbound.port".into(),
@@ -736,6 +760,20 @@ impl Config {
 
 /// Line (1-based) of the first line mentioning `key:`, for error messages.
 fn line_of(text: &str, key: &str) -> usize {
+    // a key that is missing: the line of its parent
+    let mut key = key;
+    loop {
+        if let Some(n) = line_of_leaf(text, key) {
+            return n;
+        }
+        match key.rsplit_once('.') {
+            Some((parent, _)) => key = parent,
+            None => return 0,
+        }
+    }
+}
+
+fn line_of_leaf(text: &str, key: &str) -> Option<usize> {
     let leaf = key.rsplit('.').next().unwrap_or(key);
     let pat = format!("{leaf}:");
     text.lines()
@@ -749,7 +787,6 @@ fn line_of(text: &str, key: &str) -> usize {
                 .position(|l| l.contains(&format!(" {pat}")) || l.contains(&format!("{{{pat}")))
         })
         .map(|i| i + 1)
-        .unwrap_or(0)
 }
 
 fn valid_interface(i: &str) -> bool {
@@ -1296,6 +1333,7 @@ mod tests {
             s.outbound.unwrap(),
             SupportOutbound {
                 host: "support.example.org".into(),
+                host_key: Some("SHA256:JMWG1RL0irfZS4s/RoRsOw3EGAK3LzXdOPHhXPtTlII".into()),
                 port: 22,
                 user: "ferry".into(),
                 tunnel_port: 2222
@@ -1336,14 +1374,35 @@ mod tests {
                 4,
             ),
             (
-                "  outbound: { host: \"a b\" }\n",
+                "  outbound: { host: \"a b\", host_key: \"SHA256:JMWG1RL0irfZS4s/RoRsOw3EGAK3LzXdOPHhXPtTlII\" }\n",
                 "support.outbound.host",
                 4,
             ),
             (
-                "  outbound: { host: h, user: \"x y\" }\n",
+                "  outbound: { host: \"h,evil\", host_key: \"SHA256:JMWG1RL0irfZS4s/RoRsOw3EGAK3LzXdOPHhXPtTlII\" }\n",
+                "support.outbound.host",
+                4,
+            ),
+            (
+                "  outbound: { host: h, host_key: \"SHA256:JMWG1RL0irfZS4s/RoRsOw3EGAK3LzXdOPHhXPtTlII\", user: \"x y\" }\n",
                 "support.outbound.user",
                 4,
+            ),
+            // the support host's key: required, and a key or a SHA-256 fingerprint
+            (
+                "  outbound: { host: h }\n",
+                "support.outbound.host_key: the outbound mode needs the support host's key",
+                4,
+            ),
+            (
+                "  outbound:\n    host: h\n    host_key: \"MD5:21:0e:43:d3:10:1e:3b:cd:e8:5b:aa:89:cd:68:2d:10\"\n",
+                "support.outbound.host_key: an MD5 fingerprint is too weak",
+                6,
+            ),
+            (
+                "  outbound:\n    host: h\n    host_key: \"ssh-ed25519 AAAA\"\n",
+                "support.outbound.host_key: give the support host's public key or its SHA-256 fingerprint",
+                6,
             ),
             (
                 "  outbound: { host: h, prot: 22 }\n",

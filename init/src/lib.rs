@@ -23,6 +23,7 @@ pub mod error;
 pub mod etc;
 pub mod firewall;
 pub mod guestinfo;
+pub mod hostkey;
 pub mod imds;
 pub mod initramfs;
 pub mod logging;

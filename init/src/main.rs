@@ -6,7 +6,8 @@
 //! configuration document; `ferry-init diag` is the support channel's
 //! restricted console (also when started as a login shell, `-c COMMAND`);
 //! `ferry-init guestinfo` reads VMware guestinfo (PID 1 runs it as a
-//! child, see `guestinfo.rs`).
+//! child, see `guestinfo.rs`); `ferry-init support-tunnel ...` is the
+//! outbound support channel's client (see `support.rs`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -61,6 +62,11 @@ fn main() {
                     std::process::exit(1)
                 }
             },
+            // the outbound support tunnel (a service of PID 1): checks
+            // the support host's key, then becomes dbclient
+            (Some("support-tunnel"), Some(_)) => {
+                std::process::exit(ferry_init::support::tunnel_main(&args[2..]))
+            }
             (Some("--version"), _) => {
                 println!("ferry-init {}", env!("CARGO_PKG_VERSION"));
                 return;

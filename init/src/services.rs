@@ -34,7 +34,18 @@ pub struct Service {
     /// the controlling terminal of a new session: the console menu.
     #[serde(default)]
     pub tty: Option<String>,
+    /// Open-file limit (RLIMIT_NOFILE, soft and hard), set before the
+    /// service starts: [`DEFAULT_OPEN_FILES`] when absent. ferry-agent's is
+    /// sized for the hub's connections (see the image manifest).
+    #[serde(default)]
+    pub open_files: Option<u64>,
 }
+
+/// The open-file limit of a service that sets none: the kernel's usual
+/// soft limit, made the hard one too, whatever PID 1 itself has.
+pub const DEFAULT_OPEN_FILES: u64 = 1024;
+/// Highest `open_files` accepted (the kernel's default `fs.nr_open`).
+pub const MAX_OPEN_FILES: u64 = 1 << 20;
 
 /// Parses the service list.
 pub fn parse(text: &str) -> Result<Vec<Service>, String> {
@@ -48,6 +59,14 @@ pub fn parse(text: &str) -> Result<Vec<Service>, String> {
         }
         for c in &s.capabilities {
             cap_number(c).ok_or_else(|| format!("service {}: unknown capability {c}", s.name))?;
+        }
+        if let Some(n) = s.open_files {
+            if !(16..=MAX_OPEN_FILES).contains(&n) {
+                return Err(format!(
+                    "service {}: open_files {n}: give 16 to {MAX_OPEN_FILES}",
+                    s.name
+                ));
+            }
         }
     }
     Ok(list)
@@ -136,7 +155,7 @@ struct CapData {
 
 /// In the child, after fork: become `ids` keeping exactly `caps`, as ambient
 /// capabilities so they survive exec of a non-setcap binary.
-fn drop_privileges(ids: Option<Ids>, caps: &[u32]) -> io::Result<()> {
+fn drop_privileges(ids: Option<Ids>, caps: &[u32], open_files: u64) -> io::Result<()> {
     let check = |r: libc::c_int| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -157,6 +176,12 @@ fn drop_privileges(ids: Option<Ids>, caps: &[u32]) -> io::Result<()> {
             std::ptr::null_mut(),
         ))?;
         check(libc::setsid())?;
+        // while still root: raising the hard limit needs CAP_SYS_RESOURCE
+        let limit = libc::rlimit {
+            rlim_cur: open_files as libc::rlim_t,
+            rlim_max: open_files as libc::rlim_t,
+        };
+        check(libc::setrlimit(libc::RLIMIT_NOFILE, &limit))?;
         if let Some(ids) = ids {
             // Out of the bounding set too: a service running as root (the
             // agent, whose NFS requests must carry uid 0) would otherwise
@@ -267,8 +292,9 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
         }
     }
     // SAFETY: drop_privileges only makes async-signal-safe syscalls.
+    let open_files = s.open_files.unwrap_or(DEFAULT_OPEN_FILES);
     unsafe {
-        cmd.pre_exec(move || drop_privileges(ids, &caps));
+        cmd.pre_exec(move || drop_privileges(ids, &caps, open_files));
     }
     let child = cmd.spawn()?;
     Ok(child.id())
@@ -295,6 +321,7 @@ mod tests {
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
             environment: BTreeMap::new(),
             tty: None,
+            open_files: None,
         }
     }
 
@@ -315,6 +342,15 @@ mod tests {
         assert!(parse("- name: x\n  exec: [relative]\n").is_err());
         assert!(parse("- name: x\n  exec: [/x]\n  capabilities: [CAP_BOGUS]\n").is_err());
         assert!(parse("- name: x\n  exec: [/x]\n  usr: root\n").is_err());
+        let l = parse("- name: x\n  exec: [/x]\n  open_files: 65536\n").unwrap();
+        assert_eq!(l[0].open_files, Some(65536));
+        for bad in ["0", "2000000"] {
+            let e = parse(&format!("- name: x\n  exec: [/x]\n  open_files: {bad}\n")).unwrap_err();
+            assert!(
+                e.contains(&format!("service x: open_files {bad}: give 16 to")),
+                "{e}"
+            );
+        }
         assert_eq!(cap_number("CAP_NET_BIND_SERVICE"), Some(10));
         assert_eq!(cap_number("CAP_SYS_TIME"), Some(25));
         assert_eq!(cap_number("CAP_MKNOD"), Some(27));
@@ -368,6 +404,50 @@ mod tests {
         assert!(status.contains("CapAmb:\t0000000000000400"), "{status}");
         assert!(status.contains("CapEff:\t0000000000000400"), "{status}");
         assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+
+    /// The limit is the service's (or the default), not PID 1's: ferry-agent
+    /// is given room for the hub's connections. Raising it above PID 1's
+    /// hard limit needs CAP_SYS_RESOURCE (PID 1 has it).
+    #[test]
+    fn a_service_gets_its_open_file_limit() {
+        let can_raise = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << 24) != 0);
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes into `now`.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        let hard = now.rlim_max;
+        let dir = tempfile::tempdir().unwrap();
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let limits = |open_files: Option<u64>| {
+            let mut s = probe(dir.path(), None, &[], "");
+            s.exec[2] = format!(
+                "grep '^Max open files' /proc/self/limits > {}",
+                dir.path().join("status").display()
+            );
+            s.open_files = open_files;
+            // from a parent whose limit is not the one wanted
+            probe_status(spawn(&s).unwrap(), dir.path())
+                .split_whitespace()
+                .skip(3)
+                .take(2)
+                .map(|n| n.parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(limits(None), [DEFAULT_OPEN_FILES, DEFAULT_OPEN_FILES]);
+        assert_eq!(limits(Some(100)), [100, 100]);
+        // above the default, up to what this process may give
+        let high = if can_raise { 65536 } else { hard.min(65536) };
+        assert_eq!(limits(Some(high)), [high, high]);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!   optionally only from `allow_from`), accepts only that key, passwords
 //!   off. Outbound mode: dbclient connects to the support host and forwards
 //!   its `tunnel_port` back to dropbear, which then listens on 127.0.0.1
-//!   only.
+//!   only. The support host must present the key the configuration pins
+//!   (`outbound.host_key`, checked by dbclient against a known_hosts file
+//!   written for it, see [`Tunnel`]): whoever could answer in its place
+//!   would otherwise be offered the console's login.
 //! - The session runs as the unprivileged user `support`, whose login shell
 //!   is ferry-init itself: whatever command a client asks for, it gets the
 //!   diagnostic console (and authorized_keys forces it too).
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, SupportOutbound};
 use crate::firewall::SupportAccess;
+use crate::hostkey::{self, HostKey, HostKeyPin};
 use crate::services::Service;
 
 /// The open session, if any (tmpfs: gone at reboot).
@@ -43,6 +47,11 @@ pub const SHELL: &str = "/usr/sbin/ferry-init";
 pub const DROPBEAR: &str = "/usr/sbin/dropbear";
 pub const DBCLIENT: &str = "/usr/bin/dbclient";
 pub const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
+/// dbclient's HOME in the outbound mode: `.ssh/known_hosts` with the
+/// support host's pinned key, rewritten at each start of the tunnel.
+pub const CLIENT_HOME: &str = "/run/ferry/support-client";
+/// How long the key scan of a host pinned by fingerprint waits.
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Supervised process names.
 pub const SERVER: &str = "support-dropbear";
 pub const CLIENT: &str = "support-tunnel";
@@ -57,6 +66,25 @@ pub enum SupportError {
     Duration,
     #[error("support channel: allow_from {0:?} is not an IPv4 network (a.b.c.d/n)")]
     AllowFrom(String),
+    #[error("support channel: the support host's key (outbound.host_key): {0}")]
+    HostKey(String),
+    #[error("support channel: reading the key of the support host {host}:{port}: {source}")]
+    Scan {
+        host: String,
+        port: u16,
+        #[source]
+        source: crate::hostkey::ScanError,
+    },
+    #[error("support channel: the support host {host}:{port} presents the {kind} key {found}, not the configured {want}: refused")]
+    HostKeyMismatch {
+        host: String,
+        port: u16,
+        kind: String,
+        found: String,
+        want: String,
+    },
+    #[error("support channel: support-tunnel: {0}")]
+    TunnelArgs(String),
     #[error("support channel: {what}: {source}")]
     Io {
         what: String,
@@ -127,12 +155,17 @@ impl Session {
         if secs < 60 || secs > u64::from(config::SUPPORT_MAX_MINUTES) * 60 {
             return Err(SupportError::Duration);
         }
-        if let Mode::Inbound {
-            allow_from: Some(a),
-        } = &mode
-        {
-            if config::parse_cidr(a).is_none() {
-                return Err(SupportError::AllowFrom(a.clone()));
+        match &mode {
+            Mode::Inbound {
+                allow_from: Some(a),
+            } => {
+                if config::parse_cidr(a).is_none() {
+                    return Err(SupportError::AllowFrom(a.clone()));
+                }
+            }
+            Mode::Inbound { allow_from: None } => {}
+            Mode::Outbound(o) => {
+                config::check_host_key(o.host_key.as_deref()).map_err(SupportError::HostKey)?;
             }
         }
         Ok(Session {
@@ -462,6 +495,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
         ],
         environment: Default::default(),
         tty: None,
+        open_files: None,
     };
     let mut out = vec![server];
     if let Mode::Outbound(o) = &s.mode {
@@ -478,20 +512,71 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
             o.port,
             o.tunnel_port
         );
+        let tunnel = Tunnel::for_outbound(o, &key, Path::new(CLIENT_HOME))?;
         out.push(Service {
             name: CLIENT.into(),
-            // -N no command, -T no terminal, -K keepalive. -y: the support
-            // host's key is not checked. The tunnel carries the engineer's
-            // own SSH session to dropbear, authenticated end to end with the
-            // engineer's key, so a false support host gains nothing but a
-            // login prompt it cannot pass.
-            exec: vec![
+            exec: [SHELL.to_string(), "support-tunnel".to_string()]
+                .into_iter()
+                .chain(tunnel.args())
+                .collect(),
+            user: Some("root".into()),
+            capabilities: vec![],
+            environment: Default::default(),
+            tty: None,
+            open_files: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The outbound tunnel's process, `ferry-init support-tunnel HOME HOST PORT
+/// HOST_KEY -- DBCLIENT ARGS...`: it writes HOME/.ssh/known_hosts with the
+/// support host's pinned key (a key pinned by fingerprint is first read
+/// from the host and compared, see [`crate::hostkey`]), then becomes
+/// dbclient, which refuses a host that presents another key.
+///
+/// dbclient runs without `-y` (which accepts any key it has no line for,
+/// such as one of another type), and with "n" on its standard input: a key
+/// it has no line for makes it ask on the terminal or, with none, on
+/// standard input, and at end of input its prompt spins forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// dbclient's HOME.
+    pub home: PathBuf,
+    pub host: String,
+    pub port: u16,
+    /// As in the configuration: a public key line or `SHA256:...`.
+    pub host_key: String,
+    /// dbclient and its arguments.
+    pub command: Vec<String>,
+}
+
+impl Tunnel {
+    /// The tunnel of the outbound mode, with the client key `key`.
+    pub fn for_outbound(
+        o: &SupportOutbound,
+        key: &Path,
+        home: &Path,
+    ) -> Result<Tunnel, SupportError> {
+        let host_key = o
+            .host_key
+            .clone()
+            .ok_or_else(|| SupportError::HostKey("none configured".into()))?;
+        Ok(Tunnel {
+            home: home.to_path_buf(),
+            host: o.host.clone(),
+            port: o.port,
+            host_key,
+            // -N no command, -T no terminal, -K keepalive; a refused
+            // forward ends it, so supervision tries again
+            command: vec![
                 DBCLIENT.into(),
                 "-N".into(),
                 "-T".into(),
-                "-y".into(),
                 "-K".into(),
                 "30".into(),
+                "-o".into(),
+                "ExitOnForwardFailure=yes".into(),
                 "-i".into(),
                 key.display().to_string(),
                 "-p".into(),
@@ -500,13 +585,138 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
                 format!("127.0.0.1:{}:127.0.0.1:22", o.tunnel_port),
                 format!("{}@{}", o.user, o.host),
             ],
-            user: Some("root".into()),
-            capabilities: vec![],
-            environment: [("HOME".to_string(), KEYS.to_string())].into(),
-            tty: None,
-        });
+        })
     }
-    Ok(out)
+
+    /// The arguments after `support-tunnel`.
+    pub fn args(&self) -> Vec<String> {
+        [
+            self.home.display().to_string(),
+            self.host.clone(),
+            self.port.to_string(),
+            self.host_key.clone(),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(self.command.iter().cloned())
+        .collect()
+    }
+
+    pub fn from_args(args: &[String]) -> Result<Tunnel, SupportError> {
+        let bad = |why: &str| SupportError::TunnelArgs(why.to_string());
+        let [home, host, port, host_key, sep, command @ ..] = args else {
+            return Err(bad("usage: HOME HOST PORT HOST_KEY -- DBCLIENT ARGS..."));
+        };
+        if sep != "--" || command.is_empty() {
+            return Err(bad("usage: HOME HOST PORT HOST_KEY -- DBCLIENT ARGS..."));
+        }
+        Ok(Tunnel {
+            home: home.into(),
+            host: host.clone(),
+            port: port
+                .parse()
+                .map_err(|_| bad(&format!("{port:?} is not a port")))?,
+            host_key: host_key.clone(),
+            command: command.to_vec(),
+        })
+    }
+
+    /// The key the support host must present: the pinned one, or the one
+    /// it offers if that has the pinned fingerprint.
+    pub fn expected_key(&self, timeout: Duration) -> Result<HostKey, SupportError> {
+        match HostKeyPin::parse(&self.host_key).map_err(SupportError::HostKey)? {
+            HostKeyPin::Key(k) => Ok(k),
+            pin @ HostKeyPin::Fingerprint(_) => {
+                let k = hostkey::scan(&self.host, self.port, timeout).map_err(|source| {
+                    SupportError::Scan {
+                        host: self.host.clone(),
+                        port: self.port,
+                        source,
+                    }
+                })?;
+                if !pin.matches(&k) {
+                    return Err(SupportError::HostKeyMismatch {
+                        host: self.host.clone(),
+                        port: self.port,
+                        found: k.fingerprint(),
+                        kind: k.kind,
+                        want: pin.fingerprint(),
+                    });
+                }
+                Ok(k)
+            }
+        }
+    }
+
+    /// Writes known_hosts for `key` and returns dbclient's command, ready
+    /// to run (or exec).
+    pub fn command(&self, key: &HostKey) -> Result<Command, SupportError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let ssh = self.home.join(".ssh");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&ssh)
+            .map_err(io_err(format!("mkdir {}", ssh.display())))?;
+        let file = ssh.join("known_hosts");
+        let tmp = ssh.join("known_hosts.tmp");
+        let what = format!("write {}", file.display());
+        let _ = fs::remove_file(&tmp);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(hostkey::known_hosts_line(&self.host, key).as_bytes()))
+            .map_err(io_err(what.clone()))?;
+        fs::rename(&tmp, &file).map_err(io_err(what))?;
+        let (r, w) = nix::unistd::pipe().map_err(|e| io_err("pipe")(e.into()))?;
+        fs::File::from(w)
+            .write_all(b"n\n")
+            .map_err(io_err("write the answer to dbclient's prompt"))?;
+        let mut cmd = Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .env("HOME", &self.home)
+            .stdin(std::process::Stdio::from(r));
+        // no controlling terminal, or dbclient would ask there (a service
+        // is a session leader already: then this fails, harmlessly)
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+}
+
+/// `ferry-init support-tunnel ...` (a service of PID 1): becomes dbclient,
+/// or ends with a message saying why not. Returns the exit status.
+pub fn tunnel_main(args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let run = || -> Result<std::convert::Infallible, SupportError> {
+        let t = Tunnel::from_args(args)?;
+        let key = t.expected_key(SCAN_TIMEOUT)?;
+        eprintln!(
+            "support-tunnel: {}:{} must present the {} key {}",
+            t.host,
+            t.port,
+            key.kind,
+            key.fingerprint()
+        );
+        let e = t.command(&key)?.exec();
+        Err(io_err(format!("run {}", t.command[0]))(e))
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
 #[cfg(test)]
@@ -601,6 +811,137 @@ mod tests {
             e.unwrap_err().to_string(),
             "support channel: allow_from \"10.0.0.0\" is not an IPv4 network (a.b.c.d/n)"
         );
+    }
+
+    fn outbound(host_key: Option<&str>) -> SupportOutbound {
+        SupportOutbound {
+            host: "127.0.0.1".into(),
+            host_key: host_key.map(str::to_string),
+            port: 22,
+            user: "ferry".into(),
+            tunnel_port: 2222,
+        }
+    }
+
+    #[test]
+    fn the_outbound_mode_needs_the_support_hosts_key() {
+        let open = |k: Option<&str>| {
+            Session::new(
+                KEY,
+                Duration::from_secs(600),
+                Mode::Outbound(outbound(k)),
+                "c",
+                at(0),
+            )
+        };
+        let e = open(None).unwrap_err().to_string();
+        assert!(
+            e.contains("outbound.host_key") && e.contains("needs the support host's key"),
+            "{e}"
+        );
+        let e = open(Some("ssh-ed25519 AAAA")).unwrap_err().to_string();
+        assert!(e.contains("outbound.host_key"), "{e}");
+        open(Some(KEY)).unwrap();
+        open(Some("SHA256:JMWG1RL0irfZS4s/RoRsOw3EGAK3LzXdOPHhXPtTlII")).unwrap();
+    }
+
+    #[test]
+    fn the_tunnel_checks_the_host_key_and_passes_its_arguments_through() {
+        let t = Tunnel::for_outbound(
+            &outbound(Some(KEY)),
+            Path::new("/k/client"),
+            Path::new(CLIENT_HOME),
+        )
+        .unwrap();
+        assert!(
+            !t.command.iter().any(|a| a.starts_with("-y")),
+            "-y accepts any key dbclient has no line for: {:?}",
+            t.command
+        );
+        assert_eq!(
+            t.command.last().map(String::as_str),
+            Some("ferry@127.0.0.1")
+        );
+        let args = t.args();
+        assert_eq!(args[..5], [CLIENT_HOME, "127.0.0.1", "22", KEY, "--"]);
+        assert_eq!(Tunnel::from_args(&args).unwrap(), t);
+        for bad in [&args[..4], &args[..5]] {
+            assert!(matches!(
+                Tunnel::from_args(bad),
+                Err(SupportError::TunnelArgs(_))
+            ));
+        }
+        let mut wrong_port = args.clone();
+        wrong_port[2] = "x".into();
+        assert!(Tunnel::from_args(&wrong_port).is_err());
+        assert!(Tunnel::for_outbound(&outbound(None), Path::new("/k"), Path::new("/h")).is_err());
+    }
+
+    /// dbclient as the tunnel runs it, against a real dropbear support host
+    /// (package dropbear-bin): a host with another key than the pinned one
+    /// is refused in the key exchange, before anything is forwarded,
+    /// whether the pin is a key or a fingerprint, and whatever type the
+    /// pinned key is; the right key gets past it to authentication.
+    #[test]
+    fn dbclient_goes_only_to_the_pinned_support_host() {
+        use crate::hostkey::tests::{dropbear_installed, server};
+        if !dropbear_installed() {
+            eprintln!("skipped: needs dropbear-bin");
+            return;
+        }
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let host = server("ed25519");
+        let client_key = host.dir.path().join("client");
+        let out = Command::new(DROPBEARKEY)
+            .args(["-t", "ed25519", "-f"])
+            .arg(&client_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        // another key of the same type, and one of another type
+        let other = crate::hostkey::tests::server("ecdsa");
+        let run = |pin: &str| -> Result<String, SupportError> {
+            let mut o = outbound(Some(pin));
+            o.port = host.port;
+            let home = tempfile::tempdir().unwrap();
+            let t = Tunnel::for_outbound(&o, &client_key, home.path())?;
+            let key = t.expected_key(Duration::from_secs(20))?;
+            let out = t.command(&key)?.output().unwrap();
+            assert!(!out.status.success());
+            Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let same_type_other_key = format!("ssh-ed25519 {}", KEY.split(' ').nth(1).unwrap());
+        let err = run(&same_type_other_key).unwrap();
+        assert!(err.contains("host key mismatch for 127.0.0.1"), "{err}");
+        // dbclient has no line for the key type the host offers: it asks,
+        // reads "n", and ends (with -y it went on)
+        let err = run(&other.key.public_line()).unwrap();
+        assert!(err.contains("Didn't validate host key"), "{err}");
+        // a pinned fingerprint that is not the host's: refused before dbclient
+        let e = run(&other.key.fingerprint()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "presents the ssh-ed25519 key {}, not the configured {}",
+                host.key.fingerprint(),
+                other.key.fingerprint()
+            )),
+            "{e}"
+        );
+        // the host's own key, pinned either way: the key exchange passes
+        // (our client key is not authorized there, so it ends at login)
+        for pin in [host.key.public_line(), host.key.fingerprint()] {
+            let err = run(&pin).unwrap();
+            assert!(
+                !err.contains("mismatch") && !err.contains("Didn't validate"),
+                "{pin}: {err}"
+            );
+            assert!(
+                err.contains("No auth methods could be used"),
+                "{pin}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -248,6 +248,7 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
         capabilities: vec![],
         environment: Default::default(),
         tty: None,
+        open_files: None,
     };
     st.sup
         .start("systemd-journald", spec, Instant::now(), &mut |s| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_e2e::free_port;
 use ferry_e2e::ssh::{keygen, port_22, ssh};
-use ferry_e2e::{appliance_image, copy_sparse, Firmware, Scratch, Vm, VmConfig};
+use ferry_e2e::{appliance_image, copy_sparse, guestfwd_relay, Firmware, Scratch, Vm, VmConfig};
 
 static ONE_VM: Mutex<()> = Mutex::new(());
 
@@ -227,6 +227,8 @@ fn support_channel_opens_with_the_key_only_and_closes_at_expiry() {
 /// whose authorized_keys the test fills with the appliance's client key.
 struct SupportHost {
     child: std::process::Child,
+    /// Its host key's public line (`ssh-ed25519 AAAA...`).
+    public: String,
 }
 
 impl Drop for SupportHost {
@@ -244,14 +246,18 @@ fn support_host(dir: &Path, port: u16) -> SupportHost {
     fs::write(dir.join("passwd"), passwd).unwrap();
     fs::write(dir.join("shells"), "/bin/sh\n").unwrap();
     let key = dir.join("support-host-key");
-    let st = Command::new("dropbearkey")
+    let out = Command::new("dropbearkey")
         .args(["-t", "ed25519", "-f"])
         .arg(&key)
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .output()
         .expect("dropbearkey (package dropbear-bin)");
-    assert!(st.success());
+    assert!(out.status.success());
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .expect("dropbearkey prints the public key")
+        .to_string();
     let script = format!(
         "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/shells /etc/shells && exec dropbear -F -E -s -p 127.0.0.1:{port} -r {k}",
         d = dir.display(),
@@ -264,7 +270,32 @@ fn support_host(dir: &Path, port: u16) -> SupportHost {
         .stderr(fs::File::create(dir.join("support-host.log")).unwrap())
         .spawn()
         .expect("unshare (util-linux), as root");
-    SupportHost { child }
+    SupportHost { child, public }
+}
+
+/// `SHA256:...` of a public key line, as `ssh-keygen -lf` prints it.
+fn fingerprint(dir: &Path, public: &str) -> String {
+    let f = dir.join("fingerprint.pub");
+    fs::write(&f, format!("{public}\n")).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen -lf: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// How many times the tunnel's process has ended so far.
+fn tunnel_ends(console: &str) -> usize {
+    console
+        .lines()
+        .filter(|l| l.contains("service support-tunnel: ") && l.contains("ended with"))
+        .count()
 }
 
 /// The outbound mode: the appliance connects to a support host (reached
@@ -273,6 +304,12 @@ fn support_host(dir: &Path, port: u16) -> SupportHost {
 /// support host gets the diagnostic console. The appliance's client key is
 /// installed on the support host only after it was logged, so the tunnel's
 /// first attempts fail and ferry-init's supervision retries.
+///
+/// Boot 1 pins another host key than the support host's (one of the same
+/// type): the tunnel is refused at every attempt, also once the support
+/// host accepts the appliance's key, and the console is not reached. Boot
+/// 2 pins the support host's key by its SHA-256 fingerprint: the tunnel
+/// comes up.
 #[test]
 fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
     if !Command::new("id")
@@ -290,40 +327,76 @@ fn outbound_support_channel_reaches_the_console_through_a_reverse_tunnel() {
     let key = s.0.join("engineer");
     let public = keygen(&key);
     let (host_port, tunnel_port) = (free_port(), free_port());
-    let _host = support_host(&s.0, host_port);
+    let host = support_host(&s.0, host_port);
+    let host_fingerprint = fingerprint(&s.0, &host.public);
+    let boot = |host_key: &str, name: &str| {
+        let doc = s.0.join(name);
+        fs::write(
+            &doc,
+            format!(
+                "version: 1\nhostname: ferry-outbound\nsupport:\n  public_key: \"{public}\"\n  open_minutes: 10\n  outbound: {{ host: 10.0.2.100, host_key: \"{host_key}\", port: 22, user: ferry, tunnel_port: {tunnel_port} }}\n"
+            ),
+        )
+        .unwrap();
+        let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
+        cfg.fw_cfg.push(("opt/ferry/config".into(), doc));
+        // one relay per connection: the tunnel reconnects, and a support
+        // host pinned by fingerprint is first scanned on a connection of its own
+        cfg.guestfwd
+            .push(guestfwd_relay(&s.0, "10.0.2.100:22", host_port).unwrap());
+        let mut vm = Vm::start(&cfg).unwrap();
+        let line = vm
+            .wait_for("the support host must accept the key ", BOOT)
+            .unwrap();
+        let client_key = line
+            .split("the support host must accept the key ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(client_key.starts_with("ssh-ed25519 "), "{client_key}");
+        fs::write(
+            s.0.join("ferry-home/.ssh/authorized_keys"),
+            format!("{client_key}\n"),
+        )
+        .unwrap();
+        vm.wait_for("support: channel open (outbound to 10.0.2.100:22)", BOOT)
+            .unwrap();
+        vm.wait_for("ferry-init: ready in ", BOOT).unwrap();
+        vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+        vm
+    };
 
-    let doc = s.0.join("outbound.yaml");
-    fs::write(
-        &doc,
-        format!(
-            "version: 1\nhostname: ferry-outbound\nsupport:\n  public_key: \"{public}\"\n  open_minutes: 10\n  outbound: {{ host: 10.0.2.100, port: 22, user: ferry, tunnel_port: {tunnel_port} }}\n"
-        ),
-    )
-    .unwrap();
-    let mut cfg = VmConfig::new(&disk, Firmware::Bios, &s.0);
-    cfg.fw_cfg.push(("opt/ferry/config".into(), doc));
-    cfg.guestfwd
-        .push(format!("tcp:10.0.2.100:22-tcp:127.0.0.1:{host_port}"));
-    let mut vm = Vm::start(&cfg).unwrap();
-    let line = vm
-        .wait_for("the support host must accept the key ", BOOT)
-        .unwrap();
-    let client_key = line
-        .split("the support host must accept the key ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(client_key.starts_with("ssh-ed25519 "), "{client_key}");
-    fs::write(
-        s.0.join("ferry-home/.ssh/authorized_keys"),
-        format!("{client_key}\n"),
-    )
-    .unwrap();
-    vm.wait_for("support: channel open (outbound to 10.0.2.100:22)", BOOT)
-        .unwrap();
-    vm.wait_for("ferry-init: ready in ", BOOT).unwrap();
-    vm.wait_for(MATCHES, Duration::from_secs(1)).unwrap();
+    // boot 1: another ed25519 key pinned (the engineer's): every attempt
+    // ends in the key exchange, also those made after the support host
+    // accepts the appliance's key
+    let mut vm = boot(&public, "wrong-host-key.yaml");
+    let before = tunnel_ends(&vm.console());
+    let t = Instant::now();
+    while tunnel_ends(&vm.console()) < before + 2 {
+        if t.elapsed() > Duration::from_secs(300) {
+            panic!(
+                "the tunnel to a host with another key did not end twice in 300 s:\n{}",
+                vm.console()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = ssh(tunnel_port, &key, &[], &["status"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && !text.contains("hostname: ferry-outbound"),
+        "the console was reached through a host with another key: {text}"
+    );
+    eprintln!(
+        "--- support host log, boot 1:\n{}",
+        fs::read_to_string(s.0.join("support-host.log")).unwrap_or_default()
+    );
+    vm.power_off().unwrap();
+    drop(vm);
+
+    // boot 2: the support host's key, pinned by its fingerprint
+    let mut vm = boot(&host_fingerprint, "host-fingerprint.yaml");
 
     // the tunnel comes up once the key is accepted (supervised retries)
     let t = Instant::now();
