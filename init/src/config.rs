@@ -201,6 +201,21 @@ fn check_daemon(d: &DaemonSection) -> Result<(), (String, String)> {
 }
 
 /// The document's `role:`.
+/// Standard cron in one field. croner's extensions (`L`, `W`, `#`, `?`) are
+/// refused: with some of them its search for the next firing runs for
+/// hours, which in PID 1 would hold the boot.
+fn standard_cron_field(field: &str) -> bool {
+    const NAMES: [&str; 19] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "sun",
+        "mon", "tue", "wed", "thu", "fri", "sat",
+    ];
+    field.split([',', '-', '/']).all(|t| {
+        t == "*"
+            || (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            || NAMES.iter().any(|n| n.eq_ignore_ascii_case(t))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DocRole {
@@ -665,7 +680,14 @@ fn check_agent(a: &AgentSection) -> Result<(), (String, String)> {
                     ),
                 ));
             }
-            // as the agent checks it (agent/src/daemon/schedule.rs)
+            // as the agent checks it (agent/src/daemon/schedule.rs; one
+            // definition for both once the model crate exists, issue #15)
+            if let Some(field) = s.split_whitespace().find(|f| !standard_cron_field(f)) {
+                return Err((
+                    format!("{key}.schedule"),
+                    format!("{s:?} is not standard cron: the field {field:?} may hold numbers, *, lists (1,15), ranges (1-5), steps (*/15) and month or weekday names"),
+                ));
+            }
             let cron = croner::Cron::new(s).parse().map_err(|e| {
                 (
                     format!("{key}.schedule"),
@@ -1169,6 +1191,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("not a valid cron expression"), "{e}");
+        // croner's extensions: `L` made its search run for hours (in PID 1).
+        for schedule in ["L * * * *", "0 0 L * *", "0 0 ? * 1#2", "0 0 1W * *"] {
+            let e = doc(
+                "{ local: { path: /a } }",
+                "{ local: { path: /b } }",
+                &format!("      schedule: \"{schedule}\"\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("is not standard cron"), "{e}");
+        }
         let e = doc(
             "{ local: { path: /a/../etc } }",
             "{ local: { path: /b } }",

@@ -184,11 +184,15 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
         if size == 0 {
             return Ok(out);
         }
-        if rest.len() < size + 2 {
+        // the size is the sender's: no arithmetic on it before it is checked
+        if size > rest.len() {
             return Err("chunk cut short".into());
         }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        let (chunk, after) = rest.split_at(size);
+        rest = after
+            .strip_prefix(b"\r\n")
+            .ok_or("chunk not followed by CRLF")?;
+        out.extend_from_slice(chunk);
     }
 }
 
@@ -656,5 +660,23 @@ mod tests {
                 .contains("cut short")
         );
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    /// Found writing the `imds` fuzz target: a chunk size near `usize::MAX`
+    /// overflowed the length check (a panic in PID 1).
+    #[test]
+    fn a_huge_chunk_size_is_refused_not_a_panic() {
+        for size in [
+            "ffffffffffffffff",
+            "fffffffffffffffe",
+            "10000000000000000",
+            "4",
+        ] {
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+            );
+            let e = parse_response(raw.as_bytes()).unwrap_err();
+            assert!(e.contains("chunk"), "{size}: {e}");
+        }
     }
 }
