@@ -189,15 +189,16 @@ pub fn trusted_path(path: &Path) -> Result<PathBuf, TrustError> {
     Ok(resolved)
 }
 
-/// A directory of the daemon: made 0700 where missing (and its missing
-/// parents), its mode repaired when it is open to others; refused when it
-/// is not ours or the way to it is not trusted. Returns the resolved path
-/// and, when a mode was repaired, a line saying so.
-pub fn private_dir(path: &Path) -> Result<(PathBuf, Option<String>), TrustError> {
-    let (mut resolved, rest) = resolve(path, false)?;
+/// Makes the missing components `rest` below the existing `resolved` with
+/// `mode`; returns the path and what it is, which must be a directory.
+fn make_dirs(
+    mut resolved: PathBuf,
+    rest: Vec<OsString>,
+    mode: u32,
+) -> Result<(PathBuf, std::fs::Metadata), TrustError> {
     for name in rest {
         resolved.push(name);
-        match std::fs::DirBuilder::new().mode(DIR_MODE).create(&resolved) {
+        match std::fs::DirBuilder::new().mode(mode).create(&resolved) {
             Ok(()) => {}
             // made meanwhile by another thread of ours: checked below
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -211,6 +212,16 @@ pub fn private_dir(path: &Path) -> Result<(PathBuf, Option<String>), TrustError>
             what: "directory",
         });
     }
+    Ok((resolved, md))
+}
+
+/// A directory of the daemon: made 0700 where missing (and its missing
+/// parents), its mode repaired when it is open to others; refused when it
+/// is not ours or the way to it is not trusted. Returns the resolved path
+/// and, when a mode was repaired, a line saying so.
+pub fn private_dir(path: &Path) -> Result<(PathBuf, Option<String>), TrustError> {
+    let (resolved, rest) = resolve(path, false)?;
+    let (resolved, md) = make_dirs(resolved, rest, DIR_MODE)?;
     own(&resolved, &md)?;
     let repaired = repair(&resolved, &md, DIR_MODE)?;
     Ok((resolved, repaired))
@@ -227,22 +238,8 @@ pub fn trusted_dir(path: &Path) -> Result<PathBuf, TrustError> {
 /// [`trusted_dir`], making what is missing with `mode` (a socket's
 /// directory that a group must pass through).
 pub fn trusted_dir_with_mode(path: &Path, mode: u32) -> Result<PathBuf, TrustError> {
-    let (mut resolved, rest) = resolve(path, true)?;
-    for name in rest {
-        resolved.push(name);
-        match std::fs::DirBuilder::new().mode(mode).create(&resolved) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(&resolved)(e)),
-        }
-    }
-    let md = std::fs::symlink_metadata(&resolved).map_err(io_err(&resolved))?;
-    if !md.is_dir() {
-        return Err(TrustError::Kind {
-            path: resolved.display().to_string(),
-            what: "directory",
-        });
-    }
+    let (resolved, rest) = resolve(path, true)?;
+    let (resolved, md) = make_dirs(resolved, rest, mode)?;
     check_ancestor(&resolved, &md)?;
     Ok(resolved)
 }
