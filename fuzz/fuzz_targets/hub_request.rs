@@ -98,7 +98,7 @@ fn run(requests: Vec<Request>, n: u64) {
     }
     if let Ok(loc) = LocalLocation::open(&dir) {
         for req in requests {
-            let _ = fs::execute(&loc, req.op);
+            let _ = fs::execute(&loc, req.op, &fs::Policy::default());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
