@@ -422,60 +422,54 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
             "ferry {args:?}: {err:?} does not say {words:?}"
         );
     };
-    let create = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["task", "create", "--name", "t"].map(String::from).to_vec();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+    let refused_task = |extra: &[&str], words: &str| {
+        let mut args = vec!["task", "create", "--name", "t"];
+        args.extend_from_slice(extra);
+        refused(&args, words);
     };
-    let args = create(&["--source", "loc-00000000000000000", "--destination", &dst]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &["--source", "loc-00000000000000000", "--destination", &dst],
         "source location loc-00000000000000000 does not exist",
     );
-    let args = create(&[
-        "--source",
-        &src,
-        "--destination",
-        &dst,
-        "--schedule",
-        "every hour",
-    ]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &[
+            "--source",
+            &src,
+            "--destination",
+            &dst,
+            "--schedule",
+            "every hour",
+        ],
         "five (minute hour",
     );
-    let args = create(&[
-        "--source",
-        &src,
-        "--destination",
-        &dst,
-        "--schedule",
-        "61 * * * *",
-    ]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &[
+            "--source",
+            &src,
+            "--destination",
+            &dst,
+            "--schedule",
+            "61 * * * *",
+        ],
         "not a valid cron expression",
     );
-    let args = create(&[
-        "--source",
-        &src,
-        "--destination",
-        &dst,
-        "--schedule",
-        "0 0 31 2 *",
-    ]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &[
+            "--source",
+            &src,
+            "--destination",
+            &dst,
+            "--schedule",
+            "0 0 31 2 *",
+        ],
         "never occurs",
     );
-    let args = create(&["--source", &src, "--destination", &inner]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &["--source", &src, "--destination", &inner],
         "is inside the source",
     );
-    let args = create(&["--source", &inner, "--destination", &src]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &["--source", &inner, "--destination", &src],
         "would overwrite or delete its own source",
     );
     refused(
@@ -502,14 +496,12 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
         ],
         "'..'",
     );
-    let args = create(&["--source", &src, "--destination", &dst, "--mtime", "none"]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &["--source", &src, "--destination", &dst, "--mtime", "none"],
         "--atime best-effort needs --mtime preserve",
     );
-    let args = create(&["--source", &src, "--destination", &src]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    refused_task(
+        &["--source", &src, "--destination", &src],
         "the same location",
     );
     refused(

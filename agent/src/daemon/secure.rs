@@ -215,6 +215,18 @@ fn make_dirs(
     Ok((resolved, md))
 }
 
+/// What `file` (opened from `path`) is, which must be a regular file.
+fn regular_file(path: &Path, file: &std::fs::File) -> Result<std::fs::Metadata, TrustError> {
+    let md = file.metadata().map_err(io_err(path))?;
+    if !md.is_file() {
+        return Err(TrustError::Kind {
+            path: path.display().to_string(),
+            what: "regular file",
+        });
+    }
+    Ok(md)
+}
+
 /// A directory of the daemon: made 0700 where missing (and its missing
 /// parents), its mode repaired when it is open to others; refused when it
 /// is not ours or the way to it is not trusted. Returns the resolved path
@@ -319,13 +331,7 @@ pub fn private_file(path: &Path) -> Result<(), TrustError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| link_error(path, e))?;
-    let md = file.metadata().map_err(io_err(path))?;
-    if !md.is_file() {
-        return Err(TrustError::Kind {
-            path: path.display().to_string(),
-            what: "regular file",
-        });
-    }
+    let md = regular_file(path, &file)?;
     own(path, &md)?;
     if md.mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
@@ -376,13 +382,7 @@ fn read_checked(path: &Path, limit: u64, secret: bool) -> Result<Vec<u8>, TrustE
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&full)
         .map_err(|e| link_error(path, e))?;
-    let md = file.metadata().map_err(io_err(path))?;
-    if !md.is_file() {
-        return Err(TrustError::Kind {
-            path: path.display().to_string(),
-            what: "regular file",
-        });
-    }
+    let md = regular_file(path, &file)?;
     let mode = md.mode() & 0o7777;
     if secret {
         own(path, &md)?;
