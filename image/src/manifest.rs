@@ -110,6 +110,10 @@ pub struct Service {
     /// Open-file limit ferry-init sets (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<u64>,
+    /// The seccomp allow-list ferry-init confines it to (a profile of
+    /// ferry-init's `seccomp` module: agent, console, diag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<String>,
 }
 
 impl Manifest {

@@ -32,6 +32,11 @@ const HELP: &str = "commands:
 /// Runs the console on stdin/stdout until `quit` or end of input.
 pub fn run() -> i32 {
     let mut out = io::stdout();
+    // confined before reading a byte of input; no console without it
+    if let Err(e) = crate::seccomp::confine(crate::seccomp::Profile::Diag) {
+        let _ = writeln!(out, "the support console cannot confine itself: {e}");
+        return 1;
+    }
     if let Ok(cmd) = std::env::var("SSH_ORIGINAL_COMMAND") {
         if !cmd.trim().is_empty() {
             let _ = command(cmd.trim(), &mut out);

@@ -34,6 +34,7 @@ pub mod ovfenv;
 pub mod power;
 pub mod providers;
 pub mod reaper;
+pub mod seccomp;
 pub mod services;
 pub mod supervisor;
 pub mod support;

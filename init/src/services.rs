@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
+use crate::seccomp;
+
 /// The service list in the root file system.
 pub const SERVICES: &str = "/usr/lib/ferry/services.yaml";
 
@@ -39,6 +41,10 @@ pub struct Service {
     /// sized for the hub's connections (see the image manifest).
     #[serde(default)]
     pub open_files: Option<u64>,
+    /// The seccomp allow-list the service runs under (a
+    /// [`seccomp::Profile`] name), installed just before exec.
+    #[serde(default)]
+    pub seccomp: Option<String>,
 }
 
 /// The open-file limit of a service that sets none: the kernel's usual
@@ -59,6 +65,10 @@ pub fn parse(text: &str) -> Result<Vec<Service>, String> {
         }
         for c in &s.capabilities {
             cap_number(c).ok_or_else(|| format!("service {}: unknown capability {c}", s.name))?;
+        }
+        if let Some(p) = &s.seccomp {
+            seccomp::Profile::from_name(p)
+                .ok_or_else(|| format!("service {}: unknown seccomp profile {p}", s.name))?;
         }
         if let Some(n) = s.open_files {
             if !(16..=MAX_OPEN_FILES).contains(&n) {
@@ -155,7 +165,12 @@ struct CapData {
 
 /// In the child, after fork: become `ids` keeping exactly `caps`, as ambient
 /// capabilities so they survive exec of a non-setcap binary.
-fn drop_privileges(ids: Option<Ids>, caps: &[u32], open_files: u64) -> io::Result<()> {
+fn drop_privileges(
+    ids: Option<Ids>,
+    caps: &[u32],
+    open_files: u64,
+    filter: Option<&seccompiler::BpfProgram>,
+) -> io::Result<()> {
     let check = |r: libc::c_int| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -234,6 +249,10 @@ fn drop_privileges(ids: Option<Ids>, caps: &[u32], open_files: u64) -> io::Resul
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         }
     }
+    // last: from here on only the exec is left to do
+    if let Some(filter) = filter {
+        seccomp::install(filter)?;
+    }
     Ok(())
 }
 
@@ -291,10 +310,24 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
             }
         }
     }
+    // compiled here: the child may not allocate between fork and exec
+    let filter = match s.seccomp.as_deref().map(seccomp::Profile::from_name) {
+        None => None,
+        Some(Some(p)) => Some(
+            p.compile()
+                .map_err(|e| io::Error::other(format!("seccomp profile {}: {e}", p.name())))?,
+        ),
+        Some(None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown seccomp profile for {}", s.name),
+            ))
+        }
+    };
     // SAFETY: drop_privileges only makes async-signal-safe syscalls.
     let open_files = s.open_files.unwrap_or(DEFAULT_OPEN_FILES);
     unsafe {
-        cmd.pre_exec(move || drop_privileges(ids, &caps, open_files));
+        cmd.pre_exec(move || drop_privileges(ids, &caps, open_files, filter.as_ref()));
     }
     let child = cmd.spawn()?;
     Ok(child.id())
@@ -313,7 +346,8 @@ mod tests {
                 "/bin/sh".into(),
                 "-c".into(),
                 format!(
-                    "grep -E '^({fields})' /proc/self/status > {}",
+                    // exec: the status is grep's own, not a shell's
+                    "exec grep -E '^({fields})' /proc/self/status > {}",
                     dir.join("status").display()
                 ),
             ],
@@ -322,6 +356,7 @@ mod tests {
             environment: BTreeMap::new(),
             tty: None,
             open_files: None,
+            seccomp: None,
         }
     }
 
@@ -474,5 +509,37 @@ mod tests {
                 "{set}: {status}"
             );
         }
+    }
+
+    /// A service with a profile runs under its filter (the kernel's view),
+    /// and the list refuses what it lacks: the diagnostic list has no mkdir.
+    #[test]
+    fn a_service_runs_under_its_seccomp_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let _t = crate::reaper::TEST_CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut s = probe(dir.path(), None, &[], "Seccomp|NoNewPrivs");
+        s.seccomp = Some("console".into());
+        let status = probe_status(spawn(&s).unwrap(), dir.path());
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+
+        let mut s = probe(dir.path(), None, &[], "");
+        s.exec[2] = format!(
+            "exec mkdir {} 2> {}",
+            dir.path().join("made").display(),
+            dir.path().join("status").display()
+        );
+        s.seccomp = Some("diag".into());
+        let status = probe_status(spawn(&s).unwrap(), dir.path());
+        assert!(status.contains("Operation not permitted"), "{status}");
+        assert!(!dir.path().join("made").exists());
+
+        s.seccomp = Some("nonsense".into());
+        assert!(spawn(&s).is_err());
+        assert!(parse("- name: x\n  exec: [/x]\n  seccomp: nonsense\n")
+            .unwrap_err()
+            .contains("unknown seccomp profile nonsense"));
     }
 }

@@ -496,6 +496,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
         environment: Default::default(),
         tty: None,
         open_files: None,
+        seccomp: None,
     };
     let mut out = vec![server];
     if let Mode::Outbound(o) = &s.mode {
@@ -524,6 +525,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
             environment: Default::default(),
             tty: None,
             open_files: None,
+            seccomp: None,
         });
     }
     Ok(out)

@@ -249,6 +249,7 @@ fn unit_journald(sys: &dyn Sys, st: &mut State) -> Result<()> {
         environment: Default::default(),
         tty: None,
         open_files: None,
+        seccomp: None,
     };
     st.sup
         .start("systemd-journald", spec, Instant::now(), &mut |s| {
@@ -490,6 +491,7 @@ pub fn run(sys: &dyn Sys) -> ! {
         platform: Platform::Other,
         next_poll: None,
     };
+    crate::seccomp::watch_denials();
     run_units(sys, &mut st);
     // every supervised service, in the order they started
     let mut names: Vec<String> = st

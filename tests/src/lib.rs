@@ -669,11 +669,32 @@ impl VmConfig {
     }
 }
 
+impl Vm {
+    /// What ferry-init reported of seccomp denials: each is a system call
+    /// a program made that its allow-list lacks (init/src/seccomp.rs).
+    pub fn seccomp_denials(&self) -> Vec<String> {
+        self.console()
+            .lines()
+            .filter(|l| l.contains("seccomp: denied"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 impl Drop for Vm {
+    /// Stops QEMU; a test whose guest reported a seccomp denial fails here,
+    /// whatever it checked itself (unless it is failing already).
     fn drop(&mut self) {
         if self.exited().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        let denials = self.seccomp_denials();
+        if !denials.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the guest denied system calls (an allow-list lacks them):\n{}",
+                denials.join("\n")
+            );
         }
     }
 }
