@@ -1822,3 +1822,102 @@ fn a_hub_reads_only_what_the_agent_allows() {
     // With it, as usual.
     strict.register(hub.addr, &hub.fingerprint());
 }
+
+/// Activation requests that cannot be right are refused with 400 and what
+/// is wrong, on the activation port and in the agent's API alike, before
+/// any hub is contacted; a hub that does not answer is a 502.
+#[test]
+fn bad_activation_requests_are_refused_with_400() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with(&tmp.path().join("agent"), "", None);
+    let good_fp = format!("sha256:{}", "ab".repeat(32));
+    let bad_hubs = [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("hub example.com", "not a host name"),
+        ("hub.example.com:99999", "port"),
+        ("hub.example.com:0", "port"),
+        ("hub.example.com:x", "port"),
+        ("hub.example.com/x", "HOST[:PORT]"),
+        ("user@hub.example.com", "HOST[:PORT]"),
+        ("-hub.example.com", "not a host name"),
+        ("[::1", "not a host name"),
+    ];
+    let bad_fps = [
+        "sha256:abc",
+        "md5:0123456789abcdef0123456789abcdef",
+        &format!("sha256:{}", "g".repeat(64)),
+        &format!("sha256:{}", "a".repeat(65)),
+        &"a".repeat(64),
+    ];
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b':' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut cases: Vec<(String, Option<String>, &str)> = bad_hubs
+        .iter()
+        .map(|(h, why)| (h.to_string(), Some(good_fp.clone()), *why))
+        .collect();
+    for fp in bad_fps {
+        cases.push((
+            "127.0.0.1:1".to_string(),
+            Some(fp.to_string()),
+            "sha256: followed by 64 hex digits",
+        ));
+    }
+    for (hub, fp, why) in &cases {
+        let mut query = format!("hub={}", encode(hub));
+        if let Some(fp) = fp {
+            query += &format!("&hubFingerprint={}", encode(fp));
+        }
+        let (status, _, body) = agent.activation_get(&query);
+        assert_eq!(status, 400, "GET /?{query}: {body}");
+        assert!(body.contains(why), "GET /?{query}: {body}");
+
+        let (status, v) = agent.d.api(
+            "POST",
+            "/v1/activation",
+            Some(json!({"Hub": hub, "HubFingerprint": fp})),
+        );
+        assert_eq!(status, 400, "{hub:?} {fp:?}: {v}");
+        assert!(
+            v["Message"].as_str().unwrap_or_default().contains(why),
+            "{hub:?} {fp:?}: {v}"
+        );
+    }
+    // The body's own shape.
+    for body in [
+        json!({}),
+        json!({"Hub": 5}),
+        json!({"Hub": "h", "Hubb": "x"}),
+    ] {
+        let (status, v) = agent.d.api("POST", "/v1/activation", Some(body.clone()));
+        assert_eq!(status, 400, "{body}: {v}");
+    }
+    // Nothing was started.
+    assert_eq!(
+        agent.ferry(&["activation", "show"])["ActivationKey"],
+        Value::Null
+    );
+    assert!(
+        !agent.d.log().contains("registered with"),
+        "{}",
+        agent.d.log()
+    );
+
+    // Well formed, but nobody answers there: the hub's fault, 502.
+    let (status, _, body) = agent.activation_get("hub=127.0.0.1:1");
+    assert_eq!(status, 502, "{body}");
+    let (status, v) = agent.d.api(
+        "POST",
+        "/v1/activation",
+        Some(json!({"Hub": "127.0.0.1:1"})),
+    );
+    assert_eq!(status, 502, "{v}");
+}

@@ -65,6 +65,29 @@ pub enum LinkError {
     Runtime(std::io::Error),
     #[error("this agent activates only with the hub's CA fingerprint (hubFingerprint=sha256:HEX; require_hub_fingerprint is set)")]
     FingerprintRequired,
+    /// The request itself is wrong (a 400, not the hub's fault).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A hub CA fingerprint as given: `sha256:` and 64 hex digits, or nothing
+/// (absent or blank); lower case.
+fn check_fingerprint(given: Option<&str>) -> Result<Option<String>, LinkError> {
+    let Some(f) = given.map(str::trim).filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    let hex = f
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("sha256:"))
+        .map(|_| &f[7..]);
+    match hex {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(format!("sha256:{}", h.to_ascii_lowercase())))
+        }
+        _ => Err(LinkError::Invalid(format!(
+            "bad hub fingerprint {f:?}: give sha256: followed by 64 hex digits (the hub logs its CA fingerprint at start)"
+        ))),
+    }
 }
 
 /// Why an execution the hub handed over is not run here.
@@ -284,11 +307,13 @@ impl Link {
         if activated {
             return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
-        let fingerprint = fingerprint.map(str::trim).filter(|f| !f.is_empty());
+        // What cannot be right is refused before anything is tried.
+        let base = base_url(hub).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let fingerprint = check_fingerprint(fingerprint)?;
+        let fingerprint = fingerprint.as_deref();
         if fingerprint.is_none() && self.policy.require_hub_fingerprint {
             return Err(LinkError::FingerprintRequired);
         }
-        let base = base_url(hub)?;
         let seen = Arc::new(Mutex::new(None));
         let config = tls::first_contact_config(fingerprint.map(str::to_string), seen.clone())?;
         let client = HubClient::new(base.clone(), config, 1, None);
@@ -725,7 +750,7 @@ async fn activation_page(
         Err(e @ LinkError::AlreadyActivated(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
-        Err(e @ LinkError::FingerprintRequired) => {
+        Err(e @ (LinkError::FingerprintRequired | LinkError::Invalid(_))) => {
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
@@ -735,6 +760,38 @@ async fn activation_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_is_sha256_and_64_hex_digits_or_nothing() {
+        let hex = "0123456789abcdef".repeat(4);
+        for none in [None, Some(""), Some("  ")] {
+            assert_eq!(check_fingerprint(none).unwrap(), None);
+        }
+        let want = Some(format!("sha256:{hex}"));
+        assert_eq!(
+            check_fingerprint(Some(&format!("sha256:{hex}"))).unwrap(),
+            want
+        );
+        assert_eq!(
+            check_fingerprint(Some(&format!(" SHA256:{} ", hex.to_uppercase()))).unwrap(),
+            want
+        );
+        for bad in [
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("sha256:{}g", &hex[1..]),
+            format!("sha1:{hex}"),
+            hex.clone(),
+            "sha256:".into(),
+            "sha256:é".into(),
+        ] {
+            let e = check_fingerprint(Some(&bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("sha256: followed by 64 hex digits"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_hub_reads_only_nfs_and_the_local_paths_the_agent_allows() {
