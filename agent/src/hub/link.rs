@@ -9,6 +9,13 @@
 //! confirms the key; with it, the agent writes the activation marker, closes
 //! the activation port and reports to the hub every minute.
 //!
+//! Anyone who reaches the activation port may ask this, naming any hub: the
+//! newest request's hub is the one asked for the certificate. The key pair
+//! stays the same until activated, and a hub answers a public key it has a
+//! key for with that key, so a stranger's requests cannot use up the hub's
+//! limits on the agent's address; the operator's request right after gets
+//! its key, and picks the certificate up at once when already confirmed.
+//!
 //! What the agent trusts its hub with: the hub hands it executions whose
 //! source is an NFS export, or a local path the agent's own configuration
 //! lists (`daemon: hub_local_sources`); anything else is refused and
@@ -317,7 +324,13 @@ impl Link {
         let seen = Arc::new(Mutex::new(None));
         let config = tls::first_contact_config(fingerprint.map(str::to_string), seen.clone())?;
         let client = HubClient::new(base.clone(), config, 1, None);
-        let (key_pem, csr) = ca::new_request(&hostname())?;
+        // One key pair until activated, whichever hub is named and however
+        // often: the hub answers a request for a public key it already has
+        // a key for with that key, so repeated requests (anyone may send
+        // them to the activation port) use up none of its limits.
+        let key_path = self.key_path();
+        let kept = std::fs::read_to_string(&key_path).ok();
+        let (key_pem, csr) = ca::request_with(kept.as_deref(), &hostname())?;
         let answer = client
             .json(
                 Method::POST,
@@ -330,8 +343,9 @@ impl Link {
             .ok_or(LinkError::Answer("ActivationKey"))?
             .to_string();
         let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
-        let key_path = self.key_path();
-        write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+        if kept.as_deref() != Some(key_pem.as_str()) {
+            write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+        }
         let state = LinkState {
             hub: Some(base.clone()),
             ca: Some(ca::cert_pem(&ca_der)),
@@ -351,6 +365,11 @@ impl Link {
                 "activation: warning: {}",
                 unverified(&ca::fingerprint(&ca_der))
             ));
+        }
+        // The key may be confirmed already (asked for again after the
+        // pending registration went elsewhere): then activated now.
+        if let Err(e) = self.pick_up().await {
+            (self.log)(&format!("activation: {e}"));
         }
         Ok(format!("{base}/activate?activationKey={key}"))
     }
