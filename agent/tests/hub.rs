@@ -650,10 +650,10 @@ fn the_hub_refuses_strangers() {
         &hub.fingerprint(),
     ]);
     let first = v["ActivationKey"].as_str().unwrap().to_string();
-    // A second registration replaces the first.
+    // Asked again while the key waits: the hub answers the same key.
     let v = agent.ferry(&["activation", "start", "--hub", &hub.addr.to_string()]);
     let key = v["ActivationKey"].as_str().unwrap().to_string();
-    assert_ne!(key, first);
+    assert_eq!(key, first);
     assert_eq!(
         agent.ferry(&["activation", "show"])["ActivationKey"],
         key.as_str()
@@ -1522,12 +1522,13 @@ fn registrations_are_capped_and_not_written_to_disk() {
     let padded = format!("{csr}{}", "\n".repeat(12 << 10));
     let (status, v) = register(&padded);
     assert_eq!(status, 413, "{v}");
-    // A few waiting keys from one address, then no more.
+    // A few waiting keys from one address (agents: a key pair each),
+    // then no more.
     for _ in 0..4 {
-        let (status, v) = register(&csr);
+        let (status, v) = register(&ca::new_request("h").unwrap().1);
         assert_eq!(status, 200, "{v}");
     }
-    let (status, v) = register(&csr);
+    let (status, v) = register(&ca::new_request("h").unwrap().1);
     assert_eq!(status, 429, "{v}");
     assert!(
         v["Message"].as_str().unwrap().contains("this address"),
@@ -1821,4 +1822,150 @@ fn a_hub_reads_only_what_the_agent_allows() {
     assert_eq!(status, 400, "{v}");
     // With it, as usual.
     strict.register(hub.addr, &hub.fingerprint());
+}
+
+/// Activation requests that cannot be right are refused with 400 and what
+/// is wrong, on the activation port and in the agent's API alike, before
+/// any hub is contacted; a hub that does not answer is a 502.
+#[test]
+fn bad_activation_requests_are_refused_with_400() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with(&tmp.path().join("agent"), "", None);
+    let good_fp = format!("sha256:{}", "ab".repeat(32));
+    let bad_hubs = [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("hub example.com", "not a host name"),
+        ("hub.example.com:99999", "port"),
+        ("hub.example.com:0", "port"),
+        ("hub.example.com:x", "port"),
+        ("hub.example.com/x", "HOST[:PORT]"),
+        ("user@hub.example.com", "HOST[:PORT]"),
+        ("-hub.example.com", "not a host name"),
+        ("[::1", "not a host name"),
+    ];
+    let bad_fps = [
+        "sha256:abc",
+        "md5:0123456789abcdef0123456789abcdef",
+        &format!("sha256:{}", "g".repeat(64)),
+        &format!("sha256:{}", "a".repeat(65)),
+        &"a".repeat(64),
+    ];
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b':' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut cases: Vec<(String, Option<String>, &str)> = bad_hubs
+        .iter()
+        .map(|(h, why)| (h.to_string(), Some(good_fp.clone()), *why))
+        .collect();
+    for fp in bad_fps {
+        cases.push((
+            "127.0.0.1:1".to_string(),
+            Some(fp.to_string()),
+            "sha256: followed by 64 hex digits",
+        ));
+    }
+    for (hub, fp, why) in &cases {
+        let mut query = format!("hub={}", encode(hub));
+        if let Some(fp) = fp {
+            query += &format!("&hubFingerprint={}", encode(fp));
+        }
+        let (status, _, body) = agent.activation_get(&query);
+        assert_eq!(status, 400, "GET /?{query}: {body}");
+        assert!(body.contains(why), "GET /?{query}: {body}");
+
+        let (status, v) = agent.d.api(
+            "POST",
+            "/v1/activation",
+            Some(json!({"Hub": hub, "HubFingerprint": fp})),
+        );
+        assert_eq!(status, 400, "{hub:?} {fp:?}: {v}");
+        assert!(
+            v["Message"].as_str().unwrap_or_default().contains(why),
+            "{hub:?} {fp:?}: {v}"
+        );
+    }
+    // The body's own shape.
+    for body in [
+        json!({}),
+        json!({"Hub": 5}),
+        json!({"Hub": "h", "Hubb": "x"}),
+    ] {
+        let (status, v) = agent.d.api("POST", "/v1/activation", Some(body.clone()));
+        assert_eq!(status, 400, "{body}: {v}");
+    }
+    // Nothing was started.
+    assert_eq!(
+        agent.ferry(&["activation", "show"])["ActivationKey"],
+        Value::Null
+    );
+    assert!(
+        !agent.d.log().contains("registered with"),
+        "{}",
+        agent.d.log()
+    );
+
+    // Well formed, but nobody answers there: the hub's fault, 502.
+    let (status, _, body) = agent.activation_get("hub=127.0.0.1:1");
+    assert_eq!(status, 502, "{body}");
+    let (status, v) = agent.d.api(
+        "POST",
+        "/v1/activation",
+        Some(json!({"Hub": "127.0.0.1:1"})),
+    );
+    assert_eq!(status, 502, "{v}");
+}
+
+/// Whoever reaches an agent's activation port before the operator cannot
+/// lock the operator out: requests naming the operator's hub, more than
+/// the hub takes from one address, and others naming a hub of their own,
+/// leave the operator's activation working right after; and a stranger
+/// who moves the pending registration to their hub after the operator
+/// confirmed is undone by the operator's next request.
+#[test]
+fn a_stranger_at_the_activation_port_cannot_lock_the_operator_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let theirs = Hub::start(&tmp.path().join("theirs"), 1800);
+    let agent = Agent::start(&tmp.path().join("agent"));
+
+    // More than the hub's 4 waiting keys and burst of 6 from one address.
+    for i in 0..10 {
+        let query = match i % 3 {
+            0 => format!("hub={}", hub.addr),
+            1 => format!("hub={}&hubFingerprint={}", hub.addr, hub.fingerprint()),
+            _ => format!("hub={}", theirs.addr),
+        };
+        let _ = agent.activation_get(&query);
+    }
+    // The operator, right after.
+    let key = agent.register(hub.addr, &hub.fingerprint());
+    let v = agent.ferry(&["activation", "show"]);
+    assert_eq!(v["ActivationKey"], key.as_str(), "{v}");
+    assert_eq!(v["HubFingerprintChecked"], true, "{v}");
+
+    // The stranger moves it to their hub; the operator confirms the key.
+    let _ = agent.activation_get(&format!("hub={}", theirs.addr));
+    let (code, out, err) = hub.cli(&["activate", &key, "--name", "site"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", agent.d.log());
+    // (The agent asks the stranger's hub, which does not confirm.)
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!agent.marker().exists());
+    // The operator's next request finds the confirmed key: activated.
+    assert_eq!(agent.register(hub.addr, &hub.fingerprint()), key);
+    wait_for("the activation marker", Duration::from_secs(5), || {
+        agent.marker().exists()
+    });
+    let v = agent.ferry(&["activation", "show"]);
+    assert_eq!(v["Activated"], true, "{v}");
+    assert_eq!(v["Hub"], format!("https://{}", hub.addr), "{v}");
+    assert_eq!(v["HubCaFingerprint"], hub.fingerprint(), "{v}");
+    assert_eq!(agent_id(&hub, "site"), v["AgentId"].as_str().unwrap());
 }

@@ -438,6 +438,7 @@ pub const VERSION: u32 = 2;
 ///   locations:
 ///     nas:    { nfs: { server: 192.0.2.20, export: /exports/data, version: "4.1" } }
 ///     efs:    { nfs: { server: fs-1.efs.example, export: /, mount_options: "nconnect=16" } }
+///     devs:   { local: { path: /mnt/devs, allow_special_files: true } }   # a hub's: devices from agents
 ///   tasks:
 ///     nightly:
 ///       source: nas
@@ -481,12 +482,23 @@ pub struct NfsLocation {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_options: Option<String>,
+    /// On a hub: agents may make device nodes, FIFOs, sockets and set-id
+    /// files here (ferry-agent's `AllowSpecialFiles`; false by default).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_special_files: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LocalLocation {
     pub path: String,
+    /// As for NFS.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_special_files: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -1300,6 +1312,14 @@ mod tests {
         assert_eq!(a.locations.len(), 3);
         let nas = a.locations["nas"].nfs.as_ref().unwrap();
         assert_eq!(nas.version.as_deref(), Some("4.1"));
+        assert!(!nas.allow_special_files);
+        assert!(
+            a.locations["scratch"]
+                .local
+                .as_ref()
+                .unwrap()
+                .allow_special_files
+        );
         let t = &a.tasks["nightly"];
         assert_eq!((t.source.as_str(), t.destination.as_str()), ("nas", "efs"));
         assert_eq!(
@@ -1350,6 +1370,12 @@ mod tests {
         assert!(e.contains("exactly one of nfs or local"), "{e}");
         let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e, verson: \"3\" } }\n", "f").unwrap_err().to_string();
         assert!(e.contains("verson"), "{e}");
+        let e = parse("version: 2\nagent:\n  locations:\n    a: { local: { path: /a, allow_special_files: yes please } }\n", "f").unwrap_err().to_string();
+        assert!(
+            e.contains("agent.locations.a.local.allow_special_files")
+                && e.contains("expected a boolean"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -230,6 +230,14 @@ mod tests {
             "/data/scratch"
         );
         assert_eq!(
+            json["locations"]["scratch"]["local"]["allow_special_files"],
+            true
+        );
+        assert_eq!(
+            json["locations"]["nas"]["nfs"].get("allow_special_files"),
+            None
+        );
+        assert_eq!(
             json["tasks"]["nightly"]["options"]["VerifyMode"],
             "ONLY_FILES_TRANSFERRED"
         );

@@ -541,6 +541,9 @@ async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
         Err(e @ crate::hub::link::LinkError::FingerprintRequired) => {
             Err(bad_request("FingerprintRequired", e.to_string()))
         }
+        Err(e @ crate::hub::link::LinkError::Invalid(_)) => {
+            Err(bad_request("InvalidRequest", e.to_string()))
+        }
         Err(e) => Err(ApiError {
             status: StatusCode::BAD_GATEWAY,
             code: "HubUnreachable",

@@ -40,9 +40,16 @@ pub enum DeclaredLocation {
         version: Option<String>,
         #[serde(default)]
         mount_options: Option<String>,
+        /// On a hub: agents may make device nodes, FIFOs, sockets and
+        /// set-id files here (`AllowSpecialFiles`; false by default).
+        #[serde(default)]
+        allow_special_files: bool,
     },
     Local {
         path: String,
+        /// As for NFS.
+        #[serde(default)]
+        allow_special_files: bool,
     },
 }
 
@@ -89,6 +96,7 @@ impl DeclaredLocation {
                 subdirectory,
                 version: v,
                 mount_options,
+                allow_special_files,
             } => {
                 nfs::validate(server, export, mount_options.as_deref())?;
                 LocationSpec::Nfs {
@@ -97,10 +105,16 @@ impl DeclaredLocation {
                     subdirectory: subdirectory.clone(),
                     version: version(v.as_deref())?,
                     mount_options: mount_options.clone(),
-                    allow_special_files: false,
+                    allow_special_files: *allow_special_files,
                 }
             }
-            DeclaredLocation::Local { path } => LocationSpec::local(path.clone()),
+            DeclaredLocation::Local {
+                path,
+                allow_special_files,
+            } => LocationSpec::Local {
+                path: path.clone(),
+                allow_special_files: *allow_special_files,
+            },
         })
         .and_then(|spec| super::check::location(&spec).map(|()| spec))
     }
@@ -241,4 +255,43 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: Value) -> Result<LocationSpec, String> {
+        serde_json::from_value::<DeclaredLocation>(v)
+            .map_err(|e| e.to_string())?
+            .spec()
+    }
+
+    #[test]
+    fn special_files_are_allowed_only_where_the_document_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().to_string_lossy().into_owned();
+        let nfs = json!({"server": "nas.example", "export": "/exports/data"});
+        let with = |mut v: Value, allow: Value| {
+            v["allow_special_files"] = allow;
+            v
+        };
+
+        // Not said: not allowed.
+        assert!(!spec(json!({"local": {"path": path}}))
+            .unwrap()
+            .allows_special_files());
+        assert!(!spec(json!({"nfs": nfs})).unwrap().allows_special_files());
+        // Said, either way.
+        for allow in [true, false] {
+            let local = spec(json!({"local": {"path": path, "allow_special_files": allow}}));
+            assert_eq!(local.unwrap().allows_special_files(), allow);
+            let remote = spec(json!({"nfs": with(nfs.clone(), allow.into())}));
+            assert_eq!(remote.unwrap().allows_special_files(), allow);
+        }
+        // Only a boolean.
+        let e = spec(json!({"local": {"path": path, "allow_special_files": "yes"}})).unwrap_err();
+        assert!(e.contains("expected a boolean"), "{e}");
+    }
 }

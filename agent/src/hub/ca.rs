@@ -180,7 +180,19 @@ fn ten_years(params: &mut CertificateParams) {
 
 /// A new key pair and a certificate request for it (the agent side).
 pub fn new_request(hostname: &str) -> Result<(String, String), CaError> {
-    let key = KeyPair::generate()?;
+    request_for(KeyPair::generate()?, hostname)
+}
+
+/// A certificate request for the key pair in `key_pem` (PEM, PKCS#8),
+/// or for a new one when that is not a key; with the key pair's PEM.
+pub fn request_with(key_pem: Option<&str>, hostname: &str) -> Result<(String, String), CaError> {
+    match key_pem.and_then(|pem| KeyPair::from_pem(pem).ok()) {
+        Some(key) => request_for(key, hostname),
+        None => new_request(hostname),
+    }
+}
+
+fn request_for(key: KeyPair, hostname: &str) -> Result<(String, String), CaError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name

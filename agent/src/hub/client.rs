@@ -32,8 +32,8 @@ pub enum HubError {
     },
     #[error("the hub's answer to {what} is not readable: {detail}")]
     Garbled { what: String, detail: String },
-    #[error("bad hub address {0:?}: give HOST[:PORT]")]
-    Address(String),
+    #[error("bad hub address {0:?}: {1}; give HOST[:PORT]")]
+    Address(String, &'static str),
 }
 
 /// What the wire cost, beyond the data itself.
@@ -67,28 +67,71 @@ pub struct HubClient {
     pub stats: Arc<WireStats>,
 }
 
-/// `HOST[:PORT]` (443 by default) as a base URL.
+/// `HOST[:PORT]` (443 by default) as a base URL: a host name, an IPv4
+/// address or an IPv6 address (in brackets when a port follows), and a
+/// port from 1 to 65535; `https://` before and `/` after are let through.
 pub fn base_url(hub: &str) -> Result<String, HubError> {
-    let hub = hub
-        .trim()
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    if hub.is_empty() || hub.contains('/') || hub.contains('?') || hub.contains('@') {
-        return Err(HubError::Address(hub.to_string()));
+    const NOT_HOST: &str = "not a host name or address";
+    let given = hub.trim();
+    let bad = |why: &'static str| HubError::Address(given.to_string(), why);
+    let h = given.strip_prefix("https://").unwrap_or(given);
+    let h = h.strip_suffix('/').unwrap_or(h);
+    if h.is_empty() {
+        return Err(bad("empty"));
     }
-    // `[v6]:port`, `host:port`, or a bare host or address (a bare IPv6
-    // address has several colons).
-    let has_port = match hub.rsplit_once(':') {
-        Some((h, p)) => p.parse::<u16>().is_ok() && (h.ends_with(']') || !h.contains(':')),
-        None => false,
-    };
-    Ok(if has_port {
-        format!("https://{hub}")
-    } else if hub.contains(':') && !hub.starts_with('[') {
-        format!("https://[{hub}]:443")
+    if h.contains(['/', '?', '#', '@']) {
+        return Err(bad("a host and a port only, no path, query or user"));
+    }
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        let (v6, after) = rest.split_once(']').ok_or(bad(NOT_HOST))?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad(NOT_HOST))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(bad(NOT_HOST))?),
+        };
+        (format!("[{v6}]"), port)
+    } else if h.matches(':').count() > 1 {
+        // A bare IPv6 address (no port: that takes brackets).
+        h.parse::<std::net::Ipv6Addr>().map_err(|_| bad(NOT_HOST))?;
+        (format!("[{h}]"), None)
     } else {
-        format!("https://{hub}:443")
-    })
+        let (host, port) = match h.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        };
+        if host.parse::<std::net::Ipv4Addr>().is_err() && !host_name(host) {
+            return Err(bad(NOT_HOST));
+        }
+        (host.to_string(), port)
+    };
+    let port = match port {
+        None => 443,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(bad("the port is not a number from 1 to 65535"))?,
+    };
+    Ok(format!("https://{host}:{port}"))
+}
+
+/// A DNS name: labels of letters, digits, '-' (not first or last) and '_',
+/// at most 63 bytes each and 253 in all; one final dot allowed.
+fn host_name(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl HubClient {
@@ -145,7 +188,7 @@ impl HubClient {
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| HubError::Address(e.to_string()))?;
+            .map_err(|e| HubError::Address(format!("{url}: {e}"), "not a URL"))?;
         let unreachable = |detail: String, sent: bool| HubError::Unreachable {
             url: url.clone(),
             detail,
@@ -287,7 +330,33 @@ mod tests {
         );
         assert_eq!(base_url("[::1]:8443").unwrap(), "https://[::1]:8443");
         assert_eq!(base_url("::1").unwrap(), "https://[::1]:443");
-        assert!(base_url("evil.example/x").is_err());
-        assert!(base_url("").is_err());
+        assert_eq!(
+            base_url("https://hub.example:8443/").unwrap(),
+            "https://hub.example:8443"
+        );
+        assert_eq!(
+            base_url(" hub.example. ").unwrap(),
+            "https://hub.example.:443"
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("evil.example/x", "no path"),
+            ("evil.example?x", "no path"),
+            ("me@evil.example", "no path"),
+            ("hub example", "not a host"),
+            ("-hub.example", "not a host"),
+            ("hub..example", "not a host"),
+            ("[::1", "not a host"),
+            ("[::1]8443", "not a host"),
+            ("[hub.example]:8443", "not a host"),
+            ("1:2:3", "not a host"),
+            ("hub.example:0", "port"),
+            ("hub.example:65536", "port"),
+            ("hub.example:", "port"),
+            ("hub.example:https", "port"),
+        ] {
+            let e = base_url(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("HOST[:PORT]"), "{bad:?}: {e}");
+        }
     }
 }

@@ -9,6 +9,13 @@
 //! confirms the key; with it, the agent writes the activation marker, closes
 //! the activation port and reports to the hub every minute.
 //!
+//! Anyone who reaches the activation port may ask this, naming any hub: the
+//! newest request's hub is the one asked for the certificate. The key pair
+//! stays the same until activated, and a hub answers a public key it has a
+//! key for with that key, so a stranger's requests cannot use up the hub's
+//! limits on the agent's address; the operator's request right after gets
+//! its key, and picks the certificate up at once when already confirmed.
+//!
 //! What the agent trusts its hub with: the hub hands it executions whose
 //! source is an NFS export, or a local path the agent's own configuration
 //! lists (`daemon: hub_local_sources`); anything else is refused and
@@ -65,6 +72,29 @@ pub enum LinkError {
     Runtime(std::io::Error),
     #[error("this agent activates only with the hub's CA fingerprint (hubFingerprint=sha256:HEX; require_hub_fingerprint is set)")]
     FingerprintRequired,
+    /// The request itself is wrong (a 400, not the hub's fault).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A hub CA fingerprint as given: `sha256:` and 64 hex digits, or nothing
+/// (absent or blank); lower case.
+fn check_fingerprint(given: Option<&str>) -> Result<Option<String>, LinkError> {
+    let Some(f) = given.map(str::trim).filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    let hex = f
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("sha256:"))
+        .map(|_| &f[7..]);
+    match hex {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(format!("sha256:{}", h.to_ascii_lowercase())))
+        }
+        _ => Err(LinkError::Invalid(format!(
+            "bad hub fingerprint {f:?}: give sha256: followed by 64 hex digits (the hub logs its CA fingerprint at start)"
+        ))),
+    }
 }
 
 /// Why an execution the hub handed over is not run here.
@@ -284,15 +314,23 @@ impl Link {
         if activated {
             return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
-        let fingerprint = fingerprint.map(str::trim).filter(|f| !f.is_empty());
+        // What cannot be right is refused before anything is tried.
+        let base = base_url(hub).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let fingerprint = check_fingerprint(fingerprint)?;
+        let fingerprint = fingerprint.as_deref();
         if fingerprint.is_none() && self.policy.require_hub_fingerprint {
             return Err(LinkError::FingerprintRequired);
         }
-        let base = base_url(hub)?;
         let seen = Arc::new(Mutex::new(None));
         let config = tls::first_contact_config(fingerprint.map(str::to_string), seen.clone())?;
         let client = HubClient::new(base.clone(), config, 1, None);
-        let (key_pem, csr) = ca::new_request(&hostname())?;
+        // One key pair until activated, whichever hub is named and however
+        // often: the hub answers a request for a public key it already has
+        // a key for with that key, so repeated requests (anyone may send
+        // them to the activation port) use up none of its limits.
+        let key_path = self.key_path();
+        let kept = std::fs::read_to_string(&key_path).ok();
+        let (key_pem, csr) = ca::request_with(kept.as_deref(), &hostname())?;
         let answer = client
             .json(
                 Method::POST,
@@ -305,8 +343,9 @@ impl Link {
             .ok_or(LinkError::Answer("ActivationKey"))?
             .to_string();
         let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
-        let key_path = self.key_path();
-        write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+        if kept.as_deref() != Some(key_pem.as_str()) {
+            write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+        }
         let state = LinkState {
             hub: Some(base.clone()),
             ca: Some(ca::cert_pem(&ca_der)),
@@ -326,6 +365,11 @@ impl Link {
                 "activation: warning: {}",
                 unverified(&ca::fingerprint(&ca_der))
             ));
+        }
+        // The key may be confirmed already (asked for again after the
+        // pending registration went elsewhere): then activated now.
+        if let Err(e) = self.pick_up().await {
+            (self.log)(&format!("activation: {e}"));
         }
         Ok(format!("{base}/activate?activationKey={key}"))
     }
@@ -725,7 +769,7 @@ async fn activation_page(
         Err(e @ LinkError::AlreadyActivated(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
-        Err(e @ LinkError::FingerprintRequired) => {
+        Err(e @ (LinkError::FingerprintRequired | LinkError::Invalid(_))) => {
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
@@ -735,6 +779,38 @@ async fn activation_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_is_sha256_and_64_hex_digits_or_nothing() {
+        let hex = "0123456789abcdef".repeat(4);
+        for none in [None, Some(""), Some("  ")] {
+            assert_eq!(check_fingerprint(none).unwrap(), None);
+        }
+        let want = Some(format!("sha256:{hex}"));
+        assert_eq!(
+            check_fingerprint(Some(&format!("sha256:{hex}"))).unwrap(),
+            want
+        );
+        assert_eq!(
+            check_fingerprint(Some(&format!(" SHA256:{} ", hex.to_uppercase()))).unwrap(),
+            want
+        );
+        for bad in [
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("sha256:{}g", &hex[1..]),
+            format!("sha1:{hex}"),
+            hex.clone(),
+            "sha256:".into(),
+            "sha256:é".into(),
+        ] {
+            let e = check_fingerprint(Some(&bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("sha256: followed by 64 hex digits"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_hub_reads_only_nfs_and_the_local_paths_the_agent_allows() {

@@ -5,10 +5,11 @@
 //! Registrations come from anyone, so they cost the hub little and only
 //! for a while: a certificate request of a few KiB, a bounded number
 //! waiting (in all and per address), a rate per address and in all, kept
-//! in memory only. What operators do (confirming a key) is kept in one JSON
-//! file, written whole at each such change: activated agents survive a
-//! restart; keys waiting for confirmation do not (the agent then registers
-//! again).
+//! in memory only; the same public key again (an agent keeps its key pair
+//! until activated) is answered its key, uncounted. What operators do
+//! (confirming a key) is kept in one JSON file, written whole at each such
+//! change: activated agents survive a restart; keys waiting for
+//! confirmation do not (the agent then registers again).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,6 +71,26 @@ pub struct Pending {
     /// Who asked (counted for the per-address cap); not saved.
     #[serde(skip)]
     pub from: Option<IpAddr>,
+    /// The SHA-256 of the request's public key: the agent asking again
+    /// (it keeps its key pair until activated) is answered this key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_key: String,
+}
+
+/// The fingerprint of a certificate request's public key (parsed, not yet
+/// verified).
+fn public_key_of(csr: &str) -> Result<String, ActivationError> {
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let bad = |why: &str| ActivationError::BadRequest(why.to_string());
+    let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+        .map_err(|_| bad("not a PEM certificate request"))?;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|e| bad(&e.to_string()))?;
+    Ok(ca::fingerprint(
+        req.certification_request_info.subject_pki.raw,
+    ))
 }
 
 /// A certificate request is a few hundred bytes (a P-256 key, a name).
@@ -302,6 +323,7 @@ impl HubState {
             return Err(ActivationError::TooLarge(csr.len()));
         }
         let from = super::tls::address_key(from);
+        let public_key = public_key_of(csr)?;
         let now_ms = now_ms();
         // Expired keys keep only their key (to be told apart from unknown
         // ones), the newest few thousand, for a day.
@@ -321,6 +343,16 @@ impl HubState {
                 drop -= usize::from(gone);
                 !gone
             });
+        }
+        // The same agent again (whoever made it ask: its activation port is
+        // open to anyone until activated): the key it already has, which
+        // keeps its expiry, without counting against any cap or rate, so
+        // requests repeated by a stranger cannot use them up. The request
+        // must be signed by the key (it proves the agent holds it).
+        if let Some(key) = self.live_key(&public_key, now_ms) {
+            rcgen::CertificateSigningRequestParams::from_pem(csr)
+                .map_err(|e| ActivationError::BadRequest(e.to_string()))?;
+            return Ok(key);
         }
         let live = self.waiting.iter().filter(|p| p.from.is_some()).count();
         if live >= self.limits.pending {
@@ -344,8 +376,25 @@ impl HubState {
             agent_id: None,
             certificate: None,
             from: Some(from),
+            public_key,
         });
         Ok(key)
+    }
+
+    /// A key for this public key still waiting for an operator, or
+    /// confirmed and not yet a day old.
+    fn live_key(&self, public_key: &str, now_ms: i64) -> Option<String> {
+        let waiting = self
+            .waiting
+            .iter()
+            .find(|p| p.public_key == public_key && p.from.is_some() && !self.expired(p, now_ms));
+        let confirmed = || {
+            self.data
+                .pending
+                .iter()
+                .find(|p| p.public_key == public_key && p.certificate.is_some())
+        };
+        waiting.or_else(confirmed).map(|p| p.key.clone())
     }
 
     /// An operator confirms `key`: the hub signs the agent's certificate.
@@ -490,24 +539,24 @@ mod tests {
             ..no_rate()
         };
         let mut s = open(dir.path(), limits);
-        let csr = csr();
+        // A new key pair each time: another agent.
         for _ in 0..2 {
-            s.register(&csr, "h", ip("192.0.2.1")).unwrap();
+            s.register(&csr(), "h", ip("192.0.2.1")).unwrap();
         }
         assert!(matches!(
-            s.register(&csr, "h", ip("192.0.2.1")),
+            s.register(&csr(), "h", ip("192.0.2.1")),
             Err(ActivationError::TooManyFromAddress(2))
         ));
         // One IPv6 client holds its whole /64.
-        s.register(&csr, "h", ip("2001:db8::1")).unwrap();
-        s.register(&csr, "h", ip("2001:db8::2:3")).unwrap();
+        s.register(&csr(), "h", ip("2001:db8::1")).unwrap();
+        s.register(&csr(), "h", ip("2001:db8::2:3")).unwrap();
         assert!(matches!(
-            s.register(&csr, "h", ip("2001:db8::ffff")),
+            s.register(&csr(), "h", ip("2001:db8::ffff")),
             Err(ActivationError::TooManyFromAddress(2))
         ));
-        s.register(&csr, "h", ip("192.0.2.2")).unwrap();
+        s.register(&csr(), "h", ip("192.0.2.2")).unwrap();
         assert!(matches!(
-            s.register(&csr, "h", ip("192.0.2.3")),
+            s.register(&csr(), "h", ip("192.0.2.3")),
             Err(ActivationError::TooManyPending(5))
         ));
     }
@@ -523,25 +572,24 @@ mod tests {
             ..no_rate()
         };
         let mut s = open(dir.path(), limits);
-        let csr = csr();
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
-        s.register_at(&csr, "h", a, t0).unwrap();
-        s.register_at(&csr, "h", a, t0).unwrap();
+        s.register_at(&csr(), "h", a, t0).unwrap();
+        s.register_at(&csr(), "h", a, t0).unwrap();
         assert!(matches!(
-            s.register_at(&csr, "h", a, t0),
+            s.register_at(&csr(), "h", a, t0),
             Err(ActivationError::RateLimited)
         ));
         // Another address has its own bucket, but the overall one runs out.
-        s.register_at(&csr, "h", ip("192.0.2.2"), t0).unwrap();
+        s.register_at(&csr(), "h", ip("192.0.2.2"), t0).unwrap();
         assert!(matches!(
-            s.register_at(&csr, "h", ip("192.0.2.3"), t0),
+            s.register_at(&csr(), "h", ip("192.0.2.3"), t0),
             Err(ActivationError::RateLimited)
         ));
         // Tokens come back with time.
-        s.register_at(&csr, "h", ip("192.0.2.3"), t0 + Duration::from_secs(1))
+        s.register_at(&csr(), "h", ip("192.0.2.3"), t0 + Duration::from_secs(1))
             .unwrap();
-        s.register_at(&csr, "h", a, t0 + Duration::from_secs(12))
+        s.register_at(&csr(), "h", a, t0 + Duration::from_secs(12))
             .unwrap();
     }
 
@@ -553,7 +601,7 @@ mod tests {
         let csr = csr();
         let keep = s.register(&csr, "h", ip("192.0.2.1")).unwrap();
         for _ in 0..20 {
-            s.register(&csr, "h", ip("192.0.2.1")).unwrap();
+            s.register(&self::csr(), "h", ip("192.0.2.1")).unwrap();
         }
         // Nothing unauthenticated reached the disk.
         assert!(!dir.path().join("hub.json").exists());
@@ -569,5 +617,54 @@ mod tests {
         );
         // The confirmed key's certificate can still be picked up.
         assert!(s.certificate(&keep).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_same_agent_asking_again_gets_its_key_uncounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&dir.path().join("ca"), &["localhost".into()]).unwrap();
+        let limits = RegistrationLimits {
+            pending_per_address: 1,
+            address_burst: 1.0,
+            address_every: Duration::from_secs(3600),
+            ..no_rate()
+        };
+        let mut s = open(dir.path(), limits);
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        // A new request each time (ECDSA signatures differ), one key pair.
+        let again = || {
+            let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.serialize_request(&key_pair).unwrap().pem().unwrap()
+        };
+        let a = ip("192.0.2.1");
+        let key = s.register(&again(), "h", a).unwrap();
+        // Far beyond the address's cap and rate: the same key each time.
+        for _ in 0..10 {
+            assert_eq!(s.register(&again(), "h", a).unwrap(), key);
+        }
+        // Another agent behind that address is over the cap, as before.
+        assert!(s.register(&csr(), "h", a).is_err());
+        // A request for that public key not signed by it is not answered.
+        let forged = {
+            let pem = again();
+            let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+                .map(|d: rustls::pki_types::CertificateSigningRequestDer| d.as_ref().to_vec())
+                .unwrap();
+            let mut der = der;
+            let n = der.len();
+            der[n - 3] ^= 0x55; // in the signature
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
+            format!(
+                "-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"
+            )
+        };
+        assert!(matches!(
+            s.register(&forged, "h", a),
+            Err(ActivationError::BadRequest(_))
+        ));
+        // Confirmed: the same key still (the agent picks its certificate up).
+        s.activate(&ca, &key, "site").unwrap();
+        assert_eq!(s.register(&again(), "h", a).unwrap(), key);
+        assert!(s.certificate(&key).unwrap().is_some());
     }
 }
