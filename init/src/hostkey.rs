@@ -107,7 +107,7 @@ impl HostKeyPin {
                     .into(),
             );
         }
-        crate::config::check_public_key(text).map_err(|why| {
+        crate::validate::check_public_key(text).map_err(|why| {
             format!(
                 "give the support host's public key or its SHA-256 fingerprint (SHA256:...): {why}"
             )

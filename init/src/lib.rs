@@ -41,3 +41,4 @@ pub mod support;
 pub mod sys;
 pub mod sysctl;
 pub mod system;
+pub mod validate;

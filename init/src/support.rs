@@ -150,7 +150,7 @@ impl Session {
         origin: &str,
         now: Clock,
     ) -> Result<Session, SupportError> {
-        config::check_public_key(public_key).map_err(SupportError::Key)?;
+        crate::validate::check_public_key(public_key).map_err(SupportError::Key)?;
         let secs = duration.as_secs();
         if secs < 60 || secs > u64::from(config::SUPPORT_MAX_MINUTES) * 60 {
             return Err(SupportError::Duration);

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use super::auth::{self, Login};
 use super::input;
+use crate::validate;
 
 /// A line-oriented terminal.
 pub trait Term {
@@ -308,7 +309,7 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                             &format!(
                                 "IPv4 address/prefix of {other} (no gateway: only the default adapter has one): "
                             ),
-                            input::address_prefix,
+                            validate::address_prefix,
                         )
                         .map(|net| {
                             s.others.insert(other, Some(net));
@@ -384,14 +385,14 @@ impl<T: Term, H: Host> Console<'_, T, H> {
     fn static_settings(&mut self, mut s: NetworkSettings) -> Option<NetworkSettings> {
         let net = self.ask(
             "IPv4 address/prefix (e.g. 192.0.2.10/24): ",
-            input::address_prefix,
+            validate::address_prefix,
         )?;
         let gateway = loop {
             let line = self.term.read_line("Gateway (empty: none): ")?;
             if line.trim().is_empty() {
                 break None;
             }
-            match input::gateway(&line, net) {
+            match validate::gateway(&line, net) {
                 Ok(g) => break Some(g),
                 Err(why) => self.say(&format!("  invalid: {why}")),
             }
@@ -433,7 +434,7 @@ impl<T: Term, H: Host> Console<'_, T, H> {
                 l => match l
                     .split([',', ' '])
                     .filter(|d| !d.is_empty())
-                    .map(input::dns_name)
+                    .map(validate::dns_name)
                     .collect()
                 {
                     Ok(v) => break v,
