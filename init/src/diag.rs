@@ -101,7 +101,7 @@ fn status(out: &mut dyn Write) -> io::Result<()> {
         .unwrap_or(0);
     writeln!(out, "hostname: {host}")?;
     writeln!(out, "time:     {} (UTC)", utc(now))?;
-    let up = crate::system::uptime() as u64;
+    let up = crate::sys::uptime() as u64;
     writeln!(
         out,
         "uptime:   {}d {:02}:{:02}:{:02}",

@@ -1,59 +1,10 @@
 //! `/etc` is a tmpfs whose every file is generated here from the
 //! configuration in force: nobody edits it, so there is one source of truth.
 
+use crate::accounts::{SUPPORT_SHELL, SUPPORT_USER, USERS};
 use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::sys::Sys;
-
-/// A system account.
-pub struct User {
-    pub name: &'static str,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: &'static str,
-}
-
-/// The accounts of the appliance. Nobody can log in: there is no shell.
-pub const USERS: &[User] = &[
-    User {
-        name: "root",
-        uid: 0,
-        gid: 0,
-        home: "/root",
-    },
-    User {
-        name: "_chrony",
-        uid: 100,
-        gid: 101,
-        home: "/var/lib/chrony",
-    },
-    User {
-        name: "systemd-journal",
-        uid: 102,
-        gid: 102,
-        home: "/",
-    },
-    User {
-        name: "ferry",
-        uid: 1000,
-        gid: 1000,
-        home: "/data/ferry",
-    },
-    // the support channel's sessions (see `support`): its login shell is
-    // ferry-init, which only offers the diagnostic console
-    User {
-        name: "support",
-        uid: 1001,
-        gid: 1001,
-        home: crate::support::HOME,
-    },
-    User {
-        name: "nobody",
-        uid: 65534,
-        gid: 65534,
-        home: "/nonexistent",
-    },
-];
 
 /// The configuration document's `agent:` section, for `ferry-agent --provision`.
 pub const AGENT_PROVISION: &str = "/etc/ferry/agent.json";
@@ -75,7 +26,7 @@ fn groups() -> String {
         let name = if u.name == "_chrony" { "_chrony" } else { name };
         // the support console reads the journal
         let members = if u.name == "systemd-journal" {
-            crate::support::USER
+            SUPPORT_USER
         } else {
             ""
         };
@@ -88,8 +39,8 @@ fn passwd() -> String {
     USERS
         .iter()
         .map(|u| {
-            let shell = if u.name == crate::support::USER {
-                crate::support::SHELL
+            let shell = if u.name == SUPPORT_USER {
+                SUPPORT_SHELL
             } else {
                 "/usr/sbin/nologin"
             };
@@ -148,7 +99,7 @@ pub fn generate(sys: &dyn Sys, cfg: &Config, machine_id: &str) -> Result<()> {
         ),
         ("/etc/machine-id", format!("{machine_id}\n"), 0o444),
         // dropbear refuses a user whose shell is not listed here
-        ("/etc/shells", format!("{}\n", crate::support::SHELL), 0o644),
+        ("/etc/shells", format!("{}\n", SUPPORT_SHELL), 0o644),
         ("/etc/systemd/journald.conf", JOURNALD_CONF.into(), 0o644),
         ("/etc/chrony/chrony.conf", chrony_conf(cfg), 0o644),
         (AGENT_PROVISION, agent_provision(cfg), 0o644),

@@ -11,6 +11,7 @@
 //! System calls with side effects go through [`sys::Sys`], so units are
 //! tested against a recorder ([`sys::Recorder`]) that writes a transcript.
 
+pub mod accounts;
 pub mod block;
 pub mod cmdline;
 pub mod config;

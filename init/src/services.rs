@@ -138,9 +138,9 @@ pub struct Ids {
     pub gid: u32,
 }
 
-/// Looks up a user in the built-in account table (see `etc`).
+/// Looks up a user in the built-in account table (see `accounts`).
 pub fn lookup_user(name: &str) -> Option<Ids> {
-    crate::etc::USERS
+    crate::accounts::USERS
         .iter()
         .find(|u| u.name == name)
         .map(|u| Ids {

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::{SUPPORT_HOME, SUPPORT_SHELL};
 use crate::config::{self, SupportOutbound};
 use crate::firewall::SupportAccess;
 use crate::hostkey::{self, HostKey, HostKeyPin};
@@ -39,11 +40,6 @@ pub const STATE: &str = "/run/ferry/support.json";
 /// Keys kept across boots: dropbear's host key and the client key of the
 /// outbound mode.
 pub const KEYS: &str = "/data/ferry/support";
-/// Home of the `support` user: `.ssh/authorized_keys`, owned by root.
-pub const HOME: &str = "/run/ferry/support-home";
-/// The account sessions run as; its login shell is ferry-init.
-pub const USER: &str = "support";
-pub const SHELL: &str = "/usr/sbin/ferry-init";
 pub const DROPBEAR: &str = "/usr/sbin/dropbear";
 pub const DBCLIENT: &str = "/usr/bin/dbclient";
 pub const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
@@ -114,7 +110,7 @@ impl Clock {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            boot: crate::system::uptime() as u64,
+            boot: crate::sys::uptime() as u64,
         }
     }
 }
@@ -201,7 +197,7 @@ impl Session {
     /// console, no forwarding, no terminal (the console reads lines).
     pub fn authorized_keys(&self) -> String {
         format!(
-            "command=\"{SHELL} diag\",no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty {}\n",
+            "command=\"{SUPPORT_SHELL} diag\",no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty {}\n",
             self.public_key
         )
     }
@@ -460,9 +456,9 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
     use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(KEYS).map_err(io_err(format!("mkdir {KEYS}")))?;
     let _ = fs::set_permissions(KEYS, fs::Permissions::from_mode(0o700));
-    let ssh = Path::new(HOME).join(".ssh");
+    let ssh = Path::new(SUPPORT_HOME).join(".ssh");
     fs::create_dir_all(&ssh).map_err(io_err(format!("mkdir {}", ssh.display())))?;
-    for d in [Path::new(HOME), ssh.as_path()] {
+    for d in [Path::new(SUPPORT_HOME), ssh.as_path()] {
         let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o755));
     }
     let ak = ssh.join("authorized_keys");
@@ -516,7 +512,7 @@ pub fn prepare(s: &Session) -> Result<Vec<Service>, SupportError> {
         let tunnel = Tunnel::for_outbound(o, &key, Path::new(CLIENT_HOME))?;
         out.push(Service {
             name: CLIENT.into(),
-            exec: [SHELL.to_string(), "support-tunnel".to_string()]
+            exec: [SUPPORT_SHELL.to_string(), "support-tunnel".to_string()]
                 .into_iter()
                 .chain(tunnel.args())
                 .collect(),

@@ -20,6 +20,14 @@ pub enum Halt {
     Halt,
 }
 
+/// Seconds since the kernel started (CLOCK_BOOTTIME). A read of the clock
+/// without side effects, so not one of [`Sys`]'s calls.
+pub fn uptime() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
 /// System calls with side effects on the machine.
 pub trait Sys {
     fn mount(

@@ -32,19 +32,12 @@ use crate::reaper::{self, Exit};
 use crate::services::{self, Service};
 use crate::supervisor::Supervisor;
 use crate::support::{self, Session};
-use crate::sys::{Halt, Sys};
+use crate::sys::{uptime, Halt, Sys};
 use crate::{datapart, etc, guestinfo, logging, mounts, sysctl};
 
 const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 const JOURNAL_DIR: &str = "/data/log/journal";
-
-/// Seconds since the kernel started (CLOCK_BOOTTIME).
-pub fn uptime() -> f64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
-        .unwrap_or(0.0)
-}
 
 /// Everything PID 1 keeps track of.
 pub struct State {

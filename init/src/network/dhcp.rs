@@ -703,14 +703,4 @@ mod tests {
         assert!(e.to_string().contains("DHCPNAK"), "{e}");
         server.join().unwrap();
     }
-
-    #[test]
-    fn ntp_servers_go_to_chrony_or_the_public_pool() {
-        use crate::network::sources_file;
-        assert_eq!(sources_file(&[]), "pool pool.ntp.org iburst\n");
-        assert_eq!(
-            sources_file(&[Ipv4Addr::new(192, 0, 2, 123)]),
-            "server 192.0.2.123 iburst\n"
-        );
-    }
 }
