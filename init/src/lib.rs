@@ -26,6 +26,8 @@ pub mod firewall;
 pub mod guestinfo;
 pub mod hostkey;
 pub mod imds;
+#[cfg(test)]
+mod import_cycles;
 pub mod initramfs;
 pub mod logging;
 pub mod modules;
