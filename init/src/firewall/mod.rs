@@ -1,10 +1,13 @@
 //! The firewall: a small controller in the manner of Talos. The desired
 //! rule set is a pure function of the appliance's state ([`rules`]); when
-//! the state changes it is loaded over nfnetlink in one batch that replaces
-//! our table atomically ([`nft`]), then read back from the kernel and
-//! compared. No `nft` binary is needed.
+//! the state changes its rules are lowered to nf_tables expressions
+//! ([`lower`]), encoded in one batch that replaces our table atomically
+//! ([`codec`]) and sent over nfnetlink ([`kernel`]), then read back from the
+//! kernel, decoded and compared. No `nft` binary is needed.
 
-pub mod nft;
+pub mod codec;
+pub mod kernel;
+pub mod lower;
 pub mod rules;
 
 use std::path::Path;
@@ -43,7 +46,7 @@ impl Firewall {
         }
         let rs = rules::ruleset(&st);
         let count: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
-        let result = nft::Nft::open().and_then(|mut n| {
+        let result = kernel::Nft::open().and_then(|mut n| {
             n.apply(&rs)?;
             n.read_back(rs.table)
         });
@@ -63,7 +66,7 @@ impl Firewall {
                         Some(SupportAccess::Outbound { port }) => format!("SSH out to port {port}"),
                     }
                 );
-                let diff = nft::differences(&nft::expected(&rs), &got);
+                let diff = codec::differences(&codec::expected(&rs), &got);
                 if diff.is_empty() {
                     log::info!("firewall: read back from the kernel: matches");
                 } else {

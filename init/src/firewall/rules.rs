@@ -333,6 +333,19 @@ impl fmt::Display for Ruleset {
     }
 }
 
+/// A hub with the support channel open inbound from a network: the state
+/// the lowering, the codec and the kernel's read-back are tested with.
+#[cfg(test)]
+pub(super) fn sample_state() -> FirewallState {
+    FirewallState {
+        activated: false,
+        role: Role::Hub,
+        support: Some(SupportAccess::Inbound {
+            allow_from: Some(("198.51.100.7".parse().unwrap(), 24)),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

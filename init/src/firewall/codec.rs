@@ -1,10 +1,8 @@
-//! The rule set over nfnetlink: lowered to nf_tables expressions (as `nft`
-//! would), sent in one batch that replaces our table atomically, and read
-//! back from the kernel to confirm what it holds. Messages are
-//! netlink-packet-netfilter's; `ct` and `reject`, which that crate does not
-//! model, are written as raw attributes.
-
-use std::io;
+//! The nfnetlink messages: expressions encoded as netlink-packet-netfilter's
+//! attributes (`ct` and `reject`, which that crate does not model, as raw
+//! ones), the batch that replaces our table atomically, and the chains and
+//! rules the kernel dumps decoded back ([`KernelChain`]), to be compared
+//! with what was meant.
 
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
@@ -16,196 +14,26 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nfcore::{
     DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_REQUEST,
+    NLM_F_REQUEST,
 };
 
-use super::rules::{Chain, Hook, Match, Rule, Ruleset, Verdict};
+use super::lower::{lower, policy_code, Expr};
+use super::rules::{Chain, Hook, Ruleset};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFPROTO_IPV4: u8 = 2;
-const NF_ACCEPT: u32 = 1;
-const NF_DROP: u32 = 0;
 // nf_tables.h
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFT_CT_STATE: u32 = 0;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
 const NFTA_REJECT_TYPE: u16 = 1;
 const NFTA_REJECT_ICMP_CODE: u16 = 2;
-const NFT_REJECT_TCP_RST: u32 = 1;
-const NFT_REJECT_ICMPX_UNREACH: u32 = 2;
-const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
 /// libnftnl's rule comment in the rule's user data, so `nft` shows it.
 const UDATA_RULE_COMMENT: u8 = 0;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// One nf_tables expression, as far as the appliance uses them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expr {
-    Meta {
-        key: u32,
-    },
-    Payload {
-        base: u32,
-        offset: u32,
-        len: u32,
-    },
-    Cmp {
-        op: u32,
-        data: Vec<u8>,
-    },
-    /// `(reg & mask) ^ 0`, then compared.
-    Mask {
-        len: u32,
-        mask: Vec<u8>,
-    },
-    Ct {
-        key: u32,
-    },
-    Verdict(u32),
-    Reject {
-        kind: u32,
-        code: Option<u8>,
-    },
-}
-
-const EQ: u32 = 0;
-const NEQ: u32 = 1;
-const LT: u32 = 2;
-const GTE: u32 = 5;
-const LE: u32 = 3;
-
 fn meta_key(k: MetaKey) -> u32 {
     k.into()
-}
-const META_IIF: u32 = 4;
-const META_OIF: u32 = 5;
-const META_NFPROTO: u32 = 15;
-const META_L4PROTO: u32 = 16;
-
-/// The expressions of one rule, as `nft` would generate them.
-pub fn lower(rule: &Rule) -> Vec<Expr> {
-    let mut out = Vec::new();
-    let tport = |offset| Expr::Payload {
-        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-        offset,
-        len: 2,
-    };
-    for m in &rule.matches {
-        match *m {
-            Match::Iif(i) | Match::Oif(i) => {
-                let key = if matches!(m, Match::Iif(_)) {
-                    META_IIF
-                } else {
-                    META_OIF
-                };
-                out.push(Expr::Meta { key });
-                out.push(Expr::Cmp {
-                    op: EQ,
-                    data: i.to_ne_bytes().to_vec(),
-                });
-            }
-            Match::CtState(bits) => {
-                out.push(Expr::Ct { key: NFT_CT_STATE });
-                out.push(Expr::Mask {
-                    len: 4,
-                    mask: bits.to_ne_bytes().to_vec(),
-                });
-                out.push(Expr::Cmp {
-                    op: NEQ,
-                    data: vec![0; 4],
-                });
-            }
-            Match::L4Proto(p) => {
-                out.push(Expr::Meta { key: META_L4PROTO });
-                out.push(Expr::Cmp {
-                    op: EQ,
-                    data: vec![p],
-                });
-            }
-            Match::Saddr4(net, len) | Match::Daddr4(net, len) => {
-                out.push(Expr::Meta { key: META_NFPROTO });
-                out.push(Expr::Cmp {
-                    op: EQ,
-                    data: vec![NFPROTO_IPV4],
-                });
-                // the IPv4 header: source address at 12, destination at 16
-                out.push(Expr::Payload {
-                    base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset: if matches!(m, Match::Saddr4(..)) {
-                        12
-                    } else {
-                        16
-                    },
-                    len: 4,
-                });
-                let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
-                if len < 32 {
-                    out.push(Expr::Mask {
-                        len: 4,
-                        mask: mask.to_be_bytes().to_vec(),
-                    });
-                }
-                out.push(Expr::Cmp {
-                    op: EQ,
-                    data: (u32::from(net) & mask).to_be_bytes().to_vec(),
-                });
-            }
-            Match::Sport(p) | Match::Dport(p) => {
-                out.push(tport(if matches!(m, Match::Sport(_)) { 0 } else { 2 }));
-                out.push(Expr::Cmp {
-                    op: EQ,
-                    data: p.to_be_bytes().to_vec(),
-                });
-            }
-            Match::SportBelow(p) => {
-                out.push(tport(0));
-                out.push(Expr::Cmp {
-                    op: LT,
-                    data: p.to_be_bytes().to_vec(),
-                });
-            }
-            Match::IcmpType(a, b) => {
-                out.push(Expr::Payload {
-                    base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                    offset: 0,
-                    len: 1,
-                });
-                if a == b {
-                    out.push(Expr::Cmp {
-                        op: EQ,
-                        data: vec![a],
-                    });
-                } else {
-                    out.push(Expr::Cmp {
-                        op: GTE,
-                        data: vec![a],
-                    });
-                    out.push(Expr::Cmp {
-                        op: LE,
-                        data: vec![b],
-                    });
-                }
-            }
-        }
-    }
-    out.push(match rule.verdict {
-        Verdict::Accept => Expr::Verdict(NF_ACCEPT),
-        Verdict::Drop => Expr::Verdict(NF_DROP),
-        Verdict::TcpReset => Expr::Reject {
-            kind: NFT_REJECT_TCP_RST,
-            code: None,
-        },
-        Verdict::Unreachable => Expr::Reject {
-            kind: NFT_REJECT_ICMPX_UNREACH,
-            code: Some(NFT_REJECT_ICMPX_PORT_UNREACH),
-        },
-    });
-    out
 }
 
 fn expr_attribute(e: &Expr) -> ListAttribute<ExpressionAttribute> {
@@ -435,15 +263,7 @@ fn hook_number(h: Hook) -> InetHookNumber {
     }
 }
 
-fn policy_code(v: Verdict) -> u32 {
-    if v == Verdict::Accept {
-        NF_ACCEPT
-    } else {
-        NF_DROP
-    }
-}
-
-fn nft(
+pub(super) fn nft(
     family: NetfilterProtoFamily,
     m: NfTablesMessage,
     flags: u16,
@@ -659,7 +479,7 @@ pub fn differences(want: &[KernelChain], got: &[KernelChain]) -> Vec<String> {
     d
 }
 
-fn emit(m: &mut NetlinkMessage<NetfilterMessage>, seq: u32, out: &mut Vec<u8>) {
+pub(super) fn emit(m: &mut NetlinkMessage<NetfilterMessage>, seq: u32, out: &mut Vec<u8>) {
     m.header.sequence_number = seq;
     m.finalize();
     let start = out.len();
@@ -667,162 +487,8 @@ fn emit(m: &mut NetlinkMessage<NetfilterMessage>, seq: u32, out: &mut Vec<u8>) {
     m.serialize(&mut out[start..]);
 }
 
-/// nf_tables messages received, and errors as (sequence number, errno).
-type Replies = (Vec<NfTablesMessage>, Vec<(u32, i32)>);
-
-/// An nfnetlink socket.
-pub struct Nft {
-    sock: Socket,
-    seq: u32,
-}
-
-impl Nft {
-    pub fn open() -> io::Result<Nft> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        // PID 1 must not hang on a kernel that never answers
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a timeval of the right size on our socket.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Nft {
-            sock,
-            seq: (std::process::id() << 8) ^ 0x5eed,
-        })
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    /// Reads replies until `done` says so; returns the messages of type
-    /// nf_tables and the errors, by sequence number.
-    fn receive(
-        &mut self,
-        mut done: impl FnMut(&NetlinkPayload<NetfilterMessage>, u32) -> bool,
-    ) -> io::Result<Replies> {
-        let mut msgs = Vec::new();
-        let mut errors = Vec::new();
-        loop {
-            let (data, _) = self.sock.recv_from_full().map_err(|e| {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    io::Error::new(io::ErrorKind::TimedOut, "no answer from nf_tables in 5 s")
-                } else {
-                    e
-                }
-            })?;
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let m = NetlinkMessage::<NetfilterMessage>::deserialize(&data[off..])
-                    .map_err(|e| io::Error::other(format!("nfnetlink decode: {e}")))?;
-                let len = (m.header.length as usize).max(16);
-                let seq = m.header.sequence_number;
-                if let NetlinkPayload::Error(e) = &m.payload {
-                    if let Some(code) = e.code {
-                        errors.push((seq, -code.get()));
-                    }
-                }
-                let stop = done(&m.payload, seq);
-                if let NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(n),
-                    ..
-                }) = m.payload
-                {
-                    msgs.push(n);
-                }
-                if stop {
-                    return Ok((msgs, errors));
-                }
-                off += (len + 3) & !3;
-            }
-        }
-    }
-
-    /// Sends the batch; Ok once the kernel acknowledged every message.
-    pub fn apply(&mut self, rs: &Ruleset) -> io::Result<()> {
-        self.send_batch(batch(rs))
-    }
-
-    fn send_batch(&mut self, msgs: Vec<NetlinkMessage<NetfilterMessage>>) -> io::Result<()> {
-        let mut buf = Vec::new();
-        let mut acked = Vec::new();
-        let mut names = Vec::new();
-        for mut m in msgs {
-            let seq = self.next_seq();
-            if m.header.flags & NLM_F_ACK != 0 {
-                acked.push(seq);
-                names.push((seq, describe(&m)));
-            }
-            emit(&mut m, seq, &mut buf);
-        }
-        self.sock.send(&buf, 0)?;
-        let mut pending = acked.clone();
-        let (_, errors) = self.receive(|p, seq| {
-            if matches!(p, NetlinkPayload::Error(_)) {
-                pending.retain(|s| *s != seq);
-            }
-            pending.is_empty()
-        })?;
-        if let Some((seq, errno)) = errors.first() {
-            let what = names
-                .iter()
-                .find(|(s, _)| s == seq)
-                .map(|(_, n)| n.as_str())
-                .unwrap_or("a message");
-            return Err(io::Error::new(
-                io::Error::from_raw_os_error(*errno).kind(),
-                format!(
-                    "nf_tables refused {what}: {} (nothing was changed)",
-                    io::Error::from_raw_os_error(*errno)
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn dump(&mut self, m: NfTablesMessage) -> io::Result<Vec<NfTablesMessage>> {
-        let seq = self.next_seq();
-        let mut m = nft(NetfilterProtoFamily::Inet, m, NLM_F_DUMP);
-        let mut buf = Vec::new();
-        emit(&mut m, seq, &mut buf);
-        self.sock.send(&buf, 0)?;
-        let (msgs, errors) = self.receive(|p, s| {
-            s == seq && matches!(p, NetlinkPayload::Done(_) | NetlinkPayload::Error(_))
-        })?;
-        if let Some((_, errno)) = errors.first() {
-            return Err(io::Error::from_raw_os_error(*errno));
-        }
-        Ok(msgs)
-    }
-
-    /// Reads our table's chains and rules back from the kernel.
-    pub fn read_back(&mut self, table: &str) -> io::Result<Vec<KernelChain>> {
-        let mut msgs = self.dump(NfTablesMessage::GetChain(ChainMessage {
-            attributes: vec![],
-        }))?;
-        msgs.extend(self.dump(NfTablesMessage::GetRule(RuleMessage {
-            attributes: vec![RuleAttribute::Table(table.into())],
-        }))?);
-        collect(table, &msgs).map_err(io::Error::other)
-    }
-}
-
-fn describe(m: &NetlinkMessage<NetfilterMessage>) -> String {
+/// What a message of the batch does, for an error message.
+pub(super) fn describe(m: &NetlinkMessage<NetfilterMessage>) -> String {
     match &m.payload {
         NetlinkPayload::InnerMessage(NetfilterMessage {
             inner: NetfilterMessageInner::NfTables(n),
@@ -858,90 +524,15 @@ fn describe(m: &NetlinkMessage<NetfilterMessage>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::{ruleset, FirewallState, SupportAccess};
+    use super::super::rules::{ruleset, sample_state};
     use super::*;
     use nfcore::NetlinkBuffer;
-
-    fn state() -> FirewallState {
-        FirewallState {
-            activated: false,
-            role: super::super::rules::Role::Hub,
-            support: Some(SupportAccess::Inbound {
-                allow_from: Some(("198.51.100.7".parse().unwrap(), 24)),
-            }),
-        }
-    }
-
-    #[test]
-    fn lowering_matches_what_nft_generates() {
-        let rs = ruleset(&state());
-        let ssh = rs.chains[0]
-            .rules
-            .iter()
-            .find(|r| r.comment.contains("support"))
-            .unwrap();
-        // nft -d netlink: ip saddr 198.51.100.0/24 tcp dport 22 accept
-        assert_eq!(
-            lower(ssh),
-            vec![
-                Expr::Meta { key: META_NFPROTO },
-                Expr::Cmp {
-                    op: EQ,
-                    data: vec![2]
-                },
-                Expr::Payload {
-                    base: 1,
-                    offset: 12,
-                    len: 4
-                },
-                Expr::Mask {
-                    len: 4,
-                    mask: vec![255, 255, 255, 0]
-                },
-                Expr::Cmp {
-                    op: EQ,
-                    data: vec![198, 51, 100, 0]
-                },
-                Expr::Meta { key: META_L4PROTO },
-                Expr::Cmp {
-                    op: EQ,
-                    data: vec![6]
-                },
-                Expr::Payload {
-                    base: 2,
-                    offset: 2,
-                    len: 2
-                },
-                Expr::Cmp {
-                    op: EQ,
-                    data: vec![0, 22]
-                },
-                Expr::Verdict(NF_ACCEPT),
-            ]
-        );
-        let ct = &rs.chains[0].rules[1];
-        assert_eq!(
-            lower(ct),
-            vec![
-                Expr::Ct { key: NFT_CT_STATE },
-                Expr::Mask {
-                    len: 4,
-                    mask: 6u32.to_ne_bytes().to_vec()
-                },
-                Expr::Cmp {
-                    op: NEQ,
-                    data: vec![0; 4]
-                },
-                Expr::Verdict(NF_ACCEPT),
-            ]
-        );
-    }
 
     /// Every message of the batch survives serialization and parsing, and
     /// the parsed rules read back equal to what was meant.
     #[test]
     fn batch_round_trips_through_the_wire_format() {
-        let rs = ruleset(&state());
+        let rs = ruleset(&sample_state());
         let msgs = batch(&rs);
         assert_eq!(
             msgs.len(),
@@ -965,53 +556,13 @@ mod tests {
         let got = collect(TABLE_FOR_TEST, &parsed).unwrap();
         assert_eq!(differences(&expected(&rs), &got), Vec::<String>::new());
         // and a difference is found
-        let mut other = state();
+        let mut other = sample_state();
         other.support = None;
         let d = differences(&expected(&ruleset(&other)), &got);
         assert!(
             d[0].contains("chain input: 12 rules instead of 11"),
             "{d:?}"
         );
-    }
-
-    /// Loads the rule set into a real kernel, in a network namespace of its
-    /// own, and reads it back. Needs root (CI is root); skipped otherwise.
-    #[test]
-    fn the_kernel_takes_the_batch_and_reads_back_the_same() {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        std::thread::spawn(|| {
-            // a network namespace for this thread only
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let mut n = Nft::open().unwrap();
-            for st in [state(), FirewallState::default(), state()] {
-                let rs = ruleset(&st);
-                n.apply(&rs).unwrap();
-                let got = n.read_back(rs.table).unwrap();
-                assert_eq!(differences(&expected(&rs), &got), Vec::<String>::new());
-            }
-            // a refused batch changes nothing
-            let mut bad = batch(&ruleset(&FirewallState::default()));
-            let i = bad.len() - 2;
-            if let NetlinkPayload::InnerMessage(NetfilterMessage {
-                inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(r)),
-                ..
-            }) = &mut bad[i].payload
-            {
-                r.attributes[1] = RuleAttribute::Chain("nonexistent".into());
-            }
-            let e = n.send_batch(bad).unwrap_err().to_string();
-            assert!(e.contains("nf_tables refused the rule"), "{e}");
-            let got = n.read_back(TABLE_FOR_TEST).unwrap();
-            assert_eq!(
-                differences(&expected(&ruleset(&state())), &got),
-                Vec::<String>::new()
-            );
-        })
-        .join()
-        .unwrap();
     }
 
     const TABLE_FOR_TEST: &str = super::super::rules::TABLE;
