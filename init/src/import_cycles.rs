@@ -1,9 +1,11 @@
 //! No import cycles between ferry-init's modules (issue #15): for each
 //! source file under `src/`, the modules it names (`crate::…`, `super::…`,
-//! `self::…`, a child module by its name), tests included, make a graph,
-//! which must have no cycle, at two levels: between the files, and between
-//! the top-level modules (`config`, `console`, `support`…), where a file of
-//! one using a file of the other counts.
+//! `self::…`, a child module by its name) make a graph, which must have no
+//! cycle, at two levels: between the top-level modules (`config`,
+//! `console`, `support`…), where a file of one using a file of the other
+//! counts, tests included; and between the files, tests left out (the unit
+//! tests of a section of the configuration document go through
+//! `config::parse`, which uses that section).
 //!
 //! A module that two others need goes where both can reach it (a constant
 //! shared by `etc` and `support`, a validator shared by `config` and
@@ -188,10 +190,19 @@ fn paths(tree: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// The module paths a file names: each `crate::`, `super::` or `self::`
-/// path (inline modules such as `mod tests { … }` counted for `super`),
-/// and each use of a child module declared in the file by its name.
-fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Vec<ModPath> {
+/// What a file names.
+struct Named {
+    /// Each `crate::`, `super::` or `self::` path (inline modules such as
+    /// `mod tests { … }` counted for `super`), and each use of a child
+    /// module declared in the file by its name; true when in test code
+    /// (a `#[cfg(test)]` module).
+    paths: Vec<(ModPath, bool)>,
+    /// Child modules in files of their own that are test code
+    /// (`#[cfg(test)] mod tests;`).
+    test_children: Vec<String>,
+}
+
+fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Named {
     let c: Vec<char> = code.chars().collect();
     let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let word_at = |i: usize| -> String {
@@ -200,24 +211,29 @@ fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Vec<ModPath> {
             .take_while(|ch| ident(**ch))
             .collect::<String>()
     };
-    let mut out = Vec::new();
-    // inline modules open at a brace depth
-    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut out = Named {
+        paths: Vec::new(),
+        test_children: Vec::new(),
+    };
+    // inline modules open at a brace depth, and whether they are tests
+    let mut inline: Vec<(String, usize, bool)> = Vec::new();
     let mut depth = 0;
-    let mut pending_mod: Option<String> = None;
+    let mut pending_test = false;
+    let mut pending_mod: Option<(String, bool)> = None;
     let mut i = 0;
     while i < c.len() {
         let ch = c[i];
         if ch == '{' {
             depth += 1;
-            if let Some(m) = pending_mod.take() {
-                inline.push((m, depth));
+            if let Some((m, test)) = pending_mod.take() {
+                inline.push((m, depth, test));
             }
+            pending_test = false;
             i += 1;
             continue;
         }
         if ch == '}' {
-            if inline.last().is_some_and(|(_, d)| *d == depth) {
+            if inline.last().is_some_and(|(_, d, _)| *d == depth) {
                 inline.pop();
             }
             depth -= 1;
@@ -225,19 +241,25 @@ fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Vec<ModPath> {
             continue;
         }
         if ch == ';' {
-            pending_mod = None;
+            if let Some((m, true)) = pending_mod.take() {
+                out.test_children.push(m);
+            }
+            pending_test = false;
         }
         if !ident(ch) || (i > 0 && (ident(c[i - 1]) || c[i - 1] == ':' || c[i - 1] == '$')) {
             i += 1;
             continue;
         }
         let w = word_at(i);
+        if w == "cfg" && c[i + 3..].starts_with(&['(', 't', 'e', 's', 't', ')']) {
+            pending_test = true;
+        }
         if w == "mod" {
             let mut k = i + 3;
             while k < c.len() && c[k].is_whitespace() {
                 k += 1;
             }
-            pending_mod = Some(word_at(k));
+            pending_mod = Some((word_at(k), std::mem::take(&mut pending_test)));
             i = k;
             continue;
         }
@@ -263,8 +285,9 @@ fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Vec<ModPath> {
         let here: ModPath = file_mod
             .iter()
             .cloned()
-            .chain(inline.iter().map(|(m, _)| m.clone()))
+            .chain(inline.iter().map(|(m, _, _)| m.clone()))
             .collect();
+        let in_test = inline.iter().any(|(_, _, t)| *t);
         for p in paths(&text) {
             let mut segs = p.into_iter().peekable();
             let mut base = match segs.peek().map(String::as_str) {
@@ -280,7 +303,8 @@ fn named(file_mod: &ModPath, code: &str, children: &[String]) -> Vec<ModPath> {
                 segs.next();
                 base.pop();
             }
-            out.push(base.into_iter().chain(segs).collect());
+            out.paths
+                .push((base.into_iter().chain(segs).collect(), in_test));
         }
         i = k;
     }
@@ -334,8 +358,9 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     t.found
 }
 
-/// The graph of the files (`config::store`) and of the top-level modules
-/// (`config`), the root and the binary left out.
+/// The graph of the files (`config::store`; tests left out) and of the
+/// top-level modules (`config`; tests included), the root and the binary
+/// left out.
 fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
@@ -345,18 +370,34 @@ fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
         .filter(|f| f.file_name().is_some_and(|n| n != "main.rs"))
         .map(|f| (module_of(&src, f), f.clone()))
         .collect();
+    let named: BTreeMap<&ModPath, Named> = mods
+        .iter()
+        .map(|(m, f)| {
+            let children: Vec<String> = mods
+                .keys()
+                .filter(|k| k.len() == m.len() + 1 && k.starts_with(m))
+                .map(|k| k[m.len()].clone())
+                .collect();
+            let code = code_only(&fs::read_to_string(f).unwrap());
+            (m, named(m, &code, &children))
+        })
+        .collect();
+    // files of test code (`console/tests.rs`), and the files under them
+    let test_files: Vec<ModPath> = named
+        .iter()
+        .flat_map(|(m, n)| {
+            n.test_children
+                .iter()
+                .map(|c| m.iter().cloned().chain([c.clone()]).collect())
+        })
+        .collect();
     let (mut by_file, mut by_top) = (BTreeMap::new(), BTreeMap::new());
-    for (m, f) in &mods {
+    for (m, n) in &named {
         if m.is_empty() {
             continue;
         }
-        let children: Vec<String> = mods
-            .keys()
-            .filter(|k| k.len() == m.len() + 1 && k.starts_with(m))
-            .map(|k| k[m.len()].clone())
-            .collect();
-        let code = code_only(&fs::read_to_string(f).unwrap());
-        for p in named(m, &code, &children) {
+        let test_file = test_files.iter().any(|t| m.starts_with(t));
+        for (p, in_test) in &n.paths {
             // the longest module the path starts with (the rest are items)
             let Some(to) = (1..=p.len())
                 .rev()
@@ -365,7 +406,7 @@ fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
             else {
                 continue;
             };
-            if &to != m {
+            if &to != *m && !(*in_test || test_file) {
                 by_file
                     .entry(m.join("::"))
                     .or_insert_with(BTreeSet::new)
@@ -426,20 +467,21 @@ fn code_only_drops_comments_and_literals() {
     let m: ModPath = vec!["x".into(), "y".into()];
     let got = named(
         &m,
-        "use crate::{a::{self, B}, c as d};\nuse super::z;\nmod tests { use super::*; use super::super::w; }\nkid::f();",
+        "use crate::{a::{self, B}, c as d};\nuse super::z;\n#[cfg(test)]\nmod tests { use super::*; use super::super::w; }\nkid::f();\n#[cfg(test)]\nmod more;",
         &["kid".into()],
     );
-    let want: Vec<ModPath> = [
-        &["a"][..],
-        &["a", "B"],
-        &["c"],
-        &["x", "z"],
-        &["x", "y"],
-        &["x", "w"],
-        &["x", "y", "kid", "f"],
+    let want: Vec<(ModPath, bool)> = [
+        (&["a"][..], false),
+        (&["a", "B"], false),
+        (&["c"], false),
+        (&["x", "z"], false),
+        (&["x", "y"], true),
+        (&["x", "w"], true),
+        (&["x", "y", "kid", "f"], false),
     ]
     .iter()
-    .map(|p| p.iter().map(|s| s.to_string()).collect())
+    .map(|(p, t)| (p.iter().map(|s| s.to_string()).collect(), *t))
     .collect();
-    assert_eq!(got, want);
+    assert_eq!(got.paths, want);
+    assert_eq!(got.test_children, ["more"]);
 }
