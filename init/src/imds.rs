@@ -334,7 +334,7 @@ fn quoted(s: &str) -> String {
 /// The configuration document to offer, if any.
 ///
 /// The user data *is* the document (YAML, `version: 1` or `2`), checked
-/// like any other: a bad one is refused by [`crate::config::Store::offer`]
+/// like any other: a bad one is refused by [`crate::config::store::Store::offer`]
 /// and the last good one stays in force. The key pair's public key becomes
 /// `support.public_key`, unless the user data sets `support.public_key`
 /// itself (the user data wins). Without user data, a key pair alone gives
@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn bad_user_data_is_refused_by_the_document_checks_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::config::Store::in_dir(dir.path());
+        let store = crate::config::store::Store::in_dir(dir.path());
         store
             .offer("version: 1\nhostname: good\n", "before")
             .unwrap();

@@ -114,7 +114,7 @@ fn list(s: &str) -> String {
 
 /// The configuration document (YAML, version 1) the properties describe.
 /// Empty properties are left out; the document is validated by
-/// [`crate::config::Store::offer`] like any other.
+/// [`crate::config::store::Store::offer`] like any other.
 pub fn document(props: &[(String, String)]) -> String {
     let get = |key: &str| {
         props
@@ -246,7 +246,7 @@ mod tests {
         );
         let doc = parse(&full, "ovf-env").unwrap_or_else(|e| panic!("{e}\n{full}"));
         assert_eq!(doc.hostname.as_deref(), Some("ferry-01"));
-        assert_eq!(doc.network.mode, crate::config::Mode::Static);
+        assert_eq!(doc.network.mode, crate::config::network::Mode::Static);
         assert_eq!(doc.network.address.as_deref(), Some("192.0.2.10/24"));
         assert_eq!(doc.network.gateway, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(
@@ -298,7 +298,7 @@ mod tests {
         // one hostname value, network still from the (absent) address: dhcp
         let doc = parse(&text, "ovf-env");
         if let Ok(doc) = doc {
-            assert_eq!(doc.network.mode, crate::config::Mode::Dhcp);
+            assert_eq!(doc.network.mode, crate::config::network::Mode::Dhcp);
         }
     }
 }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::config::Store;
+use crate::config::store::Store;
 use crate::dmi::Platform;
 use crate::sys::Sys;
 use crate::{guestinfo, imds, ovfenv};

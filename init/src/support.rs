@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{SUPPORT_HOME, SUPPORT_SHELL};
-use crate::config::{self, SupportOutbound};
+use crate::config::document::Document;
+use crate::config::network::parse_cidr;
+use crate::config::support::{check_host_key, SupportOutbound, SUPPORT_MAX_MINUTES};
 use crate::firewall::SupportAccess;
 use crate::hostkey::{self, HostKey, HostKeyPin};
 use crate::services::Service;
@@ -58,7 +60,7 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(4 * 3600);
 pub enum SupportError {
     #[error("support channel: public key: {0}")]
     Key(String),
-    #[error("support channel: time limit: give 1 minute to {} hours", config::SUPPORT_MAX_MINUTES / 60)]
+    #[error("support channel: time limit: give 1 minute to {} hours", SUPPORT_MAX_MINUTES / 60)]
     Duration,
     #[error("support channel: allow_from {0:?} is not an IPv4 network (a.b.c.d/n)")]
     AllowFrom(String),
@@ -148,20 +150,20 @@ impl Session {
     ) -> Result<Session, SupportError> {
         crate::validate::check_public_key(public_key).map_err(SupportError::Key)?;
         let secs = duration.as_secs();
-        if secs < 60 || secs > u64::from(config::SUPPORT_MAX_MINUTES) * 60 {
+        if secs < 60 || secs > u64::from(SUPPORT_MAX_MINUTES) * 60 {
             return Err(SupportError::Duration);
         }
         match &mode {
             Mode::Inbound {
                 allow_from: Some(a),
             } => {
-                if config::parse_cidr(a).is_none() {
+                if parse_cidr(a).is_none() {
                     return Err(SupportError::AllowFrom(a.clone()));
                 }
             }
             Mode::Inbound { allow_from: None } => {}
             Mode::Outbound(o) => {
-                config::check_host_key(o.host_key.as_deref()).map_err(SupportError::HostKey)?;
+                check_host_key(o.host_key.as_deref()).map_err(SupportError::HostKey)?;
             }
         }
         Ok(Session {
@@ -187,7 +189,7 @@ impl Session {
     pub fn access(&self) -> SupportAccess {
         match &self.mode {
             Mode::Inbound { allow_from } => SupportAccess::Inbound {
-                allow_from: allow_from.as_deref().and_then(config::parse_cidr),
+                allow_from: allow_from.as_deref().and_then(parse_cidr),
             },
             Mode::Outbound(o) => SupportAccess::Outbound { port: o.port },
         }
@@ -389,11 +391,7 @@ pub fn status() -> Status {
 
 /// Opens the channel as the configuration document says (at boot, or when
 /// a changed document is applied). Returns whether it opened.
-pub fn open_from_config(
-    doc: &config::Document,
-    store: &Store,
-    now: Clock,
-) -> Result<bool, SupportError> {
+pub fn open_from_config(doc: &Document, store: &Store, now: Clock) -> Result<bool, SupportError> {
     let Some(sec) = &doc.support else {
         return Ok(false);
     };
@@ -952,7 +950,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/config/v1-support.yaml"),
         )
         .unwrap();
-        let doc = config::parse(&text, "t").unwrap();
+        let doc = crate::config::parse(&text, "t").unwrap();
         assert!(open_from_config(&doc, &store, at(5)).unwrap());
         let s = store.load().unwrap();
         assert_eq!(s.expires_boot, 5 + 4 * 3600);
@@ -967,7 +965,7 @@ mod tests {
             "command=\"/usr/sbin/ferry-init diag\",no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty ssh-ed25519 AAAA"
         ));
         // no open_hours: nothing opens
-        let doc = config::parse("version: 1\n", "t").unwrap();
+        let doc = crate::config::parse("version: 1\n", "t").unwrap();
         store.remove().unwrap();
         assert!(!open_from_config(&doc, &store, at(5)).unwrap());
         assert!(store.load().is_none());
@@ -976,7 +974,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/config/v1-support-outbound.yaml"),
         )
         .unwrap();
-        let doc = config::parse(&text, "t").unwrap();
+        let doc = crate::config::parse(&text, "t").unwrap();
         assert!(open_from_config(&doc, &store, at(5)).unwrap());
         assert_eq!(
             store.load().unwrap().access(),

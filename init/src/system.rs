@@ -22,7 +22,8 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
-use crate::config::{Config, Store};
+use crate::config::store::Store;
+use crate::config::{document::DocRole, Config};
 use crate::dmi::{self, Platform};
 use crate::error::{Context, Result};
 use crate::firewall::{self, Firewall, FirewallState, Role};
@@ -290,8 +291,8 @@ fn firewall_state(st: &State) -> FirewallState {
     FirewallState {
         activated: firewall::activated(),
         role: match st.config.doc.role {
-            crate::config::DocRole::Agent => Role::Agent,
-            crate::config::DocRole::Hub => Role::Hub,
+            DocRole::Agent => Role::Agent,
+            DocRole::Hub => Role::Hub,
         },
         support: st.support.as_ref().map(Session::access),
     }

@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 
 use super::auth::{Accounts, Login};
 use super::menu::{Check, Host, Level, NetworkSettings};
-use crate::config::{self, Store};
+use crate::config::network::{parse_cidr, Mode};
+use crate::config::store::Store;
 use crate::network::netlink::Netlink;
 
 /// Where the journal lives (journald writes it there, see `system`).
@@ -282,8 +283,8 @@ impl Host for Appliance {
         NetworkSettings {
             interface: n.interface,
             static_address: match n.mode {
-                config::Mode::Static => n.address.as_deref().and_then(config::parse_cidr),
-                config::Mode::Dhcp => None,
+                Mode::Static => n.address.as_deref().and_then(parse_cidr),
+                Mode::Dhcp => None,
             },
             gateway: n.gateway,
             dns: n.dns,
@@ -293,8 +294,8 @@ impl Host for Appliance {
                 .into_iter()
                 .map(|(name, a)| {
                     let net = match a.mode {
-                        config::Mode::Static => a.address.as_deref().and_then(config::parse_cidr),
-                        config::Mode::Dhcp => None,
+                        Mode::Static => a.address.as_deref().and_then(parse_cidr),
+                        Mode::Dhcp => None,
                     };
                     (name, net)
                 })

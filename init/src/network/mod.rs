@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::config::{parse_cidr, Config, Mode};
+use crate::config::network::{parse_cidr, Mode};
+use crate::config::Config;
 use netlink::{Link, Netlink};
 
 /// Where name servers are written (/etc/resolv.conf points here).
