@@ -120,7 +120,7 @@ impl DeclaredLocation {
     }
 }
 
-/// As ferry-init checks names in the document (init/src/config.rs).
+/// As ferry-init checks names in the document (init/src/config/agent.rs).
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64

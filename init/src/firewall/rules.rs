@@ -1,8 +1,8 @@
 //! The rule set as data: a pure function of the appliance's state.
 //!
 //! One `inet` table, `ferry`, with an `input` and an `output` chain, both
-//! with policy drop. [`ruleset`] decides which rules exist; `nft.rs` turns
-//! them into nf_tables expressions. The text form ([`Ruleset`]'s `Display`)
+//! with policy drop. [`ruleset`] decides which rules exist; [`super::lower`]
+//! turns them into nf_tables expressions. The text form ([`Ruleset`]'s `Display`)
 //! is what `nft list table inet ferry` would print, near enough to read.
 
 use std::fmt;
