@@ -6,11 +6,11 @@
 //! was given (to change the task, or to override it for one execution).
 
 use clap::Args;
-use ferry::engine::options::{
+use ferry_engine::options::{
     Atime, IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
     TransferMode, VerifyMode,
 };
-use ferry::engine::Options;
+use ferry_engine::Options;
 use serde_json::{Map, Value};
 
 #[derive(Args, Debug, Default, Clone)]

@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use ferry::engine::report::{Fanout, Observer, Phase, ReportWriter};
-use ferry::engine::Execution;
-use ferry::location::local::LocalLocation;
+use ferry_engine::report::{Fanout, Observer, Phase, ReportWriter};
+use ferry_engine::Execution;
+use ferry_engine::location::local::LocalLocation;
 
 use crate::options::OptionArgs;
 use crate::progress::{ErrorPrinter, JsonEvents, ProgressBar};
