@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use ferry_engine::location::local::{LocalLocation, LocalWriter};
+use ferry_engine::location::{Entry, Kind, Location, Meta, MetaUpdate, Writer};
 use ferry_engine::options::VerifyMode;
 use ferry_engine::report::{Observer, Outcome, Phase, Record};
 use ferry_engine::{Execution, Options, Summary};
-use ferry_engine::location::local::{LocalLocation, LocalWriter};
-use ferry_engine::location::{Entry, Kind, Location, Meta, MetaUpdate, Writer};
 
 /// A local directory that flips one bit of the byte at `FLIPPED_AT` on its
 /// way into every file created with mode `FLIPPED_MODE`.

@@ -1,22 +1,81 @@
 //! Task options, with AWS DataSync's names and values.
 //!
-//! On the command line the values are kebab-case (`point-in-time-consistent`);
-//! in JSON (reports, the agent's API) they are DataSync's spelling
-//! (`POINT_IN_TIME_CONSISTENT`), so a DataSync user feels at home.
+//! Every value has DataSync's spelling (`POINT_IN_TIME_CONSISTENT`): in JSON
+//! (reports, the agent's API), in [`FromStr`] and in [`Display`], so a
+//! DataSync user feels at home. [`OptionValue`] lists an option's values, so
+//! a front end can offer them in its own spelling (the `ferry` command line
+//! takes `point-in-time-consistent`); [`OptionsError::message`] names options
+//! and values the front end's way too.
 
-use clap::ValueEnum;
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use super::filter::{FilterError, Filters};
 
+/// What every option with a fixed set of values offers.
+pub trait OptionValue:
+    Copy + Eq + fmt::Debug + fmt::Display + FromStr<Err = UnknownValue> + Send + Sync + 'static
+{
+    /// Every value, in the order a list of them shows them.
+    const VALUES: &'static [Self];
+    /// DataSync's name of the value (`POINT_IN_TIME_CONSISTENT`), as JSON has it.
+    fn name(self) -> &'static str;
+    /// What the value does, in one line; empty where the option says it all.
+    fn description(self) -> &'static str;
+}
+
+/// A name that is not one of an option's values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not one of {}", .expected.join(", "))]
+pub struct UnknownValue {
+    pub value: String,
+    /// DataSync's names of the values there are.
+    pub expected: Vec<&'static str>,
+}
+
+fn parse_value<T: OptionValue>(name: &str) -> Result<T, UnknownValue> {
+    T::VALUES
+        .iter()
+        .copied()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| UnknownValue {
+            value: name.to_string(),
+            expected: T::VALUES.iter().map(|v| v.name()).collect(),
+        })
+}
+
 macro_rules! option_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? } default $default:ident) => {
+    ($(#[$doc:meta])* $name:ident {
+        $($(#[doc = $vdoc:literal])* $variant:ident = $text:literal),+ $(,)?
+    } default $default:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        pub enum $name { $($(#[doc = $vdoc])* $variant),+ }
         impl Default for $name {
             fn default() -> Self { $name::$default }
+        }
+        impl OptionValue for $name {
+            const VALUES: &'static [Self] = &[$($name::$variant),+];
+            fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            fn description(self) -> &'static str {
+                match self { $($name::$variant => concat!("" $(, $vdoc)*).trim_start()),+ }
+            }
+        }
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(name: &str) -> Result<Self, UnknownValue> {
+                parse_value(name)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
         }
     };
 }
@@ -25,44 +84,44 @@ option_enum!(
     /// What the VERIFYING phase checks.
     VerifyMode {
         /// Rescan both sides at the end and compare every entry, content included.
-        PointInTimeConsistent,
+        PointInTimeConsistent = "POINT_IN_TIME_CONSISTENT",
         /// Check only what this execution transferred.
-        OnlyFilesTransferred,
+        OnlyFilesTransferred = "ONLY_FILES_TRANSFERRED",
         /// No verification.
-        None,
+        None = "NONE",
     } default PointInTimeConsistent
 );
 option_enum!(
     /// Whether destination data that differs is overwritten.
-    OverwriteMode { Always, Never } default Always
+    OverwriteMode { Always = "ALWAYS", Never = "NEVER" } default Always
 );
 option_enum!(
     /// Transfer only what differs, or everything.
-    TransferMode { Changed, All } default Changed
+    TransferMode { Changed = "CHANGED", All = "ALL" } default Changed
 );
 option_enum!(
     /// Whether destination entries missing at the source are kept.
-    PreserveDeletedFiles { Preserve, Remove } default Preserve
+    PreserveDeletedFiles { Preserve = "PRESERVE", Remove = "REMOVE" } default Preserve
 );
 option_enum!(
     /// Whether FIFOs, sockets and device nodes are copied.
-    PreserveDevices { None, Preserve } default None
+    PreserveDevices { None = "NONE", Preserve = "PRESERVE" } default None
 );
 option_enum!(
     /// Whether permission bits are copied.
-    PosixPermissions { Preserve, None } default Preserve
+    PosixPermissions { Preserve = "PRESERVE", None = "NONE" } default Preserve
 );
 option_enum!(
     /// Whether numeric owner (or group) ids are copied.
-    IdMode { IntValue, None } default IntValue
+    IdMode { IntValue = "INT_VALUE", None = "NONE" } default IntValue
 );
 option_enum!(
     /// Whether access times are copied (as far as the file systems allow).
-    Atime { BestEffort, None } default BestEffort
+    Atime { BestEffort = "BEST_EFFORT", None = "NONE" } default BestEffort
 );
 option_enum!(
     /// Whether modification times are copied.
-    Mtime { Preserve, None } default Preserve
+    Mtime { Preserve = "PRESERVE", None = "NONE" } default Preserve
 );
 
 /// Everything that shapes one execution.
@@ -89,20 +148,95 @@ pub struct Options {
 }
 
 /// An option value or combination the engine refuses.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+///
+/// Its [`Display`](fmt::Display) names options and values as the API does
+/// (`Atime BEST_EFFORT needs Mtime PRESERVE …`); [`OptionsError::message`]
+/// names them a front end's way.
+#[derive(Debug, PartialEq, Eq)]
 pub enum OptionsError {
-    #[error("--atime best-effort needs --mtime preserve (DataSync couples them): use --atime none, or keep --mtime preserve")]
+    /// `Atime` `BEST_EFFORT` with `Mtime` `NONE`.
     AtimeNeedsMtime,
-    #[error("--preserve-deleted-files remove cannot go with --transfer-mode all: a transfer of everything does not compare the destination, so it cannot know what to delete")]
+    /// `PreserveDeletedFiles` `REMOVE` with `TransferMode` `ALL`.
     RemoveWithTransferAll,
-    #[error(
-        "--bytes-per-second {0} is not valid: give -1 (unlimited) or a positive number of bytes"
-    )]
+    /// A `BytesPerSecond` that is neither -1 nor positive.
     BadBandwidth(i64),
-    #[error("--parallel {0} is not valid: give a number from 1 to {max}", max = MAX_PARALLEL)]
+    /// A `Parallel` out of 1 to [`MAX_PARALLEL`].
     BadParallel(usize),
-    #[error(transparent)]
-    Filter(#[from] FilterError),
+    Filter(FilterError),
+}
+
+/// How a message names options and their values.
+pub trait Naming {
+    /// The option the API calls `option` (`Atime`, `BytesPerSecond`).
+    fn option(&self, option: &str) -> String;
+    /// The value DataSync calls `value` (`BEST_EFFORT`) of `option`.
+    fn value(&self, option: &str, value: &str) -> String;
+}
+
+/// The API's names: the task's options (`Atime`) and DataSync's values
+/// (`BEST_EFFORT`), as the JSON of a task has them.
+pub struct ApiNames;
+
+impl Naming for ApiNames {
+    fn option(&self, option: &str) -> String {
+        option.to_string()
+    }
+    fn value(&self, _option: &str, value: &str) -> String {
+        value.to_string()
+    }
+}
+
+impl OptionsError {
+    /// The message, with options and values named by `names`.
+    pub fn message(&self, names: &dyn Naming) -> String {
+        let set = |option: &str, value: &str| {
+            format!("{} {}", names.option(option), names.value(option, value))
+        };
+        match self {
+            OptionsError::AtimeNeedsMtime => format!(
+                "{} needs {} (DataSync couples them): use {}, or keep {}",
+                set("Atime", Atime::BestEffort.name()),
+                set("Mtime", Mtime::Preserve.name()),
+                set("Atime", Atime::None.name()),
+                set("Mtime", Mtime::Preserve.name()),
+            ),
+            OptionsError::RemoveWithTransferAll => format!(
+                "{} cannot go with {}: a transfer of everything does not compare the destination, so it cannot know what to delete",
+                set("PreserveDeletedFiles", PreserveDeletedFiles::Remove.name()),
+                set("TransferMode", TransferMode::All.name()),
+            ),
+            OptionsError::BadBandwidth(n) => format!(
+                "{} {n} is not valid: give -1 (unlimited) or a positive number of bytes",
+                names.option("BytesPerSecond")
+            ),
+            OptionsError::BadParallel(n) => format!(
+                "{} {n} is not valid: give a number from 1 to {MAX_PARALLEL}",
+                names.option("Parallel")
+            ),
+            OptionsError::Filter(e) => e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message(&ApiNames))
+    }
+}
+
+impl std::error::Error for OptionsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OptionsError::Filter(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<FilterError> for OptionsError {
+    fn from(e: FilterError) -> Self {
+        OptionsError::Filter(e)
+    }
 }
 
 /// More threads than this buy nothing but memory.
@@ -201,5 +335,81 @@ mod tests {
         assert_eq!(v["Uid"], "INT_VALUE");
         let back: Options = serde_json::from_value(v).unwrap();
         assert_eq!(back, o);
+    }
+
+    /// Every value of `T`: its name is serde's, `FromStr` and `Display` agree.
+    fn names_agree<T: OptionValue + Serialize + for<'de> Deserialize<'de>>() {
+        for &v in T::VALUES {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name(), "{v:?}");
+            assert_eq!(v.to_string(), v.name());
+            assert_eq!(v.name().parse::<T>().unwrap(), v);
+        }
+        let err = "sometimes".parse::<T>().unwrap_err();
+        let names: Vec<_> = T::VALUES.iter().map(|v| v.name()).collect();
+        assert_eq!(err.expected, names);
+        assert!(err.to_string().contains("\"sometimes\""), "{err}");
+    }
+
+    #[test]
+    fn value_names_are_datasyncs() {
+        names_agree::<VerifyMode>();
+        names_agree::<OverwriteMode>();
+        names_agree::<TransferMode>();
+        names_agree::<PreserveDeletedFiles>();
+        names_agree::<PreserveDevices>();
+        names_agree::<PosixPermissions>();
+        names_agree::<IdMode>();
+        names_agree::<Atime>();
+        names_agree::<Mtime>();
+        assert_eq!(
+            VerifyMode::VALUES,
+            [
+                VerifyMode::PointInTimeConsistent,
+                VerifyMode::OnlyFilesTransferred,
+                VerifyMode::None
+            ]
+        );
+        assert_eq!(
+            VerifyMode::OnlyFilesTransferred.description(),
+            "Check only what this execution transferred."
+        );
+        assert_eq!(Atime::BestEffort.description(), "");
+        // Not DataSync's spelling: not a value.
+        assert!("point-in-time-consistent".parse::<VerifyMode>().is_err());
+    }
+
+    #[test]
+    fn messages_name_options_as_the_api_does_or_as_told() {
+        assert_eq!(
+            OptionsError::AtimeNeedsMtime.to_string(),
+            "Atime BEST_EFFORT needs Mtime PRESERVE (DataSync couples them): use Atime NONE, or keep Mtime PRESERVE"
+        );
+        assert!(OptionsError::RemoveWithTransferAll
+            .to_string()
+            .starts_with("PreserveDeletedFiles REMOVE cannot go with TransferMode ALL: "));
+        assert_eq!(
+            OptionsError::BadParallel(0).to_string(),
+            "Parallel 0 is not valid: give a number from 1 to 1024"
+        );
+        assert!(OptionsError::BadBandwidth(-5)
+            .to_string()
+            .starts_with("BytesPerSecond -5 is not valid"));
+        struct Shout;
+        impl Naming for Shout {
+            fn option(&self, option: &str) -> String {
+                format!("<{option}>")
+            }
+            fn value(&self, option: &str, value: &str) -> String {
+                format!("{option}={value}")
+            }
+        }
+        assert_eq!(
+            OptionsError::AtimeNeedsMtime.message(&Shout),
+            "<Atime> Atime=BEST_EFFORT needs <Mtime> Mtime=PRESERVE (DataSync couples them): use <Atime> Atime=NONE, or keep <Mtime> Mtime=PRESERVE"
+        );
+        assert_eq!(
+            OptionsError::BadBandwidth(0).message(&Shout),
+            "<BytesPerSecond> 0 is not valid: give -1 (unlimited) or a positive number of bytes"
+        );
     }
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
 use super::{nfs, Agent, Running};
-use ferry_engine::counters::CounterSnapshot;
-use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
-use ferry_engine::{Execution, Summary};
 use crate::hub::dispatch::Job;
 use crate::hub::remote::RemoteLocation;
+use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
+use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
+use ferry_engine::{Execution, Summary};
 
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);

@@ -36,8 +36,8 @@ use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
 use crate::daemon::{api, nfs, secure, Agent};
-use ferry_engine::options::PreserveDevices;
 use ferry_engine::location::local::LocalLocation;
+use ferry_engine::options::PreserveDevices;
 
 /// Request bodies: an fs operation carries at most a 1 MiB chunk (plus its
 /// names); the activation flow and JSON routes carry a few KiB.

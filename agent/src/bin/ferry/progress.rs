@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::location::Location;
 use ferry_engine::report::{Observer, Outcome, Phase, Record};
 use ferry_engine::{Execution, Summary};
-use ferry_engine::location::Location;
 use indicatif::{HumanBytes, ProgressStyle};
 use serde_json::json;
 
