@@ -496,9 +496,10 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
         ],
         "'..'",
     );
+    // The agent names options and values as its API does (Atime BEST_EFFORT).
     refused_task(
         &["--source", &src, "--destination", &dst, "--mtime", "none"],
-        "--atime best-effort needs --mtime preserve",
+        "Atime BEST_EFFORT needs Mtime PRESERVE",
     );
     refused_task(
         &["--source", &src, "--destination", &src],
@@ -573,7 +574,7 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
             "--transfer-mode",
             "all",
         ],
-        "cannot go with --transfer-mode all",
+        "cannot go with TransferMode ALL",
     );
     refused(&["location", "delete", &src], "used by task(s) t");
     refused(

@@ -1029,7 +1029,7 @@ fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use ferry::hub::proto::{Response, WireUpdate, MAX_CHUNK};
-    use ferry::location::Kind;
+    use ferry_engine::location::Kind;
 
     let tmp = tempfile::tempdir().unwrap();
     let hub = Hub::start(&tmp.path().join("hub"), 1800);
@@ -1225,7 +1225,7 @@ impl FakeAgent {
         rt.block_on(async {
             let c = self.client(hub, 1);
             let counters: Value = serde_json::to_value(
-                ferry::engine::counters::CounterSnapshot::default(),
+                ferry_engine::counters::CounterSnapshot::default(),
             )
             .unwrap();
             let body = json!({"Status": status, "Result": {
@@ -1274,7 +1274,7 @@ fn make_fifo(name: &str) -> Op {
     Op::MakeNode {
         dir: Vec::new(),
         name: name.as_bytes().to_vec(),
-        kind: ferry::location::Kind::Fifo,
+        kind: ferry_engine::location::Kind::Fifo,
         mode: 0o644,
         rdev: 0,
     }

@@ -7,7 +7,7 @@
 //! (`/a/b`; a trailing `/` marks a directory).
 #![no_main]
 
-use ferry::engine::filter::Filters;
+use ferry_engine::filter::Filters;
 use libfuzzer_sys::fuzz_target;
 
 fn filter(line: Option<&str>) -> Vec<String> {

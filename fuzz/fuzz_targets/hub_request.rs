@@ -21,7 +21,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
 
 use ferry::hub::{fs, proto::Request};
-use ferry::location::local::LocalLocation;
+use ferry_engine::location::local::LocalLocation;
 use libfuzzer_sys::fuzz_target;
 
 /// Requests done per input at most.

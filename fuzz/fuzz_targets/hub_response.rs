@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
 use ferry::hub::proto::{Reply, Response};
-use ferry::location::Meta;
+use ferry_engine::location::Meta;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::model::{self, LocationSpec, Task};
 use super::store::StoreError;
 use super::{schedule, Agent};
-use crate::engine::Options;
+use ferry_engine::Options;
 
 /// One line per route: the router is built from it, and the OpenAPI test
 /// checks every line against `agent/openapi.yaml`.

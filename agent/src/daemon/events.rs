@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::engine::counters::CounterSnapshot;
-use crate::engine::report::Record;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::report::Record;
 
 pub struct Events {
     /// Emit CloudWatch embedded-metric-format lines.

@@ -38,7 +38,7 @@ use std::time::Duration;
 use self::events::Events;
 use self::model::Task;
 use self::store::{Store, StoreError};
-use crate::engine::Options;
+use ferry_engine::Options;
 
 /// Where the appliance's agent listens.
 pub const DEFAULT_SOCKET: &str = "/run/ferry/agent.sock";

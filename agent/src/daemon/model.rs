@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::counters::CounterSnapshot;
-use crate::engine::Options;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::Options;
 
 /// Which NFS protocol version to mount with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::model::{self, LocationSpec, NfsVersion, Task};
 use super::{api, nfs, schedule, Agent};
-use crate::engine::Options;
+use ferry_engine::Options;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

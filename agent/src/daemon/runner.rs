@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
 use super::{nfs, Agent, Running};
-use crate::engine::counters::CounterSnapshot;
-use crate::engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
-use crate::engine::{Execution, Summary};
 use crate::hub::dispatch::Job;
 use crate::hub::remote::RemoteLocation;
-use crate::location::local::LocalLocation;
-use crate::location::Location;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::location::local::LocalLocation;
+use ferry_engine::location::Location;
+use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
+use ferry_engine::{Execution, Summary};
 
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -556,7 +556,7 @@ pub fn result_of(s: &Summary) -> ResultDetail {
         transfer_duration: s.transfer_duration,
         verify_status: phase(
             c.files_failed_verify > 0,
-            verify_ran || s.options.verify_mode == crate::engine::options::VerifyMode::None,
+            verify_ran || s.options.verify_mode == ferry_engine::options::VerifyMode::None,
         )
         .into(),
         verify_duration: s.verify_duration,

@@ -11,8 +11,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::model::{self, Execution, Location, LocationSpec, ResultDetail, Task};
-use crate::engine::counters::CounterSnapshot;
-use crate::engine::Options;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::Options;
 
 /// Schema steps; `MIGRATIONS[n]` takes version n to n + 1. Append only.
 const MIGRATIONS: &[&str] = &[

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::model::{LocationSpec, ResultDetail};
-use crate::engine::counters::CounterSnapshot;
-use crate::engine::Options;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::Options;
 
 /// One execution for an agent, as the agent receives it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::proto::{InvalidOp, Op, Reply, Response, WireError, WireMeta, MAX_CHUNK};
-use crate::location::local::LocalLocation;
-use crate::location::{Location, MetaUpdate, Reader, Writer};
+use ferry_engine::location::local::LocalLocation;
+use ferry_engine::location::{Location, MetaUpdate, Reader, Writer};
 
 /// What a location of the hub lets agents make there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -322,7 +322,7 @@ mod tests {
 
     use super::*;
     use crate::hub::proto::WireUpdate;
-    use crate::location::Kind;
+    use ferry_engine::location::Kind;
 
     const NONE: Policy = Policy {
         special_files: false,

@@ -17,7 +17,7 @@
 //! | [`proto`] | the remote writer's operations on the wire |
 //! | [`fs`] | the hub doing those operations on its locations |
 //! | [`client`] | HTTPS to the hub, with retries and backoff |
-//! | [`remote`] | the remote writer: a [`crate::location::Location`] on the hub |
+//! | [`remote`] | the remote writer: a [`ferry_engine::location::Location`] on the hub |
 
 pub mod ca;
 pub mod client;

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::location::{Kind, Meta, MetaUpdate, Timestamp};
+use ferry_engine::location::{Kind, Meta, MetaUpdate, Timestamp};
 
 /// The most data one `Write` or `Put` carries, before compression: the
 /// agent splits larger writes, and the hub refuses larger declared sizes

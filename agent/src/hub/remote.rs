@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 use super::client::{HubClient, HubError};
 use super::proto::{Op, Reply, Request, Response, WireUpdate, MAX_CHUNK};
-use crate::location::{Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer};
+use ferry_engine::location::{
+    Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer,
+};
 
 /// Chunks of one file in flight at once.
 const WINDOW: usize = 4;

@@ -36,8 +36,8 @@ use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
 use crate::daemon::{api, nfs, secure, Agent};
-use crate::engine::options::PreserveDevices;
-use crate::location::local::LocalLocation;
+use ferry_engine::location::local::LocalLocation;
+use ferry_engine::options::PreserveDevices;
 
 /// Request bodies: an fs operation carries at most a 1 MiB chunk (plus its
 /// names); the activation flow and JSON routes carry a few KiB.
@@ -728,7 +728,7 @@ async fn fs_op(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Options;
+    use ferry_engine::Options;
     use std::future::Future;
 
     #[test]

@@ -4,46 +4,89 @@
 //! Every option is optional here: `sync` and `task create` fill in
 //! DataSync's defaults, while `task update` and `task start` send only what
 //! was given (to change the task, or to override it for one execution).
+//!
+//! Values are DataSync's in kebab-case (`POINT_IN_TIME_CONSISTENT` is
+//! `--verify-mode point-in-time-consistent`), and the engine's messages about
+//! options name them so ([`Flags`]).
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use ferry::engine::options::{
-    Atime, IdMode, Mtime, OverwriteMode, PosixPermissions, PreserveDeletedFiles, PreserveDevices,
-    TransferMode, VerifyMode,
+use ferry_engine::options::{
+    Atime, IdMode, Mtime, Naming, OptionValue, OverwriteMode, PosixPermissions,
+    PreserveDeletedFiles, PreserveDevices, TransferMode, VerifyMode,
 };
-use ferry::engine::Options;
+use ferry_engine::Options;
 use serde_json::{Map, Value};
+
+/// DataSync's `POINT_IN_TIME_CONSISTENT` as the command line spells it.
+fn kebab(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// The option's values in kebab-case, with their descriptions for `--help`.
+fn values<T: OptionValue>() -> impl TypedValueParser<Value = T> {
+    let values = T::VALUES.iter().map(|v| {
+        let value = PossibleValue::new(kebab(v.name()));
+        match v.description().trim_end_matches('.') {
+            "" => value,
+            help => value.help(help),
+        }
+    });
+    PossibleValuesParser::new(values)
+        .try_map(|given: String| given.to_ascii_uppercase().replace('-', "_").parse::<T>())
+}
+
+/// Options and values in messages as the command line has them:
+/// `--atime best-effort` for the API's `Atime BEST_EFFORT`.
+pub struct Flags;
+
+impl Naming for Flags {
+    fn option(&self, option: &str) -> String {
+        let mut flag = String::from("--");
+        for (i, c) in option.char_indices() {
+            if c.is_ascii_uppercase() && i > 0 {
+                flag.push('-');
+            }
+            flag.push(c.to_ascii_lowercase());
+        }
+        flag
+    }
+    fn value(&self, _option: &str, value: &str) -> String {
+        kebab(value)
+    }
+}
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct OptionArgs {
     /// What to check after transferring [default: point-in-time-consistent].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<VerifyMode>())]
     pub verify_mode: Option<VerifyMode>,
     /// Whether destination entries that differ are overwritten [default: always].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<OverwriteMode>())]
     pub overwrite_mode: Option<OverwriteMode>,
     /// Transfer only what differs, or everything [default: changed].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<TransferMode>())]
     pub transfer_mode: Option<TransferMode>,
     /// Keep or remove destination entries that are gone from the source [default: preserve].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<PreserveDeletedFiles>())]
     pub preserve_deleted_files: Option<PreserveDeletedFiles>,
     /// Copy FIFOs, sockets and device nodes [default: none].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<PreserveDevices>())]
     pub preserve_devices: Option<PreserveDevices>,
     /// Copy permission bits [default: preserve].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<PosixPermissions>())]
     pub posix_permissions: Option<PosixPermissions>,
     /// Copy numeric owner ids [default: int-value].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<IdMode>())]
     pub uid: Option<IdMode>,
     /// Copy numeric group ids [default: int-value].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<IdMode>())]
     pub gid: Option<IdMode>,
     /// Copy access times, needs --mtime preserve [default: best-effort].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<Atime>())]
     pub atime: Option<Atime>,
     /// Copy modification times [default: preserve].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::<Mtime>())]
     pub mtime: Option<Mtime>,
     /// Bandwidth limit for the whole execution; -1 is unlimited [default: -1].
     #[arg(long, allow_negative_numbers = true, value_name = "N")]
@@ -135,5 +178,19 @@ mod tests {
             base[k] = v;
         }
         assert_eq!(serde_json::from_value::<Options>(base).unwrap(), opts);
+    }
+
+    #[test]
+    fn flags_name_options_and_values_in_kebab_case() {
+        assert_eq!(
+            Flags.option("PreserveDeletedFiles"),
+            "--preserve-deleted-files"
+        );
+        assert_eq!(Flags.option("Atime"), "--atime");
+        assert_eq!(Flags.value("Uid", "INT_VALUE"), "int-value");
+        assert_eq!(
+            ferry_engine::options::OptionsError::AtimeNeedsMtime.message(&Flags),
+            "--atime best-effort needs --mtime preserve (DataSync couples them): use --atime none, or keep --mtime preserve"
+        );
     }
 }

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry::engine::counters::CounterSnapshot;
-use ferry::engine::report::{Observer, Outcome, Phase, Record};
-use ferry::engine::{Execution, Summary};
-use ferry::location::Location;
+use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::location::Location;
+use ferry_engine::report::{Observer, Outcome, Phase, Record};
+use ferry_engine::{Execution, Summary};
 use indicatif::{HumanBytes, ProgressStyle};
 use serde_json::json;
 

@@ -8,11 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use ferry::engine::report::{Fanout, Observer, Phase, ReportWriter};
-use ferry::engine::Execution;
-use ferry::location::local::LocalLocation;
+use ferry_engine::location::local::LocalLocation;
+use ferry_engine::report::{Fanout, Observer, Phase, ReportWriter};
+use ferry_engine::Execution;
 
-use crate::options::OptionArgs;
+use crate::options::{Flags, OptionArgs};
 use crate::progress::{ErrorPrinter, JsonEvents, ProgressBar};
 use crate::{EXIT_ERROR, EXIT_USAGE};
 
@@ -156,7 +156,7 @@ pub fn run(args: SyncArgs) -> ExitCode {
     };
     let opts = args.options.options();
     if let Err(e) = opts.validate() {
-        return usage(e.to_string());
+        return usage(e.message(&Flags));
     }
     let report = match &args.report {
         Some(path) => match ReportWriter::create(path) {

@@ -1,5 +1,5 @@
-//! The sync engine: one execution of a task, from LAUNCHING to SUCCESS or
-//! ERROR, with DataSync's phases and counters.
+//! Ferry's sync engine: one execution of a task, from LAUNCHING to SUCCESS
+//! or ERROR, with DataSync's phases and counters, between two [`location`]s.
 //!
 //! ```text
 //! LAUNCHING ─► PREPARING ─┬─► TRANSFERRING ─► VERIFYING ─► SUCCESS | ERROR
@@ -10,6 +10,12 @@
 //! The engine works through two [`Location`]s and a pool of worker threads
 //! that keep many file-system operations in flight: on NFS every call is a
 //! network round trip, and hiding round trips is what makes a sync fast.
+//!
+//! The crate is a library for the `ferry` command, the `ferry-agent` daemon
+//! and the hub: it has no async runtime, HTTP, TLS, database or command line
+//! of its own (README.md).
+
+pub mod location;
 
 pub mod counters;
 pub mod filter;

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use ferry::engine::options::VerifyMode;
-use ferry::engine::report::{Observer, Outcome, Phase, Record};
-use ferry::engine::{Execution, Options, Summary};
-use ferry::location::local::{LocalLocation, LocalWriter};
-use ferry::location::{Entry, Kind, Location, Meta, MetaUpdate, Writer};
+use ferry_engine::location::local::{LocalLocation, LocalWriter};
+use ferry_engine::location::{Entry, Kind, Location, Meta, MetaUpdate, Writer};
+use ferry_engine::options::VerifyMode;
+use ferry_engine::report::{Observer, Outcome, Phase, Record};
+use ferry_engine::{Execution, Options, Summary};
 
 /// A local directory that flips one bit of the byte at `FLIPPED_AT` on its
 /// way into every file created with mode `FLIPPED_MODE`.

@@ -1,0 +1,415 @@
+//! Task options, with AWS DataSync's names and values.
+//!
+//! Every value has DataSync's spelling (`POINT_IN_TIME_CONSISTENT`): in JSON
+//! (reports, the agent's API), in [`FromStr`] and in [`Display`], so a
+//! DataSync user feels at home. [`OptionValue`] lists an option's values, so
+//! a front end can offer them in its own spelling (the `ferry` command line
+//! takes `point-in-time-consistent`); [`OptionsError::message`] names options
+//! and values the front end's way too.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::filter::{FilterError, Filters};
+
+/// What every option with a fixed set of values offers.
+pub trait OptionValue:
+    Copy + Eq + fmt::Debug + fmt::Display + FromStr<Err = UnknownValue> + Send + Sync + 'static
+{
+    /// Every value, in the order a list of them shows them.
+    const VALUES: &'static [Self];
+    /// DataSync's name of the value (`POINT_IN_TIME_CONSISTENT`), as JSON has it.
+    fn name(self) -> &'static str;
+    /// What the value does, in one line; empty where the option says it all.
+    fn description(self) -> &'static str;
+}
+
+/// A name that is not one of an option's values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not one of {}", .expected.join(", "))]
+pub struct UnknownValue {
+    pub value: String,
+    /// DataSync's names of the values there are.
+    pub expected: Vec<&'static str>,
+}
+
+fn parse_value<T: OptionValue>(name: &str) -> Result<T, UnknownValue> {
+    T::VALUES
+        .iter()
+        .copied()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| UnknownValue {
+            value: name.to_string(),
+            expected: T::VALUES.iter().map(|v| v.name()).collect(),
+        })
+}
+
+macro_rules! option_enum {
+    ($(#[$doc:meta])* $name:ident {
+        $($(#[doc = $vdoc:literal])* $variant:ident = $text:literal),+ $(,)?
+    } default $default:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name { $($(#[doc = $vdoc])* $variant),+ }
+        impl Default for $name {
+            fn default() -> Self { $name::$default }
+        }
+        impl OptionValue for $name {
+            const VALUES: &'static [Self] = &[$($name::$variant),+];
+            fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            fn description(self) -> &'static str {
+                match self { $($name::$variant => concat!("" $(, $vdoc)*).trim_start()),+ }
+            }
+        }
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(name: &str) -> Result<Self, UnknownValue> {
+                parse_value(name)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+option_enum!(
+    /// What the VERIFYING phase checks.
+    VerifyMode {
+        /// Rescan both sides at the end and compare every entry, content included.
+        PointInTimeConsistent = "POINT_IN_TIME_CONSISTENT",
+        /// Check only what this execution transferred.
+        OnlyFilesTransferred = "ONLY_FILES_TRANSFERRED",
+        /// No verification.
+        None = "NONE",
+    } default PointInTimeConsistent
+);
+option_enum!(
+    /// Whether destination data that differs is overwritten.
+    OverwriteMode { Always = "ALWAYS", Never = "NEVER" } default Always
+);
+option_enum!(
+    /// Transfer only what differs, or everything.
+    TransferMode { Changed = "CHANGED", All = "ALL" } default Changed
+);
+option_enum!(
+    /// Whether destination entries missing at the source are kept.
+    PreserveDeletedFiles { Preserve = "PRESERVE", Remove = "REMOVE" } default Preserve
+);
+option_enum!(
+    /// Whether FIFOs, sockets and device nodes are copied.
+    PreserveDevices { None = "NONE", Preserve = "PRESERVE" } default None
+);
+option_enum!(
+    /// Whether permission bits are copied.
+    PosixPermissions { Preserve = "PRESERVE", None = "NONE" } default Preserve
+);
+option_enum!(
+    /// Whether numeric owner (or group) ids are copied.
+    IdMode { IntValue = "INT_VALUE", None = "NONE" } default IntValue
+);
+option_enum!(
+    /// Whether access times are copied (as far as the file systems allow).
+    Atime { BestEffort = "BEST_EFFORT", None = "NONE" } default BestEffort
+);
+option_enum!(
+    /// Whether modification times are copied.
+    Mtime { Preserve = "PRESERVE", None = "NONE" } default Preserve
+);
+
+/// Everything that shapes one execution.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Options {
+    pub verify_mode: VerifyMode,
+    pub overwrite_mode: OverwriteMode,
+    pub transfer_mode: TransferMode,
+    pub preserve_deleted_files: PreserveDeletedFiles,
+    pub preserve_devices: PreserveDevices,
+    pub posix_permissions: PosixPermissions,
+    pub uid: IdMode,
+    pub gid: IdMode,
+    pub atime: Atime,
+    pub mtime: Mtime,
+    /// Bytes per second for the whole execution; -1 is unlimited.
+    pub bytes_per_second: i64,
+    /// DataSync SIMPLE_PATTERN filters, each `|`-separated.
+    pub includes: Vec<String>,
+    pub excludes: Vec<String>,
+    /// Operations in flight; `None` lets the engine choose.
+    pub parallel: Option<usize>,
+}
+
+/// An option value or combination the engine refuses.
+///
+/// Its [`Display`](fmt::Display) names options and values as the API does
+/// (`Atime BEST_EFFORT needs Mtime PRESERVE …`); [`OptionsError::message`]
+/// names them a front end's way.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    /// `Atime` `BEST_EFFORT` with `Mtime` `NONE`.
+    AtimeNeedsMtime,
+    /// `PreserveDeletedFiles` `REMOVE` with `TransferMode` `ALL`.
+    RemoveWithTransferAll,
+    /// A `BytesPerSecond` that is neither -1 nor positive.
+    BadBandwidth(i64),
+    /// A `Parallel` out of 1 to [`MAX_PARALLEL`].
+    BadParallel(usize),
+    Filter(FilterError),
+}
+
+/// How a message names options and their values.
+pub trait Naming {
+    /// The option the API calls `option` (`Atime`, `BytesPerSecond`).
+    fn option(&self, option: &str) -> String;
+    /// The value DataSync calls `value` (`BEST_EFFORT`) of `option`.
+    fn value(&self, option: &str, value: &str) -> String;
+}
+
+/// The API's names: the task's options (`Atime`) and DataSync's values
+/// (`BEST_EFFORT`), as the JSON of a task has them.
+pub struct ApiNames;
+
+impl Naming for ApiNames {
+    fn option(&self, option: &str) -> String {
+        option.to_string()
+    }
+    fn value(&self, _option: &str, value: &str) -> String {
+        value.to_string()
+    }
+}
+
+impl OptionsError {
+    /// The message, with options and values named by `names`.
+    pub fn message(&self, names: &dyn Naming) -> String {
+        let set = |option: &str, value: &str| {
+            format!("{} {}", names.option(option), names.value(option, value))
+        };
+        match self {
+            OptionsError::AtimeNeedsMtime => format!(
+                "{} needs {} (DataSync couples them): use {}, or keep {}",
+                set("Atime", Atime::BestEffort.name()),
+                set("Mtime", Mtime::Preserve.name()),
+                set("Atime", Atime::None.name()),
+                set("Mtime", Mtime::Preserve.name()),
+            ),
+            OptionsError::RemoveWithTransferAll => format!(
+                "{} cannot go with {}: a transfer of everything does not compare the destination, so it cannot know what to delete",
+                set("PreserveDeletedFiles", PreserveDeletedFiles::Remove.name()),
+                set("TransferMode", TransferMode::All.name()),
+            ),
+            OptionsError::BadBandwidth(n) => format!(
+                "{} {n} is not valid: give -1 (unlimited) or a positive number of bytes",
+                names.option("BytesPerSecond")
+            ),
+            OptionsError::BadParallel(n) => format!(
+                "{} {n} is not valid: give a number from 1 to {MAX_PARALLEL}",
+                names.option("Parallel")
+            ),
+            OptionsError::Filter(e) => e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message(&ApiNames))
+    }
+}
+
+impl std::error::Error for OptionsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OptionsError::Filter(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<FilterError> for OptionsError {
+    fn from(e: FilterError) -> Self {
+        OptionsError::Filter(e)
+    }
+}
+
+/// More threads than this buy nothing but memory.
+pub const MAX_PARALLEL: usize = 1024;
+
+impl Options {
+    pub fn new() -> Self {
+        Options {
+            bytes_per_second: -1,
+            ..Default::default()
+        }
+    }
+
+    /// Checks values and combinations; returns the parsed filters.
+    pub fn validate(&self) -> Result<Filters, OptionsError> {
+        if self.atime == Atime::BestEffort && self.mtime == Mtime::None {
+            return Err(OptionsError::AtimeNeedsMtime);
+        }
+        if self.preserve_deleted_files == PreserveDeletedFiles::Remove
+            && self.transfer_mode == TransferMode::All
+        {
+            return Err(OptionsError::RemoveWithTransferAll);
+        }
+        if self.bytes_per_second == 0 || self.bytes_per_second < -1 {
+            return Err(OptionsError::BadBandwidth(self.bytes_per_second));
+        }
+        if let Some(n) = self.parallel {
+            if n == 0 || n > MAX_PARALLEL {
+                return Err(OptionsError::BadParallel(n));
+            }
+        }
+        Ok(Filters::parse(&self.includes, &self.excludes)?)
+    }
+
+    /// The bandwidth limit, if any.
+    pub fn bandwidth_limit(&self) -> Option<u64> {
+        u64::try_from(self.bytes_per_second).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_datasyncs() {
+        let o = Options::new();
+        assert_eq!(o.verify_mode, VerifyMode::PointInTimeConsistent);
+        assert_eq!(o.overwrite_mode, OverwriteMode::Always);
+        assert_eq!(o.transfer_mode, TransferMode::Changed);
+        assert_eq!(o.preserve_deleted_files, PreserveDeletedFiles::Preserve);
+        assert_eq!(o.preserve_devices, PreserveDevices::None);
+        assert_eq!(o.posix_permissions, PosixPermissions::Preserve);
+        assert_eq!(o.uid, IdMode::IntValue);
+        assert_eq!(o.atime, Atime::BestEffort);
+        assert_eq!(o.mtime, Mtime::Preserve);
+        assert_eq!(o.bytes_per_second, -1);
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_combinations() {
+        let mut o = Options::new();
+        o.mtime = Mtime::None;
+        assert_eq!(o.validate().unwrap_err(), OptionsError::AtimeNeedsMtime);
+        o.atime = Atime::None;
+        assert!(o.validate().is_ok());
+
+        let mut o = Options::new();
+        o.preserve_deleted_files = PreserveDeletedFiles::Remove;
+        o.transfer_mode = TransferMode::All;
+        assert_eq!(
+            o.validate().unwrap_err(),
+            OptionsError::RemoveWithTransferAll
+        );
+
+        let mut o = Options::new();
+        o.bytes_per_second = 0;
+        assert_eq!(o.validate().unwrap_err(), OptionsError::BadBandwidth(0));
+        o.bytes_per_second = -5;
+        assert!(o.validate().is_err());
+        o.bytes_per_second = 1;
+        assert!(o.validate().is_ok());
+
+        let mut o = Options::new();
+        o.parallel = Some(0);
+        assert_eq!(o.validate().unwrap_err(), OptionsError::BadParallel(0));
+    }
+
+    #[test]
+    fn json_uses_datasync_spelling() {
+        let o = Options::new();
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["VerifyMode"], "POINT_IN_TIME_CONSISTENT");
+        assert_eq!(v["PreserveDeletedFiles"], "PRESERVE");
+        assert_eq!(v["Uid"], "INT_VALUE");
+        let back: Options = serde_json::from_value(v).unwrap();
+        assert_eq!(back, o);
+    }
+
+    /// Every value of `T`: its name is serde's, `FromStr` and `Display` agree.
+    fn names_agree<T: OptionValue + Serialize + for<'de> Deserialize<'de>>() {
+        for &v in T::VALUES {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name(), "{v:?}");
+            assert_eq!(v.to_string(), v.name());
+            assert_eq!(v.name().parse::<T>().unwrap(), v);
+        }
+        let err = "sometimes".parse::<T>().unwrap_err();
+        let names: Vec<_> = T::VALUES.iter().map(|v| v.name()).collect();
+        assert_eq!(err.expected, names);
+        assert!(err.to_string().contains("\"sometimes\""), "{err}");
+    }
+
+    #[test]
+    fn value_names_are_datasyncs() {
+        names_agree::<VerifyMode>();
+        names_agree::<OverwriteMode>();
+        names_agree::<TransferMode>();
+        names_agree::<PreserveDeletedFiles>();
+        names_agree::<PreserveDevices>();
+        names_agree::<PosixPermissions>();
+        names_agree::<IdMode>();
+        names_agree::<Atime>();
+        names_agree::<Mtime>();
+        assert_eq!(
+            VerifyMode::VALUES,
+            [
+                VerifyMode::PointInTimeConsistent,
+                VerifyMode::OnlyFilesTransferred,
+                VerifyMode::None
+            ]
+        );
+        assert_eq!(
+            VerifyMode::OnlyFilesTransferred.description(),
+            "Check only what this execution transferred."
+        );
+        assert_eq!(Atime::BestEffort.description(), "");
+        // Not DataSync's spelling: not a value.
+        assert!("point-in-time-consistent".parse::<VerifyMode>().is_err());
+    }
+
+    #[test]
+    fn messages_name_options_as_the_api_does_or_as_told() {
+        assert_eq!(
+            OptionsError::AtimeNeedsMtime.to_string(),
+            "Atime BEST_EFFORT needs Mtime PRESERVE (DataSync couples them): use Atime NONE, or keep Mtime PRESERVE"
+        );
+        assert!(OptionsError::RemoveWithTransferAll
+            .to_string()
+            .starts_with("PreserveDeletedFiles REMOVE cannot go with TransferMode ALL: "));
+        assert_eq!(
+            OptionsError::BadParallel(0).to_string(),
+            "Parallel 0 is not valid: give a number from 1 to 1024"
+        );
+        assert!(OptionsError::BadBandwidth(-5)
+            .to_string()
+            .starts_with("BytesPerSecond -5 is not valid"));
+        struct Shout;
+        impl Naming for Shout {
+            fn option(&self, option: &str) -> String {
+                format!("<{option}>")
+            }
+            fn value(&self, option: &str, value: &str) -> String {
+                format!("{option}={value}")
+            }
+        }
+        assert_eq!(
+            OptionsError::AtimeNeedsMtime.message(&Shout),
+            "<Atime> Atime=BEST_EFFORT needs <Mtime> Mtime=PRESERVE (DataSync couples them): use <Atime> Atime=NONE, or keep <Mtime> Mtime=PRESERVE"
+        );
+        assert_eq!(
+            OptionsError::BadBandwidth(0).message(&Shout),
+            "<BytesPerSecond> 0 is not valid: give -1 (unlimited) or a positive number of bytes"
+        );
+    }
+}
