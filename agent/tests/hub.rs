@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use daemons::{
     activate, agent_id, free_port, make_task, make_tree, run_task, runtime, start_task,
-    wait_execution, wait_for, Agent, Hub,
+    wait_execution, wait_for, Agent, Binaries, Hub,
 };
 use proxy::{Faults, Proxy};
 
@@ -148,6 +148,61 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
     let e = wait_execution(&hub.d, &id, Duration::from_secs(60));
     assert_eq!(e["Status"], "SUCCESS", "{e}");
     assert_eq!(e["Counters"]["BytesTransferred"], 0, "{e}");
+}
+
+/// The hub killed in the middle of a transfer and started again on its
+/// state: its execution is interrupted, the agent's ends without a panic
+/// (chunks still in flight when the agent dropped the failed file used to
+/// drop, as the last holders of the location, the runtime they ran on), and
+/// the next execution completes the copy.
+#[test]
+fn a_hub_killed_during_a_transfer_leaves_the_agent_sound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = tmp.path().join("hub");
+    let port = free_port();
+    let mut hub = Hub::start_on(&Binaries::cargo(), &hub_dir, 1800, None, port);
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&tmp.path().join("agent"));
+    activate(&hub, &agent, proxy.addr);
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 40 << 20);
+    let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, true, 4);
+    proxy.set(Faults {
+        delay: Duration::from_millis(20),
+        bytes_per_second: Some(24 << 20),
+        kill_after: Some((64 << 10, 8 << 20)),
+        kills: 1000,
+        reset: true,
+    });
+    let exec = start_task(&hub, &task, json!({}));
+    wait_for("some data sent", Duration::from_secs(60), || {
+        let (_, e) = hub.d.api("GET", &format!("/v1/executions/{exec}"), None);
+        e["Status"] == "TRANSFERRING"
+            && e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 8 << 20
+    });
+    hub.d.stop(libc::SIGKILL);
+    hub = Hub::start_on(&Binaries::cargo(), &hub_dir, 1800, None, port);
+    let e = wait_execution(&hub.d, &exec, Duration::from_secs(60));
+    assert_eq!(e["Status"], "ERROR", "{e}");
+    assert_eq!(e["Result"]["ErrorCode"], "Interrupted", "{e}");
+    wait_for(
+        "the agent's execution to end",
+        Duration::from_secs(120),
+        || {
+            let (_, v) = agent.d.api("GET", "/v1/executions", None);
+            v["Executions"][0]["Status"] == "ERROR"
+        },
+    );
+    // In-flight chunks end after the execution.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!agent.d.log().contains("panicked"), "{}", agent.d.log());
+    proxy.set(Faults::default());
+    let (e, _) = run_task(&hub, &task);
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert!(common::compare_trees(&src, &dst).is_empty());
+    assert!(common::temp_files(&dst).is_empty());
 }
 
 #[test]
