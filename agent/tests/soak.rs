@@ -707,6 +707,15 @@ fn soak() {
         );
     }
     take_samples(&hub, hub_life, &sites, &mut samples);
+    // No daemon panicked (the hub's log holds all its lives).
+    let logs = std::iter::once(("hub", hub.d.log()))
+        .chain(sites.iter().map(|s| (s.name, s.agent.d.log())));
+    for (who, log) in logs {
+        let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+        if !panics.is_empty() {
+            problems.push(format!("{who}: {} panics: {panics:?}", panics.len()));
+        }
+    }
 
     // Memory flat: the median RSS of the last quarter against that of the
     // second (after the warm-up), for each agent and for the hub's last
