@@ -383,8 +383,7 @@ impl RemoteWriter {
             .expect("never closed");
         let raw_len = data.len() as u64;
         let (zstd, data) = self.inner.encode(data);
-        let inner = self.inner.clone();
-        let req = inner.request(Op::Write {
+        let req = self.inner.request(Op::Write {
             dir: self.dir.clone(),
             name: self.name.clone(),
             offset,
@@ -392,8 +391,13 @@ impl RemoteWriter {
             raw_len,
             data,
         });
+        // The task holds the client, not `Inner`: were it the last holder
+        // of `Inner` (the writer dropped after a failure while chunks are in
+        // flight), it would drop the runtime it runs on, which panics.
+        let client = self.inner.client.clone();
+        let location = self.inner.location.clone();
         let task = self.inner.rt.spawn(async move {
-            let r = inner.client.fs(&inner.location, &req).await;
+            let r = client.fs(&location, &req).await;
             drop(permit);
             match r.map_err(hub_io)? {
                 Ok(Reply::Done) => Ok(()),
