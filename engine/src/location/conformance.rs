@@ -1316,7 +1316,7 @@ pub fn names_are_one_name<L: Location>(h: &Harness<L>) -> Checked {
     let loc = &h.location;
     let root = ok("root", loc.root())?;
     std::fs::write(h.root.join("f"), b"x").map_err(|e| e.to_string())?;
-    std::fs::create_dir(h.root.join("d")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(h.root.join("d/e")).map_err(|e| e.to_string())?;
     let (target, before) = outside_file(h, "target")?;
     let abs = h.outside.join("made");
     let abs_target = target.as_os_str().as_bytes().to_vec();
@@ -1325,6 +1325,8 @@ pub fn names_are_one_name<L: Location>(h: &Harness<L>) -> Checked {
         b".".to_vec(),
         b"".to_vec(),
         b"d/../..".to_vec(),
+        b"d/e".to_vec(),
+        b"d/".to_vec(),
         b"../escape".to_vec(),
         b"a\0b".to_vec(),
         abs.as_os_str().as_bytes().to_vec(),
