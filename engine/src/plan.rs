@@ -215,10 +215,59 @@ pub fn decide_dir(dst: Option<&Meta>, opts: &Options) -> DirDecision {
     }
 }
 
+/// Whether a file changed between two looks at it (the scan's and one
+/// after its copy, or verification's): its size, data time or change time
+/// moved. TRANSFERRING and VERIFYING both ask.
+pub fn changed(before: &Meta, after: &Meta) -> bool {
+    before.size != after.size || before.mtime != after.mtime || before.ctime != after.ctime
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::location::Timestamp;
+
+    #[test]
+    fn a_file_changed_when_its_size_data_time_or_change_time_moved() {
+        let before = Meta {
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 1,
+            gid: 1,
+            size: 10,
+            blocks: 8,
+            nlink: 1,
+            dev: 1,
+            ino: 2,
+            rdev: 0,
+            atime: Timestamp { sec: 1, nsec: 0 },
+            mtime: Timestamp { sec: 2, nsec: 5 },
+            ctime: Timestamp { sec: 3, nsec: 0 },
+        };
+        assert!(!changed(&before, &before.clone()));
+        // Access time, owner, mode alone: not a change of the data.
+        let same = Meta {
+            atime: Timestamp { sec: 9, nsec: 0 },
+            ..before.clone()
+        };
+        assert!(!changed(&before, &same));
+        for after in [
+            Meta {
+                size: 11,
+                ..before.clone()
+            },
+            Meta {
+                mtime: Timestamp { sec: 2, nsec: 6 },
+                ..before.clone()
+            },
+            Meta {
+                ctime: Timestamp { sec: 3, nsec: 1 },
+                ..before.clone()
+            },
+        ] {
+            assert!(changed(&before, &after), "{after:?}");
+        }
+    }
 
     fn file(size: u64, mtime: i64) -> Meta {
         Meta {

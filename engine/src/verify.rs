@@ -341,7 +341,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             (Ok((a, now)), Ok(b)) => {
                 if a == b {
                     self.verified(path, Kind::File);
-                } else if now.ctime >= ctx.started || super::transfer::changed(src_meta, &now) {
+                } else if now.ctime >= ctx.started || plan::changed(src_meta, &now) {
                     self.changed_at_source(path, Kind::File, "changed at source during the run");
                 } else {
                     self.differs(path, Kind::File, Difference::Checksum);

@@ -511,3 +511,413 @@ impl From<&WireUpdate> for MetaUpdate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn update() -> WireUpdate {
+        WireUpdate {
+            uid: Some(1),
+            gid: Some(2),
+            mode: Some(0o4755),
+            atime: Some((-5, 999_999_999)),
+            mtime: Some((i64::MAX, 0)),
+        }
+    }
+
+    /// One of every operation, well formed.
+    fn every_op() -> Vec<Op> {
+        let odd = b"\xff \n name".to_vec();
+        vec![
+            Op::StatDir { dir: b("") },
+            Op::List { dir: b("a/b") },
+            Op::Stat {
+                dir: b("a"),
+                name: odd.clone(),
+            },
+            Op::ReadLink {
+                dir: b(""),
+                name: b("l"),
+            },
+            Op::MakeDir {
+                dir: b(""),
+                name: b("d"),
+                mode: 0o755,
+            },
+            Op::MakeSymlink {
+                dir: b(""),
+                name: b("l"),
+                target: b("../../x"),
+            },
+            Op::MakeNode {
+                dir: b(""),
+                name: b("p"),
+                kind: Kind::Fifo,
+                mode: 0o600,
+                rdev: 7,
+            },
+            Op::HardLink {
+                from_dir: b("a"),
+                from: b("f"),
+                to_dir: b("b"),
+                to: b("g"),
+            },
+            Op::Rename {
+                dir: b("a"),
+                from: b("f"),
+                to: b("g"),
+            },
+            Op::Remove {
+                dir: b(""),
+                name: b("d"),
+                kind: Kind::Dir,
+            },
+            Op::Update {
+                dir: b(""),
+                name: b("f"),
+                update: update(),
+            },
+            Op::UpdateDir {
+                dir: b("d"),
+                update: WireUpdate::default(),
+            },
+            Op::Create {
+                dir: b(""),
+                name: b("f"),
+                mode: 0o644,
+            },
+            Op::Write {
+                dir: b(""),
+                name: b("f"),
+                offset: 1 << 40,
+                zstd: false,
+                raw_len: 3,
+                data: b("abc"),
+            },
+            Op::Finish {
+                dir: b(""),
+                name: b("f"),
+                len: Some(10),
+                update: update(),
+            },
+            Op::Put {
+                dir: b(""),
+                name: b("f"),
+                mode: 0o644,
+                zstd: true,
+                raw_len: MAX_CHUNK as u64,
+                data: vec![1; 100],
+                len: None,
+                update: WireUpdate::default(),
+            },
+            Op::Digest {
+                dir: b("d"),
+                name: odd,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_operation_and_answer_round_trips() {
+        for (i, op) in every_op().into_iter().enumerate() {
+            op.validate().unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            let req = Request {
+                op_id: u64::MAX - i as u64,
+                op,
+            };
+            let wire = postcard::to_stdvec(&req).unwrap();
+            let back: Request = postcard::from_bytes(&wire).unwrap();
+            // Debug shows every field: equal text, equal message.
+            assert_eq!(format!("{back:?}"), format!("{req:?}"));
+        }
+        let meta = Meta {
+            kind: Kind::BlockDevice,
+            mode: 0o7777,
+            uid: u32::MAX,
+            gid: 0,
+            size: u64::MAX,
+            blocks: 3,
+            nlink: 2,
+            dev: 4,
+            ino: 5,
+            rdev: 6,
+            atime: Timestamp { sec: -1, nsec: 1 },
+            mtime: Timestamp {
+                sec: i64::MIN,
+                nsec: 999_999_999,
+            },
+            ctime: Timestamp { sec: 7, nsec: 0 },
+        };
+        let answers: Vec<Response> = vec![
+            Ok(Reply::Done),
+            Ok(Reply::Meta(WireMeta::from(&meta))),
+            Ok(Reply::List(vec![(
+                b"\xffx".to_vec(),
+                WireMeta::from(&meta),
+            )])),
+            Ok(Reply::Target(b("../t"))),
+            Ok(Reply::Digest([9; 32])),
+            Err(WireError {
+                errno: Some(libc::ELOOP),
+                message: b_str("loop"),
+            }),
+            Err(WireError {
+                errno: None,
+                message: b_str("refused"),
+            }),
+        ];
+        for a in answers {
+            let wire = postcard::to_stdvec(&a).unwrap();
+            let back: Response = postcard::from_bytes(&wire).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{a:?}"));
+        }
+        // Attributes survive both conversions.
+        assert_eq!(Meta::from(WireMeta::from(&meta)), meta);
+        let u = MetaUpdate::from(&update());
+        assert_eq!(
+            format!("{:?}", WireUpdate::from(&u)),
+            format!("{:?}", update())
+        );
+    }
+
+    fn b_str(s: &str) -> String {
+        s.to_string()
+    }
+
+    #[test]
+    fn errors_cross_the_wire_with_their_errno_or_their_message() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+        let back = std::io::Error::from(WireError::from(&e));
+        assert_eq!(back.raw_os_error(), Some(libc::ENOTDIR));
+        let e = std::io::Error::other("no errno");
+        let back = std::io::Error::from(WireError::from(&e));
+        assert_eq!(back.raw_os_error(), None);
+        assert_eq!(back.to_string(), "on the hub: no errno");
+    }
+
+    #[test]
+    fn malformed_names_paths_and_targets_are_refused() {
+        for name in ["", ".", "..", "a/b", "/abs", "a\0b"] {
+            let op = Op::Stat {
+                dir: b(""),
+                name: b(name),
+            };
+            assert_eq!(op.validate(), Err(InvalidOp::Name(name.into())), "{name:?}");
+            let op = Op::Rename {
+                dir: b(""),
+                from: b("f"),
+                to: b(name),
+            };
+            assert!(matches!(op.validate(), Err(InvalidOp::Name(_))), "{name:?}");
+            let op = Op::HardLink {
+                from_dir: b(""),
+                from: b("f"),
+                to_dir: b(""),
+                to: b(name),
+            };
+            assert!(matches!(op.validate(), Err(InvalidOp::Name(_))), "{name:?}");
+        }
+        for dir in ["/d", "d/", "d//x", "d/../d", "./d", "..", "d\0"] {
+            let op = Op::List { dir: b(dir) };
+            assert_eq!(op.validate(), Err(InvalidOp::Path(dir.into())), "{dir:?}");
+            let op = Op::HardLink {
+                from_dir: b(""),
+                from: b("f"),
+                to_dir: b(dir),
+                to: b("g"),
+            };
+            assert!(matches!(op.validate(), Err(InvalidOp::Path(_))), "{dir:?}");
+        }
+        for target in ["", "a\0b"] {
+            let op = Op::MakeSymlink {
+                dir: b(""),
+                name: b("l"),
+                target: b(target),
+            };
+            assert_eq!(op.validate(), Err(InvalidOp::Target(target.into())));
+        }
+        for kind in [Kind::File, Kind::Dir, Kind::Symlink] {
+            let op = Op::MakeNode {
+                dir: b(""),
+                name: b("n"),
+                kind,
+                mode: 0o600,
+                rdev: 0,
+            };
+            assert_eq!(op.validate(), Err(InvalidOp::NodeKind(kind)));
+        }
+    }
+
+    #[test]
+    fn oversized_or_inconsistent_chunks_are_refused() {
+        let write = |zstd, raw_len, len: usize, offset| Op::Write {
+            dir: b(""),
+            name: b("f"),
+            offset,
+            zstd,
+            raw_len,
+            data: vec![0; len],
+        };
+        let over = MAX_CHUNK as u64 + 1;
+        assert_eq!(
+            write(false, over, over as usize, 0).validate(),
+            Err(InvalidOp::ChunkTooLarge { declared: over })
+        );
+        assert_eq!(
+            write(true, over, 10, 0).validate(),
+            Err(InvalidOp::ChunkTooLarge { declared: over })
+        );
+        // Uncompressed data is exactly its declared length; compressed data
+        // is never larger than it.
+        assert_eq!(
+            write(false, 10, 9, 0).validate(),
+            Err(InvalidOp::LengthMismatch {
+                declared: 10,
+                len: 9
+            })
+        );
+        assert_eq!(
+            write(true, 10, 11, 0).validate(),
+            Err(InvalidOp::LengthMismatch {
+                declared: 10,
+                len: 11
+            })
+        );
+        assert!(write(true, 10, 10, 0).validate().is_ok());
+        assert!(write(false, MAX_CHUNK as u64, MAX_CHUNK, 0)
+            .validate()
+            .is_ok());
+        // Past the largest file offset.
+        let max = i64::MAX as u64;
+        assert!(write(false, 1, 1, max - 1).validate().is_ok());
+        assert_eq!(
+            write(false, 1, 1, max).validate(),
+            Err(InvalidOp::Overflow {
+                offset: max,
+                len: 1
+            })
+        );
+        assert_eq!(
+            write(false, 2, 2, u64::MAX).validate(),
+            Err(InvalidOp::Overflow {
+                offset: u64::MAX,
+                len: 2
+            })
+        );
+        let put = Op::Put {
+            dir: b(""),
+            name: b("f"),
+            mode: 0o644,
+            zstd: false,
+            raw_len: over,
+            data: vec![0; over as usize],
+            len: None,
+            update: WireUpdate::default(),
+        };
+        assert_eq!(
+            put.validate(),
+            Err(InvalidOp::ChunkTooLarge { declared: over })
+        );
+        let finish = |len| Op::Finish {
+            dir: b(""),
+            name: b("f"),
+            len: Some(len),
+            update: WireUpdate::default(),
+        };
+        assert!(finish(max).validate().is_ok());
+        assert_eq!(finish(max + 1).validate(), Err(InvalidOp::Length(max + 1)));
+    }
+
+    #[test]
+    fn modes_and_times_out_of_range_are_refused() {
+        for mode in [0o10000, 0o170644, u32::MAX] {
+            let op = Op::MakeDir {
+                dir: b(""),
+                name: b("d"),
+                mode,
+            };
+            assert_eq!(op.validate(), Err(InvalidOp::Mode(mode)));
+            let op = Op::Update {
+                dir: b(""),
+                name: b("f"),
+                update: WireUpdate {
+                    mode: Some(mode),
+                    ..WireUpdate::default()
+                },
+            };
+            assert_eq!(op.validate(), Err(InvalidOp::Mode(mode)));
+        }
+        for (atime, mtime) in [
+            (Some((0, 1_000_000_000)), None),
+            (None, Some((0, u32::MAX))),
+        ] {
+            let op = Op::UpdateDir {
+                dir: b(""),
+                update: WireUpdate {
+                    atime,
+                    mtime,
+                    ..WireUpdate::default()
+                },
+            };
+            assert!(
+                matches!(op.validate(), Err(InvalidOp::Nanoseconds(_))),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn modes_payload_and_changes_are_what_the_hub_polices() {
+        let ops = every_op();
+        let changes: Vec<bool> = ops.iter().map(Op::changes).collect();
+        assert_eq!(
+            changes,
+            [
+                false, false, false, false, true, true, true, true, true, true, true, true, true,
+                true, true, true, false
+            ]
+        );
+        let modes: Vec<Vec<u32>> = ops.iter().map(|o| o.modes().collect()).collect();
+        assert_eq!(modes[4], [0o755]); // MakeDir
+        assert_eq!(modes[6], [0o600]); // MakeNode
+        assert_eq!(modes[10], [0o4755]); // Update
+        assert_eq!(modes[14], [0o4755]); // Finish
+        assert_eq!(modes[15], [0o644]); // Put
+        assert!(modes[0].is_empty() && modes[7].is_empty());
+        assert_eq!(ops[13].payload(), 3);
+        assert_eq!(ops[15].payload(), 100);
+        assert_eq!(ops[0].payload(), 0);
+    }
+
+    #[test]
+    fn garbage_does_not_decode_as_a_request() {
+        assert!(postcard::from_bytes::<Request>(&[]).is_err());
+        assert!(postcard::from_bytes::<Request>(&[1, 200]).is_err());
+        // A request cut short anywhere does not decode.
+        let req = Request {
+            op_id: 7,
+            op: every_op().remove(13),
+        };
+        let wire = postcard::to_stdvec(&req).unwrap();
+        for cut in 0..wire.len() {
+            assert!(
+                postcard::from_bytes::<Request>(&wire[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A length prefix claiming more data than there is.
+        let mut lying = postcard::to_stdvec(&Request {
+            op_id: 0,
+            op: Op::List { dir: b("a") },
+        })
+        .unwrap();
+        let last = lying.len() - 2;
+        lying[last] = 0x7f;
+        assert!(postcard::from_bytes::<Request>(&lying).is_err());
+    }
+}

@@ -158,6 +158,10 @@ impl Location for RemoteLocation {
     }
 
     fn open_dir(&self, parent: &Vec<u8>, name: &OsStr) -> io::Result<Vec<u8>> {
+        // One name: joined into the path, an empty one would name the
+        // parent itself and `a/b` a directory below it.
+        super::proto::name_ok(name.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let path = join(parent, name);
         match self.inner.call(Op::StatDir { dir: path.clone() })? {
             Reply::Meta(m) if m.kind == Kind::Dir => Ok(path),

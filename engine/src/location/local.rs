@@ -14,7 +14,7 @@ use std::io;
 use std::num::NonZeroU64;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +47,23 @@ impl From<LocalError> for io::Error {
     fn from(e: LocalError) -> Self {
         io::Error::other(e)
     }
+}
+
+/// A name is one name: not empty, `.` or `..`, without `/` (so not an
+/// absolute path) or NUL. The engine only passes names it listed; this
+/// keeps any other caller (the hub, a fuzzer) inside the location.
+fn one(name: &OsStr) -> io::Result<&OsStr> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a file name: {} (empty, `.`, `..`, or with `/` or NUL)",
+                display(name)
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 fn display(name: &OsStr) -> String {
@@ -121,6 +138,7 @@ fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 /// not become ours. Anything but a regular file is closed unread. An
 /// `O_TRUNC` in `flags` is safe: Linux truncates only regular files.
 fn open_regular(dir: &OwnedFd, name: &OsStr, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let name = one(name)?;
     let extra = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = match rfs::openat(dir, name, flags | extra, mode) {
         Ok(fd) => fd,
@@ -335,7 +353,7 @@ impl Location for LocalLocation {
     fn open_dir(&self, parent: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
         Ok(rfs::openat(
             parent,
-            name,
+            one(name)?,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?)
@@ -375,7 +393,7 @@ impl Location for LocalLocation {
     }
 
     fn stat(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<Meta> {
-        statx_at(dir, name)
+        statx_at(dir, one(name)?)
     }
 
     fn open_file(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<LocalReader> {
@@ -393,13 +411,13 @@ impl Location for LocalLocation {
 
     fn read_link(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OsString> {
         // readlinkat reads the link itself (EINVAL for anything else).
-        let target = rfs::readlinkat(dir, name, Vec::new())?;
+        let target = rfs::readlinkat(dir, one(name)?, Vec::new())?;
         Ok(OsString::from_vec(target.into_bytes()))
     }
 
     fn make_dir(&self, parent: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
         // mkdirat never follows: an existing name, symlink or not, is EEXIST.
-        Ok(rfs::mkdirat(parent, name, Mode::from_raw_mode(mode))?)
+        Ok(rfs::mkdirat(parent, one(name)?, Mode::from_raw_mode(mode))?)
     }
 
     fn create_file(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<LocalWriter> {
@@ -421,7 +439,7 @@ impl Location for LocalLocation {
     }
 
     fn make_symlink(&self, dir: &OwnedFd, name: &OsStr, target: &OsStr) -> io::Result<()> {
-        Ok(rfs::symlinkat(target, dir, name)?)
+        Ok(rfs::symlinkat(target, dir, one(name)?)?)
     }
 
     fn make_node(
@@ -446,7 +464,7 @@ impl Location for LocalLocation {
         };
         Ok(rfs::mknodat(
             dir,
-            name,
+            one(name)?,
             file_type,
             Mode::from_raw_mode(mode),
             rdev,
@@ -461,12 +479,18 @@ impl Location for LocalLocation {
         to: &OsStr,
     ) -> io::Result<()> {
         // Without AT_SYMLINK_FOLLOW: a symlink `from` is linked itself.
-        Ok(rfs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?)
+        Ok(rfs::linkat(
+            from_dir,
+            one(from)?,
+            to_dir,
+            one(to)?,
+            AtFlags::empty(),
+        )?)
     }
 
     fn rename(&self, dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
         // renameat and unlinkat act on names, never on what a symlink names.
-        Ok(rfs::renameat(dir, from, dir, to)?)
+        Ok(rfs::renameat(dir, one(from)?, dir, one(to)?)?)
     }
 
     fn remove(&self, dir: &OwnedFd, name: &OsStr, kind: Kind) -> io::Result<()> {
@@ -475,7 +499,7 @@ impl Location for LocalLocation {
         } else {
             AtFlags::empty()
         };
-        Ok(rfs::unlinkat(dir, name, flags)?)
+        Ok(rfs::unlinkat(dir, one(name)?, flags)?)
     }
 
     fn update(&self, dir: &OwnedFd, name: &OsStr, update: &MetaUpdate) -> io::Result<()> {
@@ -487,7 +511,7 @@ impl Location for LocalLocation {
         // below goes to that inode, whatever the name comes to mean meanwhile.
         let handle = rfs::openat(
             dir,
-            name,
+            one(name)?,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;

@@ -9,6 +9,8 @@
 //! [`local::LocalLocation`] is a POSIX directory (a local disk or an NFS
 //! mount); a remote location (the hub, over TLS) implements the same trait.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod local;
 
 use std::ffi::{OsStr, OsString};

@@ -1,0 +1,147 @@
+//! The Location conformance suite against the remote location: the hub's
+//! file-system operations (`hub::fs::execute` on a local location of the
+//! hub) behind the real client and server pair, over TLS on 127.0.0.1, in
+//! this process. The route is the hub's (`POST /agent/v1/fs/{location}`,
+//! postcard both ways); what the full hub adds before it — the agent's
+//! certificate, the execution's grant, answers kept per operation id — is
+//! tested in `tests/hub.rs`.
+//!
+//! The location is the hub's policy for a task with PreserveDevices on a
+//! location that allows special files (the policy's refusals are tested in
+//! `hub::fs`). Where it differs from the local location, by design:
+//! - it is only written to: `open_file` is refused (`read_files`), a
+//!   writer cannot read back (`read_back_digest`), and the hub hashes its
+//!   files itself (`digest` runs here, not on the local location);
+//! - `create_file` sends nothing: a small file goes in one request at
+//!   `finish`, where its errors surface (`deferred_create`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use ferry::hub::ca::{self, Ca};
+use ferry::hub::client::HubClient;
+use ferry::hub::fs::{execute, Policy};
+use ferry::hub::proto;
+use ferry::hub::remote::RemoteLocation;
+use ferry::hub::tls;
+use ferry_engine::location::conformance::{self, Capabilities, Harness};
+use ferry_engine::location::local::LocalLocation;
+
+/// The hub's location this test's agent writes to.
+const LOCATION: &str = "conformance";
+
+struct Hub {
+    root: PathBuf,
+    policy: Policy,
+}
+
+async fn fs_op(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(location): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if location != LOCATION {
+        return (StatusCode::NOT_FOUND, "no such location").into_response();
+    }
+    let req: proto::Request = match postcard::from_bytes(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        let resp = match LocalLocation::open(&hub.root) {
+            Ok(loc) => execute(&loc, req.op, &hub.policy),
+            Err(e) => Err(proto::WireError::from(&e)),
+        };
+        postcard::to_stdvec(&resp).expect("encodable")
+    })
+    .await
+    .expect("the operation ran");
+    (
+        [(header::CONTENT_TYPE, "application/x-postcard")],
+        Bytes::from(answer),
+    )
+        .into_response()
+}
+
+/// A hub serving `root` on 127.0.0.1, and a remote location on it.
+fn remote(root: PathBuf, ca_dir: PathBuf) -> (RemoteLocation, tokio::runtime::Runtime) {
+    let ca = Ca::load_or_create(&ca_dir, &["127.0.0.1".to_string()]).unwrap();
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = tls::server_config(
+        &ca.cert_der,
+        ca.server_cert.clone(),
+        ca::key_der(&ca.server_key),
+    )
+    .unwrap();
+    let hub = Arc::new(Hub {
+        root,
+        policy: Policy {
+            special_files: true,
+        },
+    });
+    let router = Router::new()
+        .route("/agent/v1/fs/{location}", post(fs_op))
+        .with_state(hub);
+    let addr: SocketAddr = server.block_on(async {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let conns = tls::Connections::new(tls::ConnLimits::for_this_process());
+        tokio::spawn(tls::serve_tls(tcp, config, router, conns));
+        addr
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = {
+        let _inside = rt.enter();
+        let tls = tls::client_config(&ca.cert_der, None).unwrap();
+        HubClient::new(format!("https://{addr}"), tls, 8, None)
+    };
+    let location = RemoteLocation::new(client, rt, LOCATION.to_string(), true);
+    (location, server)
+}
+
+fn harness() -> Harness<RemoteLocation> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let (location, server) = remote(root.clone(), dir.path().join("ca"));
+    let mut unsupported = vec!["read_files", "read_back_digest"];
+    if !rustix::process::geteuid().is_root() {
+        unsupported.extend(["device_nodes", "owner"]);
+    }
+    Harness {
+        location,
+        root,
+        outside,
+        caps: Capabilities {
+            read: false,
+            deferred_create: true,
+            special_files: true,
+            unsupported,
+        },
+        keep: Box::new((server, dir)),
+    }
+}
+
+#[test]
+fn the_remote_location_conforms() {
+    let outcomes = conformance::run_all(&harness);
+    assert!(outcomes.len() >= 20);
+}

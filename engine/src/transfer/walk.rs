@@ -1,0 +1,281 @@
+//! PREPARING: a directory is opened (made, or adopted from an interrupted
+//! run) as soon as its parent's listing names it, both sides are listed at
+//! once and compared, and the work found is queued while other workers
+//! already copy.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{DirNode, EntryJob, Failure, Job, ScanJob, Transfer};
+use crate::counters::Counters;
+use crate::filter::Verdict;
+use crate::location::{Kind, Location, Meta};
+use crate::options::PreserveDeletedFiles;
+use crate::plan::{self, Decision, DirDecision};
+use crate::report::Phase;
+use crate::sched::Slot;
+use crate::{child_path, is_temp_name, list_pair, Pair};
+
+impl<S: Location, D: Location> Transfer<'_, S, D> {
+    pub(super) fn scan_finished(&self) {
+        if self.scans_outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.prepared_at.lock().unwrap() = Some(Instant::now());
+            self.ctx.set_phase(Phase::Transferring);
+        }
+    }
+
+    /// Opens (creating if needed) a directory found by its parent's scan.
+    pub(super) fn scan(&self, job: ScanJob<S, D>) {
+        let ctx = self.ctx;
+        let ScanJob {
+            parent,
+            name,
+            src,
+            dst,
+            create,
+            staged,
+            clear,
+            keep_meta,
+            included,
+        } = job;
+        let rel = child_path(&parent.rel, &name);
+        let at = staged.clone().unwrap_or_else(|| name.clone());
+        let opened = (|| -> Result<DirNode<S, D>, Failure> {
+            if ctx.cancelled() {
+                return Err(("cancelled", io::Error::from(io::ErrorKind::Interrupted)));
+            }
+            if let Some(kind) = clear {
+                self.remove_tree(&parent.dst, &name, kind, &rel, false);
+            }
+            if create {
+                ctx.dst
+                    .make_dir(&parent.dst, &at, 0o700)
+                    .map_err(|e| ("create directory", e))?;
+                parent.modified.store(true, Ordering::Relaxed);
+            }
+            let src_dir = ctx
+                .src
+                .open_dir(&parent.src, &name)
+                .map_err(|e| ("open source directory", e))?;
+            let dst_dir = ctx
+                .dst
+                .open_dir(&parent.dst, &at)
+                .map_err(|e| ("open destination directory", e))?;
+            Ok(DirNode {
+                hidden: parent.hidden || staged.is_some(),
+                staged,
+                name: name.clone(),
+                setgid: match &dst {
+                    Some(d) if !create => d.mode & 0o2000 != 0,
+                    _ => parent.setgid,
+                },
+                rel: rel.clone(),
+                src: src_dir,
+                dst: dst_dir,
+                src_meta: src,
+                dst_meta: if create { None } else { dst },
+                parent: Some(parent.clone()),
+                pending: AtomicUsize::new(1),
+                modified: AtomicBool::new(false),
+                included,
+                keep_meta,
+            })
+        })();
+        match opened {
+            Ok(node) => self.list(Arc::new(node)),
+            Err((what, e)) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    ctx.fail(Phase::Preparing, &rel, Kind::Dir, what, &e);
+                }
+                self.scan_finished();
+                self.release(parent);
+            }
+        }
+    }
+
+    /// Lists both sides of a directory, compares them and queues the work.
+    pub(super) fn list(&self, node: Arc<DirNode<S, D>>) {
+        let ctx = self.ctx;
+        let listed = if ctx.cancelled() {
+            Err(("cancelled", io::Error::from(io::ErrorKind::Interrupted)))
+        } else {
+            let dst_dir = node.dst_meta.as_ref().map(|_| &node.dst);
+            list_pair(&ctx.src, &node.src, &ctx.dst, dst_dir)
+        };
+        match listed {
+            Ok(pairs) => self.compare(&node, pairs),
+            Err((what, e)) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    ctx.fail(Phase::Preparing, &node.rel, Kind::Dir, what, &e);
+                }
+            }
+        }
+        self.scan_finished();
+        self.release(node);
+    }
+
+    pub(super) fn compare(&self, node: &Arc<DirNode<S, D>>, pairs: Vec<Pair>) {
+        let ctx = self.ctx;
+        let c = &ctx.counters;
+        let mut entries = Vec::new();
+        let mut scans = Vec::new();
+        // Temporary names of interrupted runs: staged directories to adopt,
+        // or leftovers to remove.
+        let mut leftovers: HashMap<OsString, Meta> = HashMap::new();
+        // Temporary names sort first (`.`): collect them before the merge.
+        for p in &pairs {
+            if let (true, Some(d)) = (is_temp_name(&p.name), &p.dst) {
+                leftovers.insert(p.name.clone(), d.clone());
+            }
+        }
+        for Pair {
+            name,
+            src: s,
+            dst: d_meta,
+        } in pairs
+        {
+            if is_temp_name(&name) {
+                continue;
+            }
+            let path = child_path(&node.rel, &name);
+            if let Some(d) = &d_meta {
+                if ctx.filters.judge(&path, d.kind == Kind::Dir, node.included) != Verdict::Excluded
+                {
+                    Counters::inc(&c.files_listed_destination);
+                    if d.kind == Kind::File {
+                        Counters::add(&c.bytes_prepared_destination, d.size);
+                    }
+                }
+            }
+            let Some(s) = s else {
+                let d = d_meta.expect("one side");
+                let excluded = ctx.filters.judge(&path, d.kind == Kind::Dir, node.included)
+                    == Verdict::Excluded;
+                if !excluded && ctx.opts.preserve_deleted_files == PreserveDeletedFiles::Remove {
+                    Counters::inc(&c.estimated_files_to_delete);
+                    entries.push(Job::Delete {
+                        dir: node.clone(),
+                        name,
+                        kind: d.kind,
+                    });
+                }
+                continue;
+            };
+            let verdict = ctx.filters.judge(&path, s.kind == Kind::Dir, node.included);
+            if verdict == Verdict::Excluded {
+                continue;
+            }
+            Counters::inc(&c.files_listed_source);
+            if s.kind == Kind::File {
+                Counters::add(&c.bytes_prepared_source, s.size);
+            }
+            if s.kind == Kind::Dir {
+                match plan::decide_dir(d_meta.as_ref(), &ctx.opts) {
+                    DirDecision::Walk {
+                        create,
+                        clear,
+                        keep_meta,
+                    } => {
+                        let meta_differs = d_meta
+                            .as_ref()
+                            .is_some_and(|d| !plan::meta_update(&s, d, &ctx.opts).is_empty());
+                        if create || (meta_differs && !keep_meta) {
+                            Counters::inc(&c.estimated_files_to_transfer);
+                        }
+                        // A new directory in a visible one is staged; one
+                        // staged by an interrupted run is adopted.
+                        let (mut create, mut d_meta, mut staged) = (create, d_meta, None);
+                        if create && !node.hidden {
+                            let tmp = staging_name(&name);
+                            if let Some(m) = leftovers.remove(&tmp).filter(|m| m.kind == Kind::Dir)
+                            {
+                                (create, d_meta) = (false, Some(m));
+                            }
+                            staged = Some(tmp);
+                        }
+                        scans.push(Job::Scan(ScanJob {
+                            parent: node.clone(),
+                            name,
+                            src: s,
+                            dst: d_meta,
+                            create,
+                            staged,
+                            clear,
+                            keep_meta,
+                            included: verdict == Verdict::Included,
+                        }));
+                    }
+                    DirDecision::Skip(reason) => ctx.skip(&path, s.kind, reason),
+                }
+                continue;
+            }
+            let targets = match (&s.kind, d_meta.as_ref().map(|d| d.kind)) {
+                (Kind::Symlink, Some(Kind::Symlink)) => {
+                    match (
+                        ctx.src.read_link(&node.src, &name),
+                        ctx.dst.read_link(&node.dst, &name),
+                    ) {
+                        (Ok(a), Ok(b)) => Some((a, b)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let links = targets
+                .as_ref()
+                .map(|(a, b)| (a.as_os_str(), b.as_os_str()));
+            let decision = plan::decide(&s, d_meta.as_ref(), links, &ctx.opts);
+            match &decision {
+                Decision::Skip(reason) => {
+                    ctx.skip(&path, s.kind, *reason);
+                    continue;
+                }
+                Decision::Unchanged if s.nlink < 2 => {
+                    Counters::inc(&c.files_unchanged);
+                    continue;
+                }
+                Decision::Unchanged => {}
+                Decision::Copy(_) => {
+                    Counters::inc(&c.estimated_files_to_transfer);
+                    if s.kind == Kind::File {
+                        Counters::add(&c.estimated_bytes_to_transfer, s.size);
+                    }
+                }
+                Decision::UpdateMeta(_) => Counters::inc(&c.estimated_files_to_transfer),
+            }
+            entries.push(Job::Entry(EntryJob {
+                dir: node.clone(),
+                name,
+                src: s,
+                dst: d_meta,
+                decision,
+            }));
+        }
+        for (name, meta) in leftovers {
+            let path = child_path(&node.rel, &name);
+            self.remove_tree(&node.dst, &name, meta.kind, &path, false);
+        }
+        node.pending
+            .fetch_add(entries.len() + scans.len(), Ordering::AcqRel);
+        self.scans_outstanding
+            .fetch_add(scans.len(), Ordering::AcqRel);
+        self.sched.push_dir(node.key(), entries);
+        for scan in scans {
+            self.sched.push(Slot::Scan, scan);
+        }
+    }
+}
+
+/// The temporary name a new directory is built under: derived from its
+/// name, so that a later run finds and adopts it.
+fn staging_name(name: &OsStr) -> OsString {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_encoded_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    format!(".ferry~{:016x}~tmp", u64::from_be_bytes(n)).into()
+}
