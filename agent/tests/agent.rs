@@ -733,7 +733,9 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
     );
     let log = agent.log();
     assert!(
-        log.contains("task nightly: the source \\\"nowhere\\\" is not a location of the document"),
+        log.contains(
+            "agent.tasks.nightly.source: \\\"nowhere\\\" is not a location of agent.locations"
+        ),
         "{log}"
     );
 
@@ -743,7 +745,7 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
     for (change, want) in [
         (
             serde_json::json!({"locations": {"source": {"local": {"path": "/nonexistent/dir"}}}}),
-            "location source: /nonexistent/dir is not a directory on the agent",
+            "agent.locations.source: /nonexistent/dir is not a directory on the agent",
         ),
         (
             serde_json::json!({"tasks": {"nightly": {"schedule": "0 0 31 2 *"}}}),
@@ -751,7 +753,7 @@ fn locations_and_tasks_declared_in_a_provisioning_document_are_created_updated_a
         ),
         (
             serde_json::json!({"locations": {"": {"local": {"path": "/"}}}}),
-            "a name is 1 to 64 letters",
+            "is not a name (letters, digits, '-', '_', at most 64)",
         ),
         (
             serde_json::json!({"locations": {"backup": {"local": {"path": src.join("d0")}}}}),

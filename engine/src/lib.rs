@@ -18,8 +18,9 @@
 pub mod location;
 
 pub mod counters;
-pub mod filter;
-pub mod options;
+/// The task options and their filters are defined in ferry-model (which
+/// ferry-init links too); re-exported where they always were.
+pub use ferry_model::{filter, options};
 pub mod plan;
 pub mod report;
 pub mod sched;

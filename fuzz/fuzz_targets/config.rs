@@ -7,5 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     let _ = ferry_init::config::parse(text, "fuzz");
-    let _ = ferry::daemon::config::Document::parse(text);
+    if let Ok(doc) = ferry::daemon::config::parse(text) {
+        let _ = doc.check();
+    }
 });

@@ -18,7 +18,7 @@ use crate::support;
 
 const JOURNALCTL: &str = "/usr/bin/journalctl";
 /// The agent's read-only socket (GET only; group support).
-const AGENT_SOCKET: &str = "/run/ferry/agent-ro.sock";
+const AGENT_SOCKET: &str = ferry_model::paths::AGENT_READ_ONLY_SOCKET;
 
 const HELP: &str = "commands:
   status              host name, addresses, routes, uptime, support channel

@@ -7,7 +7,7 @@ use crate::error::{Context, Result};
 use crate::sys::Sys;
 
 /// The configuration document's `agent:` section, for `ferry-agent --provision`.
-pub const AGENT_PROVISION: &str = "/etc/ferry/agent.json";
+pub const AGENT_PROVISION: &str = ferry_model::paths::AGENT_PROVISION;
 
 fn agent_provision(cfg: &Config) -> String {
     let section = cfg.doc.agent.clone().unwrap_or_default();

@@ -212,24 +212,9 @@ struct StartTask {
 
 /// `base` with the options named in `changes` replaced, validated.
 pub fn apply_options(base: &Options, changes: &Map<String, Value>) -> Result<Options, ApiError> {
-    let mut value = serde_json::to_value(base).expect("options serialize");
-    let known = value.as_object_mut().expect("options are an object");
-    for (key, v) in changes {
-        if !known.contains_key(key) {
-            let names: Vec<&str> = known.keys().map(String::as_str).collect();
-            return Err(bad_request(
-                "InvalidOption",
-                format!("unknown option {key}: the options are {}", names.join(", ")),
-            ));
-        }
-        known.insert(key.clone(), v.clone());
-    }
-    let options: Options = serde_json::from_value(value)
-        .map_err(|e| bad_request("InvalidOption", format!("options: {e}")))?;
-    options
-        .validate()
-        .map_err(|e| bad_request("InvalidOption", e.to_string()))?;
-    Ok(options)
+    // as the configuration document's are checked (ferry-model)
+    base.with(changes)
+        .map_err(|m| bad_request("InvalidOption", m))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {

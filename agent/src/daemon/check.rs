@@ -3,10 +3,9 @@
 //! starts: a provisioned location may have changed under a task since).
 
 use std::io;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use super::model::LocationSpec;
-use super::nfs;
 
 /// Connections to the hub a location may ask for.
 pub const CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=64;
@@ -30,29 +29,14 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
             mount_options,
             ..
         } => {
-            nfs::validate(server, export, mount_options.as_deref())?;
-            if let Some(opts) = mount_options {
-                if opts.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(format!(
-                        "the mount options {opts:?} contain spaces or control characters: give key=value,flag"
-                    ));
-                }
-            }
-            for (what, p) in [
-                ("export", Some(export)),
-                ("subdirectory", subdirectory.as_ref()),
-            ] {
-                if let Some(p) = p {
-                    if p.contains(|c: char| c.is_control())
-                        || Path::new(p).components().any(|c| c == Component::ParentDir)
-                    {
-                        return Err(format!(
-                            "the {what} {p:?} has '..' or control characters: give a plain path"
-                        ));
-                    }
-                }
-            }
-            Ok(())
+            // as the configuration document's are checked (ferry-model)
+            ferry_model::nfs::check(
+                server,
+                export,
+                subdirectory.as_deref(),
+                mount_options.as_deref(),
+            )
+            .map_err(|(_, why)| why)
         }
         LocationSpec::Hub {
             hub_location_id,

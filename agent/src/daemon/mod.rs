@@ -41,7 +41,7 @@ use self::store::{Store, StoreError};
 use ferry_engine::Options;
 
 /// Where the appliance's agent listens.
-pub const DEFAULT_SOCKET: &str = "/run/ferry/agent.sock";
+pub const DEFAULT_SOCKET: &str = ferry_model::paths::AGENT_SOCKET;
 
 /// How the daemon is set up.
 #[derive(Clone, Debug)]

@@ -3,9 +3,9 @@
 //!
 //! The kernel's NFS mount wants the server's address in the data string
 //! (`addr=`); mount.nfs would add it, so we resolve the name ourselves.
-//! Default options are chosen for throughput over long round trips:
-//! several TCP connections per server (`nconnect`), 1 MiB reads and writes,
-//! and `hard` mounts that ride out a link that drops for a while.
+//! The options are `ferry_model::nfs`'s (chosen for throughput over long
+//! round trips), which the console's storage test mounts with too; what a
+//! location may say is checked there as well.
 
 use std::ffi::CString;
 use std::io;
@@ -13,14 +13,6 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 
 use super::model::NfsVersion;
-
-/// Options every NFS mount of the agent starts from. The NFS client opens one
-/// TCP connection per server by default, window-limited on a long round trip;
-/// `nconnect` spreads the traffic over several.
-pub const DEFAULT_OPTIONS: &str = "nconnect=8,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2";
-
-/// v3 without rpcbind or lockd on the appliance: no locks, no ACL side protocol.
-const V3_OPTIONS: &str = "nolock,noacl,proto=tcp,mountproto=tcp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NfsError {
@@ -45,49 +37,6 @@ fn versions(v: NfsVersion) -> &'static [&'static str] {
         NfsVersion::Nfs4_0 => &["4.0"],
         NfsVersion::Nfs4_1 => &["4.1"],
     }
-}
-
-/// `a=1,b,c=2` merged: later keys replace earlier ones, order kept.
-pub fn merge_options(layers: &[&str]) -> String {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for layer in layers {
-        for opt in layer.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            let key = opt.split('=').next().unwrap_or(opt).to_string();
-            match out.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = opt.to_string(),
-                None => out.push((key, opt.to_string())),
-            }
-        }
-    }
-    out.into_iter()
-        .map(|(_, o)| o)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Checks what can be checked before anything is mounted.
-pub fn validate(server: &str, export: &str, mount_options: Option<&str>) -> Result<(), String> {
-    if server.is_empty() || server.contains(['/', ',', ' ']) {
-        return Err(format!(
-            "the NFS server {server:?} is not a host name or address"
-        ));
-    }
-    if !export.starts_with('/') {
-        return Err(format!(
-            "the export {export:?} must be an absolute path, such as /exports/data"
-        ));
-    }
-    if let Some(opts) = mount_options {
-        for opt in opts.split(',').map(str::trim) {
-            let key = opt.split('=').next().unwrap_or(opt);
-            if matches!(key, "vers" | "nfsvers" | "addr") {
-                return Err(format!(
-                    "the mount option {key} is set by the agent: use --version for the protocol version"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Mounts `server:export[/subdirectory]` on `target`; returns the version used.
@@ -139,18 +88,8 @@ pub fn mount(
     let device = format!("{host}:{path}");
     let mut last = None;
     for &vers in versions(version) {
-        let (fstype, extra) = if vers == "3" {
-            ("nfs", V3_OPTIONS)
-        } else {
-            ("nfs4", "")
-        };
-        let options = merge_options(&[
-            DEFAULT_OPTIONS,
-            extra,
-            mount_options.unwrap_or(""),
-            &format!("vers={vers},addr={addr}"),
-        ]);
-        match mount_syscall(&device, target, fstype, &options) {
+        let options = ferry_model::nfs::mount_options(vers, mount_options, addr);
+        match mount_syscall(&device, target, ferry_model::nfs::fstype(vers), &options) {
             Ok(()) => return Ok(vers),
             Err(source) => {
                 last = Some(NfsError::Mount {
@@ -202,26 +141,5 @@ pub fn unmount(target: &Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_options_override_defaults() {
-        assert_eq!(
-            merge_options(&[DEFAULT_OPTIONS, "nconnect=4,noatime", "vers=3"]),
-            "nconnect=4,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noatime,vers=3"
-        );
-    }
-
-    #[test]
-    fn refuses_what_the_agent_sets() {
-        assert!(validate("nas", "/export", Some("vers=3")).is_err());
-        assert!(validate("nas", "export", None).is_err());
-        assert!(validate("", "/export", None).is_err());
-        assert!(validate("nas.example", "/export", Some("nconnect=16")).is_ok());
     }
 }

@@ -11,63 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
 use super::model::{self, LocationSpec, NfsVersion, Task};
-use super::{api, nfs, schedule, Agent};
-use ferry_engine::Options;
+use super::Agent;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Provision {
-    #[serde(default)]
-    pub locations: BTreeMap<String, DeclaredLocation>,
-    #[serde(default)]
-    pub tasks: BTreeMap<String, DeclaredTask>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum DeclaredLocation {
-    Nfs {
-        server: String,
-        export: String,
-        #[serde(default)]
-        subdirectory: Option<String>,
-        /// automatic (default), 3, 4.0 or 4.1.
-        #[serde(default)]
-        version: Option<String>,
-        #[serde(default)]
-        mount_options: Option<String>,
-        /// On a hub: agents may make device nodes, FIFOs, sockets and
-        /// set-id files here (`AllowSpecialFiles`; false by default).
-        #[serde(default)]
-        allow_special_files: bool,
-    },
-    Local {
-        path: String,
-        /// As for NFS.
-        #[serde(default)]
-        allow_special_files: bool,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeclaredTask {
-    /// Names of locations declared in the same document.
-    pub source: String,
-    pub destination: String,
-    /// DataSync's option names and values, e.g. `VerifyMode: ONLY_FILES_TRANSFERRED`.
-    #[serde(default)]
-    pub options: Map<String, Value>,
-    #[serde(default)]
-    pub schedule: Option<String>,
-    /// Queue an execution each time the agent starts (e.g. at each boot).
-    #[serde(default)]
-    pub start_on_boot: bool,
-}
+/// The document's `agent:` section (ferry-model's, as ferry-init checks it).
+pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -77,101 +25,55 @@ pub enum ProvisionError {
     Store(#[from] super::store::StoreError),
 }
 
-fn version(v: Option<&str>) -> Result<NfsVersion, String> {
-    Ok(match v.unwrap_or("automatic") {
-        "automatic" => NfsVersion::Automatic,
+fn version(v: Option<&str>) -> NfsVersion {
+    match v.unwrap_or("automatic") {
         "3" => NfsVersion::Nfs3,
         "4.0" => NfsVersion::Nfs4_0,
         "4.1" => NfsVersion::Nfs4_1,
-        other => return Err(format!("version {other:?}: give automatic, 3, 4.0 or 4.1")),
-    })
-}
-
-impl DeclaredLocation {
-    fn spec(&self) -> Result<LocationSpec, String> {
-        Ok(match self {
-            DeclaredLocation::Nfs {
-                server,
-                export,
-                subdirectory,
-                version: v,
-                mount_options,
-                allow_special_files,
-            } => {
-                nfs::validate(server, export, mount_options.as_deref())?;
-                LocationSpec::Nfs {
-                    server: server.clone(),
-                    export: export.clone(),
-                    subdirectory: subdirectory.clone(),
-                    version: version(v.as_deref())?,
-                    mount_options: mount_options.clone(),
-                    allow_special_files: *allow_special_files,
-                }
-            }
-            DeclaredLocation::Local {
-                path,
-                allow_special_files,
-            } => LocationSpec::Local {
-                path: path.clone(),
-                allow_special_files: *allow_special_files,
-            },
-        })
-        .and_then(|spec| super::check::location(&spec).map(|()| spec))
+        // checked before (ferry_model::nfs::VERSIONS)
+        _ => NfsVersion::Automatic,
     }
 }
 
-/// As ferry-init checks names in the document (init/src/config/agent.rs).
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// A checked location's record, and what this machine can tell of it (a
+/// local directory exists).
+fn spec(loc: &AgentLocation) -> Result<LocationSpec, String> {
+    let spec = match (&loc.nfs, &loc.local) {
+        (Some(n), _) => LocationSpec::Nfs {
+            server: n.server.clone(),
+            export: n.export.clone(),
+            subdirectory: n.subdirectory.clone(),
+            version: version(n.version.as_deref()),
+            mount_options: n.mount_options.clone(),
+            allow_special_files: n.allow_special_files,
+        },
+        (None, Some(l)) => LocationSpec::Local {
+            path: l.path.clone(),
+            allow_special_files: l.allow_special_files,
+        },
+        (None, None) => return Err("give exactly one of nfs or local".into()),
+    };
+    super::check::location(&spec)?;
+    Ok(spec)
 }
 
 /// Applies a provisioning document; returns what it did, one line each.
 pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionError> {
-    // Check everything first.
+    // Check everything first: as ferry-init checks the document, then what
+    // only this machine can tell.
+    doc.check()
+        .map_err(|e| ProvisionError::Invalid(e.to_string()))?;
     let mut specs = BTreeMap::new();
-    for (what, name) in doc
-        .locations
-        .keys()
-        .map(|n| ("location", n))
-        .chain(doc.tasks.keys().map(|n| ("task", n)))
-    {
-        if !valid_name(name) {
-            return Err(ProvisionError::Invalid(format!(
-                "{what} {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"
-            )));
-        }
-    }
     for (name, loc) in &doc.locations {
-        let spec = loc
-            .spec()
-            .map_err(|m| ProvisionError::Invalid(format!("location {name}: {m}")))?;
+        let spec = spec(loc)
+            .map_err(|m| ProvisionError::Invalid(format!("agent.locations.{name}: {m}")))?;
         specs.insert(name.clone(), spec);
     }
     let mut tasks = Vec::new();
     for (name, t) in &doc.tasks {
-        let invalid = |m: String| ProvisionError::Invalid(format!("task {name}: {m}"));
-        for (role, loc) in [("source", &t.source), ("destination", &t.destination)] {
-            if !specs.contains_key(loc) {
-                return Err(invalid(format!(
-                    "the {role} {loc:?} is not a location of the document (declared: {})",
-                    specs.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
-        if t.source == t.destination {
-            return Err(invalid(
-                "the source and the destination are the same location".into(),
-            ));
-        }
+        let invalid = |m: String| ProvisionError::Invalid(format!("agent.tasks.{name}: {m}"));
         super::check::task(&specs[&t.source], &specs[&t.destination]).map_err(invalid)?;
-        let options = api::apply_options(&Options::new(), &t.options)
-            .map_err(|e| invalid(e.message().to_string()))?;
-        if let Some(s) = &t.schedule {
-            schedule::parse(s).map_err(invalid)?;
-        }
+        let options = t.options().map_err(invalid)?;
         tasks.push((name, t, options));
     }
 
@@ -260,12 +162,10 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn spec(v: Value) -> Result<LocationSpec, String> {
-        serde_json::from_value::<DeclaredLocation>(v)
-            .map_err(|e| e.to_string())?
-            .spec()
+        super::spec(&serde_json::from_value::<AgentLocation>(v).map_err(|e| e.to_string())?)
     }
 
     #[test]

@@ -1,124 +1,9 @@
-//! The `daemon:` section: ferry-agent's ports and paths, checked here as
-//! ferry-agent checks them.
+//! The `daemon:` section: ferry-agent's ports and paths. Its type, its
+//! defaults and its checks are ferry-model's
+//! (`ferry_model::config::daemon`), as ferry-agent reads and checks it. The
+//! tests here go through ferry-init's parse (errors name key and line).
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
-
-/// `daemon:`, as ferry-agent reads it; every key optional.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct DaemonSection {
-    #[serde(default)]
-    pub data_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub socket: Option<PathBuf>,
-    #[serde(default)]
-    pub history_days: Option<u32>,
-    #[serde(default)]
-    pub cloudwatch_emf: Option<bool>,
-    #[serde(default)]
-    pub console: Option<PathBuf>,
-    #[serde(default)]
-    pub activation_listen: Option<std::net::SocketAddr>,
-    #[serde(default)]
-    pub activated_marker: Option<PathBuf>,
-    #[serde(default)]
-    pub poll_seconds: Option<u64>,
-    #[serde(default)]
-    pub https_listen: Option<std::net::SocketAddr>,
-    #[serde(default)]
-    pub hub_names: Option<Vec<String>>,
-    #[serde(default)]
-    pub operator_token_file: Option<PathBuf>,
-    #[serde(default)]
-    pub operator_token: Option<String>,
-    #[serde(default)]
-    pub activation_key_seconds: Option<u64>,
-}
-
-/// The agent's bounds (agent/src/daemon/config.rs): each number becomes a
-/// duration there.
-const HISTORY_DAYS: (u64, u64) = (1, 36_500);
-const POLL_SECONDS: (u64, u64) = (1, 3_600);
-const ACTIVATION_KEY_SECONDS: (u64, u64) = (1, 30 * 86_400);
-const MIN_TOKEN_LEN: usize = 16;
-
-/// Checks the `daemon:` section; `Err((key, why))`.
-pub fn check(d: &DaemonSection) -> Result<(), (String, String)> {
-    let key = |k: &str| format!("daemon.{k}");
-    for (k, p) in [
-        ("data_dir", &d.data_dir),
-        ("socket", &d.socket),
-        ("console", &d.console),
-        ("activated_marker", &d.activated_marker),
-        ("operator_token_file", &d.operator_token_file),
-    ] {
-        if let Some(p) = p {
-            if !p.is_absolute() {
-                return Err((
-                    key(k),
-                    format!("{:?} is not an absolute path", p.display().to_string()),
-                ));
-            }
-        }
-    }
-    for (k, v, (lo, hi), unit) in [
-        (
-            "history_days",
-            d.history_days.map(u64::from),
-            HISTORY_DAYS,
-            "days",
-        ),
-        ("poll_seconds", d.poll_seconds, POLL_SECONDS, "seconds"),
-        (
-            "activation_key_seconds",
-            d.activation_key_seconds,
-            ACTIVATION_KEY_SECONDS,
-            "seconds",
-        ),
-    ] {
-        if let Some(v) = v {
-            if !(lo..=hi).contains(&v) {
-                return Err((
-                    key(k),
-                    format!("{v} is out of range: give {lo} to {hi} {unit}"),
-                ));
-            }
-        }
-    }
-    for (k, a) in [
-        ("activation_listen", d.activation_listen),
-        ("https_listen", d.https_listen),
-    ] {
-        if a.is_some_and(|a| a.port() == 0) {
-            return Err((key(k), "give a port from 1 to 65535".into()));
-        }
-    }
-    for n in d.hub_names.iter().flatten() {
-        let ok = !n.is_empty()
-            && n.len() <= 253
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b));
-        if !ok {
-            return Err((
-                key("hub_names"),
-                format!("{n:?} is not a host name or address"),
-            ));
-        }
-    }
-    if let Some(t) = &d.operator_token {
-        if t.chars().count() < MIN_TOKEN_LEN
-            || t.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err((
-                key("operator_token"),
-                format!("give at least {MIN_TOKEN_LEN} characters without spaces"),
-            ));
-        }
-    }
-    Ok(())
-}
+pub use ferry_model::config::daemon::*;
 
 #[cfg(test)]
 mod tests {
@@ -133,7 +18,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.role, DocRole::Hub);
-        assert!(d.daemon.is_some());
+        assert_eq!(d.daemon.https_listen.port(), 8443);
         assert_eq!(parse("version: 2\n", "t").unwrap().role, DocRole::Agent);
         assert!(parse("version: 2\nrole: gateway\n", "t").is_err());
     }
@@ -165,7 +50,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(d.daemon.unwrap().activation_key_seconds, Some(2));
+        assert_eq!(d.daemon.activation_key_seconds, 2);
         // a misspelt top-level key: refused, not left to the defaults
         let e = parse("version: 2\ndeamon:\n  https_listen: 0.0.0.0:8443\n", "f")
             .unwrap_err()

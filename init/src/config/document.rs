@@ -1,52 +1,24 @@
-//! The document: its version, the top-level keys (`hostname`, `time`,
-//! `role`) and the sections, each checked by its module.
+//! The document: its version and top-level keys (ferry-model's), the
+//! sections that are ferry-init's alone (`hostname`, `time`, and the
+//! `network` and `support` modules), and its checks in order.
 
 use serde::Deserialize;
 
-use super::agent::{self, AgentSection};
-use super::daemon::{self, DaemonSection};
 use super::network::{self, Network};
 use super::support::{self, SupportSection};
 
 /// Newest document version this system reads.
-pub const VERSION: u32 = 2;
+pub use ferry_model::config::VERSION;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Document {
-    pub version: u32,
-    #[serde(default)]
-    pub hostname: Option<String>,
-    #[serde(default)]
-    pub network: Network,
-    #[serde(default)]
-    pub time: Time,
-    /// Version 2: locations and tasks for ferry-agent.
-    #[serde(default)]
-    pub agent: Option<AgentSection>,
-    /// The support channel (any version); closed unless `open_hours` or
-    /// `open_minutes` is set.
-    #[serde(default)]
-    pub support: Option<SupportSection>,
-    /// `agent` (the default) or `hub`: the hub serves HTTPS on port 443
-    /// (ferry-agent reads the same document; see agent/README.md).
-    #[serde(default)]
-    pub role: DocRole,
-    /// ferry-agent's ports and paths (`daemon:`); its keys and ranges are
-    /// ferry-agent's (agent/src/daemon/config.rs), checked here too so that
-    /// a misspelt key refuses the document instead of leaving a default.
-    #[serde(default)]
-    pub daemon: Option<DaemonSection>,
-}
+/// The document: its version, its top-level keys, `role:`, `daemon:` and
+/// `agent:` are ferry-model's, which ferry-agent reads the document with
+/// too (one schema, one set of checks); `network:`, `time:` and `support:`
+/// are ferry-init's alone, its types here.
+pub type Document = ferry_model::config::Document<Network, Time, SupportSection>;
 
-/// The document's `role:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DocRole {
-    #[default]
-    Agent,
-    Hub,
-}
+/// The document's `role:`: `agent` (the default) or `hub` (the hub serves
+/// HTTPS on port 443).
+pub use ferry_model::config::Role as DocRole;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -63,55 +35,34 @@ fn valid_hostname(h: &str) -> bool {
         && !h.ends_with('-')
 }
 
-impl Document {
-    /// Checks what the schema cannot say, section by section; `Err((key,
-    /// why))`, the key as a dotted path (`network.address`).
-    pub fn check(&self) -> Result<(), (String, String)> {
-        let doc = self;
-        let invalid = |key: &str, why: String| (key.to_string(), why);
-        if doc.version == 0 || doc.version > VERSION {
+/// Checks what the schema cannot say: the version and ferry-agent's
+/// sections as ferry-model checks them (as the agent does), then
+/// ferry-init's own; `Err((key, why))`, the key as a dotted path
+/// (`network.address`).
+pub fn check(doc: &Document) -> Result<(), (String, String)> {
+    doc.check().map_err(|e| (e.key, e.why))?;
+    let invalid = |key: &str, why: String| (key.to_string(), why);
+    if let Some(support) = &doc.support {
+        support::check(support)?;
+    }
+    if let Some(h) = &doc.hostname {
+        if !valid_hostname(h) {
             return Err(invalid(
-                "version",
-                format!(
-                    "version {} is not supported (this system reads versions 1 to {VERSION})",
-                    doc.version
-                ),
+                "hostname",
+                format!("{h:?} is not a host name (letters, digits and '-', at most 63)"),
             ));
         }
-        if let Some(agent) = &doc.agent {
-            if doc.version < 2 {
-                return Err(invalid(
-                    "agent",
-                    "the agent section needs version: 2".into(),
-                ));
-            }
-            agent::check(agent)?;
-        }
-        if let Some(support) = &doc.support {
-            support::check(support)?;
-        }
-        if let Some(daemon) = &doc.daemon {
-            daemon::check(daemon)?;
-        }
-        if let Some(h) = &doc.hostname {
-            if !valid_hostname(h) {
-                return Err(invalid(
-                    "hostname",
-                    format!("{h:?} is not a host name (letters, digits and '-', at most 63)"),
-                ));
-            }
-        }
-        network::check(&doc.network)?;
-        for s in &doc.time.servers {
-            if s.is_empty() || s.contains(char::is_whitespace) {
-                return Err(invalid(
-                    "time.servers",
-                    format!("{s:?} is not a server name"),
-                ));
-            }
-        }
-        Ok(())
     }
+    network::check(&doc.network)?;
+    for s in &doc.time.servers {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(invalid(
+                "time.servers",
+                format!("{s:?} is not a server name"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Document, ConfigError> {
         source_name: source_name.to_string(),
         message: e.to_string(),
     })?;
-    doc.check().map_err(|(key, why)| ConfigError::Invalid {
+    super::document::check(&doc).map_err(|(key, why)| ConfigError::Invalid {
         source_name: source_name.to_string(),
         line: line_of(text, &key),
         key,

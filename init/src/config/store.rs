@@ -10,7 +10,7 @@ use super::document::Document;
 use super::{parse, Config, ConfigError};
 
 /// Where the document in force lives.
-pub const DOCUMENT: &str = "/data/config/ferry.yaml";
+pub const DOCUMENT: &str = ferry_model::paths::CONFIG_DOCUMENT;
 /// The last document that passed validation.
 pub const LAST_GOOD: &str = "/data/config/ferry.last-good.yaml";
 

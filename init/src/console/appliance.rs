@@ -22,7 +22,7 @@ use crate::network::netlink::Netlink;
 
 /// Where the journal lives (journald writes it there, see `system`).
 const JOURNAL_DIR: &str = "/data/log/journal";
-const AGENT_SOCKET: &str = "/run/ferry/agent.sock";
+const AGENT_SOCKET: &str = ferry_model::paths::AGENT_SOCKET;
 const STORAGE_TEST_MOUNT: &str = "/run/ferry/storage-test";
 
 /// What the appliance is sized for (DataSync's agent asks the same).
@@ -410,6 +410,12 @@ impl Host for Appliance {
         options: &str,
     ) -> Vec<(String, Result<String, String>)> {
         let mut steps = Vec::new();
+        // what the agent would refuse of a location, refused here too
+        let options = Some(options).filter(|o| !o.is_empty());
+        if let Err((field, why)) = ferry_model::nfs::check(server, export, None, options) {
+            steps.push((field.replace('_', " "), Err(why)));
+            return steps;
+        }
         let addr = match (server, 0).to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => a.ip(),
             Ok(None) => {
@@ -423,6 +429,7 @@ impl Host for Appliance {
         };
         steps.push(("resolve".into(), Ok(format!("{server} is {addr}"))));
         let port = options
+            .unwrap_or("")
             .split(',')
             .find_map(|o| o.strip_prefix("port="))
             .and_then(|p| p.parse().ok())
@@ -434,19 +441,15 @@ impl Host for Appliance {
         if !reachable {
             return steps;
         }
-        let mut data = format!("vers={version},addr={addr}");
-        if version == "3" {
-            data.push_str(",nolock,proto=tcp,mountproto=tcp");
-        }
-        if !options.is_empty() {
-            data.push_str(&format!(",{options}"));
-        }
+        // the agent's own options (ferry-model), so the test mounts what
+        // the agent will mount; read-only here
+        let data = ferry_model::nfs::mount_options(version, options, addr);
         let _ = fs::create_dir_all(STORAGE_TEST_MOUNT);
         let source = format!("{server}:{export}");
         let mounted = nix::mount::mount(
             Some(source.as_str()),
             STORAGE_TEST_MOUNT,
-            Some("nfs"),
+            Some(ferry_model::nfs::fstype(version)),
             nix::mount::MsFlags::MS_RDONLY
                 | nix::mount::MsFlags::MS_NOSUID
                 | nix::mount::MsFlags::MS_NODEV

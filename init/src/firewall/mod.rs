@@ -16,7 +16,7 @@ pub use rules::{FirewallState, Role, SupportAccess};
 
 /// Activation does not exist yet: the appliance counts as activated once
 /// this file exists (the hub's activation replaces it).
-pub const ACTIVATED_MARKER: &str = "/data/ferry/activated";
+pub const ACTIVATED_MARKER: &str = ferry_model::paths::ACTIVATED_MARKER;
 
 pub fn activated() -> bool {
     Path::new(ACTIVATED_MARKER).exists()

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry::daemon::config::{Document, Role, HISTORY_DAYS};
+use ferry::daemon::config::{self, Document, Role, HISTORY_DAYS};
 use ferry::daemon::{self, Agent, Config};
 use ferry::hub::link::{Link, LinkPolicy};
 use ferry::hub::server::Hub;
@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "socket", "history_days", "cloudwatch_emf"])]
     config: Option<PathBuf>,
     /// Where the database, the reports and the mount points live.
-    #[arg(long, value_name = "DIR", default_value = "/data/agent")]
+    #[arg(long, value_name = "DIR", default_value = ferry_model::paths::AGENT_DATA_DIR)]
     data_dir: PathBuf,
     /// The API's Unix socket.
     #[arg(long, value_name = "PATH", default_value = daemon::DEFAULT_SOCKET)]
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             );
             Some(Document::default())
         }
-        Some(path) => match Document::load(path) {
+        Some(path) => match config::load(path) {
             Ok(d) => Some(d),
             Err(e) => {
                 eprintln!("ferry-agent: {e}");

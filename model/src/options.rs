@@ -271,6 +271,31 @@ impl Options {
         Ok(Filters::parse(&self.includes, &self.excludes)?)
     }
 
+    /// These options with `changes` (DataSync's names and values, as a
+    /// task's JSON has them: `{"VerifyMode": "NONE"}`), checked; the
+    /// message names the option.
+    pub fn with(
+        &self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Options, String> {
+        let mut value = serde_json::to_value(self).expect("options serialize");
+        let known = value.as_object_mut().expect("options are an object");
+        for (key, v) in changes {
+            if !known.contains_key(key) {
+                let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "unknown option {key}: the options are {}",
+                    names.join(", ")
+                ));
+            }
+            known.insert(key.clone(), v.clone());
+        }
+        let options: Options =
+            serde_json::from_value(value).map_err(|e| format!("options: {e}"))?;
+        options.validate().map_err(|e| e.to_string())?;
+        Ok(options)
+    }
+
     /// The bandwidth limit, if any.
     pub fn bandwidth_limit(&self) -> Option<u64> {
         u64::try_from(self.bytes_per_second).ok()
@@ -335,6 +360,27 @@ mod tests {
         assert_eq!(v["Uid"], "INT_VALUE");
         let back: Options = serde_json::from_value(v).unwrap();
         assert_eq!(back, o);
+    }
+
+    #[test]
+    fn changes_are_checked_and_named() {
+        let change = |json: &str| Options::new().with(&serde_json::from_str(json).unwrap());
+        let o = change(r#"{"VerifyMode": "NONE", "Parallel": 4}"#).unwrap();
+        assert_eq!((o.verify_mode, o.parallel), (VerifyMode::None, Some(4)));
+        let e = change(r#"{"VerifyMod": "NONE"}"#).unwrap_err();
+        assert!(
+            e.starts_with("unknown option VerifyMod: the options are Atime, "),
+            "{e}"
+        );
+        let e = change(r#"{"VerifyMode": "SOMETIMES"}"#).unwrap_err();
+        assert!(e.starts_with("options: unknown variant `SOMETIMES`"), "{e}");
+        let e = change(r#"{"Mtime": "NONE"}"#).unwrap_err();
+        assert!(
+            e.starts_with("Atime BEST_EFFORT needs Mtime PRESERVE"),
+            "{e}"
+        );
+        let e = change(r#"{"Excludes": ["a||b"]}"#).unwrap_err();
+        assert!(e.contains("empty pattern"), "{e}");
     }
 
     /// Every value of `T`: its name is serde's, `FromStr` and `Display` agree.
