@@ -13,6 +13,7 @@
 //! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
+//! | [`dispatch`] | on the hub: executions handed to the agents that own their sources; what they may write |
 //! | [`config`] | `--config`: the appliance's configuration document |
 //! | [`check`] | what a location or a task's pair of locations must be |
 //! | [`secure`] | private modes for what the daemon writes; trust checks for what it reads |
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod dispatch;
 pub mod events;
 pub mod metrics;
 pub mod model;
@@ -83,10 +85,12 @@ pub struct Agent {
     pub mounts_dir: PathBuf,
     pub events: Events,
     pub history: Duration,
-    /// The link to a hub (an agent started with `--config`).
-    pub link: OnceLock<Arc<crate::hub::link::Link>>,
+    /// How the runner reaches a hub's locations: set by the `ferry-agent`
+    /// binary to the agent's link to its hub (an agent started with
+    /// `--config`).
+    pub destinations: OnceLock<Arc<dyn runner::Destinations>>,
     /// Executions handed to agents (on the hub).
-    pub board: crate::hub::dispatch::Board,
+    pub board: dispatch::Board,
     wake: Mutex<mpsc::Sender<()>>,
 }
 
@@ -140,7 +144,7 @@ impl Agent {
             mounts_dir,
             events,
             history: config.history,
-            link: OnceLock::new(),
+            destinations: OnceLock::new(),
             board: Default::default(),
             wake: Mutex::new(wake),
         });
@@ -353,9 +357,12 @@ pub fn listen_read_only(
     listen(socket, 0o660, Some(gid), 0o711)
 }
 
-/// Serves the API on `listener` (from [`listen_main`]) until the process ends.
+/// Serves `api` (the daemon's [`api::router`], with the routes the binary
+/// merges into it) on `listener` (from [`listen_main`]) until the process
+/// ends.
 pub async fn serve(
     agent: Arc<Agent>,
+    api: axum::Router,
     listener: std::os::unix::net::UnixListener,
     socket: &Path,
 ) -> std::io::Result<()> {
@@ -363,14 +370,15 @@ pub async fn serve(
     agent
         .events
         .info(&format!("listening on {}", socket.display()));
-    axum::serve(listener, api::router(agent)).await
+    axum::serve(listener, api).await
 }
 
-/// Serves the API's GET routes only (from [`listen_read_only`]), for
+/// Serves `api`'s GET routes only (on `listener`, from [`listen_read_only`]), for
 /// members of its group (the support channel's diagnostic console reads the
 /// agent's state there).
 pub async fn serve_read_only(
     agent: Arc<Agent>,
+    api: axum::Router,
     listener: std::os::unix::net::UnixListener,
     socket: &Path,
 ) -> std::io::Result<()> {
@@ -378,5 +386,5 @@ pub async fn serve_read_only(
     agent
         .events
         .info(&format!("listening on {} (read-only)", socket.display()));
-    axum::serve(listener, api::read_only_router(agent)).await
+    axum::serve(listener, api::read_only(api)).await
 }

@@ -12,7 +12,6 @@
 //! | [`tls`] | rustls configurations; the TLS listener that tells who a client is |
 //! | [`state`] | the hub's agents and pending activations |
 //! | [`server`] | the hub's HTTPS routes: activation, operators, agents |
-//! | [`dispatch`] | executions of the hub's tasks handed to the agents that own their sources |
 //! | [`link`] | the agent side: the activation port, certificate pickup, heartbeats |
 //! | [`proto`] | the remote writer's operations on the wire |
 //! | [`fs`] | the hub doing those operations on its locations |
@@ -21,7 +20,6 @@
 
 pub mod ca;
 pub mod client;
-pub mod dispatch;
 pub mod fs;
 pub mod link;
 pub mod proto;
