@@ -14,9 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::agent::Agent;
 use super::model::{self, LocationSpec, Task};
+use super::schedule;
 use super::store::StoreError;
-use super::{schedule, Agent};
 use ferry_engine::Options;
 
 /// One line per route: the router is built from it, and the OpenAPI test
@@ -401,7 +402,7 @@ async fn delete_task(State(agent): Shared, Path(key): Path<String>) -> Reply {
         ));
     }
     let reports = store.delete_task(&task.task_id)?;
-    super::remove_reports(&reports);
+    super::agent::remove_reports(&reports);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

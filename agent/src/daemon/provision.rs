@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::agent::Agent;
 use super::model::{self, LocationSpec, NfsVersion, Task};
-use super::{api, nfs, schedule, Agent};
+use super::{api, nfs, schedule};
 use ferry_engine::Options;
 
 #[derive(Debug, Deserialize)]

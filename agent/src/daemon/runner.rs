@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::agent::{Agent, Running};
+pub use super::agent::{Destination, Destinations, Pending};
 use super::dispatch::Job;
 use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
-use super::{nfs, Agent, Running};
+use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
@@ -374,38 +376,9 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
     agent.board.remove(id);
 }
 
-/// How the runner reaches a location of the hub (`LocationSpec::Hub`): the
-/// daemon knows no hub, the `ferry-agent` binary injects the agent's link
-/// to its hub ([`Agent::destinations`]).
-pub trait Destinations: Send + Sync {
-    /// Opens the hub's location `location_id` for one execution, its data
-    /// compressed when `compress`, over `connections` connections (1 to 64).
-    fn open(
-        &self,
-        location_id: &str,
-        compress: bool,
-        connections: usize,
-    ) -> Result<Box<dyn Destination>, String>;
-}
-
-/// A destination opened by [`Destinations`]. A [`Location`] has types of
-/// its own (its directories, readers and writers), so it is not a trait
-/// object: the destination is handed the execution and runs it with itself,
-/// the engine typed with its own location ([`Pending::run`]).
-pub trait Destination: Send {
-    fn run(self: Box<Self>, pending: Pending<'_>);
-}
-
-/// An execution whose source is open, waiting for its destination.
-pub struct Pending<'a> {
-    agent: &'a Arc<Agent>,
-    exec: &'a ExecutionRecord,
-    running: &'a Running,
-    src_loc: LocalLocation,
-}
-
+/// Runs the engine into `dst` and records the outcome (see
+/// [`Destination`]).
 impl Pending<'_> {
-    /// Runs the engine into `dst` and records the outcome.
     pub fn run<D: Location>(self, dst: D) {
         run_engine(self.agent, self.exec, self.running, self.src_loc, dst);
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-use super::Agent;
+use super::agent::Agent;
 
 const FIELDS: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
 const MONTHS: [&str; 12] = [
