@@ -187,8 +187,9 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
 
 impl Hub {
     /// Loads (or makes) the CA, the agents' records and the operator token.
-    /// `api` is the daemon's API (its [`crate::daemon::api::router`] and the routes the
-    /// binary merges into it), which operators reach through the hub.
+    /// `api` is the daemon's API (its [`crate::daemon::api::router`] and
+    /// the routes the binary merges into it), which operators reach
+    /// through the hub.
     pub fn open(
         agent: Arc<Agent>,
         api: Router,
