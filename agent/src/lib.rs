@@ -7,3 +7,5 @@
 
 pub mod daemon;
 pub mod hub;
+#[cfg(test)]
+mod import_cycles;

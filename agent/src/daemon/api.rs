@@ -14,13 +14,16 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::agent::Agent;
 use super::model::{self, LocationSpec, Task};
+use super::schedule;
 use super::store::StoreError;
-use super::{schedule, Agent};
 use ferry_engine::Options;
 
 /// One line per route: the router is built from it, and the OpenAPI test
-/// checks every line against `agent/openapi.yaml`.
+/// (in the `ferry-agent` binary, which also serves the link's activation
+/// routes, `hub::link::ROUTES`) checks every line against
+/// `agent/openapi.yaml`.
 macro_rules! routes {
     ($($method:ident $path:literal => $handler:ident),+ $(,)?) => {
         /// (method, path) of every route.
@@ -49,8 +52,6 @@ routes! {
     get "/v1/executions/{execution_id}" => describe_execution,
     post "/v1/executions/{execution_id}/cancel" => cancel_execution,
     get "/v1/executions/{execution_id}/report" => execution_report,
-    get "/v1/activation" => activation_status,
-    post "/v1/activation" => activation_start,
     get "/metrics" => metrics,
 }
 
@@ -65,12 +66,20 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }
 }
 
-fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         code,
@@ -78,7 +87,7 @@ fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code,
@@ -86,7 +95,7 @@ fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::CONFLICT,
         code,
@@ -114,14 +123,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Reply = Result<Response, ApiError>;
+pub type Reply = Result<Response, ApiError>;
 
-fn ok(value: impl serde::Serialize) -> Reply {
+pub fn ok(value: impl serde::Serialize) -> Reply {
     Ok(Json(value).into_response())
 }
 
 /// Parses a JSON body with serde's message (which names the field) on error.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
     serde_json::from_slice(bytes)
         .map_err(|e| bad_request("InvalidRequest", format!("the request body: {e}")))
@@ -378,7 +387,7 @@ async fn delete_task(State(agent): Shared, Path(key): Path<String>) -> Reply {
         ));
     }
     let reports = store.delete_task(&task.task_id)?;
-    super::remove_reports(&reports);
+    super::agent::remove_reports(&reports);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -483,60 +492,6 @@ async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply
     Ok(([(header::CONTENT_TYPE, "application/json")], data).into_response())
 }
 
-// ---- activation with a hub
-
-fn link(agent: &Agent) -> Result<&Arc<crate::hub::link::Link>, ApiError> {
-    agent.link.get().ok_or_else(|| {
-        conflict(
-            "NoHubLink",
-            "this daemon has no activation (run ferry-agent --config with role: agent)",
-        )
-    })
-}
-
-async fn activation_status(State(agent): Shared) -> Reply {
-    ok(link(&agent)?.status())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct StartActivation {
-    hub: String,
-    #[serde(default)]
-    hub_fingerprint: Option<String>,
-}
-
-/// What `GET /?hub=` on the activation port does, for the console and the
-/// CLI: registers with the hub and answers the key and the hub's page.
-async fn activation_start(State(agent): Shared, bytes: Bytes) -> Reply {
-    let req: StartActivation = body(&bytes)?;
-    let link = link(&agent)?.clone();
-    match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
-        Ok(url) => {
-            let key = url.rsplit('=').next().unwrap_or_default().to_string();
-            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
-            if let Some(w) = link.warning() {
-                v["Warning"] = w.into();
-            }
-            ok(v)
-        }
-        Err(e @ crate::hub::link::LinkError::AlreadyActivated(_)) => {
-            Err(conflict("AlreadyActivated", e.to_string()))
-        }
-        Err(e @ crate::hub::link::LinkError::FingerprintRequired) => {
-            Err(bad_request("FingerprintRequired", e.to_string()))
-        }
-        Err(e @ crate::hub::link::LinkError::Invalid(_)) => {
-            Err(bad_request("InvalidRequest", e.to_string()))
-        }
-        Err(e) => Err(ApiError {
-            status: StatusCode::BAD_GATEWAY,
-            code: "HubUnreachable",
-            message: e.to_string(),
-        }),
-    }
-}
-
 async fn metrics(State(agent): Shared) -> Reply {
     let (tasks, all) = {
         let store = agent.store.lock().unwrap();
@@ -555,9 +510,10 @@ async fn metrics(State(agent): Shared) -> Reply {
 /// How much of a refused request's body the read-only socket reads.
 const REFUSED_BODY_LIMIT: usize = 1 << 20;
 
-/// The router with every method but GET refused: a read-only view.
-pub fn read_only_router(agent: Arc<Agent>) -> Router {
-    router(agent).layer(axum::middleware::from_fn(get_only))
+/// `api` (the daemon's router, with what the binary merged into it) with
+/// every method but GET refused: a read-only view.
+pub fn read_only(api: Router) -> Router {
+    api.layer(axum::middleware::from_fn(get_only))
 }
 
 async fn get_only(
@@ -580,55 +536,5 @@ async fn get_only(
             })),
         )
             .into_response()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ROUTES;
-
-    /// (method, path) pairs under `paths:` of the OpenAPI description: paths
-    /// are the keys indented by two spaces, methods those indented by four.
-    fn documented() -> Vec<(String, String)> {
-        let text = include_str!("../../openapi.yaml");
-        let mut out = Vec::new();
-        let mut in_paths = false;
-        let mut path = None;
-        for line in text.lines() {
-            if !line.starts_with(' ') {
-                in_paths = line == "paths:";
-                continue;
-            }
-            if !in_paths {
-                continue;
-            }
-            if let Some(p) = line.strip_prefix("  /") {
-                path = Some(format!("/{}", p.trim_end_matches(':')));
-            } else if let (Some(m), Some(p)) = (line.strip_prefix("    "), &path) {
-                let m = m.trim_end_matches(':');
-                if ["get", "post", "put", "patch", "delete"].contains(&m) {
-                    out.push((m.to_string(), p.clone()));
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn every_route_is_in_the_openapi_description_and_nothing_else() {
-        let documented = documented();
-        for (method, path) in ROUTES {
-            assert!(
-                documented.iter().any(|(m, p)| m == method && p == path),
-                "{method} {path} is served but not in agent/openapi.yaml"
-            );
-        }
-        for (m, p) in &documented {
-            assert!(
-                ROUTES.iter().any(|(method, path)| m == method && p == path),
-                "{m} {p} is in agent/openapi.yaml but not served"
-            );
-        }
-        assert_eq!(documented.len(), ROUTES.len());
     }
 }

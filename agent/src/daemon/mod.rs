@@ -4,6 +4,7 @@
 //!
 //! | module | does |
 //! | --- | --- |
+//! | [`agent`] | the shared state ([`Agent`]): queue, cancel, the execution running; how the runner reaches a hub ([`runner::Destinations`], injected) |
 //! | [`model`] | the records, in the API's JSON shape |
 //! | [`store`] | SQLite persistence with versioned migrations |
 //! | [`runner`] | the queue: one execution at a time, oldest first |
@@ -13,13 +14,16 @@
 //! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
+//! | [`dispatch`] | on the hub: executions handed to the agents that own their sources; what they may write |
 //! | [`config`] | `--config`: the appliance's configuration document |
 //! | [`check`] | what a location or a task's pair of locations must be |
 //! | [`secure`] | private modes for what the daemon writes; trust checks for what it reads |
 
+pub mod agent;
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod dispatch;
 pub mod events;
 pub mod metrics;
 pub mod model;
@@ -31,14 +35,12 @@ pub mod secure;
 pub mod store;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub use self::agent::{Agent, Running};
 use self::events::Events;
-use self::model::Task;
 use self::store::{Store, StoreError};
-use ferry_engine::Options;
 
 /// Where the appliance's agent listens.
 pub const DEFAULT_SOCKET: &str = ferry_model::paths::AGENT_SOCKET;
@@ -65,29 +67,6 @@ pub enum AgentError {
     State(#[from] secure::TrustError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The execution the runner is working on.
-#[derive(Clone, Debug)]
-pub struct Running {
-    pub execution_id: String,
-    pub task_id: String,
-    pub cancel: Arc<AtomicBool>,
-}
-
-pub struct Agent {
-    /// Locks are taken in the order `running`, then `store`.
-    pub store: Mutex<Store>,
-    pub running: Mutex<Option<Running>>,
-    pub reports_dir: PathBuf,
-    pub mounts_dir: PathBuf,
-    pub events: Events,
-    pub history: Duration,
-    /// The link to a hub (an agent started with `--config`).
-    pub link: OnceLock<Arc<crate::hub::link::Link>>,
-    /// Executions handed to agents (on the hub).
-    pub board: crate::hub::dispatch::Board,
-    wake: Mutex<mpsc::Sender<()>>,
 }
 
 impl Agent {
@@ -140,7 +119,7 @@ impl Agent {
             mounts_dir,
             events,
             history: config.history,
-            link: OnceLock::new(),
+            destinations: OnceLock::new(),
             board: Default::default(),
             wake: Mutex::new(wake),
         });
@@ -211,85 +190,6 @@ impl Agent {
             }
         }
     }
-
-    fn expire_history(&self) {
-        let keep = i64::try_from(self.history.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = model::now_ms().saturating_sub(keep);
-        match self.store.lock().unwrap().expire(cutoff) {
-            Ok(reports) => remove_reports(&reports),
-            Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
-        }
-    }
-
-    fn wake_runner(&self) {
-        let _ = self.wake.lock().unwrap().send(());
-    }
-
-    /// Queues an execution of `task` with `options`.
-    pub fn queue(&self, task: &Task, options: &Options) -> Result<String, StoreError> {
-        let id = self
-            .store
-            .lock()
-            .unwrap()
-            .insert_execution(&task.task_id, options)?;
-        self.events.state(&task.task_id, &id, model::QUEUED, None);
-        self.wake_runner();
-        Ok(id)
-    }
-
-    /// A scheduled start: queued unless an execution of the task already waits.
-    pub fn start_scheduled(&self, task_id: &str) -> Result<Option<String>, StoreError> {
-        let task = {
-            let store = self.store.lock().unwrap();
-            let active = store.active_executions(task_id)?;
-            if active.iter().any(|e| e.status == model::QUEUED) {
-                return Ok(None);
-            }
-            match store.task(task_id)? {
-                Some(t) => t,
-                None => return Ok(None),
-            }
-        };
-        self.queue(&task, &task.options).map(Some)
-    }
-
-    /// Cancels a queued or running execution. `Ok(false)`: it had already ended.
-    pub fn cancel(&self, execution_id: &str) -> Result<bool, StoreError> {
-        let running = self.running.lock().unwrap();
-        let store = self.store.lock().unwrap();
-        if let Some(r) = running.as_ref().filter(|r| r.execution_id == execution_id) {
-            r.cancel.store(true, Ordering::Relaxed);
-            store.set_status(execution_id, model::CANCELLING)?;
-            self.events
-                .state(&r.task_id, execution_id, model::CANCELLING, None);
-            return Ok(true);
-        }
-        match store.execution(execution_id)? {
-            Some(e) if e.status == model::QUEUED => {
-                let mut result = e.result.clone();
-                result.prepare_status = model::ERROR.into();
-                result.transfer_status = model::ERROR.into();
-                result.verify_status = model::ERROR.into();
-                result.error_code = Some("Cancelled".into());
-                result.error_detail = Some("the execution was cancelled before it started".into());
-                store.finish(execution_id, model::ERROR, &result, &e.counters, None)?;
-                self.events.state(
-                    &e.task_id,
-                    execution_id,
-                    model::ERROR,
-                    Some("cancelled while queued"),
-                );
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-}
-
-fn remove_reports(reports: &[String]) {
-    for r in reports {
-        let _ = std::fs::remove_file(Path::new(r));
-    }
 }
 
 /// Binds a Unix socket with `mode` (and group `gid`), replacing one left by
@@ -353,9 +253,12 @@ pub fn listen_read_only(
     listen(socket, 0o660, Some(gid), 0o711)
 }
 
-/// Serves the API on `listener` (from [`listen_main`]) until the process ends.
+/// Serves `api` (the daemon's [`api::router`], with the routes the binary
+/// merges into it) on `listener` (from [`listen_main`]) until the process
+/// ends.
 pub async fn serve(
     agent: Arc<Agent>,
+    api: axum::Router,
     listener: std::os::unix::net::UnixListener,
     socket: &Path,
 ) -> std::io::Result<()> {
@@ -363,14 +266,15 @@ pub async fn serve(
     agent
         .events
         .info(&format!("listening on {}", socket.display()));
-    axum::serve(listener, api::router(agent)).await
+    axum::serve(listener, api).await
 }
 
-/// Serves the API's GET routes only (from [`listen_read_only`]), for
+/// Serves `api`'s GET routes only (on `listener`, from [`listen_read_only`]), for
 /// members of its group (the support channel's diagnostic console reads the
 /// agent's state there).
 pub async fn serve_read_only(
     agent: Arc<Agent>,
+    api: axum::Router,
     listener: std::os::unix::net::UnixListener,
     socket: &Path,
 ) -> std::io::Result<()> {
@@ -378,5 +282,5 @@ pub async fn serve_read_only(
     agent
         .events
         .info(&format!("listening on {} (read-only)", socket.display()));
-    axum::serve(listener, api::read_only_router(agent)).await
+    axum::serve(listener, api::read_only(api)).await
 }

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use super::agent::Agent;
 use super::model::{self, LocationSpec, NfsVersion, Task};
-use super::Agent;
 
 /// The document's `agent:` section (ferry-model's, as ferry-init checks it).
 pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::agent::{Agent, Running};
+pub use super::agent::{Destination, Destinations, Pending};
+use super::dispatch::Job;
 use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
-use super::{nfs, Agent, Running};
-use crate::hub::dispatch::Job;
-use crate::hub::remote::RemoteLocation;
+use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
@@ -290,7 +291,12 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             Ok(l) => l,
             Err(e) => return fail("DestinationUnavailable", e),
         };
-        run_engine(agent, exec, running, src_loc, dst_loc);
+        dst_loc.run(Pending {
+            agent,
+            exec,
+            running,
+            src_loc,
+        });
         drop(src);
         let _ = std::fs::remove_dir(&mounts);
         return;
@@ -370,20 +376,27 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
     agent.board.remove(id);
 }
 
+/// Runs the engine into `dst` and records the outcome (see
+/// [`Destination`]).
+impl Pending<'_> {
+    pub fn run<D: Location>(self, dst: D) {
+        run_engine(self.agent, self.exec, self.running, self.src_loc, dst);
+    }
+}
+
 /// The destination of a task whose data goes to the hub.
 fn hub_destination(
     agent: &Agent,
     location_id: &str,
     compress: bool,
     connections: Option<u32>,
-) -> Result<RemoteLocation, String> {
-    let link = agent
-        .link
+) -> Result<Box<dyn Destination>, String> {
+    let destinations = agent
+        .destinations
         .get()
         .ok_or("this agent is not set up to reach a hub")?;
     let connections = connections.unwrap_or(64).clamp(1, 64) as usize;
-    link.remote_location(location_id, compress, connections)
-        .map_err(|e| e.to_string())
+    destinations.open(location_id, compress, connections)
 }
 
 /// Runs the engine from `src` to `dst` and records the outcome.

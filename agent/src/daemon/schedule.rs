@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-use super::Agent;
+use super::agent::Agent;
 
 /// The check, shared with ferry-init's configuration document (one
 /// definition, in ferry-model).

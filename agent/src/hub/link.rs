@@ -41,11 +41,12 @@ use tokio::sync::watch;
 
 use super::ca::{self, write_file};
 use super::client::{base_url, HubClient, HubError};
-use super::dispatch::{Job, Report};
 use super::remote::RemoteLocation;
 use super::tls;
+use crate::daemon::dispatch::{Job, Report};
 use crate::daemon::model::{self, LocationSpec, Task};
 use crate::daemon::Agent;
+use crate::daemon::{api, runner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -410,7 +411,8 @@ impl Link {
         Ok(HubClient::new(hub, config, connections, None))
     }
 
-    /// A location of the hub, as an execution's destination.
+    /// A location of the hub, as an execution's destination (the daemon's
+    /// runner opens it through [`runner::Destinations`]).
     pub fn remote_location(
         &self,
         location_id: &str,
@@ -868,5 +870,94 @@ mod tests {
             some.check_source(&hub),
             Err(SourceRefused::Kind(_))
         ));
+    }
+}
+
+impl runner::Destinations for Link {
+    fn open(
+        &self,
+        location_id: &str,
+        compress: bool,
+        connections: usize,
+    ) -> Result<Box<dyn runner::Destination>, String> {
+        self.remote_location(location_id, compress, connections)
+            .map(|l| Box::new(l) as Box<dyn runner::Destination>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl runner::Destination for RemoteLocation {
+    fn run(self: Box<Self>, pending: runner::Pending<'_>) {
+        pending.run(*self)
+    }
+}
+
+// ---- the activation routes of the daemon's API
+
+/// (method, path) of the routes of [`routes`], which the `ferry-agent`
+/// binary merges into the daemon's API (`agent/openapi.yaml` describes
+/// both).
+pub const ROUTES: &[(&str, &str)] = &[("get", "/v1/activation"), ("post", "/v1/activation")];
+
+/// The daemon API's activation routes, answered by `link`; without one
+/// (a daemon without `--config`, or the hub) they answer `NoHubLink`.
+pub fn routes(link: Option<Arc<Link>>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/v1/activation",
+            axum::routing::get(activation_status).post(activation_start),
+        )
+        .with_state(link)
+}
+
+type Linked = State<Option<Arc<Link>>>;
+
+fn linked(link: &Option<Arc<Link>>) -> Result<&Arc<Link>, api::ApiError> {
+    link.as_ref().ok_or_else(|| {
+        api::conflict(
+            "NoHubLink",
+            "this daemon has no activation (run ferry-agent --config with role: agent)",
+        )
+    })
+}
+
+async fn activation_status(State(link): Linked) -> api::Reply {
+    api::ok(linked(&link)?.status())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StartActivation {
+    hub: String,
+    #[serde(default)]
+    hub_fingerprint: Option<String>,
+}
+
+/// What `GET /?hub=` on the activation port does, for the console and the
+/// CLI: registers with the hub and answers the key and the hub's page.
+async fn activation_start(State(link): Linked, bytes: axum::body::Bytes) -> api::Reply {
+    let req: StartActivation = api::body(&bytes)?;
+    let link = linked(&link)?.clone();
+    match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
+        Ok(url) => {
+            let key = url.rsplit('=').next().unwrap_or_default().to_string();
+            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
+            if let Some(w) = link.warning() {
+                v["Warning"] = w.into();
+            }
+            api::ok(v)
+        }
+        Err(e @ LinkError::AlreadyActivated(_)) => {
+            Err(api::conflict("AlreadyActivated", e.to_string()))
+        }
+        Err(e @ LinkError::FingerprintRequired) => {
+            Err(api::bad_request("FingerprintRequired", e.to_string()))
+        }
+        Err(e @ LinkError::Invalid(_)) => Err(api::bad_request("InvalidRequest", e.to_string())),
+        Err(e) => Err(api::ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "HubUnreachable",
+            e.to_string(),
+        )),
     }
 }

@@ -1,4 +1,5 @@
-//! The hub and activation.
+//! The hub and activation, built on [`crate::daemon`] (which names nothing
+//! here: the `ferry-agent` binary hands the link to the daemon).
 //!
 //! The same `ferry-agent` runs as an **agent** (the default) or as the
 //! **hub** (`role: hub`). The hub keeps its own certificate authority, serves
@@ -12,8 +13,7 @@
 //! | [`tls`] | rustls configurations; the TLS listener that tells who a client is |
 //! | [`state`] | the hub's agents and pending activations |
 //! | [`server`] | the hub's HTTPS routes: activation, operators, agents |
-//! | [`dispatch`] | executions of the hub's tasks handed to the agents that own their sources |
-//! | [`link`] | the agent side: the activation port, certificate pickup, heartbeats |
+//! | [`link`] | the agent side: the activation port, certificate pickup, heartbeats; the API's activation routes ([`link::routes`]); the runner's way to the hub ([`crate::daemon::runner::Destinations`]) |
 //! | [`proto`] | the remote writer's operations on the wire |
 //! | [`fs`] | the hub doing those operations on its locations |
 //! | [`client`] | HTTPS to the hub, with retries and backoff |
@@ -21,7 +21,6 @@
 
 pub mod ca;
 pub mod client;
-pub mod dispatch;
 pub mod fs;
 pub mod link;
 pub mod proto;

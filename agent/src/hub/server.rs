@@ -7,7 +7,7 @@
 //! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
 //!
 //! An agent's file-system requests reach only the location an execution
-//! handed to it writes to, while that execution runs ([`super::dispatch`]).
+//! handed to it writes to, while that execution runs ([`crate::daemon::dispatch`]).
 //! Every request has a body size limit and a time budget; the blocking
 //! file-system work is bounded per agent and in all, below the runtime's
 //! blocking threads, so no agent's slow or stuck operations hold up the
@@ -35,7 +35,7 @@ use super::proto;
 use super::state::{ActivationError, HubState};
 use super::tls::{self, Peer};
 use crate::daemon::model::LocationSpec;
-use crate::daemon::{api, nfs, secure, Agent};
+use crate::daemon::{nfs, secure, Agent};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
 
@@ -96,6 +96,8 @@ pub struct Hub {
     pub state: Mutex<HubState>,
     token_hash: [u8; 32],
     pub agent: Arc<Agent>,
+    /// The daemon's API as the binary composed it, served to operators.
+    api: Router,
     answers: Mutex<Answers>,
     /// NFS locations of the hub, mounted at first use.
     mounts: Mutex<HashMap<String, PathBuf>>,
@@ -185,8 +187,12 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
 
 impl Hub {
     /// Loads (or makes) the CA, the agents' records and the operator token.
+    /// `api` is the daemon's API (its [`crate::daemon::api::router`] and
+    /// the routes the binary merges into it), which operators reach
+    /// through the hub.
     pub fn open(
         agent: Arc<Agent>,
+        api: Router,
         dir: &Path,
         names: &[String],
         token_file: &Path,
@@ -210,6 +216,7 @@ impl Hub {
             state: Mutex::new(state),
             token_hash: hash(&token),
             agent,
+            api,
             answers: Mutex::new(Answers::default()),
             mounts: Mutex::default(),
             fs_slots: FsSlots::new(FS_IN_FLIGHT, FS_IN_FLIGHT_PER_AGENT),
@@ -288,7 +295,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub.clone())
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_MAX))
         .layer(middleware::from_fn_with_state(REQUEST_BUDGET, budget));
-    let operator = api::router(hub.agent.clone())
+    let operator = hub
+        .api
+        .clone()
         .merge(
             Router::new()
                 .route("/v1/agents", get(list_agents))
@@ -571,7 +580,7 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
     Json(json!({"AgentId": id.0})).into_response()
 }
 
-/// Executions the hub gives this agent to run (see [`super::dispatch`]).
+/// Executions the hub gives this agent to run (see [`crate::daemon::dispatch`]).
 async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
     let jobs = hub.agent.board.jobs_for(&id.0);
     Json(json!({"AgentId": id.0, "Executions": jobs})).into_response()
@@ -583,7 +592,7 @@ async fn agent_report(
     UrlPath(execution): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let report: super::dispatch::Report = match serde_json::from_slice(&body) {
+    let report: crate::daemon::dispatch::Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
@@ -600,7 +609,7 @@ async fn agent_report(
 /// Whether an agent may make special files (devices, FIFOs, sockets,
 /// set-id files) with this job on this location: the task asked for them
 /// and the hub's location allows them.
-fn special_files_allowed(job: &super::dispatch::Job, spec: &LocationSpec) -> bool {
+fn special_files_allowed(job: &crate::daemon::dispatch::Job, spec: &LocationSpec) -> bool {
     job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
 }
 
@@ -733,7 +742,7 @@ mod tests {
 
     #[test]
     fn special_files_need_the_task_to_ask_and_the_location_to_allow() {
-        let job = |preserve: PreserveDevices| super::super::dispatch::Job {
+        let job = |preserve: PreserveDevices| crate::daemon::dispatch::Job {
             execution_id: "exec-1".into(),
             task_id: "task-1".into(),
             agent_id: "agent-1".into(),

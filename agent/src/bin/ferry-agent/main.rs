@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferry::daemon::config::{self, Document, Role, HISTORY_DAYS};
 use ferry::daemon::{self, Agent, Config};
-use ferry::hub::link::{Link, LinkPolicy};
+use ferry::hub::link::{self, Link, LinkPolicy};
 use ferry::hub::server::Hub;
 
 /// Ferry's agent: locations, tasks and executions, with history, schedules,
@@ -166,12 +166,18 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        if let Some(doc) = &doc {
-            if let Err(e) = start_role(&agent, doc) {
-                eprintln!("ferry-agent: {e}");
-                return ExitCode::from(2);
-            }
-        }
+        // The daemon's API with the link's activation routes (which answer
+        // NoHubLink without a link), on its sockets and on the hub's HTTPS.
+        let api = match &doc {
+            Some(doc) => match start_role(&agent, doc) {
+                Ok(api) => api,
+                Err(e) => {
+                    eprintln!("ferry-agent: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => api(&agent, None),
+        };
         // The read-only socket's directory first: when both share one the
         // daemon makes, its group must be able to pass through it.
         let ro = match (&args.read_only_socket, gid) {
@@ -191,10 +197,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let main = daemon::serve(agent.clone(), listener, &socket);
+        let main = daemon::serve(agent.clone(), api.clone(), listener, &socket);
         let served = match ro {
             Some((path, l)) => {
-                tokio::try_join!(main, daemon::serve_read_only(agent, l, path)).map(|_| ())
+                tokio::try_join!(main, daemon::serve_read_only(agent, api, l, path)).map(|_| ())
             }
             _ => main.await,
         };
@@ -208,8 +214,14 @@ fn main() -> ExitCode {
     })
 }
 
-/// The agent's link to a hub and its activation port, or the hub's HTTPS API.
-fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), String> {
+/// The daemon's API with the activation routes of `link` merged in.
+fn api(agent: &std::sync::Arc<Agent>, link: Option<std::sync::Arc<Link>>) -> axum::Router {
+    daemon::api::router(agent.clone()).merge(link::routes(link))
+}
+
+/// The agent's link to a hub and its activation port, or the hub's HTTPS
+/// API; answers the daemon's API as the role serves it.
+fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Router, String> {
     let d = &doc.daemon;
     let events = agent.clone();
     let log = std::sync::Arc::new(move |line: &str| events.events.info(line));
@@ -226,7 +238,9 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                 },
             )
             .map_err(|e| e.to_string())?;
-            let _ = agent.link.set(link.clone());
+            // The runner reaches the hub's locations through the link.
+            let _ = agent.destinations.set(link.clone());
+            let api = api(agent, Some(link.clone()));
             tokio::spawn(link.clone().run(agent.clone()));
             let addr = d.activation_listen;
             let a = agent.clone();
@@ -236,6 +250,7 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                         .warn(&format!("activation: cannot serve on {addr}: {e}"));
                 }
             });
+            Ok(api)
         }
         Role::Hub => {
             let dir = d.data_dir.join("hub");
@@ -243,8 +258,10 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                 .operator_token_file
                 .clone()
                 .unwrap_or_else(|| dir.join("operator-token"));
+            let api = api(agent, None);
             let hub = Hub::open(
                 agent.clone(),
+                api.clone(),
                 &dir,
                 &d.hub_names,
                 &token,
@@ -259,7 +276,65 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<(), Strin
                     std::process::exit(2);
                 }
             });
+            Ok(api)
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry::daemon::api;
+    use ferry::hub::link;
+
+    /// What the binary serves: the daemon's routes and the link's.
+    fn served() -> Vec<(&'static str, &'static str)> {
+        api::ROUTES.iter().chain(link::ROUTES).copied().collect()
+    }
+
+    /// (method, path) pairs under `paths:` of the OpenAPI description: paths
+    /// are the keys indented by two spaces, methods those indented by four.
+    fn documented() -> Vec<(String, String)> {
+        let text = include_str!("../../../openapi.yaml");
+        let mut out = Vec::new();
+        let mut in_paths = false;
+        let mut path = None;
+        for line in text.lines() {
+            if !line.starts_with(' ') {
+                in_paths = line == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /") {
+                path = Some(format!("/{}", p.trim_end_matches(':')));
+            } else if let (Some(m), Some(p)) = (line.strip_prefix("    "), &path) {
+                let m = m.trim_end_matches(':');
+                if ["get", "post", "put", "patch", "delete"].contains(&m) {
+                    out.push((m.to_string(), p.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_description_and_nothing_else() {
+        let documented = documented();
+        for (method, path) in &served() {
+            assert!(
+                documented.iter().any(|(m, p)| m == method && p == path),
+                "{method} {path} is served but not in agent/openapi.yaml"
+            );
+        }
+        for (m, p) in &documented {
+            assert!(
+                served()
+                    .iter()
+                    .any(|(method, path)| m == method && p == path),
+                "{m} {p} is in agent/openapi.yaml but not served"
+            );
+        }
+        assert_eq!(documented.len(), served().len());
+    }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::model::{LocationSpec, ResultDetail};
+use super::model::{LocationSpec, ResultDetail};
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::Options;
 
@@ -55,7 +55,7 @@ pub struct Report {
 
 impl Report {
     pub fn finished(&self) -> bool {
-        self.status == crate::daemon::model::SUCCESS || self.status == crate::daemon::model::ERROR
+        self.status == super::model::SUCCESS || self.status == super::model::ERROR
     }
 }
 

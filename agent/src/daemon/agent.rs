@@ -1,0 +1,154 @@
+//! The daemon's shared state: the store, the execution the runner is on,
+//! and what the runner, the scheduler and the API do to it (queue, cancel).
+//! [`Agent::start`] (in the module's root) opens it and starts them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::dispatch;
+use super::events::Events;
+use super::model::Execution as ExecutionRecord;
+use super::model::{self, Task};
+use super::store::{Store, StoreError};
+use ferry_engine::location::local::LocalLocation;
+use ferry_engine::Options;
+
+/// The execution the runner is working on.
+#[derive(Clone, Debug)]
+pub struct Running {
+    pub execution_id: String,
+    pub task_id: String,
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub struct Agent {
+    /// Locks are taken in the order `running`, then `store`.
+    pub store: Mutex<Store>,
+    pub running: Mutex<Option<Running>>,
+    pub reports_dir: PathBuf,
+    pub mounts_dir: PathBuf,
+    pub events: Events,
+    pub history: Duration,
+    /// How the runner reaches a hub's locations: set by the `ferry-agent`
+    /// binary to the agent's link to its hub (an agent started with
+    /// `--config`).
+    pub destinations: OnceLock<Arc<dyn Destinations>>,
+    /// Executions handed to agents (on the hub).
+    pub board: dispatch::Board,
+    pub(super) wake: Mutex<mpsc::Sender<()>>,
+}
+
+impl Agent {
+    pub(super) fn expire_history(&self) {
+        let keep = i64::try_from(self.history.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = model::now_ms().saturating_sub(keep);
+        match self.store.lock().unwrap().expire(cutoff) {
+            Ok(reports) => remove_reports(&reports),
+            Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
+        }
+    }
+
+    fn wake_runner(&self) {
+        let _ = self.wake.lock().unwrap().send(());
+    }
+
+    /// Queues an execution of `task` with `options`.
+    pub fn queue(&self, task: &Task, options: &Options) -> Result<String, StoreError> {
+        let id = self
+            .store
+            .lock()
+            .unwrap()
+            .insert_execution(&task.task_id, options)?;
+        self.events.state(&task.task_id, &id, model::QUEUED, None);
+        self.wake_runner();
+        Ok(id)
+    }
+
+    /// A scheduled start: queued unless an execution of the task already waits.
+    pub fn start_scheduled(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+        let task = {
+            let store = self.store.lock().unwrap();
+            let active = store.active_executions(task_id)?;
+            if active.iter().any(|e| e.status == model::QUEUED) {
+                return Ok(None);
+            }
+            match store.task(task_id)? {
+                Some(t) => t,
+                None => return Ok(None),
+            }
+        };
+        self.queue(&task, &task.options).map(Some)
+    }
+
+    /// Cancels a queued or running execution. `Ok(false)`: it had already ended.
+    pub fn cancel(&self, execution_id: &str) -> Result<bool, StoreError> {
+        let running = self.running.lock().unwrap();
+        let store = self.store.lock().unwrap();
+        if let Some(r) = running.as_ref().filter(|r| r.execution_id == execution_id) {
+            r.cancel.store(true, Ordering::Relaxed);
+            store.set_status(execution_id, model::CANCELLING)?;
+            self.events
+                .state(&r.task_id, execution_id, model::CANCELLING, None);
+            return Ok(true);
+        }
+        match store.execution(execution_id)? {
+            Some(e) if e.status == model::QUEUED => {
+                let mut result = e.result.clone();
+                result.prepare_status = model::ERROR.into();
+                result.transfer_status = model::ERROR.into();
+                result.verify_status = model::ERROR.into();
+                result.error_code = Some("Cancelled".into());
+                result.error_detail = Some("the execution was cancelled before it started".into());
+                store.finish(execution_id, model::ERROR, &result, &e.counters, None)?;
+                self.events.state(
+                    &e.task_id,
+                    execution_id,
+                    model::ERROR,
+                    Some("cancelled while queued"),
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+pub(super) fn remove_reports(reports: &[String]) {
+    for r in reports {
+        let _ = std::fs::remove_file(Path::new(r));
+    }
+}
+
+/// How the runner reaches a location of the hub (`LocationSpec::Hub`): the
+/// daemon knows no hub, the `ferry-agent` binary injects the agent's link
+/// to its hub ([`Agent::destinations`]). Also `daemon::runner::Destinations`.
+pub trait Destinations: Send + Sync {
+    /// Opens the hub's location `location_id` for one execution, its data
+    /// compressed when `compress`, over `connections` connections (1 to 64).
+    fn open(
+        &self,
+        location_id: &str,
+        compress: bool,
+        connections: usize,
+    ) -> Result<Box<dyn Destination>, String>;
+}
+
+/// A destination opened by [`Destinations`]. A
+/// [`Location`](ferry_engine::location::Location) has types of
+/// its own (its directories, readers and writers), so it is not a trait
+/// object: the destination is handed the execution and runs it with itself,
+/// the engine typed with its own location (`Pending::run`, in
+/// [`super::runner`]).
+pub trait Destination: Send {
+    fn run(self: Box<Self>, pending: Pending<'_>);
+}
+
+/// An execution whose source is open, waiting for its destination.
+pub struct Pending<'a> {
+    pub(super) agent: &'a Arc<Agent>,
+    pub(super) exec: &'a ExecutionRecord,
+    pub(super) running: &'a Running,
+    pub(super) src_loc: LocalLocation,
+}
