@@ -1,5 +1,5 @@
 //! The Location conformance suite against the remote location: the hub's
-//! file-system operations (`hub::fs::execute` on a local location of the
+//! file-system operations (`ferry_hub::fs::execute` on a local location of the
 //! hub) behind the real client and server pair, over TLS on 127.0.0.1, in
 //! this process. The route is the hub's (`POST /agent/v1/fs/{location}`,
 //! postcard both ways); what the full hub adds before it — the agent's
@@ -8,7 +8,7 @@
 //!
 //! The location is the hub's policy for a task with PreserveDevices on a
 //! location that allows special files (the policy's refusals are tested in
-//! `hub::fs`). Where it differs from the local location, by design:
+//! `ferry_hub::fs`). Where it differs from the local location, by design:
 //! - it is only written to: `open_file` is refused (`read_files`), a
 //!   writer cannot read back (`read_back_digest`), and the hub hashes its
 //!   files itself (`digest` runs here, not on the local location);
@@ -26,14 +26,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
-use ferry::hub::ca::{self, Ca};
-use ferry::hub::client::HubClient;
-use ferry::hub::fs::{execute, Policy};
-use ferry::hub::proto;
-use ferry::hub::remote::RemoteLocation;
-use ferry::hub::tls;
 use ferry_engine::location::conformance::{self, Capabilities, Harness};
 use ferry_engine::location::local::LocalLocation;
+use ferry_hub::fs::{execute, Policy};
+use ferry_uplink::remote::RemoteLocation;
+use ferry_wire::ca::{self, Ca};
+use ferry_wire::client::HubClient;
+use ferry_wire::proto;
+use ferry_wire::tls;
 
 /// The hub's location this test's agent writes to.
 const LOCATION: &str = "conformance";

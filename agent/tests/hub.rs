@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use ferry::hub::proto::{self, Op};
-use ferry::hub::{ca, client::HubClient, tls};
+use ferry_wire::proto::{self, Op};
+use ferry_wire::{ca, client::HubClient, tls};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -665,8 +665,8 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
 fn the_hub_does_an_agents_operations_only_on_what_the_location_holds() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    use ferry::hub::proto::{Response, WireUpdate, MAX_CHUNK};
     use ferry_engine::location::Kind;
+    use ferry_wire::proto::{Response, WireUpdate, MAX_CHUNK};
 
     let tmp = tempfile::tempdir().unwrap();
     let hub = Hub::start(&tmp.path().join("hub"), 1800);
@@ -896,7 +896,7 @@ impl FakeAgent {
             };
             match c.fs(location, &req).await {
                 Ok(r) => Ok(r),
-                Err(ferry::hub::client::HubError::Refused { status, .. }) => Err(status),
+                Err(ferry_wire::client::HubError::Refused { status, .. }) => Err(status),
                 Err(e) => panic!("{location}: {e}"),
             }
         })
@@ -1277,7 +1277,7 @@ fn idle_and_slow_connections_do_not_lock_others_out() {
 /// anyone): each is refused without blocking, and meanwhile the next
 /// agent's operations, heartbeats and the operators' API are answered. The
 /// slots that bound blocking work per agent and in all are tested beside
-/// `hub::server` (nothing here can block a thread any more).
+/// `ferry_hub::server` (nothing here can block a thread any more).
 #[test]
 fn operations_on_a_fifo_neither_block_nor_starve_the_others() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use axum::extract::Query;
 use axum::http::{Request, Uri};
-use ferry::hub::client::base_url;
+use ferry_wire::client::base_url;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|query: &str| {

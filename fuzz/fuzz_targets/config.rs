@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     let _ = ferry_init::config::parse(text, "fuzz");
-    if let Ok(doc) = ferry::daemon::config::parse(text) {
+    if let Ok(doc) = ferry_daemon::config::parse(text) {
         let _ = doc.check();
     }
 });

@@ -6,7 +6,7 @@
 #![no_main]
 
 use chrono::{DateTime, Utc};
-use ferry::daemon::schedule;
+use ferry_daemon::schedule;
 use libfuzzer_sys::fuzz_target;
 
 const FROM: [i64; 4] = [

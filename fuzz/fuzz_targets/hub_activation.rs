@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use ferry::hub::ca::{self, Ca};
+use ferry_wire::ca::{self, Ca};
 use libfuzzer_sys::fuzz_target;
 
 fn hub_ca() -> &'static Ca {

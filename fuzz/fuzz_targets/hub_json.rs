@@ -5,7 +5,7 @@
 //! /agent/v1/executions/{id}/report`, read by the hub).
 #![no_main]
 
-use ferry::daemon::dispatch::{Job, Report};
+use ferry_daemon::dispatch::{Job, Report};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
 
-use ferry::hub::{fs, proto::Request};
+use ferry_hub::fs;
+use ferry_wire::proto::Request;
 use ferry_engine::location::local::LocalLocation;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use ferry::hub::proto::{Reply, Response};
+use ferry_wire::proto::{Reply, Response};
 use ferry_engine::location::Meta;
 use libfuzzer_sys::fuzz_target;
 

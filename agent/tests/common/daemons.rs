@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry::hub::{ca, client::HubClient, tls};
+use ferry_wire::{ca, client::HubClient, tls};
 use hyper::Method;
 use serde_json::{json, Value};
 

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry::hub::{ca, client::HubClient, tls};
 use ferry_e2e::Vm;
+use ferry_wire::{ca, client::HubClient, tls};
 use hyper::Method;
 use serde_json::{json, Value};
 

@@ -1,5 +1,5 @@
 //! `ferry-agent`: the daemon that keeps locations, tasks and executions and
-//! serves the JSON API on a Unix socket (see `ferry::daemon`). With
+//! serves the JSON API on a Unix socket (see `ferry_daemon`). With
 //! `--config` it reads the appliance's configuration document and runs as
 //! an agent (with its activation port and its link to a hub) or as the hub.
 
@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry::daemon::config::{self, Document, Role, HISTORY_DAYS};
-use ferry::daemon::{self, Agent, Config};
-use ferry::hub::link::{self, Link, LinkPolicy};
-use ferry::hub::server::Hub;
+use ferry_daemon::config::{self, Document, Role, HISTORY_DAYS};
+use ferry_daemon::{self as daemon, Agent, Config};
+use ferry_hub::server::Hub;
+use ferry_uplink::link::{self, Link, LinkPolicy};
 
 /// Ferry's agent: locations, tasks and executions, with history, schedules,
 /// reports and metrics, behind a JSON HTTP API on a Unix socket.
@@ -283,8 +283,8 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
 
 #[cfg(test)]
 mod tests {
-    use ferry::daemon::api;
-    use ferry::hub::link;
+    use ferry_daemon::api;
+    use ferry_uplink::link;
 
     /// What the binary serves: the daemon's routes and the link's.
     fn served() -> Vec<(&'static str, &'static str)> {

@@ -16,7 +16,7 @@ use crate::EXIT_USAGE;
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// The agent's API socket.
-    #[arg(long, env = "FERRY_AGENT", value_name = "PATH", default_value = ferry::daemon::DEFAULT_SOCKET, global = true)]
+    #[arg(long, env = "FERRY_AGENT", value_name = "PATH", default_value = ferry_daemon::DEFAULT_SOCKET, global = true)]
     pub agent: PathBuf,
     /// Print the agent's JSON instead of a table.
     #[arg(long, global = true)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use ferry::hub::{ca, client, tls};
+use ferry_wire::{ca, client, tls};
 use hyper::Method;
 use serde_json::{json, Value};
 

@@ -1,4 +1,4 @@
-//! `ferry-agent`: the daemon that keeps locations, tasks and executions, runs
+//! `ferry-daemon`, the core of `ferry-agent`: the daemon that keeps locations, tasks and executions, runs
 //! executions one at a time with the sync engine, and serves a JSON HTTP API
 //! on a Unix socket.
 //!
@@ -17,7 +17,6 @@
 //! | [`dispatch`] | on the hub: executions handed to the agents that own their sources; what they may write |
 //! | [`config`] | `--config`: the appliance's configuration document |
 //! | [`check`] | what a location or a task's pair of locations must be |
-//! | [`secure`] | private modes for what the daemon writes; trust checks for what it reads |
 
 pub mod agent;
 pub mod api;
@@ -31,14 +30,18 @@ pub mod nfs;
 pub mod provision;
 pub mod runner;
 pub mod schedule;
-pub mod secure;
 pub mod store;
+
+#[cfg(test)]
+mod import_cycles;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use self::agent::{Agent, Running};
+use ferry_secure as secure;
+
 use self::events::Events;
 use self::store::{Store, StoreError};
 

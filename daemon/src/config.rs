@@ -48,7 +48,7 @@ pub enum ConfigError {
     #[error("the configuration document {path}: {why}")]
     Invalid { path: String, why: String },
     #[error("the configuration document: {0}")]
-    Untrusted(#[from] super::secure::TrustError),
+    Untrusted(#[from] ferry_secure::TrustError),
 }
 
 /// The longest document read.
@@ -58,7 +58,7 @@ const MAX_DOCUMENT: u64 = 1 << 20;
 /// daemon's user and writable by no one else, through directories no one
 /// else can write: it says what the daemon serves and mounts.
 pub fn load(path: &Path) -> Result<Document, ConfigError> {
-    let bytes = super::secure::read_trusted(path, MAX_DOCUMENT)?;
+    let bytes = ferry_secure::read_trusted(path, MAX_DOCUMENT)?;
     let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
         path: path.display().to_string(),
         why: "not UTF-8 text".into(),

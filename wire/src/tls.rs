@@ -623,11 +623,11 @@ mod tests {
     #[test]
     fn a_handshake_that_does_not_come_is_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = super::super::ca::Ca::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let ca = crate::ca::Ca::load_or_create(dir.path(), &["localhost".into()]).unwrap();
         let config = server_config(
             &ca.cert_der,
             ca.server_cert.clone(),
-            super::super::ca::key_der(&ca.server_key),
+            crate::ca::key_der(&ca.server_key),
         )
         .unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -63,7 +63,7 @@ pub fn mount(
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(super::secure::DIR_MODE)
+        .mode(ferry_secure::DIR_MODE)
         .create(target)
         .map_err(|source| NfsError::MountPoint {
             path: target.display().to_string(),
@@ -131,7 +131,7 @@ fn mount_syscall(device: &str, target: &Path, fstype: &str, data: &str) -> io::R
 /// Unmounts; a busy or unreachable mount is detached instead. A link at
 /// `target` is not followed (`UMOUNT_NOFOLLOW`).
 pub fn unmount(target: &Path) -> io::Result<()> {
-    let target = super::secure::c_path(target)?;
+    let target = ferry_secure::c_path(target)?;
     // SAFETY: a valid NUL-terminated path.
     if unsafe { libc::umount2(target.as_ptr(), libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(());

@@ -1,22 +1,21 @@
-//! No import cycles between the `ferry` crate's modules (issue #15): for
-//! each source file under `src/` (the binaries left out: they sit on top of
-//! the library and wire its parts together), the modules it names
-//! (`crate::…`, `super::…`, `self::…`, a child module by its name) make a
-//! graph, which must have no cycle, at two levels: between the top-level
-//! modules (`daemon`, `hub`), where a file of one using a file of the other
-//! counts, tests included; and between the files (`daemon::runner`,
-//! `hub::link`), tests left out.
+//! No import cycles between `ferry-daemon`'s files (issue #15): for each
+//! source file under `src/`, the modules it names (`crate::…`, `super::…`,
+//! `self::…`, a child module by its name) make a graph, which must have no
+//! cycle, at two levels: between the files (`runner`, `agent`, the crate's
+//! root `lib.rs` as `crate`), tests left out; and between the top-level
+//! modules, tests included.
 //!
-//! The direction is **hub → daemon**: the daemon is the core (model, store,
-//! runner, API) and the hub's server and the agent's link are built on it.
-//! What the daemon needs of a hub it reaches through a trait that the
-//! `ferry-agent` binary injects (`daemon::runner::Destinations`), and the
-//! link's activation routes are the link's own router, which the binary
-//! merges into the daemon's.
+//! [`crate::Agent`] is in `agent.rs`, which the runner, the scheduler, the
+//! API and provisioning use, and the crate's root (`Agent::start`) starts
+//! them.
 //!
-//! Between the daemon's files too: [`crate::daemon::Agent`] is in
-//! `daemon/agent.rs`, which the runner, the scheduler, the API and
-//! provisioning use, and the module's root (`Agent::start`) starts them.
+//! Between the crates, cargo refuses a cycle: the hub's server
+//! (`ferry-hub`) and the agent's uplink (`ferry-uplink`) are built on the
+//! daemon, which depends on neither nor on the wire (`ferry-wire`); what it
+//! needs of a hub it reaches through a trait that the `ferry-agent` binary
+//! injects ([`crate::runner::Destinations`]), and the link's activation
+//! routes are the link's own router, which the binary merges into the
+//! daemon's. The test checks the manifests say so.
 //!
 //! This is ferry-init's test (`init/src/import_cycles.rs`) with its reader
 //! unchanged.
@@ -368,9 +367,9 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     t.found
 }
 
-/// The graph of the files (`config::store`; tests left out) and of the
-/// top-level modules (`config`; tests included), the root and the binary
-/// left out.
+/// The graph of the files (`config::store`, the root as `crate`; tests left
+/// out) and of the top-level modules (`config`; tests included, the root
+/// left out).
 fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
@@ -402,14 +401,18 @@ fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
         })
         .collect();
     let (mut by_file, mut by_top) = (BTreeMap::new(), BTreeMap::new());
-    for (m, n) in &named {
+    let name = |m: &ModPath| {
         if m.is_empty() {
-            continue;
+            "crate".to_string()
+        } else {
+            m.join("::")
         }
+    };
+    for (m, n) in &named {
         let test_file = test_files.iter().any(|t| m.starts_with(t));
         for (p, in_test) in &n.paths {
             // the longest module the path starts with (the rest are items)
-            let Some(to) = (1..=p.len())
+            let Some(to) = (0..=p.len())
                 .rev()
                 .map(|n| p[..n].to_vec())
                 .find(|q| mods.contains_key(q))
@@ -418,11 +421,11 @@ fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
             };
             if &to != *m && !(*in_test || test_file) {
                 by_file
-                    .entry(m.join("::"))
+                    .entry(name(m))
                     .or_insert_with(BTreeSet::new)
-                    .insert(to.join("::"));
+                    .insert(name(&to));
             }
-            if to[0] != m[0] {
+            if !m.is_empty() && !to.is_empty() && to[0] != m[0] {
                 by_top
                     .entry(m[0].clone())
                     .or_insert_with(BTreeSet::new)
@@ -437,11 +440,7 @@ fn graphs() -> [BTreeMap<String, BTreeSet<String>>; 2] {
 fn the_modules_import_each_other_without_a_cycle() {
     let [by_file, by_top] = graphs();
     // the reader finds what it must: a few known edges
-    for (from, to) in [
-        ("hub::server", "daemon"),
-        ("daemon::runner", "daemon::nfs"),
-        ("hub::remote", "hub::client"),
-    ] {
+    for (from, to) in [("crate", "runner"), ("runner", "nfs"), ("api", "agent")] {
         assert!(
             by_file.get(from).is_some_and(|t| t.contains(to)),
             "{from} -> {to} not found: {by_file:?}"
@@ -462,15 +461,25 @@ fn the_modules_import_each_other_without_a_cycle() {
         }
     }
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
-    // and in the direction chosen: the daemon names nothing of the hub
-    assert!(
-        by_top.get("hub").is_some_and(|t| t.contains("daemon")),
-        "hub -> daemon not found: {by_top:?}"
-    );
-    assert!(
-        !by_top.get("daemon").is_some_and(|t| t.contains("hub")),
-        "the daemon imports the hub (the hub is built on the daemon; give the daemon a trait the binary injects): {by_top:?}"
-    );
+    // and in the direction chosen: the hub's crates are built on the
+    // daemon, which depends on none of them
+    let manifest = |dir: &str| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap()
+    };
+    for built_on in ["hub", "uplink"] {
+        assert!(
+            manifest(built_on).contains("\nferry-daemon"),
+            "{built_on}/Cargo.toml does not name ferry-daemon"
+        );
+    }
+    let own = manifest("daemon");
+    for hub in ["ferry-hub", "ferry-uplink", "ferry-wire", "ferry\""] {
+        assert!(
+            !own.contains(hub),
+            "the daemon depends on {hub} (the hub is built on the daemon; give the daemon a trait the binary injects)"
+        );
+    }
 }
 
 #[test]

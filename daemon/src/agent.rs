@@ -123,7 +123,7 @@ pub(super) fn remove_reports(reports: &[String]) {
 
 /// How the runner reaches a location of the hub (`LocationSpec::Hub`): the
 /// daemon knows no hub, the `ferry-agent` binary injects the agent's link
-/// to its hub ([`Agent::destinations`]). Also `daemon::runner::Destinations`.
+/// to its hub ([`Agent::destinations`]). Also `runner::Destinations`.
 pub trait Destinations: Send + Sync {
     /// Opens the hub's location `location_id` for one execution, its data
     /// compressed when `compress`, over `connections` connections (1 to 64).

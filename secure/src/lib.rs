@@ -1,5 +1,7 @@
-//! The daemon's own files: written privately, trusted only when no one else
-//! could have put them there.
+//! `ferry-secure`: the daemon's own files (the agent's, the hub's, its
+//! CA's): written privately, trusted only when no one else could have put
+//! them there. Its own crate because the daemon and the wire's certificate
+//! authority (`ferry_wire::ca`) both use it, and the wire knows no daemon.
 //!
 //! ferry-agent runs with umask 0 so that the copy engine creates files with
 //! their final modes (no SETATTR round trip on NFS). Everything the daemon

@@ -199,13 +199,13 @@ mod tests {
         assert!(board.grant("agent-a", "loc-2").is_none());
         // Another agent cannot report on it.
         assert_eq!(
-            board.report("agent-b", "exec-1", report(crate::daemon::model::SUCCESS)),
+            board.report("agent-b", "exec-1", report(crate::model::SUCCESS)),
             None
         );
         board.report("agent-a", "exec-1", report("TRANSFERRING"));
         assert!(board.grant("agent-a", "loc-1").is_some());
         // Ended: no more, and a later report does not reopen it.
-        board.report("agent-a", "exec-1", report(crate::daemon::model::SUCCESS));
+        board.report("agent-a", "exec-1", report(crate::model::SUCCESS));
         assert!(board.grant("agent-a", "loc-1").is_none());
         board.report("agent-a", "exec-1", report("TRANSFERRING"));
         assert!(board.grant("agent-a", "loc-1").is_none());

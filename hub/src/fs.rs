@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::proto::{InvalidOp, Op, Reply, Response, WireError, WireMeta, MAX_CHUNK};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::{Location, MetaUpdate, Reader, Writer};
+use ferry_wire::proto::{InvalidOp, Op, Reply, Response, WireError, WireMeta, MAX_CHUNK};
 
 /// What a location of the hub lets agents make there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -321,8 +321,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::hub::proto::WireUpdate;
     use ferry_engine::location::Kind;
+    use ferry_wire::proto::WireUpdate;
 
     const NONE: Policy = Policy {
         special_files: false,

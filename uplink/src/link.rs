@@ -39,14 +39,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::ca::{self, write_file};
-use super::client::{base_url, HubClient, HubError};
 use super::remote::RemoteLocation;
-use super::tls;
-use crate::daemon::dispatch::{Job, Report};
-use crate::daemon::model::{self, LocationSpec, Task};
-use crate::daemon::Agent;
-use crate::daemon::{api, runner};
+use ferry_daemon::dispatch::{Job, Report};
+use ferry_daemon::model::{self, LocationSpec, Task};
+use ferry_daemon::Agent;
+use ferry_daemon::{api, runner};
+use ferry_wire::ca::{self, write_file};
+use ferry_wire::client::{base_url, HubClient, HubError};
+use ferry_wire::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -225,7 +225,7 @@ impl Link {
         log: Log,
         policy: LinkPolicy,
     ) -> Result<Arc<Link>, LinkError> {
-        crate::daemon::secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
+        ferry_secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
         let state: LinkState = std::fs::read(dir.join("link.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -286,7 +286,7 @@ impl Link {
 
     fn write_marker(&self) -> Result<(), LinkError> {
         if let Some(parent) = self.marker.parent() {
-            crate::daemon::secure::trusted_dir(parent).map_err(|e| io_err(parent)(e.into()))?;
+            ferry_secure::trusted_dir(parent).map_err(|e| io_err(parent)(e.into()))?;
         }
         let id = self
             .state
@@ -527,7 +527,7 @@ impl Link {
                         "hub: its execution {} is not run here: {why}",
                         job.execution_id
                     ));
-                    let mut result = crate::daemon::store::pending_result();
+                    let mut result = ferry_daemon::store::pending_result();
                     result.prepare_status = model::ERROR.into();
                     result.transfer_status = model::ERROR.into();
                     result.verify_status = model::ERROR.into();
@@ -650,10 +650,7 @@ impl Link {
 }
 
 /// A location of the agent with this spec, made when there is none.
-fn location_for(
-    store: &crate::daemon::store::Store,
-    spec: &LocationSpec,
-) -> Result<String, String> {
+fn location_for(store: &ferry_daemon::store::Store, spec: &LocationSpec) -> Result<String, String> {
     let all = store.locations().map_err(|e| e.to_string())?;
     if let Some(l) = all.into_iter().find(|l| &l.spec == spec) {
         return Ok(l.location_id);
@@ -667,7 +664,7 @@ fn location_for(
 /// Queues a job of the hub here, as the task `hub-TASKID` from `source`
 /// (the job's, as [`LinkPolicy::check_source`] allowed it) to the hub's location.
 fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<String, String> {
-    let err = |e: crate::daemon::store::StoreError| e.to_string();
+    let err = |e: ferry_daemon::store::StoreError| e.to_string();
     let task = {
         let store = agent.store.lock().unwrap();
         let src = location_for(&store, source)?;

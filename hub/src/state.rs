@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::ca::{self, Ca, CaError};
-use crate::daemon::model::now_ms;
+use ferry_daemon::model::now_ms;
+use ferry_wire::ca::{self, Ca, CaError};
 
 /// An activation key works this long (unless configured otherwise), and once.
 pub const KEY_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -322,7 +322,7 @@ impl HubState {
         if csr.len() > CSR_MAX {
             return Err(ActivationError::TooLarge(csr.len()));
         }
-        let from = super::tls::address_key(from);
+        let from = ferry_wire::tls::address_key(from);
         let public_key = public_key_of(csr)?;
         let now_ms = now_ms();
         // Expired keys keep only their key (to be told apart from unknown

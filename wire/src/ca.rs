@@ -90,7 +90,7 @@ impl Ca {
     /// certificate names `names` (host names or addresses) and is remade at
     /// every start, so changing the names needs only a restart.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Ca, CaError> {
-        crate::daemon::secure::private_dir(dir).map_err(|e| io(dir)(e.into()))?;
+        ferry_secure::private_dir(dir).map_err(|e| io(dir)(e.into()))?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let (cert_pem, key) = if cert_path.exists() && key_path.exists() {

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::client::{HubClient, HubError};
-use super::proto::{Op, Reply, Request, Response, WireUpdate, MAX_CHUNK};
 use ferry_engine::location::{
     Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer,
 };
+use ferry_wire::client::{HubClient, HubError};
+use ferry_wire::proto::{Op, Reply, Request, Response, WireUpdate, MAX_CHUNK};
 
 /// Chunks of one file in flight at once.
 const WINDOW: usize = 4;
@@ -121,7 +121,7 @@ impl RemoteLocation {
     /// `location` is the id of a location of the hub. The client's
     /// connections live on a runtime of their own, driven by `rt`.
     pub fn new(client: HubClient, rt: Runtime, location: String, compress: bool) -> RemoteLocation {
-        let salt = u64::from_le_bytes(super::ca::random_bytes(8).try_into().expect("8 bytes"));
+        let salt = u64::from_le_bytes(ferry_wire::ca::random_bytes(8).try_into().expect("8 bytes"));
         RemoteLocation {
             inner: Arc::new(Inner {
                 client,
@@ -134,7 +134,7 @@ impl RemoteLocation {
         }
     }
 
-    pub fn stats(&self) -> Arc<super::client::WireStats> {
+    pub fn stats(&self) -> Arc<ferry_wire::client::WireStats> {
         self.inner.client.stats.clone()
     }
 }
@@ -160,7 +160,7 @@ impl Location for RemoteLocation {
     fn open_dir(&self, parent: &Vec<u8>, name: &OsStr) -> io::Result<Vec<u8>> {
         // One name: joined into the path, an empty one would name the
         // parent itself and `a/b` a directory below it.
-        super::proto::name_ok(name.as_bytes())
+        ferry_wire::proto::name_ok(name.as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let path = join(parent, name);
         match self.inner.call(Op::StatDir { dir: path.clone() })? {
@@ -177,7 +177,7 @@ impl Location for RemoteLocation {
                 .map(|(name, meta)| {
                     // A name the engine would join into a path: one name,
                     // whatever the hub says.
-                    super::proto::name_ok(&name).map_err(|e| {
+                    ferry_wire::proto::name_ok(&name).map_err(|e| {
                         io::Error::new(io::ErrorKind::InvalidData, format!("the hub listed {e}"))
                     })?;
                     Ok(Entry {

@@ -7,7 +7,7 @@
 //! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
 //!
 //! An agent's file-system requests reach only the location an execution
-//! handed to it writes to, while that execution runs ([`crate::daemon::dispatch`]).
+//! handed to it writes to, while that execution runs ([`ferry_daemon::dispatch`]).
 //! Every request has a body size limit and a time budget; the blocking
 //! file-system work is bounded per agent and in all, below the runtime's
 //! blocking threads, so no agent's slow or stuck operations hold up the
@@ -30,14 +30,15 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::ca::{self, Ca};
-use super::proto;
 use super::state::{ActivationError, HubState};
-use super::tls::{self, Peer};
-use crate::daemon::model::LocationSpec;
-use crate::daemon::{nfs, secure, Agent};
+use ferry_daemon::model::LocationSpec;
+use ferry_daemon::{nfs, Agent};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
+use ferry_secure as secure;
+use ferry_wire::ca::{self, Ca};
+use ferry_wire::proto;
+use ferry_wire::tls::{self, Peer};
 
 /// Request bodies: an fs operation carries at most a 1 MiB chunk (plus its
 /// names); the activation flow and JSON routes carry a few KiB.
@@ -187,7 +188,7 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
 
 impl Hub {
     /// Loads (or makes) the CA, the agents' records and the operator token.
-    /// `api` is the daemon's API (its [`crate::daemon::api::router`] and
+    /// `api` is the daemon's API (its [`ferry_daemon::api::router`] and
     /// the routes the binary merges into it), which operators reach
     /// through the hub.
     pub fn open(
@@ -580,7 +581,7 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
     Json(json!({"AgentId": id.0})).into_response()
 }
 
-/// Executions the hub gives this agent to run (see [`crate::daemon::dispatch`]).
+/// Executions the hub gives this agent to run (see [`ferry_daemon::dispatch`]).
 async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
     let jobs = hub.agent.board.jobs_for(&id.0);
     Json(json!({"AgentId": id.0, "Executions": jobs})).into_response()
@@ -592,7 +593,7 @@ async fn agent_report(
     UrlPath(execution): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let report: crate::daemon::dispatch::Report = match serde_json::from_slice(&body) {
+    let report: ferry_daemon::dispatch::Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
@@ -609,7 +610,7 @@ async fn agent_report(
 /// Whether an agent may make special files (devices, FIFOs, sockets,
 /// set-id files) with this job on this location: the task asked for them
 /// and the hub's location allows them.
-fn special_files_allowed(job: &crate::daemon::dispatch::Job, spec: &LocationSpec) -> bool {
+fn special_files_allowed(job: &ferry_daemon::dispatch::Job, spec: &LocationSpec) -> bool {
     job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
 }
 
@@ -742,7 +743,7 @@ mod tests {
 
     #[test]
     fn special_files_need_the_task_to_ask_and_the_location_to_allow() {
-        let job = |preserve: PreserveDevices| crate::daemon::dispatch::Job {
+        let job = |preserve: PreserveDevices| ferry_daemon::dispatch::Job {
             execution_id: "exec-1".into(),
             task_id: "task-1".into(),
             agent_id: "agent-1".into(),

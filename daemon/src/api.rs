@@ -22,7 +22,7 @@ use ferry_engine::Options;
 
 /// One line per route: the router is built from it, and the OpenAPI test
 /// (in the `ferry-agent` binary, which also serves the link's activation
-/// routes, `hub::link::ROUTES`) checks every line against
+/// routes, `ferry_uplink::link::ROUTES`) checks every line against
 /// `agent/openapi.yaml`.
 macro_rules! routes {
     ($($method:ident $path:literal => $handler:ident),+ $(,)?) => {
