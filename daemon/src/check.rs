@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use super::model::LocationSpec;
+use ferry_model::api::LocationSpec;
 
 /// Connections to the hub a location may ask for.
 pub const CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=64;

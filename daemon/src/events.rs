@@ -107,7 +107,7 @@ impl Events {
         ];
         let mut doc = json!({
             "_aws": {
-                "Timestamp": super::model::now_ms(),
+                "Timestamp": ferry_model::api::now_ms(),
                 "CloudWatchMetrics": [{
                     "Namespace": "Ferry",
                     "Dimensions": [["TaskId"]],

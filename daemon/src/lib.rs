@@ -5,7 +5,6 @@
 //! | module | does |
 //! | --- | --- |
 //! | [`agent`] | the shared state ([`Agent`]): queue, cancel, the execution running; how the runner reaches a hub ([`runner::Destinations`], injected) |
-//! | [`model`] | the records, in the API's JSON shape |
 //! | [`store`] | SQLite persistence with versioned migrations |
 //! | [`runner`] | the queue: one execution at a time, oldest first |
 //! | [`schedule`] | cron schedules |
@@ -25,7 +24,6 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod metrics;
-pub mod model;
 pub mod nfs;
 pub mod provision;
 pub mod runner;
@@ -110,7 +108,7 @@ impl Agent {
             events.state(
                 "",
                 &id,
-                model::ERROR,
+                ferry_model::api::ERROR,
                 Some("interrupted: the agent stopped during the execution"),
             );
         }

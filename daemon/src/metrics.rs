@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Execution, Task};
+use ferry_model::api::{Execution, Task};
 
 /// The metric families: name, help, and how to read the value.
 type Read = fn(&Execution) -> u64;

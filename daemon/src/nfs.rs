@@ -12,7 +12,7 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
-use super::model::NfsVersion;
+use ferry_model::api::NfsVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NfsError {

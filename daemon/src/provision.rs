@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::agent::Agent;
-use super::model::{self, LocationSpec, NfsVersion, Task};
+use ferry_model::api::{self as records, LocationSpec, NfsVersion, Task};
 
 /// The document's `agent:` section (ferry-model's, as ferry-init checks it).
 pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};
@@ -131,7 +131,7 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
                 }
                 None => {
                     let task = Task {
-                        task_id: model::new_id("task"),
+                        task_id: records::new_id("task"),
                         name: name.clone(),
                         source_location_id: source,
                         destination_location_id: destination,

@@ -17,7 +17,7 @@
 
 pub mod location;
 
-pub mod counters;
+pub use ferry_model::counters;
 /// The task options and their filters are defined in ferry-model (which
 /// ferry-init links too); re-exported where they always were.
 pub use ferry_model::{filter, options};

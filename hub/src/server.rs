@@ -31,11 +31,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::state::{ActivationError, HubState};
-use ferry_daemon::model::LocationSpec;
+use ferry_daemon::dispatch::{JobList, ReportAnswer};
 use ferry_daemon::{nfs, Agent};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
+use ferry_model::api::{AgentRecord, LocationSpec, Refusal};
 use ferry_secure as secure;
+use ferry_wire::activation::{Issued, Register, Registered};
 use ferry_wire::ca::{self, Ca};
 use ferry_wire::proto;
 use ferry_wire::tls::{self, Peer};
@@ -344,7 +346,10 @@ async fn budget(State(limit): State<Duration>, req: Request, next: Next) -> Resp
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
-        Json(json!({"Error": code, "Message": message.into()})),
+        Json(Refusal {
+            error: code.into(),
+            message: message.into(),
+        }),
     )
         .into_response()
 }
@@ -433,20 +438,12 @@ fn activation_refusal(e: ActivationError) -> Response {
     refuse(activation_status(&e), code, e.to_string())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RegisterBody {
-    csr: String,
-    #[serde(default)]
-    hostname: String,
-}
-
 async fn register(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     bytes: Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<RegisterBody>(&bytes) else {
+    let Ok(body) = serde_json::from_slice::<Register>(&bytes) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidRequest",
@@ -464,7 +461,10 @@ async fn register(
                 "hub: activation requested by {:?}, key {key}",
                 body.hostname
             ));
-            Json(json!({"ActivationKey": key})).into_response()
+            Json(Registered {
+                activation_key: key,
+            })
+            .into_response()
         }
         Err(e) => activation_refusal(e),
     }
@@ -478,9 +478,11 @@ struct KeyQuery {
 
 async fn certificate(State(hub): State<Arc<Hub>>, Query(q): Query<KeyQuery>) -> Response {
     match hub.state.lock().unwrap().certificate(&q.activation_key) {
-        Ok(Some((agent_id, cert))) => {
-            Json(json!({"AgentId": agent_id, "Certificate": cert})).into_response()
-        }
+        Ok(Some((agent_id, certificate))) => Json(Issued {
+            agent_id,
+            certificate,
+        })
+        .into_response(),
         Ok(None) => (
             StatusCode::ACCEPTED,
             Json(json!({"Message": "waiting for an operator to confirm the key"})),
@@ -497,7 +499,7 @@ struct ActivateBody {
     agent_name: String,
 }
 
-fn confirm(hub: &Hub, key: &str, name: &str) -> Result<super::state::AgentRecord, ActivationError> {
+fn confirm(hub: &Hub, key: &str, name: &str) -> Result<AgentRecord, ActivationError> {
     let record = hub.state.lock().unwrap().activate(&hub.ca, key, name)?;
     hub.agent.events.info(&format!(
         "hub: agent {} activated as {:?}",
@@ -521,7 +523,7 @@ async fn activate(State(hub): State<Arc<Hub>>, bytes: Bytes) -> Response {
 }
 
 async fn list_agents(State(hub): State<Arc<Hub>>) -> Response {
-    Json(json!({"Agents": hub.state.lock().unwrap().agents()})).into_response()
+    Json(hub.state.lock().unwrap().agents()).into_response()
 }
 
 fn escape(s: &str) -> String {
@@ -584,7 +586,11 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
 /// Executions the hub gives this agent to run (see [`ferry_daemon::dispatch`]).
 async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
     let jobs = hub.agent.board.jobs_for(&id.0);
-    Json(json!({"AgentId": id.0, "Executions": jobs})).into_response()
+    Json(JobList {
+        agent_id: id.0,
+        executions: jobs,
+    })
+    .into_response()
 }
 
 async fn agent_report(
@@ -598,7 +604,7 @@ async fn agent_report(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
     match hub.agent.board.report(&id.0, &execution, report) {
-        Some(cancel) => Json(json!({"Cancel": cancel})).into_response(),
+        Some(cancel) => Json(ReportAnswer { cancel }).into_response(),
         None => refuse(
             StatusCode::NOT_FOUND,
             "ExecutionNotFound",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use ferry_daemon::model::now_ms;
+use ferry_model::api::{now_ms, AgentList, AgentRecord, AgentStatus};
 use ferry_wire::ca::{self, Ca, CaError};
 
 /// An activation key works this long (unless configured otherwise), and once.
@@ -191,18 +191,6 @@ impl Rate {
         self.overall.tokens -= 1.0;
         true
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AgentRecord {
-    pub agent_id: String,
-    pub name: String,
-    pub hostname: String,
-    pub certificate_fingerprint: String,
-    pub activated_ms: i64,
-    #[serde(default)]
-    pub last_seen_ms: i64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -475,18 +463,18 @@ impl HubState {
         }
     }
 
-    pub fn agents(&self) -> Vec<serde_json::Value> {
+    pub fn agents(&self) -> AgentList {
         let now = now_ms();
-        self.data
-            .agents
-            .iter()
-            .map(|a| {
-                let online = now - a.last_seen_ms < OFFLINE_AFTER.as_millis() as i64;
-                let mut v = serde_json::to_value(a).expect("serializable");
-                v["Status"] = (if online { "ONLINE" } else { "OFFLINE" }).into();
-                v
-            })
-            .collect()
+        let agents = self.data.agents.iter().map(|a| {
+            let online = now - a.last_seen_ms < OFFLINE_AFTER.as_millis() as i64;
+            AgentStatus {
+                agent: a.clone(),
+                status: (if online { "ONLINE" } else { "OFFLINE" }).into(),
+            }
+        });
+        AgentList {
+            agents: agents.collect(),
+        }
     }
 }
 

@@ -36,14 +36,14 @@ use axum::response::{IntoResponse, Response};
 use hyper::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::remote::RemoteLocation;
-use ferry_daemon::dispatch::{Job, Report};
-use ferry_daemon::model::{self, LocationSpec, Task};
+use ferry_daemon::dispatch::{Job, JobList, Report, ReportAnswer};
 use ferry_daemon::Agent;
 use ferry_daemon::{api, runner};
+use ferry_model::api::{self as records, ActivationStarted, ActivationStatus, LocationSpec, Task};
+use ferry_wire::activation::{Issued, Register, Registered};
 use ferry_wire::ca::{self, write_file};
 use ferry_wire::client::{base_url, HubClient, HubError};
 use ferry_wire::tls;
@@ -209,6 +209,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
     }
 }
 
+/// A hub's JSON answer as the record it must be; `what` names what was
+/// missing or wrong.
+fn answer_as<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    what: &'static str,
+) -> Result<T, LinkError> {
+    serde_json::from_value(v).map_err(|_| LinkError::Answer(what))
+}
+
+fn to_json(v: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).expect("records serialize")
+}
+
 fn hostname() -> String {
     rustix::system::uname()
         .nodename()
@@ -252,22 +265,25 @@ impl Link {
     }
 
     /// The hub and this agent's id there, once activated.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> ActivationStatus {
         let s = self.state.lock().unwrap();
-        let mut v = json!({
-            "Activated": s.activated,
-            "Hub": s.hub,
-            "AgentId": s.agent_id,
-            "ActivationKey": if s.activated { None } else { s.activation_key.clone() },
-        });
-        if let Some(fp) = ca_fingerprint(&s) {
-            v["HubCaFingerprint"] = fp.clone().into();
-            v["HubFingerprintChecked"] = s.pinned.into();
-            if !s.pinned {
-                v["Warning"] = unverified(&fp).into();
-            }
+        let fingerprint = ca_fingerprint(&s);
+        ActivationStatus {
+            activated: s.activated,
+            hub: s.hub.clone(),
+            agent_id: s.agent_id.clone(),
+            activation_key: if s.activated {
+                None
+            } else {
+                s.activation_key.clone()
+            },
+            hub_fingerprint_checked: fingerprint.as_ref().map(|_| s.pinned),
+            warning: fingerprint
+                .as_ref()
+                .filter(|_| !s.pinned)
+                .map(|fp| unverified(fp)),
+            hub_ca_fingerprint: fingerprint,
         }
-        v
     }
 
     /// The warning to show when the hub was trusted on first contact.
@@ -336,13 +352,13 @@ impl Link {
             .json(
                 Method::POST,
                 "/activation/v1/register",
-                Some(&json!({"Csr": csr, "Hostname": hostname()})),
+                Some(&to_json(&Register {
+                    csr,
+                    hostname: hostname(),
+                })),
             )
             .await?;
-        let key = answer["ActivationKey"]
-            .as_str()
-            .ok_or(LinkError::Answer("ActivationKey"))?
-            .to_string();
+        let key = answer_as::<Registered>(answer, "ActivationKey")?.activation_key;
         let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
         if kept.as_deref() != Some(key_pem.as_str()) {
             write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
@@ -466,12 +482,11 @@ impl Link {
                 return Ok(false);
             }
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| LinkError::Answer("JSON"))?;
-        let cert = v["Certificate"]
-            .as_str()
-            .ok_or(LinkError::Answer("Certificate"))?;
-        let agent_id = v["AgentId"].as_str().ok_or(LinkError::Answer("AgentId"))?;
+        let Issued {
+            agent_id,
+            certificate: cert,
+        } = serde_json::from_slice(&body)
+            .map_err(|_| LinkError::Answer("AgentId and Certificate"))?;
         let cert_path = self.cert_path();
         write_file(&cert_path, cert.as_bytes(), false).map_err(io_err(&cert_path))?;
         let s = {
@@ -499,9 +514,7 @@ impl Link {
         }
         let c = client.as_ref().expect("just made");
         let v = c.json(Method::GET, "/agent/v1/tasks", None).await?;
-        let jobs: Vec<Job> = serde_json::from_value(v["Executions"].clone())
-            .map_err(|_| LinkError::Answer("Executions"))?;
-        for job in jobs {
+        for job in answer_as::<JobList>(v, "Executions")?.executions {
             let known = self.jobs.lock().unwrap().contains_key(&job.execution_id)
                 || self.done.lock().unwrap().contains(&job.execution_id);
             if known || job.cancel {
@@ -528,13 +541,13 @@ impl Link {
                         job.execution_id
                     ));
                     let mut result = ferry_daemon::store::pending_result();
-                    result.prepare_status = model::ERROR.into();
-                    result.transfer_status = model::ERROR.into();
-                    result.verify_status = model::ERROR.into();
+                    result.prepare_status = records::ERROR.into();
+                    result.transfer_status = records::ERROR.into();
+                    result.verify_status = records::ERROR.into();
                     result.error_code = Some(code.into());
                     result.error_detail = Some(why);
                     let report = Report {
-                        status: model::ERROR.into(),
+                        status: records::ERROR.into(),
                         result,
                         counters: Default::default(),
                     };
@@ -594,7 +607,7 @@ impl Link {
         let path = format!("/agent/v1/executions/{hub_id}/report");
         let body = serde_json::to_value(report).expect("serializable");
         let v = c.json(Method::POST, &path, Some(&body)).await?;
-        Ok(v["Cancel"] == true)
+        Ok(serde_json::from_value::<ReportAnswer>(v).is_ok_and(|a| a.cancel))
     }
 
     /// Picks up the certificate while pending; then asks the hub for work
@@ -689,7 +702,7 @@ fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<S
             }
             None => {
                 let t = Task {
-                    task_id: model::new_id("task"),
+                    task_id: records::new_id("task"),
                     name,
                     source_location_id: src,
                     destination_location_id: dst,
@@ -938,11 +951,11 @@ async fn activation_start(State(link): Linked, bytes: axum::body::Bytes) -> api:
     match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
         Ok(url) => {
             let key = url.rsplit('=').next().unwrap_or_default().to_string();
-            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
-            if let Some(w) = link.warning() {
-                v["Warning"] = w.into();
-            }
-            api::ok(v)
+            api::ok(ActivationStarted {
+                activation_key: key,
+                activation_url: url,
+                warning: link.warning(),
+            })
         }
         Err(e @ LinkError::AlreadyActivated(_)) => {
             Err(api::conflict("AlreadyActivated", e.to_string()))
