@@ -54,12 +54,13 @@ pub enum TrustError {
 
 impl From<TrustError> for io::Error {
     fn from(e: TrustError) -> io::Error {
-        match e {
+        let kind = match &e {
             TrustError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-                io::Error::new(io::ErrorKind::NotFound, source)
+                io::ErrorKind::NotFound
             }
-            e => io::Error::new(io::ErrorKind::PermissionDenied, e),
-        }
+            _ => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e)
     }
 }
 
