@@ -16,9 +16,9 @@ use std::path::PathBuf;
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("image {path}: {source}")]
-    Image {
-        path: PathBuf,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
         #[source]
         source: std::io::Error,
     },
@@ -61,4 +61,19 @@ pub enum Error {
         snapshot: String,
         image: PathBuf,
     },
+}
+
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `File::open(p).ctx(|| format!("open image {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            what: what(),
+            source,
+        })
+    }
 }

@@ -30,11 +30,9 @@ const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
-    #[error("{method} http://{addr}{path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        method: &'static str,
-        addr: SocketAddr,
-        path: String,
+        what: String,
         #[source]
         source: io::Error,
     },
@@ -85,9 +83,7 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Response, ImdsError> {
     let io = |source| ImdsError::Io {
-        method,
-        addr,
-        path: path.to_string(),
+        what: format!("{method} http://{addr}{path}"),
         source,
     };
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;

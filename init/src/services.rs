@@ -313,10 +313,7 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
     // compiled here: the child may not allocate between fork and exec
     let filter = match s.seccomp.as_deref().map(seccomp::Profile::from_name) {
         None => None,
-        Some(Some(p)) => Some(
-            p.compile()
-                .map_err(|e| io::Error::other(format!("seccomp profile {}: {e}", p.name())))?,
-        ),
+        Some(Some(p)) => Some(p.compile().map_err(io::Error::other)?),
         Some(None) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -9,14 +9,14 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{io_err, Error};
+use crate::{Context, Error};
 
 /// Runs `ip ARGS`, failing with what it printed.
 fn ip(args: &[&str]) -> Result<(), Error> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(io_err("run ip (package iproute2)"))?;
+        .ctx(|| "run ip (package iproute2)".into())?;
     if out.status.success() {
         Ok(())
     } else {

@@ -30,8 +30,12 @@ pub enum HubError {
         status: u16,
         message: String,
     },
-    #[error("the hub's answer to {what} is not readable: {detail}")]
-    Garbled { what: String, detail: String },
+    #[error("the hub's answer to {what} is not readable: {source}")]
+    Garbled {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("bad hub address {0:?}: {1}; give HOST[:PORT]")]
     Address(String, &'static str),
 }
@@ -245,7 +249,7 @@ impl HubClient {
         }
         serde_json::from_slice(&data).map_err(|e| HubError::Garbled {
             what,
-            detail: e.to_string(),
+            source: e.into(),
         })
     }
 
@@ -269,7 +273,7 @@ impl HubClient {
                 Ok((StatusCode::OK, data)) => {
                     return postcard::from_bytes(&data).map_err(|e| HubError::Garbled {
                         what: path.clone(),
-                        detail: e.to_string(),
+                        source: e.into(),
                     })
                 }
                 Ok((status, data)) if !status.is_server_error() => {

@@ -40,7 +40,11 @@ pub enum LocalError {
         "cannot change the mode of {name} without following a link: {source} \
          (fchmodat2 needs Linux 6.6; before it, /proc must be mounted)"
     )]
-    NoChmod { name: String, source: io::Error },
+    NoChmod {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl From<LocalError> for io::Error {

@@ -24,9 +24,9 @@ pub enum ConfigError {
         why: String,
         line: usize,
     },
-    #[error("{source_name}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        source_name: String,
+        what: String,
         #[source]
         source: io::Error,
     },
