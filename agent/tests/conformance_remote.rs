@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Location conformance suite against the remote location: the hub's
 //! file-system operations (`ferry_hub::fs::execute` on a local location of the
 //! hub) behind the real client and server pair, over TLS on 127.0.0.1, in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A hub and an agent as processes on loopback, started from configuration
 //! documents, with a fault-injecting proxy between them: activation through
 //! the agent's activation port, a task whose destination is a location of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The raw image as EBS sees it: 512 KiB blocks, all-zero ones skipped.
 
 use std::fs::File;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Publishes a raw disk image as an EC2 AMI without S3 or a vmimport role:
 //! the EBS direct APIs write the snapshot block by block, EC2 registers it.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The publishing steps, each undone if a later one fails: no snapshot
 //! without an image, no half-registered image. The one exception is an
 //! upload interrupted part-way (the process killed, the network gone): the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The state of an upload, kept so an interrupted one (the process killed,
 //! the network gone) can be resumed with the same command, or cleaned up.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The daemon's shared state: the store, the execution the runner is on,
 //! and what the runner, the scheduler and the API do to it (queue, cancel).
 //! [`Agent::start`] (in the module's root) opens it and starts them.

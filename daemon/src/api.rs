@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The HTTP API (JSON; described in `agent/openapi.yaml`). Requests that
 //! cannot be honoured are refused with a status, a DataSync-style error code
 //! and a message that says what to change, and nothing is stored.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Checks on locations and on a task's pair of locations, shared by the API,
 //! provisioning and the runner (which checks again when an execution
 //! starts: a provisioned location may have changed under a task since).

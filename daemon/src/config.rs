@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-agent --config FILE`: the appliance's configuration document
 //! (`/data/config/ferry.yaml`, see init/README.md), read on any Linux host.
 //! The document, its `role:`, `daemon:` (ports and paths, so a hub and

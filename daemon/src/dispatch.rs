@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Executions the hub gives to agents. A task of the hub whose source is
 //! an `AGENT` location runs on that agent: the hub's runner posts the
 //! execution here and waits; the agent picks it up when it next asks

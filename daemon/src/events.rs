@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Structured log lines: one JSON object per execution state change and per
 //! failed file, on standard error (ferry-init puts a service's output into
 //! the journal). With CloudWatch embedded metric format enabled, each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-daemon`, the core of `ferry-agent`: the daemon that keeps locations, tasks and executions, runs
 //! executions one at a time with the sync engine, and serves a JSON HTTP API
 //! on a Unix socket.

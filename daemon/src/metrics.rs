@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Prometheus metrics: DataSync's CloudWatch metric names in snake case, for
 //! each task's latest execution (live while it runs), plus execution status.
 

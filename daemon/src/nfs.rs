@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! NFS locations: the agent mounts the export for an execution and unmounts
 //! it afterwards, with mount(2) directly (the appliance has no mount.nfs).
 //!

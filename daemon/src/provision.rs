@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Provisioning: locations and tasks declared in the appliance's
 //! configuration document (its `agent:` section, which ferry-init hands over
 //! as JSON), applied when the agent starts.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The runner: one execution at a time, the oldest queued first (DataSync's
 //! task queueing). It mounts NFS locations, runs the engine, keeps the store
 //! up to date while it runs, writes the report, and unmounts.

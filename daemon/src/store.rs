@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The agent's persistent store: one SQLite database in the data directory.
 //!
 //! Power loss and `kill -9` at any point leave it consistent: every change is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Ferry's sync engine: one execution of a task, from LAUNCHING to SUCCESS
 //! or ERROR, with DataSync's phases and counters, between two [`location`]s.
 //!

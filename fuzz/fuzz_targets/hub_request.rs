@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The remote writer's requests, as the hub reads them from an agent: a run
 //! of postcard `Request`s (`POST /agent/v1/fs/{location}` bodies, decoded
 //! as `server::fs_op` does), each done by `hub::fs::execute` on a fresh,
@@ -20,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
 
+use ferry_engine::location::local::LocalLocation;
 use ferry_hub::fs;
 use ferry_wire::proto::Request;
-use ferry_engine::location::local::LocalLocation;
 use libfuzzer_sys::fuzz_target;
 
 /// Requests done per input at most.

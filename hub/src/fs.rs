@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's side of the remote writer: each operation an agent sends is
 //! done on a location of the hub with the same code the engine uses locally.
 //!

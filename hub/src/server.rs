@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's HTTPS API, on one port:
 //!
 //! | who | routes |

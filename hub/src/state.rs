@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What the hub keeps about agents: pending activations (a key, the agent's
 //! certificate request) and activated agents (a name, the fingerprint of the
 //! certificate the hub signed, when it was last heard from).

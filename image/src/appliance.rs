@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance disk, `out/ferry.raw`: GPT with an ESP (unified kernel
 //! image for UEFI, syslinux for BIOS), the erofs root, its dm-verity hash
 //! tree, and a small data partition that ferry-init grows on first boot.

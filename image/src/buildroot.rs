@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Buildroot build (`buildroot/`, a BR2_EXTERNAL tree) described by the
 //! same manifest as the Debian one: the kernel configuration fragment
 //! generated from `[kconfig]`, where each of our binaries is installed, and

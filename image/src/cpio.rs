@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Deterministic cpio archives (newc, as the kernel reads initramfs):
 //! entries sorted by path, owner root, mtime 0, inode numbers in order.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Debian packages: `apt-get download` into a cache directory (kept between
 //! builds, so a rebuild needs no network), `dpkg-deb -x` into per-package
 //! directories.

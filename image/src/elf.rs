@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What an ELF file needs from the dynamic linker: interpreter, DT_NEEDED,
 //! RUNPATH/RPATH.
 

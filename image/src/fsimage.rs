@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! File system images: erofs (reproducible: fixed timestamps, owner root,
 //! fixed UUID) and the dm-verity hash tree over it.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Kernel modules: the load order (dependencies first) of the modules a
 //! manifest names, from the kernel package's modules.dep (made with
 //! `depmod -b` when the package lacks it).

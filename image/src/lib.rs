@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! ferry-image: builds the Ferry appliance image offline from one manifest.
 //!
 //! The reusable part — Debian packages to a root directory holding binaries

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The image manifest (`image/manifest.toml`).
 
 use std::collections::{BTreeMap, BTreeSet};

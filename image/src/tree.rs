@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A staging root directory: files from packages and from our builds, and
 //! the shared libraries of every ELF binary put in, collected automatically.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The data partition: found by its label, grown to the end of the disk,
 //! formatted ext4 on first boot, checked on later boots, mounted on /data
 //! with nosuid, nodev and noexec.

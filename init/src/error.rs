@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Error types. Every error carries what was being done when it happened.
 
 use std::io;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! EC2's instance metadata service, version 2 (IMDSv2): a session token
 //! first (`PUT /latest/api/token`), then every read carries it. The AMI is
 //! registered with `ImdsSupport v2.0`, so EC2 refuses token-less reads.

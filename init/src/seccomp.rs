@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Seccomp allow-lists: the system calls each of the appliance's programs
 //! that face operators or the network may make, and nothing else.
 //!

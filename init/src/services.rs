@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Services: what the manifest says to run (`/usr/lib/ferry/services.yaml`,
 //! written by the image builder) and how one is started: as its user, with
 //! only its capabilities (ambient), no new privileges, output into the journal.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The support channel: for a limited time, a support engineer's SSH key
 //! reaches a restricted diagnostic console (`ferry-init diag`), never a
 //! shell.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What the agent keeps: locations, tasks and executions, in the JSON shape
 //! of the API (DataSync's PascalCase names and SCREAMING_SNAKE_CASE values).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Ferry's model: what ferry-init (PID 1, GPL-2.0-only) and ferry-agent (the
 //! daemon, the hub, the CLI) must agree on, defined once.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Ferry OVA, written without VMware's tools: a streamOptimized VMDK
 //! ([`vmdk`]), the OVF 1.0 descriptor ([`descriptor`]), and the manifest and
 //! tar that hold them ([`ova`]).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The OVA: a POSIX (ustar) tar of the descriptor (first, as OVF requires),
 //! the manifest and the disk.
 

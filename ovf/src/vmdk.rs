@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A streamOptimized VMDK (monolithic sparse extent, version 3, compressed
 //! grains with markers), laid out the way VMware's exporters write it:
 //!

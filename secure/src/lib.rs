@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-secure`: the daemon's own files (the agent's, the hub's, its
 //! CA's): written privately, trusted only when no one else could have put
 //! them there. Its own crate because the daemon and the wire's certificate

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A small QEMU harness for end-to-end tests: boot a disk image under TCG
 //! with UEFI (OVMF) or BIOS (SeaBIOS), user-mode networking, the serial
 //! console in a file, and a monitor socket; wait for console markers with a

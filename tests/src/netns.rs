@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A test network of our own: a network namespace holding a bridge with
 //! an address, and tap devices that QEMU guests attach to. Programs run
 //! inside the namespace ([`TapNet::command`]) see the guests as hosts on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! nfs-ganesha, the user-space NFS server, exporting directories of the
 //! host to a guest over NFS 3, 4.0 and 4.1. A guest with user-mode
 //! networking (not restricted) reaches the host's loopback as 10.0.2.2.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-uplink`: an agent's connection to its hub. Built on
 //! `ferry-daemon` (which names nothing here: the `ferry-agent` binary hands
 //! the link to the daemon) and `ferry-wire`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The agent's side of activation and of its link to the hub.
 //!
 //! Until the agent is activated it serves the activation port (80 on the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The remote writer: a [`Location`] on the hub, reached over several
 //! mutual-TLS connections. Each operation is a request; the chunks of a
 //! file are sent without waiting for one another (a window per file) and

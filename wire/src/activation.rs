@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The activation exchange's messages (JSON, DataSync's PascalCase): an
 //! agent registers a certificate request, an operator confirms its key on
 //! the hub, and the agent picks its certificate up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's certificate authority: made at first start, kept in the hub's
 //! data directory, and used to sign the hub's server certificate and each
 //! activated agent's client certificate.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! HTTPS to the hub: a pool of TLS 1.3 connections (mutual TLS once the
 //! agent is activated), with retries and backoff for the remote writer.
 

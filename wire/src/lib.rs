@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-wire`: what both ends of the agent ↔ hub link share. The hub's
 //! server (`ferry-hub`) and the agent's uplink (`ferry-uplink`) are built on
 //! it; it knows neither, nor the daemon.

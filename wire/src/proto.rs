@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The remote-writer protocol: one file-system operation per HTTPS request
 //! (`POST /agent/v1/fs/{location}`), postcard-encoded both ways. Names and
 //! paths are bytes, as the file system keeps them. Every request carries an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! TLS for the hub and its agents, with rustls: TLS 1.3 only, the ring
 //! provider's modern suites. The hub asks every client for a certificate
 //! from its CA but also takes clients without one (the activation flow and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A fault-injecting TCP proxy for the tests: added delay, a bandwidth cap,
 //! connections killed at random points (a FIN or a reset), and outages
 //! during which every connection is cut and new ones are refused.

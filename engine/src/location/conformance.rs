@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The `Location` conformance suite: one set of checks every location runs
 //! (rclone's model: one suite, every backend), so the local location, the
 //! hub's remote location and any later one behave alike where it matters,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A POSIX directory tree: a local disk or a mounted NFS export.
 //!
 //! Every operation is one system call relative to an open directory, so a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Locations: where the engine reads and writes.
 //!
 //! The engine never calls the file system directly. It works through a

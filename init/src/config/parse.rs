@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! A document's text to a [`Document`]: YAML with serde (the schema:
 //! unknown keys and wrong types refused), then the document's checks; each
 //! error names the key and its line.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Where the document in force is kept: a document offered by a provider
 //! is written only once it passed, and the last good one stays in force
 //! when the document is refused.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `admin` account of the console: its password as an Argon2id hash
 //! (PHC string) on /data. Until the operator sets one, the default password
 //! `password` is accepted and must be changed before anything else.

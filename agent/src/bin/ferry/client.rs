@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Talking to `ferry-agent`: HTTP/1.1 requests (hyper) over its Unix
 //! socket, one connection per request, and the helpers the subcommands share (tables,
 //! `--json`).
@@ -6,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use ferry_model::api::Refusal;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use ferry_model::api::Refusal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

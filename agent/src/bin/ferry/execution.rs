@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry execution`: runs of tasks, their state, counters and reports.
 
 use std::path::PathBuf;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry agent`: agents of a hub, through the hub's HTTPS API (operator
 //! token or operator certificate).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry location`: where tasks read and write.
 
 use std::path::PathBuf;

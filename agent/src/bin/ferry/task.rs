@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry task`: a source, a destination, options and a schedule; started
 //! by hand or by the schedule, each start an execution.
 
