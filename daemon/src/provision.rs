@@ -22,6 +22,9 @@ pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};
 pub enum ProvisionError {
     #[error("provisioning: {0}")]
     Invalid(String),
+    /// The section fails ferry-model's checks (the key and why).
+    #[error("provisioning: {0}")]
+    Checked(#[from] ferry_model::config::Invalid),
     #[error("provisioning: {0}")]
     Store(#[from] super::store::StoreError),
 }
@@ -62,8 +65,7 @@ fn spec(loc: &AgentLocation) -> Result<LocationSpec, String> {
 pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionError> {
     // Check everything first: as ferry-init checks the document, then what
     // only this machine can tell.
-    doc.check()
-        .map_err(|e| ProvisionError::Invalid(e.to_string()))?;
+    doc.check()?;
     let mut specs = BTreeMap::new();
     for (name, loc) in &doc.locations {
         let spec = spec(loc)

@@ -68,15 +68,18 @@ pub enum HubStartError {
     State(#[from] ActivationError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("the operator token file {path}: {source}")]
-    Token {
-        path: String,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
+    /// A file or directory of the hub's failed `ferry_secure`'s checks.
+    #[error("{what}: {source}")]
+    Trust {
+        what: String,
+        #[source]
+        source: secure::TrustError,
     },
 }
 
@@ -163,16 +166,21 @@ fn hash(s: &str) -> [u8; 32] {
 
 /// The operator token: read from `file`, or made there at first start.
 fn operator_token(file: &Path) -> Result<String, HubStartError> {
-    let err = |source| HubStartError::Token {
-        path: file.display().to_string(),
-        source,
-    };
+    let what = |verb: &str| format!("{verb} the operator token file {}", file.display());
     let make = || {
         if let Some(dir) = file.parent() {
-            secure::trusted_dir(dir).map_err(|e| err(e.into()))?;
+            secure::trusted_dir(dir).map_err(|source| HubStartError::Trust {
+                what: what("make the directory of"),
+                source,
+            })?;
         }
         let token = ca::random_hex(24);
-        ca::write_file(file, format!("{token}\n").as_bytes(), true).map_err(err)?;
+        ca::write_file(file, format!("{token}\n").as_bytes(), true).map_err(|source| {
+            HubStartError::Io {
+                what: what("write"),
+                source,
+            }
+        })?;
         Ok(token)
     };
     // Ours, not a link, nobody else's to read or write: whoever could
@@ -182,10 +190,15 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
             "" => make(),
             t => Ok(t.to_string()),
         },
-        Err(e) => match std::io::Error::from(e) {
-            e if e.kind() == std::io::ErrorKind::NotFound => make(),
-            e => Err(err(e)),
-        },
+        Err(secure::TrustError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            make()
+        }
+        Err(source) => Err(HubStartError::Trust {
+            what: what("read"),
+            source,
+        }),
     }
 }
 
@@ -255,7 +268,7 @@ impl Hub {
             mount_options.as_deref(),
             &point,
         )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(std::io::Error::other)?;
         self.agent.events.info(&format!(
             "hub: mounted {} (NFS {vers}) on {}",
             spec.uri(),
@@ -267,10 +280,6 @@ impl Hub {
 
     /// Serves the hub's API on `addr` until the process ends.
     pub async fn serve(self: Arc<Hub>, addr: std::net::SocketAddr) -> Result<(), HubStartError> {
-        let listen_err = |source| HubStartError::Listen {
-            addr: addr.to_string(),
-            source,
-        };
         let config = tls::server_config(
             &self.ca.cert_der,
             self.ca.server_cert.clone(),
@@ -278,7 +287,10 @@ impl Hub {
         )?;
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(listen_err)?;
+            .map_err(|source| HubStartError::Io {
+                what: format!("listen on {addr}"),
+                source,
+            })?;
         let limits = tls::ConnLimits::for_this_process();
         self.agent.events.info(&format!(
             "hub: HTTPS on {addr}; CA fingerprint {}; at most {} connections ({} per address)",

@@ -51,9 +51,10 @@ pub enum ActivationError {
     RateLimited,
     #[error(transparent)]
     Ca(#[from] CaError),
-    #[error("cannot save {path}: {source}")]
-    Save {
-        path: String,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -277,8 +278,8 @@ impl HubState {
 
     fn save(&self) -> Result<(), ActivationError> {
         let text = serde_json::to_vec_pretty(&self.data).expect("serializable");
-        ca::write_file(&self.path, &text, true).map_err(|source| ActivationError::Save {
-            path: self.path.display().to_string(),
+        ca::write_file(&self.path, &text, true).map_err(|source| ActivationError::Io {
+            what: format!("save {}", self.path.display()),
             source,
         })
     }

@@ -63,11 +63,25 @@ pub enum LinkError {
     Tls(#[from] tls::TlsError),
     #[error("the hub did not present a CA certificate")]
     NoCa,
-    #[error("{path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        path: String,
+        what: String,
+        #[source]
         source: std::io::Error,
     },
+    /// A directory of the link's failed `ferry_secure`'s checks.
+    #[error(transparent)]
+    Trust(#[from] ferry_secure::TrustError),
+    /// The agent's key file holds no private key.
+    #[error("{path}: no private key in the file ({source})")]
+    Key {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The hub's address as given is not one (a 400, like [`Invalid`](Self::Invalid)).
+    #[error(transparent)]
+    HubAddress(HubError),
     #[error("the hub's answer lacks {0}")]
     Answer(&'static str),
     #[error("cannot start the hub client's runtime: {0}")]
@@ -203,10 +217,18 @@ pub struct Link {
     policy: LinkPolicy,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
-    move |source| LinkError::Io {
-        path: path.display().to_string(),
-        source,
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `write_file(&p, text, true).ctx(|| format!("write {}", p.display()))?`.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LinkError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LinkError> {
+        self.map_err(|source| LinkError::Io {
+            what: what(),
+            source,
+        })
     }
 }
 
@@ -239,7 +261,7 @@ impl Link {
         log: Log,
         policy: LinkPolicy,
     ) -> Result<Arc<Link>, LinkError> {
-        ferry_secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
+        ferry_secure::private_dir(dir)?;
         let state: LinkState = std::fs::read(dir.join("link.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -298,12 +320,12 @@ impl Link {
     fn save(&self, state: &LinkState) -> Result<(), LinkError> {
         let path = self.dir.join("link.json");
         let text = serde_json::to_vec_pretty(state).expect("serializable");
-        write_file(&path, &text, true).map_err(io_err(&path))
+        write_file(&path, &text, true).ctx(|| format!("save {}", path.display()))
     }
 
     fn write_marker(&self) -> Result<(), LinkError> {
         if let Some(parent) = self.marker.parent() {
-            ferry_secure::trusted_dir(parent).map_err(|e| io_err(parent)(e.into()))?;
+            ferry_secure::trusted_dir(parent)?;
         }
         let id = self
             .state
@@ -312,7 +334,8 @@ impl Link {
             .agent_id
             .clone()
             .unwrap_or_default();
-        write_file(&self.marker, format!("{id}\n").as_bytes(), true).map_err(io_err(&self.marker))
+        write_file(&self.marker, format!("{id}\n").as_bytes(), true)
+            .ctx(|| format!("write the activation marker {}", self.marker.display()))
     }
 
     fn key_path(&self) -> PathBuf {
@@ -333,7 +356,7 @@ impl Link {
             return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
         // What cannot be right is refused before anything is tried.
-        let base = base_url(hub).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let base = base_url(hub).map_err(LinkError::HubAddress)?;
         let fingerprint = check_fingerprint(fingerprint)?;
         let fingerprint = fingerprint.as_deref();
         if fingerprint.is_none() && self.policy.require_hub_fingerprint {
@@ -362,7 +385,8 @@ impl Link {
         let key = answer_as::<Registered>(answer, "ActivationKey")?.activation_key;
         let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
         if kept.as_deref() != Some(key_pem.as_str()) {
-            write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+            write_file(&key_path, key_pem.as_bytes(), true)
+                .ctx(|| format!("write the agent's key {}", key_path.display()))?;
         }
         let state = LinkState {
             hub: Some(base.clone()),
@@ -405,15 +429,17 @@ impl Link {
             }
             let cert_path = self.cert_path();
             let key_path = self.key_path();
-            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-            let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .ctx(|| format!("read the agent's certificate {}", cert_path.display()))?;
+            let key_pem = std::fs::read_to_string(&key_path)
+                .ctx(|| format!("read the agent's key {}", key_path.display()))?;
             let cert = ca::cert_from_pem(&cert_pem, &cert_path.display().to_string())?;
             let key: PrivateKeyDer<'static> = rustls::pki_types::pem::PemObject::from_pem_slice(
                 key_pem.as_bytes(),
             )
-            .map_err(|_| LinkError::Io {
+            .map_err(|source| LinkError::Key {
                 path: key_path.display().to_string(),
-                source: std::io::Error::other("no private key in the file"),
+                source,
             })?;
             Some((vec![cert], key))
         } else {
@@ -489,7 +515,8 @@ impl Link {
         } = serde_json::from_slice(&body)
             .map_err(|_| LinkError::Answer("AgentId and Certificate"))?;
         let cert_path = self.cert_path();
-        write_file(&cert_path, cert.as_bytes(), false).map_err(io_err(&cert_path))?;
+        write_file(&cert_path, cert.as_bytes(), false)
+            .ctx(|| format!("write the agent's certificate {}", cert_path.display()))?;
         let s = {
             let mut state = self.state.lock().unwrap();
             state.agent_id = Some(agent_id.to_string());
@@ -782,9 +809,9 @@ async fn activation_page(
         Err(e @ LinkError::AlreadyActivated(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
-        Err(e @ (LinkError::FingerprintRequired | LinkError::Invalid(_))) => {
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-        }
+        Err(
+            e @ (LinkError::FingerprintRequired | LinkError::Invalid(_) | LinkError::HubAddress(_)),
+        ) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
     }
 }
@@ -964,7 +991,9 @@ async fn activation_start(State(link): Linked, bytes: axum::body::Bytes) -> api:
         Err(e @ LinkError::FingerprintRequired) => {
             Err(api::bad_request("FingerprintRequired", e.to_string()))
         }
-        Err(e @ LinkError::Invalid(_)) => Err(api::bad_request("InvalidRequest", e.to_string())),
+        Err(e @ (LinkError::Invalid(_) | LinkError::HubAddress(_))) => {
+            Err(api::bad_request("InvalidRequest", e.to_string()))
+        }
         Err(e) => Err(api::ApiError::new(
             StatusCode::BAD_GATEWAY,
             "HubUnreachable",

@@ -34,10 +34,15 @@ pub enum ClientError {
         path: String,
         source: std::io::Error,
     },
-    #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent's answer is not HTTP: {0}")]
-    Protocol(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be made (a path or header hyper refuses).
+    #[error("the request to the agent is not valid HTTP: {0}")]
+    Request(#[from] hyper::http::Error),
     #[error("HTTP with the agent: {0}")]
     Http(#[from] hyper::Error),
     #[error("the agent's answer is not JSON: {0}")]
@@ -45,6 +50,21 @@ pub enum ClientError {
     /// The agent refused the request; its message says why.
     #[error("{message} ({code})")]
     Refused { code: String, message: String },
+}
+
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `fs::write(&p, text).ctx(|| format!("write {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, ClientError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, ClientError> {
+        self.map_err(|source| ClientError::Io {
+            what: what(),
+            source,
+        })
+    }
 }
 
 pub struct Client {
@@ -75,11 +95,11 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, "ferry-agent")
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .body(Full::new(Bytes::from(body)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
-            .build()?;
+            .build()
+            .ctx(|| format!("start the runtime to send {method} {path} to the agent"))?;
         runtime.block_on(async {
             let stream = tokio::net::UnixStream::connect(&self.socket)
                 .await

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use ferry_model::api::{Execution, ExecutionList};
 
-use crate::client::{fail, seconds, segment, table, text, AgentArgs, Client};
+use crate::client::{fail, seconds, segment, table, text, AgentArgs, Client, Context};
 
 #[derive(Args, Debug)]
 pub struct ExecutionArgs {
@@ -74,7 +74,8 @@ pub fn run(args: ExecutionArgs) -> ExitCode {
             .and_then(|v| {
                 let text = serde_json::to_string_pretty(&v)? + "\n";
                 match output {
-                    Some(path) => std::fs::write(&path, text)?,
+                    Some(path) => std::fs::write(&path, text)
+                        .ctx(|| format!("write the report to {}", path.display()))?,
                     None => print!("{text}"),
                 }
                 Ok(())

@@ -61,8 +61,12 @@ enum CliError {
     NoTrust,
     #[error("give the operator token with --token (or FERRY_HUB_TOKEN)")]
     NoToken,
-    #[error("{0}: {1}")]
-    File(String, std::io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ca(#[from] ca::CaError),
     #[error(transparent)]
@@ -98,8 +102,10 @@ async fn call(
     let token = args.token.clone().ok_or(CliError::NoToken)?;
     let config = match (&args.hub_ca, &args.hub_fingerprint) {
         (Some(file), _) => {
-            let pem = std::fs::read_to_string(file)
-                .map_err(|e| CliError::File(file.display().to_string(), e))?;
+            let pem = std::fs::read_to_string(file).map_err(|source| CliError::Io {
+                what: format!("read the hub's CA certificate {}", file.display()),
+                source,
+            })?;
             tls::client_config(&ca::cert_from_pem(&pem, &file.display().to_string())?, None)?
         }
         (None, Some(pin)) => tls::first_contact_config(
