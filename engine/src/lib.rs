@@ -428,9 +428,19 @@ impl<S: Location, D: Location> Execution<S, D> {
         let prepare_start = Instant::now();
         let transfer = transfer::Transfer::new(ctx);
         let mut error_detail = None;
+        ctx.dst.defer_changes();
         if let Err(e) = transfer.run(src_root, dst_root) {
             Counters::inc(&ctx.counters.files_failed_prepare);
             error_detail = Some(format!("cannot read the roots: {e}"));
+        }
+        for f in ctx.dst.settle() {
+            // Counted as transferred when it was acknowledged.
+            let _ = ctx.counters.files_transferred.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+            ctx.fail(Phase::Transferring, &f.path, f.kind, f.what, &f.error);
         }
         let transfer_end = Instant::now();
         let prepared = transfer.prepared_at.lock().unwrap().unwrap_or(transfer_end);

@@ -164,6 +164,22 @@ pub fn execute_within(
         .map_err(|e| WireError::from(&e))
 }
 
+/// A batch's operations in order, each checked and done as [`execute`]
+/// does, until `budget` has passed: the answers then stop short, and the
+/// agent sends the rest again.
+pub fn execute_batch(
+    loc: &LocalLocation,
+    ops: Vec<Op>,
+    policy: &Policy,
+    budget: Duration,
+) -> ferry_wire::proto::BatchResponse {
+    let start = Instant::now();
+    ops.into_iter()
+        .take_while(|_| start.elapsed() < budget)
+        .map(|op| execute(loc, op, policy))
+        .collect()
+}
+
 /// SHA-256 of a regular file, refused once `budget` has passed.
 fn digest(loc: &LocalLocation, dir: &[u8], file: &[u8], budget: Duration) -> io::Result<[u8; 32]> {
     let deadline = Instant::now() + budget;

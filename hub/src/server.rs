@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | anyone (the activation flow) | `POST /activation/v1/register`, `GET /activation/v1/certificate`, `GET`/`POST /activate` (the page) |
 //! | operators (bearer token or operator certificate) | `/v1/agents`, `/v1/agents/activate`, and the daemon's API (`/v1/locations`, `/v1/tasks`, `/v1/executions`, `/metrics`) |
-//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
+//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}`, `POST /agent/v1/fs/{location}/batch` |
 //!
 //! An agent's file-system requests reach only the location an execution
 //! handed to it writes to, while that execution runs ([`ferry_daemon::dispatch`]).
@@ -337,6 +337,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     // The fs route reads its body itself, after the authorization.
     let fs = Router::new()
         .route("/agent/v1/fs/{location}", post(fs_op))
+        .route("/agent/v1/fs/{location}/batch", post(fs_batch))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
         .layer(middleware::from_fn_with_state(FS_BUDGET, budget))
         .with_state(hub);
@@ -633,11 +634,77 @@ fn special_files_allowed(job: &ferry_daemon::dispatch::Job, spec: &LocationSpec)
     job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
 }
 
+/// One operation (`POST /agent/v1/fs/{location}`).
 async fn fs_op(
     State(hub): State<Arc<Hub>>,
     Extension(id): Extension<AgentId>,
     UrlPath(location): UrlPath<String>,
     req: Request,
+) -> Response {
+    serve_fs(hub, id, location, req, |body| {
+        let req: proto::Request = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        Ok(FsWork {
+            id: req.op_id,
+            changes: req.op.changes(),
+            run: Box::new(move |loc, policy| {
+                let resp = loc.and_then(|loc| super::fs::execute(&loc, req.op, policy));
+                postcard::to_stdvec(&resp).expect("encodable")
+            }),
+        })
+    })
+    .await
+}
+
+/// How long the hub spends on one batch; what is left is answered as not
+/// done (the agent sends it again), well before [`FS_BUDGET`] ends.
+pub const BATCH_BUDGET: Duration = Duration::from_secs(20);
+
+/// A batch of one lane's operations (`POST /agent/v1/fs/{location}/batch`),
+/// done in order on one blocking thread.
+async fn fs_batch(
+    State(hub): State<Arc<Hub>>,
+    Extension(id): Extension<AgentId>,
+    UrlPath(location): UrlPath<String>,
+    req: Request,
+) -> Response {
+    serve_fs(hub, id, location, req, |body| {
+        let batch: proto::Batch = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        // All of it is checked before any of it is done.
+        batch.validate().map_err(|e| e.to_string())?;
+        Ok(FsWork {
+            id: batch.batch_id,
+            changes: batch.changes(),
+            run: Box::new(move |loc, policy| {
+                let answers: proto::BatchResponse = match loc {
+                    Ok(loc) => super::fs::execute_batch(&loc, batch.ops, policy, BATCH_BUDGET),
+                    Err(e) => batch.ops.iter().map(|_| Err(e.clone())).collect(),
+                };
+                postcard::to_stdvec(&answers).expect("encodable")
+            }),
+        })
+    })
+    .await
+}
+
+/// What an fs request asks, decoded and checked: done once per `id` when
+/// it `changes` the location.
+struct FsWork {
+    id: u64,
+    changes: bool,
+    #[allow(clippy::type_complexity)]
+    run: Box<
+        dyn FnOnce(Result<LocalLocation, proto::WireError>, &super::fs::Policy) -> Vec<u8> + Send,
+    >,
+}
+
+/// What both fs routes share: the grant, the body read within its bound,
+/// the location, the slots, and the answer kept for a retry.
+async fn serve_fs(
+    hub: Arc<Hub>,
+    id: AgentId,
+    location: String,
+    req: Request,
+    decode: impl FnOnce(&[u8]) -> Result<FsWork, String>,
 ) -> Response {
     // Before anything else (the body, the store, a mount): is this agent
     // running an execution the hub gave it, writing to this location?
@@ -662,9 +729,9 @@ async fn fs_op(
             )
         }
     };
-    let req: proto::Request = match postcard::from_bytes(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
+    let work = match decode(&body) {
+        Ok(w) => w,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e),
     };
     let spec = match hub.agent.store.lock().unwrap().location(&location) {
         Ok(Some(l)) => l.spec,
@@ -683,21 +750,25 @@ async fn fs_op(
             format!("{location} is not a local or NFS location of the hub"),
         );
     }
-    let special_files = special_files_allowed(&job, &spec);
+    let policy = super::fs::Policy {
+        special_files: special_files_allowed(&job, &spec),
+    };
     let h = hub.clone();
-    let run = move |op: proto::Op, _permit: FsPermit| {
-        let resp = match h
+    let FsWork {
+        id: op_id,
+        changes,
+        run,
+    } = work;
+    let run = move |_permit: FsPermit| {
+        let loc = h
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
-        {
-            Ok(loc) => super::fs::execute(&loc, op, &super::fs::Policy { special_files }),
-            Err(e) => Err(proto::WireError::from(&e)),
-        };
-        Bytes::from(postcard::to_stdvec(&resp).expect("encodable"))
+            .map_err(|e| proto::WireError::from(&e));
+        Bytes::from(run(loc, &policy))
     };
-    if !req.op.changes() {
+    if !changes {
         let permit = hub.fs_slots.acquire(&id.0).await;
-        return match tokio::task::spawn_blocking(move || run(req.op, permit)).await {
+        return match tokio::task::spawn_blocking(move || run(permit)).await {
             Ok(answer) => {
                 ([(header::CONTENT_TYPE, "application/x-postcard")], answer).into_response()
             }
@@ -708,7 +779,7 @@ async fn fs_op(
             ),
         };
     }
-    let key = (id.0.clone(), req.op_id);
+    let key = (id.0.clone(), op_id);
     let existing = |hub: &Hub| -> Option<Answer> {
         let mut answers = hub.answers.lock().unwrap();
         if answers
@@ -734,7 +805,7 @@ async fn fs_op(
                     answers.by_op.insert(key, (Instant::now(), rx.clone()));
                     // Done to the end even if this connection breaks meanwhile.
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Some(run(req.op, permit)));
+                        let _ = tx.send(Some(run(permit)));
                     });
                     rx
                 }
