@@ -10,6 +10,9 @@
 //!
 //! An operation is either *called* (the caller waits for its answer) or
 //! *cast* (acknowledged at once; a failure is kept for [`Lanes::settle`]).
+//! The hub answers a small file's `Put` with the SHA-256 of the file as it
+//! reads it back; the lanes keep it under the file's final name (following
+//! its rename) for verification, which then costs no round trip.
 //! A lane holds at most [`LANE_BYTES`] of data queued or in flight: a slow
 //! hub slows the agent's workers instead of filling its memory.
 
@@ -30,6 +33,23 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Data queued or in flight in one lane at most.
 pub const LANE_BYTES: usize = 8 << 20;
 
+/// What a cast change does to the digests kept for verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Track {
+    /// Nothing (attributes, directories, links).
+    Nothing,
+    /// The file at the path was written whole: its digest is the answer.
+    Written,
+    /// The entry was renamed from this path to the path.
+    Renamed { from: Vec<u8> },
+    /// The file's data changed or it went: a kept digest is dropped.
+    Invalidates,
+}
+
+/// Digests kept at most (about 120 bytes each): beyond, verification asks
+/// the hub.
+const DIGESTS_KEPT: usize = 500_000;
+
 /// What happens with an operation's answer.
 enum Done {
     /// A caller waits for it.
@@ -41,6 +61,7 @@ enum Done {
         path: Vec<u8>,
         kind: Kind,
         what: &'static str,
+        track: Track,
     },
 }
 
@@ -71,6 +92,8 @@ struct Lane {
 struct Pending {
     by_dir: HashMap<Vec<u8>, usize>,
     failures: Vec<DeferredFailure>,
+    /// SHA-256 of files written whole, by path, as the hub read them back.
+    digests: HashMap<Vec<u8>, [u8; 32]>,
 }
 
 struct Shared {
@@ -116,6 +139,29 @@ fn dir_of(op: &Op) -> &[u8] {
         | Op::Put { dir, .. }
         | Op::Digest { dir, .. } => dir,
     }
+}
+
+fn track_of(op: &Op) -> Track {
+    match op {
+        Op::Put { .. } => Track::Written,
+        Op::Rename { dir, from, .. } => Track::Renamed {
+            from: join(dir, from),
+        },
+        Op::Create { .. } | Op::Write { .. } | Op::Finish { .. } | Op::Remove { .. } => {
+            Track::Invalidates
+        }
+        _ => Track::Nothing,
+    }
+}
+
+/// `dir/name` (`name` in the root when `dir` is empty).
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
 }
 
 /// Whether `path` is `top` or below it (everything is below the root, ``).
@@ -184,6 +230,7 @@ impl Lanes {
         kind: Kind,
         what: &'static str,
     ) {
+        let track = track_of(&op);
         *self
             .shared
             .pending
@@ -200,8 +247,20 @@ impl Lanes {
                 path,
                 kind,
                 what,
+                track,
             },
         );
+    }
+
+    /// The SHA-256 the hub read back when it wrote the file at `path` in
+    /// this execution (once every change is done), if kept; given once.
+    pub fn take_digest(&self, path: &[u8]) -> Option<[u8; 32]> {
+        let mut p = self.shared.pending.lock().unwrap();
+        // Changes still in flight could yet rename or rewrite it.
+        if !p.by_dir.is_empty() {
+            return None;
+        }
+        p.digests.remove(path)
     }
 
     /// Waits until no cast change is in flight in `top` or below it (before
@@ -334,10 +393,24 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             path,
             kind,
             what,
+            track,
         } => {
             let mut p = shared.pending.lock().unwrap();
             match answer {
-                Ok(Reply::Done) => {}
+                Ok(reply @ (Reply::Done | Reply::Digest(_))) => match (track, reply) {
+                    (Track::Written, Reply::Digest(d)) if p.digests.len() < DIGESTS_KEPT => {
+                        p.digests.insert(path, d);
+                    }
+                    (Track::Renamed { from }, _) => {
+                        if let Some(d) = p.digests.remove(&from) {
+                            p.digests.insert(path, d);
+                        }
+                    }
+                    (Track::Invalidates | Track::Written, _) => {
+                        p.digests.remove(&path);
+                    }
+                    (Track::Nothing, _) => {}
+                },
                 Ok(other) => p.failures.push(DeferredFailure {
                     path,
                     kind,
@@ -377,6 +450,77 @@ mod tests {
     }
 
     #[test]
+    fn a_put_digest_follows_its_rename_and_a_rewrite_drops_it() {
+        let lanes = Lanes {
+            shared: Arc::new(Shared {
+                lanes: Vec::new(),
+                pending: Mutex::default(),
+                settled: Condvar::new(),
+                location: String::new(),
+                ids: Box::new(|| 0),
+            }),
+        };
+        let shared = &lanes.shared;
+        let later = |op: &Op, path: &[u8]| {
+            let dir = dir_of(op).to_vec();
+            *shared
+                .pending
+                .lock()
+                .unwrap()
+                .by_dir
+                .entry(dir.clone())
+                .or_default() += 1;
+            Done::Later {
+                dir,
+                path: path.to_vec(),
+                kind: Kind::File,
+                what: "write",
+                track: track_of(op),
+            }
+        };
+        let put = |name: &str| Op::Put {
+            dir: b"d".to_vec(),
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            zstd: false,
+            raw_len: 0,
+            data: Vec::new(),
+            len: None,
+            update: Default::default(),
+        };
+        let rename = Op::Rename {
+            dir: b"d".to_vec(),
+            from: b"tmp".to_vec(),
+            to: b"f".to_vec(),
+        };
+        finish(
+            shared,
+            later(&put("tmp"), b"d/tmp"),
+            Ok(Reply::Digest([7; 32])),
+        );
+        // Not given while a change is in flight.
+        let pending = later(&rename, b"d/f");
+        assert_eq!(lanes.take_digest(b"d/tmp"), None);
+        finish(shared, pending, Ok(Reply::Done));
+        assert_eq!(lanes.take_digest(b"d/tmp"), None);
+        assert_eq!(lanes.take_digest(b"d/f"), Some([7; 32]));
+        assert_eq!(lanes.take_digest(b"d/f"), None, "given once");
+        // Written whole, then its data changed: not kept.
+        finish(shared, later(&put("g"), b"d/g"), Ok(Reply::Digest([8; 32])));
+        let write = Op::Write {
+            dir: b"d".to_vec(),
+            name: b"g".to_vec(),
+            offset: 0,
+            zstd: false,
+            raw_len: 1,
+            data: vec![1],
+        };
+        finish(shared, later(&write, b"d/g"), Ok(Reply::Done));
+        assert_eq!(lanes.take_digest(b"d/g"), None);
+        assert!(shared.pending.lock().unwrap().failures.is_empty());
+    }
+
+    #[test]
     fn a_batch_stops_at_its_size_but_takes_one_large_operation() {
         let op = |n: usize| Queued {
             op: Op::Write {
@@ -393,6 +537,7 @@ mod tests {
                 path: vec![],
                 kind: Kind::File,
                 what: "write",
+                track: Track::Invalidates,
             },
         };
         let mut q = Queue::default();

@@ -49,12 +49,7 @@ fn unexpected(r: Reply) -> io::Error {
 }
 
 fn join(dir: &[u8], name: impl AsRef<[u8]>) -> Vec<u8> {
-    let mut p = dir.to_vec();
-    if !p.is_empty() {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name.as_ref());
-    p
+    crate::lanes::join(dir, name.as_ref())
 }
 
 impl Inner {
@@ -62,9 +57,11 @@ impl Inner {
         self.lanes.call(op)
     }
 
+    /// A change, waited for (a `Put` is answered with the digest of the
+    /// file written).
     fn done(&self, op: Op) -> io::Result<()> {
         match self.call(op)? {
-            Reply::Done => Ok(()),
+            Reply::Done | Reply::Digest(_) => Ok(()),
             r => Err(unexpected(r)),
         }
     }
@@ -349,6 +346,10 @@ impl Location for RemoteLocation {
     }
 
     fn digest(&self, dir: &Vec<u8>, name: &OsStr) -> Option<io::Result<[u8; 32]>> {
+        // Written in this execution: the hub read it back then.
+        if let Some(d) = self.inner.lanes.take_digest(&join(dir, name.as_bytes())) {
+            return Some(Ok(d));
+        }
         let op = Op::Digest {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
