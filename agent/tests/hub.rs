@@ -366,10 +366,14 @@ fn measure_throughput_at_50ms() {
             .killed
             .load(std::sync::atomic::Ordering::Relaxed)
             - killed_before;
-        let transfer_ms = e["Result"]["TransferDuration"].as_u64().unwrap_or(0);
+        let r = &e["Result"];
+        let phases = format!(
+            "prepare {} ms, transfer {} ms, verify {} ms",
+            r["PrepareDuration"], r["TransferDuration"], r["VerifyDuration"]
+        );
         let secs = took.as_secs_f64();
         eprintln!(
-            "{name}: {files} files, {} MiB in {secs:.1} s (transfer {transfer_ms} ms): {:.1} MiB/s = {:.0}% of the cap, {:.0} files/s; killed {killed}, resent {} KiB, retried {}",
+            "{name}: {files} files, {} MiB in {secs:.1} s ({phases}): {:.1} MiB/s = {:.0}% of the cap, {:.0} files/s; killed {killed}, resent {} KiB, retried {}",
             bytes >> 20,
             bytes as f64 / secs / 1048576.0,
             100.0 * bytes as f64 / secs / cap as f64,

@@ -16,7 +16,7 @@
 //! A lane holds at most [`LANE_BYTES`] of data queued or in flight: a slow
 //! hub slows the agent's workers instead of filling its memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
@@ -92,8 +92,9 @@ struct Lane {
 struct Pending {
     by_dir: HashMap<Vec<u8>, usize>,
     failures: Vec<DeferredFailure>,
-    /// SHA-256 of files written whole, by path, as the hub read them back.
-    digests: HashMap<Vec<u8>, [u8; 32]>,
+    /// SHA-256 of files written whole, by path, as the hub read them back
+    /// (ordered: a directory's renamed with everything below it).
+    digests: BTreeMap<Vec<u8>, [u8; 32]>,
 }
 
 struct Shared {
@@ -402,12 +403,15 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
                         p.digests.insert(path, d);
                     }
                     (Track::Renamed { from }, _) => {
-                        if let Some(d) = p.digests.remove(&from) {
-                            p.digests.insert(path, d);
+                        // The entry, or a directory and what was written in it.
+                        for (old, d) in take_within(&mut p.digests, &from) {
+                            let mut new = path.clone();
+                            new.extend_from_slice(&old[from.len()..]);
+                            p.digests.insert(new, d);
                         }
                     }
                     (Track::Invalidates | Track::Written, _) => {
-                        p.digests.remove(&path);
+                        take_within(&mut p.digests, &path);
                     }
                     (Track::Nothing, _) => {}
                 },
@@ -434,6 +438,26 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             shared.settled.notify_all();
         }
     }
+}
+
+/// Removes and returns the digests of `top` and of everything below it.
+fn take_within(digests: &mut BTreeMap<Vec<u8>, [u8; 32]>, top: &[u8]) -> Vec<(Vec<u8>, [u8; 32])> {
+    let mut taken: Vec<_> = digests
+        .remove(top)
+        .map(|d| (top.to_vec(), d))
+        .into_iter()
+        .collect();
+    // Below `top`: from `top/` up to `top0` (`0` follows `/`).
+    let below = |end: u8| [top, &[end]].concat();
+    let keys: Vec<Vec<u8>> = digests
+        .range(below(b'/')..below(b'/' + 1))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in keys {
+        let d = digests.remove(&k).expect("listed");
+        taken.push((k, d));
+    }
+    taken
 }
 
 #[cfg(test)]
@@ -505,6 +529,16 @@ mod tests {
         assert_eq!(lanes.take_digest(b"d/tmp"), None);
         assert_eq!(lanes.take_digest(b"d/f"), Some([7; 32]));
         assert_eq!(lanes.take_digest(b"d/f"), None, "given once");
+        // Written in a staged directory, which is then renamed into place.
+        finish(shared, later(&put("x"), b"d/x"), Ok(Reply::Digest([9; 32])));
+        let staged = Op::Rename {
+            dir: Vec::new(),
+            from: b"d".to_vec(),
+            to: b"e".to_vec(),
+        };
+        finish(shared, later(&staged, b"e"), Ok(Reply::Done));
+        assert_eq!(lanes.take_digest(b"d/x"), None);
+        assert_eq!(lanes.take_digest(b"e/x"), Some([9; 32]));
         // Written whole, then its data changed: not kept.
         finish(shared, later(&put("g"), b"d/g"), Ok(Reply::Digest([8; 32])));
         let write = Op::Write {
