@@ -186,6 +186,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             Ok(p) => p,
             Err((what, e)) => return ctx.fail(Phase::Verifying, rel, Kind::Dir, what, &e),
         };
+        let mut hashes = Vec::new();
         for Pair {
             name,
             src: s,
@@ -229,16 +230,13 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                                 },
                             )
                         }
-                        Kind::File => self.sched.push(
-                            Slot::Global,
-                            Job::Hash {
-                                src_dir: src.clone(),
-                                dst_dir: dst.clone(),
-                                name,
-                                rel: path,
-                                src_meta: s,
-                            },
-                        ),
+                        Kind::File => hashes.push(Job::Hash {
+                            src_dir: src.clone(),
+                            dst_dir: dst.clone(),
+                            name,
+                            rel: path,
+                            src_meta: s,
+                        }),
                         kind => self.verified(&path, kind),
                     }
                 }
@@ -258,6 +256,22 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                 }
                 (None, None) => unreachable!(),
             }
+        }
+        // One request for the directory's digests, not one per file.
+        let names: Vec<&OsStr> = hashes
+            .iter()
+            .filter_map(|j| match j {
+                Job::Hash { name, src_meta, .. }
+                    if !matches!(ctx.source_hash(src_meta), Some(KnownHash::Verified)) =>
+                {
+                    Some(name.as_os_str())
+                }
+                _ => None,
+            })
+            .collect();
+        ctx.dst.prefetch_digests(&dst, &names);
+        for job in hashes {
+            self.sched.push(Slot::Global, job);
         }
     }
 

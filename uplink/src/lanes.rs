@@ -16,7 +16,7 @@
 //! A lane holds at most [`LANE_BYTES`] of data queued or in flight: a slow
 //! hub slows the agent's workers instead of filling its memory.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
@@ -54,6 +54,9 @@ const DIGESTS_KEPT: usize = 500_000;
 enum Done {
     /// A caller waits for it.
     Wait(mpsc::SyncSender<io::Result<Reply>>),
+    /// A digest asked for ahead of its use: kept, or forgotten on failure
+    /// (the caller then asks again, and sees the error).
+    Prefetch { path: Vec<u8> },
     /// Acknowledged already: a failure is kept, and the directory's count
     /// of changes in flight goes down.
     Later {
@@ -93,8 +96,11 @@ struct Pending {
     by_dir: HashMap<Vec<u8>, usize>,
     failures: Vec<DeferredFailure>,
     /// SHA-256 of files written whole, by path, as the hub read them back
-    /// (ordered: a directory's renamed with everything below it).
+    /// (ordered: a directory's renamed with everything below it), and of
+    /// files whose digests were asked for ahead.
     digests: BTreeMap<Vec<u8>, [u8; 32]>,
+    /// Digests asked for ahead and not answered yet.
+    fetching: HashSet<Vec<u8>>,
 }
 
 struct Shared {
@@ -254,14 +260,38 @@ impl Lanes {
     }
 
     /// The SHA-256 the hub read back when it wrote the file at `path` in
-    /// this execution (once every change is done), if kept; given once.
+    /// this execution, or answered when asked ahead (once every change is
+    /// done, waiting for it if asked ahead), if kept; given once.
     pub fn take_digest(&self, path: &[u8]) -> Option<[u8; 32]> {
         let mut p = self.shared.pending.lock().unwrap();
         // Changes still in flight could yet rename or rewrite it.
         if !p.by_dir.is_empty() {
             return None;
         }
+        while p.fetching.contains(path) {
+            p = self.shared.settled.wait(p).unwrap();
+        }
         p.digests.remove(path)
+    }
+
+    /// Asks for the digests of `names` in `dir` ahead, in one batch of the
+    /// directory's lane, skipping those kept already.
+    pub fn prefetch_digests(&self, dir: &[u8], names: &[&[u8]]) {
+        let lane = self.lane(dir);
+        for name in names {
+            let path = join(dir, name);
+            {
+                let mut p = self.shared.pending.lock().unwrap();
+                if p.digests.contains_key(&path) || !p.fetching.insert(path.clone()) {
+                    continue;
+                }
+            }
+            let op = Op::Digest {
+                dir: dir.to_vec(),
+                name: name.to_vec(),
+            };
+            self.push(lane, op, Done::Prefetch { path });
+        }
     }
 
     /// Waits until no cast change is in flight in `top` or below it (before
@@ -386,6 +416,15 @@ fn take_batch(q: &mut Queue) -> Vec<Queued> {
 
 fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
     match done {
+        Done::Prefetch { path } => {
+            let mut p = shared.pending.lock().unwrap();
+            p.fetching.remove(&path);
+            if let Ok(Reply::Digest(d)) = answer {
+                p.digests.insert(path, d);
+            }
+            drop(p);
+            shared.settled.notify_all();
+        }
         Done::Wait(tx) => {
             let _ = tx.send(answer);
         }

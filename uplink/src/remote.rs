@@ -346,7 +346,8 @@ impl Location for RemoteLocation {
     }
 
     fn digest(&self, dir: &Vec<u8>, name: &OsStr) -> Option<io::Result<[u8; 32]>> {
-        // Written in this execution: the hub read it back then.
+        // Written in this execution (the hub read it back then), or asked
+        // for ahead with the rest of its directory.
         if let Some(d) = self.inner.lanes.take_digest(&join(dir, name.as_bytes())) {
             return Some(Ok(d));
         }
@@ -359,6 +360,11 @@ impl Location for RemoteLocation {
             Ok(r) => Err(unexpected(r)),
             Err(e) => Err(e),
         })
+    }
+
+    fn prefetch_digests(&self, dir: &Vec<u8>, names: &[&OsStr]) {
+        let names: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        self.inner.lanes.prefetch_digests(dir, &names);
     }
 
     fn defer_changes(&self) {

@@ -526,10 +526,25 @@ pub fn digest<L: Location>(h: &Harness<L>) -> Checked {
     let (target, _) = outside_file(h, "target")?;
     std::os::unix::fs::symlink(&target, h.root.join("link")).map_err(|e| e.to_string())?;
     std::fs::create_dir(h.root.join("d")).map_err(|e| e.to_string())?;
+    // Asked for ahead: the same answers, each given once.
+    let names = ["f", "link", "d", "missing"].map(OsStr::new);
+    loc.prefetch_digests(&root, &names);
+    let again = loc.digest(&root, os(b"f")).expect("some");
+    ensure!(
+        ok("digest after prefetch", again)? == sha256(&content),
+        "another digest"
+    );
     for name in ["link", "d", "missing"] {
         let r = loc.digest(&root, OsStr::new(name)).expect("some");
         refused(&format!("digest of {name}"), r, None)?;
     }
+    // Changed after it was asked for ahead and given: asked again.
+    std::fs::write(h.root.join("f"), b"changed").map_err(|e| e.to_string())?;
+    let r = loc.digest(&root, os(b"f")).expect("some");
+    ensure!(
+        ok("digest after a change", r)? == sha256(b"changed"),
+        "a stale digest"
+    );
     Ok(Outcome::Passed)
 }
 

@@ -247,6 +247,10 @@ pub trait Location: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// A hint: the digests of these files of `dir` are about to be asked
+    /// for (verification); a remote location asks for them all at once.
+    fn prefetch_digests(&self, _dir: &Self::Dir, _names: &[&OsStr]) {}
+
     /// What the wire to a remote location cost.
     fn wire_counters(&self) -> WireCounters {
         WireCounters::default()
