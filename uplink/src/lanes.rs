@@ -115,6 +115,19 @@ pub struct Lanes {
     shared: Arc<Shared>,
 }
 
+impl Shared {
+    /// One more cast change in flight in `dir`.
+    fn in_flight(&self, dir: &[u8]) {
+        *self
+            .pending
+            .lock()
+            .unwrap()
+            .by_dir
+            .entry(dir.to_vec())
+            .or_default() += 1;
+    }
+}
+
 pub(crate) fn hub_io(e: &HubError) -> io::Error {
     match e {
         HubError::Refused { status: 404, .. } => {
@@ -238,14 +251,7 @@ impl Lanes {
         what: &'static str,
     ) {
         let track = track_of(&op);
-        *self
-            .shared
-            .pending
-            .lock()
-            .unwrap()
-            .by_dir
-            .entry(dir.clone())
-            .or_default() += 1;
+        self.shared.in_flight(&dir);
         self.push(
             lane,
             op,
@@ -526,13 +532,7 @@ mod tests {
         let shared = &lanes.shared;
         let later = |op: &Op, path: &[u8]| {
             let dir = dir_of(op).to_vec();
-            *shared
-                .pending
-                .lock()
-                .unwrap()
-                .by_dir
-                .entry(dir.clone())
-                .or_default() += 1;
+            shared.in_flight(&dir);
             Done::Later {
                 dir,
                 path: path.to_vec(),
