@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -342,6 +343,10 @@ def main_wan(args):
         "runs": args.runs,
         "once over": f"{args.once_over} s",
     }
+    loads = [r["load1"] for r in results if "load1" in r]
+    if loads:
+        meta["load average (1 min) at the end of the runs"] = \
+            f"median {statistics.median(loads):.1f}, highest {max(loads):.1f} ({os.cpu_count()} CPUs)"
     if args.from_log:
         meta = earlier["meta"]
     wan.write_report(out, results, rows, meta, files)

@@ -437,6 +437,8 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd):
                     res.update(rc=proc.returncode, ms=int((time.monotonic() - start) * 1000))
                     if proc.returncode:
                         res["error"] = proc.stderr.decode(errors="replace")[-500:]
+                # The machine's load: anything else running slows every tool.
+                res["load1"] = os.getloadavg()[0]
                 res["diffs"] = check.differences(src, dst)
                 results.append(res)
                 progress(f"{w.name} | {series.name} | {LABELS[tool]} | run {r}: {res['ms'] / 1000:.2f} s"
