@@ -317,10 +317,14 @@ def main_wan(args):
             raise BenchError(f"{tool} is missing: scripts/setup installs it")
     started = time.time()
     if args.from_log:
-        # The report again from an earlier run's report.json.
-        with open(os.path.join(out, "report.json")) as f:
-            earlier = json.load(f)
-        results, files = earlier["runs"], earlier.get("files", {})
+        # The report again from an earlier run's runs (runs.jsonl: one a line,
+        # written as each ended, so a run stopped half-way can be reported).
+        with open(os.path.join(out, "runs.jsonl")) as f:
+            results = [json.loads(line) for line in f if line.strip()]
+        # Files per workload count only for NFS operations per file: none here.
+        files = {}
+        done = {r["workload"] for r in results}
+        workloads = [w for w in workloads if w.name in done]
     else:
         results, files = wan.run(args, workloads, out, bins)
     rows = report.summarize(results, files)
@@ -348,7 +352,9 @@ def main_wan(args):
         meta["load average (1 min) at the end of the runs"] = \
             f"median {statistics.median(loads):.1f}, highest {max(loads):.1f} ({os.cpu_count()} CPUs)"
     if args.from_log:
-        meta = earlier["meta"]
+        dates = sorted(r["date"] for r in results if "date" in r)
+        meta["date"] = f"runs from {dates[0]} to {dates[-1]}" if dates else "unknown"
+        del meta["duration"]
     wan.write_report(out, results, rows, meta, files)
     progress(f"report: {os.path.join(out, 'report.md')}")
     print(wan.markdown(rows, meta))

@@ -372,6 +372,8 @@ def run(args, workloads, out, bins):
     """Runs the plan; returns (results, files per workload, notes)."""
     work = os.path.join(out, "work")
     shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(out, "runs.jsonl"), "w"):
+        pass
     src_root, dst_root = os.path.join(work, "src"), os.path.join(work, "dst")
     os.makedirs(dst_root)
     progress("generating source trees")
@@ -382,14 +384,14 @@ def run(args, workloads, out, bins):
         for w in workloads:
             for series_name in w.series:
                 series = SERIES[series_name]
-                results += run_group(args, w, series, work, src_root, dst_root, made, bins, sshd)
+                results += run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out)
     finally:
         sshd.stop()
     files = {w.name: made["small" if w.kind.startswith("incr") else w.kind] for w in workloads}
     return results, files
 
 
-def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd):
+def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
     """One workload in one series: fresh daemons and proxies (peak RSS per
     run: reset before it, read after)."""
     progress(f"{w.name} | {series.name}: starting the hub, the agent (activated through the link), the link for ssh")
@@ -421,7 +423,7 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd):
                 for p in (ferry.hub, ferry.agent):
                     p.peak_rss_reset()
                 res = dict(id=rid, workload=w.name, series=series.name, tool=tool, run=r,
-                           src_ops=None, dst_ops=None)
+                           src_ops=None, dst_ops=None, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
                 if tool.startswith("ferry"):
                     ok, seconds, execution = ferry.sync(src, dst, verify=tool == "ferry-verify")
                     res.update(rc=0 if ok else 1, ms=int(seconds * 1000), phases=ferry_phases(execution),
@@ -441,6 +443,9 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd):
                 res["load1"] = os.getloadavg()[0]
                 res["diffs"] = check.differences(src, dst)
                 results.append(res)
+                # Each run as it ends: a benchmark stopped half-way keeps what it measured.
+                with open(os.path.join(out, "runs.jsonl"), "a") as f:
+                    f.write(json.dumps(res) + "\n")
                 progress(f"{w.name} | {series.name} | {LABELS[tool]} | run {r}: {res['ms'] / 1000:.2f} s"
                          + (f" (exit {res['rc']}: {res.get('error', '')})" if res["rc"] else "")
                          + (f" MISMATCH {'; '.join(res['diffs'])}" if res["diffs"] else "")
