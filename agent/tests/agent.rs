@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-agent` on the host with local locations, driven through the real
 //! `ferry` CLI (and so through the HTTP API on a Unix socket): executions to
 //! SUCCESS with the trees compared, queueing, cancel, schedules, restarts

@@ -1,8 +1,9 @@
+// SPDX-License-Identifier: MIT
 //! The Location conformance suite against the remote location: the hub's
 //! file-system operations (`ferry_hub::fs::execute` on a local location of the
 //! hub) behind the real client and server pair, over TLS on 127.0.0.1, in
-//! this process. The route is the hub's (`POST /agent/v1/fs/{location}`,
-//! postcard both ways); what the full hub adds before it — the agent's
+//! this process. The routes are the hub's (`POST /agent/v1/fs/{location}`
+//! and `…/batch`, postcard both ways); what the full hub adds before it — the agent's
 //! certificate, the execution's grant, answers kept per operation id — is
 //! tested in `tests/hub.rs`.
 //!
@@ -12,8 +13,10 @@
 //! - it is only written to: `open_file` is refused (`read_files`), a
 //!   writer cannot read back (`read_back_digest`), and the hub hashes its
 //!   files itself (`digest` runs here, not on the local location);
-//! - `create_file` sends nothing: a small file goes in one request at
-//!   `finish`, where its errors surface (`deferred_create`).
+//! - `create_file` sends nothing: a small file goes in one operation at
+//!   `finish`, where its errors surface (`deferred_create`);
+//! - after `defer_changes`, changes are acknowledged before they are done
+//!   and their failures come from `settle` (`deferred_changes`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +31,8 @@ use axum::Router;
 
 use ferry_engine::location::conformance::{self, Capabilities, Harness};
 use ferry_engine::location::local::LocalLocation;
-use ferry_hub::fs::{execute, Policy};
+use ferry_hub::fs::{execute, execute_batch, Policy};
+use ferry_hub::server::BATCH_BUDGET;
 use ferry_uplink::remote::RemoteLocation;
 use ferry_wire::ca::{self, Ca};
 use ferry_wire::client::HubClient;
@@ -71,6 +75,41 @@ async fn fs_op(
         .into_response()
 }
 
+async fn fs_batch(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(location): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if location != LOCATION {
+        return (StatusCode::NOT_FOUND, "no such location").into_response();
+    }
+    let batch: proto::Batch = match postcard::from_bytes(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if let Err(e) = batch.validate() {
+        return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        let answers = match LocalLocation::open(&hub.root) {
+            Ok(loc) => execute_batch(&loc, batch.ops, &hub.policy, BATCH_BUDGET),
+            Err(e) => batch
+                .ops
+                .iter()
+                .map(|_| Err(proto::WireError::from(&e)))
+                .collect(),
+        };
+        postcard::to_stdvec(&answers).expect("encodable")
+    })
+    .await
+    .expect("the batch ran");
+    (
+        [(header::CONTENT_TYPE, "application/x-postcard")],
+        Bytes::from(answer),
+    )
+        .into_response()
+}
+
 /// A hub serving `root` on 127.0.0.1, and a remote location on it.
 fn remote(root: PathBuf, ca_dir: PathBuf) -> (RemoteLocation, tokio::runtime::Runtime) {
     let ca = Ca::load_or_create(&ca_dir, &["127.0.0.1".to_string()]).unwrap();
@@ -93,6 +132,7 @@ fn remote(root: PathBuf, ca_dir: PathBuf) -> (RemoteLocation, tokio::runtime::Ru
     });
     let router = Router::new()
         .route("/agent/v1/fs/{location}", post(fs_op))
+        .route("/agent/v1/fs/{location}/batch", post(fs_batch))
         .with_state(hub);
     let addr: SocketAddr = server.block_on(async {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

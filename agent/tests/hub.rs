@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A hub and an agent as processes on loopback, started from configuration
 //! documents, with a fault-injecting proxy between them: activation through
 //! the agent's activation port, a task whose destination is a location of
@@ -1054,6 +1055,99 @@ fn an_agent_reaches_only_the_location_of_its_running_execution() {
         .file_type()
         .is_fifo());
     a.report(&hub, &rt, &e3, "SUCCESS");
+}
+
+/// A batch is checked whole before any of it is done (a malformed or
+/// truncated one is refused with the reason and writes nothing), done in
+/// order, and done once: sent again, it gets its first answers.
+#[test]
+fn batches_are_checked_whole_done_in_order_and_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let rt = runtime();
+    let agent = FakeAgent::activate(&hub, &rt, "a");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let loc = hub_location(&hub, json!({"Type": "LOCAL", "Path": dst}));
+    let task = fake_task(&hub, &agent, &loc, "t", json!({}));
+    let exec = start_task(&hub, &task, json!({}));
+    assert_eq!(pick_up(&hub, &rt, &agent), exec);
+    let c = {
+        let _inside = rt.enter();
+        agent.client(&hub, 2)
+    };
+    let put = |dir: &str, name: &str, data: &[u8]| Op::Put {
+        dir: dir.as_bytes().to_vec(),
+        name: name.as_bytes().to_vec(),
+        mode: 0o644,
+        zstd: false,
+        raw_len: data.len() as u64,
+        data: data.to_vec(),
+        len: None,
+        update: Default::default(),
+    };
+    let batch = |ops: Vec<Op>| proto::Batch {
+        batch_id: rand::random(),
+        ops,
+    };
+
+    // One bad name in the second operation: all refused, nothing written.
+    let bad = batch(vec![put("", "first", b"1"), put("", "a/b", b"2")]);
+    match rt.block_on(c.fs_batch(&loc, &bad)) {
+        Err(ferry_wire::client::HubError::Refused {
+            status: 400,
+            message,
+            ..
+        }) => assert!(
+            message.contains("operation 1 of the batch") && message.contains("a/b"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Cut short: refused, nothing written.
+    let good = batch(vec![put("", "first", b"1")]);
+    let body = postcard::to_stdvec(&good).unwrap();
+    let path = format!("/agent/v1/fs/{loc}/batch");
+    let (status, answer) = rt
+        .block_on(c.send(
+            Method::POST,
+            &path,
+            "application/x-postcard",
+            body[..body.len() - 1].to_vec(),
+        ))
+        .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
+
+    // In order: a directory, a file in it, renamed, then read back.
+    let ops = batch(vec![
+        Op::MakeDir {
+            dir: vec![],
+            name: b"d".to_vec(),
+            mode: 0o755,
+        },
+        put("d", "tmp", b"data"),
+        Op::Rename {
+            dir: b"d".to_vec(),
+            from: b"tmp".to_vec(),
+            to: b"f".to_vec(),
+        },
+        Op::Stat {
+            dir: b"d".to_vec(),
+            name: b"f".to_vec(),
+        },
+    ]);
+    let first = rt.block_on(c.fs_batch(&loc, &ops)).unwrap();
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+    assert!(matches!(&first[3], Ok(proto::Reply::Meta(m)) if m.size == 4));
+    // Again, as after a lost answer: the same answers (a second rename
+    // would have failed), nothing done twice.
+    let again = rt.block_on(c.fs_batch(&loc, &ops)).unwrap();
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    assert_eq!(std::fs::read(dst.join("d/f")).unwrap(), b"data");
+    assert!(!dst.join("d/tmp").exists());
+    agent.report(&hub, &rt, &exec, "SUCCESS");
 }
 
 /// An fs request body larger than any operation's, and JSON bodies larger

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The soak (issue #14): a hub and two agents, each agent through a
 //! fault-injecting proxy of its own (added delay, a bandwidth cap,
 //! connections killed at random with a FIN or a reset, short outages), for

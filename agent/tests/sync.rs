@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! End-to-end tests of `ferry sync` on real directory trees.
 
 mod common;

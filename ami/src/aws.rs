@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Signed requests to the two AWS APIs used: EBS direct (REST + JSON) and
 //! EC2 (Query API, XML answers).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Credentials and region from the usual places: environment variables,
 //! then the shared files (`~/.aws/credentials`, `~/.aws/config`) for
 //! `AWS_PROFILE` (default `default`).

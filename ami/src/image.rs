@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The raw image as EBS sees it: 512 KiB blocks, all-zero ones skipped.
 
 use std::fs::File;
@@ -6,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::Context;
 use crate::Error;
 
 pub const BLOCK: u64 = 512 * 1024;
@@ -23,12 +25,11 @@ impl Image {
     /// are) and the GPT's backup header in its last sector (a truncated copy
     /// has lost it).
     pub fn open(path: &Path) -> Result<Image, Error> {
-        let err = |source| Error::Image {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(err)?;
-        let size = file.metadata().map_err(err)?.len();
+        let file = File::open(path).ctx(|| format!("open image {}", path.display()))?;
+        let size = file
+            .metadata()
+            .ctx(|| format!("stat image {}", path.display()))?
+            .len();
         let bad = |why: String| Error::BadImage {
             path: path.to_path_buf(),
             why,
@@ -40,8 +41,10 @@ impl Image {
         }
         let mut primary = [0u8; 8];
         let mut backup = [0u8; 8];
-        file.read_exact_at(&mut primary, 512).map_err(err)?;
-        file.read_exact_at(&mut backup, size - 512).map_err(err)?;
+        file.read_exact_at(&mut primary, 512)
+            .ctx(|| format!("read the GPT header of image {}", path.display()))?;
+        file.read_exact_at(&mut backup, size - 512)
+            .ctx(|| format!("read the backup GPT header of image {}", path.display()))?;
         if &primary != b"EFI PART" {
             return Err(bad(
                 "no GPT header in sector 1: not a Ferry disk image".into()
@@ -66,10 +69,8 @@ impl Image {
     /// Indexes of the blocks that may hold data (from the file's data
     /// extents; all-zero blocks are dropped when read).
     pub fn candidate_blocks(&self) -> Result<Vec<u64>, Error> {
-        let extents = data_extents(&self.file, self.size).map_err(|source| Error::Image {
-            path: self.path.clone(),
-            source,
-        })?;
+        let extents = data_extents(&self.file, self.size)
+            .ctx(|| format!("find the data in image {}", self.path.display()))?;
         let mut blocks: Vec<u64> = Vec::new();
         for (start, end) in extents {
             for b in start / BLOCK..end.div_ceil(BLOCK) {
@@ -86,10 +87,7 @@ impl Image {
         let mut buf = vec![0u8; BLOCK as usize];
         self.file
             .read_exact_at(&mut buf, index * BLOCK)
-            .map_err(|source| Error::Image {
-                path: self.path.clone(),
-                source,
-            })?;
+            .ctx(|| format!("read block {index} of image {}", self.path.display()))?;
         Ok(if buf.iter().all(|&b| b == 0) {
             None
         } else {

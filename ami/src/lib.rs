@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Publishes a raw disk image as an EC2 AMI without S3 or a vmimport role:
 //! the EBS direct APIs write the snapshot block by block, EC2 registers it.
 //!
@@ -16,9 +17,9 @@ use std::path::PathBuf;
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("image {path}: {source}")]
-    Image {
-        path: PathBuf,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
         #[source]
         source: std::io::Error,
     },
@@ -61,4 +62,19 @@ pub enum Error {
         snapshot: String,
         image: PathBuf,
     },
+}
+
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `File::open(p).ctx(|| format!("open image {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            what: what(),
+            source,
+        })
+    }
 }

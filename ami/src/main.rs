@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-ami publish`: the Ferry image as a (community) EC2 AMI;
 //! `ferry-ami cleanup`: deletes the snapshot of an interrupted upload.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The publishing steps, each undone if a later one fails: no snapshot
 //! without an image, no half-registered image. The one exception is an
 //! upload interrupted part-way (the process killed, the network gone): the
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::aws::{xml_text, Client};
 use crate::image::{Image, BLOCK};
 use crate::state::{self, ImageId, Journal, Upload};
+use crate::Context;
 use crate::{credentials, Error};
 
 pub struct Options {
@@ -48,10 +50,8 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
         .clone()
         .unwrap_or_else(|| state::default_path(&opts.image));
     let previous = state::load(&state_path)?;
-    let image_id_now = ImageId::of(&opts.image).map_err(|source| Error::Image {
-        path: opts.image.clone(),
-        source,
-    })?;
+    let image_id_now =
+        ImageId::of(&opts.image).ctx(|| format!("stat image {}", opts.image.display()))?;
     let credentials = credentials::credentials()?;
     let region = credentials::region(opts.region.as_deref())?;
     let client = Client::new(credentials, region, opts.endpoint.clone());

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The state of an upload, kept so an interrupted one (the process killed,
 //! the network gone) can be resumed with the same command, or cleaned up.
 //!
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
+use crate::Context;
 use crate::Error;
 
 const MAGIC: &str = "ferry-ami upload state 1";
@@ -79,9 +81,9 @@ pub fn load(path: &Path) -> Result<Option<Upload>, Error> {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(Error::State {
-                path: path.to_path_buf(),
-                why: source.to_string(),
+            return Err(Error::Io {
+                what: format!("read upload state {}", path.display()),
+                source,
             })
         }
     };
@@ -139,18 +141,15 @@ impl Journal {
     /// Creates the file for a new upload (the header is synced to disk
     /// before the first block is sent).
     pub fn create(path: &Path, up: &Upload) -> Result<Journal, Error> {
-        let err = |source: io::Error| Error::State {
-            path: path.to_path_buf(),
-            why: source.to_string(),
-        };
-        let mut f = File::create(path).map_err(err)?;
+        let err = || format!("write upload state {}", path.display());
+        let mut f = File::create(path).ctx(err)?;
         writeln!(
             f,
             "{MAGIC}\nsnapshot {}\nname {}\nimage {} {}",
             up.snapshot, up.name, up.image.size, up.image.mtime_ns
         )
-        .map_err(err)?;
-        f.sync_all().map_err(err)?;
+        .ctx(err)?;
+        f.sync_all().ctx(err)?;
         drop(f);
         Journal::append_to(path)
     }
@@ -158,14 +157,11 @@ impl Journal {
     /// Opens an existing file to add blocks (ending a line a crash cut
     /// short first).
     pub fn append_to(path: &Path) -> Result<Journal, Error> {
-        let err = |source: io::Error| Error::State {
-            path: path.to_path_buf(),
-            why: source.to_string(),
-        };
-        let torn = !fs::read(path).map_err(err)?.ends_with(b"\n");
-        let mut file = OpenOptions::new().append(true).open(path).map_err(err)?;
+        let err = || format!("open upload state {}", path.display());
+        let torn = !fs::read(path).ctx(err)?.ends_with(b"\n");
+        let mut file = OpenOptions::new().append(true).open(path).ctx(err)?;
         if torn {
-            file.write_all(b"\n").map_err(err)?;
+            file.write_all(b"\n").ctx(err)?;
         }
         Ok(Journal {
             path: path.to_path_buf(),
@@ -181,10 +177,7 @@ impl Journal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .write_all(line.as_bytes())
-            .map_err(|source| Error::State {
-                path: self.path.clone(),
-                why: source.to_string(),
-            })
+            .ctx(|| format!("write upload state {}", self.path.display()))
     }
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-ami publish` against moto's server (PyPI `moto[server]`, a local
 //! AWS API emulator started here on 127.0.0.1), read back with boto3.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The daemon's shared state: the store, the execution the runner is on,
 //! and what the runner, the scheduler and the API do to it (queue, cancel).
 //! [`Agent::start`] (in the module's root) opens it and starts them.
@@ -9,11 +10,11 @@ use std::time::Duration;
 
 use super::dispatch;
 use super::events::Events;
-use super::model::Execution as ExecutionRecord;
-use super::model::{self, Task};
 use super::store::{Store, StoreError};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::Options;
+use ferry_model::api::Execution as ExecutionRecord;
+use ferry_model::api::{self as records, Task};
 
 /// The execution the runner is working on.
 #[derive(Clone, Debug)]
@@ -43,7 +44,7 @@ pub struct Agent {
 impl Agent {
     pub(super) fn expire_history(&self) {
         let keep = i64::try_from(self.history.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = model::now_ms().saturating_sub(keep);
+        let cutoff = records::now_ms().saturating_sub(keep);
         match self.store.lock().unwrap().expire(cutoff) {
             Ok(reports) => remove_reports(&reports),
             Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
@@ -61,7 +62,7 @@ impl Agent {
             .lock()
             .unwrap()
             .insert_execution(&task.task_id, options)?;
-        self.events.state(&task.task_id, &id, model::QUEUED, None);
+        self.events.state(&task.task_id, &id, records::QUEUED, None);
         self.wake_runner();
         Ok(id)
     }
@@ -71,7 +72,7 @@ impl Agent {
         let task = {
             let store = self.store.lock().unwrap();
             let active = store.active_executions(task_id)?;
-            if active.iter().any(|e| e.status == model::QUEUED) {
+            if active.iter().any(|e| e.status == records::QUEUED) {
                 return Ok(None);
             }
             match store.task(task_id)? {
@@ -88,24 +89,24 @@ impl Agent {
         let store = self.store.lock().unwrap();
         if let Some(r) = running.as_ref().filter(|r| r.execution_id == execution_id) {
             r.cancel.store(true, Ordering::Relaxed);
-            store.set_status(execution_id, model::CANCELLING)?;
+            store.set_status(execution_id, records::CANCELLING)?;
             self.events
-                .state(&r.task_id, execution_id, model::CANCELLING, None);
+                .state(&r.task_id, execution_id, records::CANCELLING, None);
             return Ok(true);
         }
         match store.execution(execution_id)? {
-            Some(e) if e.status == model::QUEUED => {
+            Some(e) if e.status == records::QUEUED => {
                 let mut result = e.result.clone();
-                result.prepare_status = model::ERROR.into();
-                result.transfer_status = model::ERROR.into();
-                result.verify_status = model::ERROR.into();
+                result.prepare_status = records::ERROR.into();
+                result.transfer_status = records::ERROR.into();
+                result.verify_status = records::ERROR.into();
                 result.error_code = Some("Cancelled".into());
                 result.error_detail = Some("the execution was cancelled before it started".into());
-                store.finish(execution_id, model::ERROR, &result, &e.counters, None)?;
+                store.finish(execution_id, records::ERROR, &result, &e.counters, None)?;
                 self.events.state(
                     &e.task_id,
                     execution_id,
-                    model::ERROR,
+                    records::ERROR,
                     Some("cancelled while queued"),
                 );
                 Ok(true)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The HTTP API (JSON; described in `agent/openapi.yaml`). Requests that
 //! cannot be honoured are refused with a status, a DataSync-style error code
 //! and a message that says what to change, and nothing is stored.
@@ -12,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::agent::Agent;
-use super::model::{self, LocationSpec, Task};
 use super::schedule;
 use super::store::StoreError;
 use ferry_engine::Options;
+use ferry_model::api::{self as records, LocationSpec, Task};
 
 /// One line per route: the router is built from it, and the OpenAPI test
 /// (in the `ferry-agent` binary, which also serves the link's activation
@@ -117,7 +118,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"Error": self.code, "Message": self.message})),
+            Json(records::Refusal {
+                error: self.code.to_string(),
+                message: self.message,
+            }),
         )
             .into_response()
     }
@@ -139,7 +143,9 @@ pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 // ---- locations
 
 async fn list_locations(State(agent): Shared) -> Reply {
-    ok(json!({"Locations": agent.store.lock().unwrap().locations()?}))
+    ok(records::LocationList {
+        locations: agent.store.lock().unwrap().locations()?,
+    })
 }
 
 fn check_location(spec: &LocationSpec) -> Result<(), ApiError> {
@@ -258,7 +264,9 @@ fn find_task(agent: &Agent, key: &str) -> Result<Task, ApiError> {
 }
 
 async fn list_tasks(State(agent): Shared) -> Reply {
-    ok(json!({"Tasks": agent.store.lock().unwrap().tasks()?}))
+    ok(records::TaskList {
+        tasks: agent.store.lock().unwrap().tasks()?,
+    })
 }
 
 async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
@@ -329,7 +337,7 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         ));
     }
     let task = Task {
-        task_id: model::new_id("task"),
+        task_id: records::new_id("task"),
         name: req.name,
         source_location_id: req.source_location_id,
         destination_location_id: req.destination_location_id,
@@ -396,7 +404,13 @@ async fn start_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes)
     let task = find_task(&agent, &key)?;
     let options = apply_options(&task.options, &req.override_options)?;
     let id = agent.queue(&task, &options)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"TaskExecutionId": id}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(records::ExecutionStarted {
+            task_execution_id: id,
+        }),
+    )
+        .into_response())
 }
 
 // ---- executions
@@ -409,7 +423,9 @@ async fn list_executions(
         Some(key) => Some(find_task(&agent, key)?.task_id),
         None => None,
     };
-    ok(json!({"Executions": agent.store.lock().unwrap().executions(task_id.as_deref())?}))
+    ok(records::ExecutionList {
+        executions: agent.store.lock().unwrap().executions(task_id.as_deref())?,
+    })
 }
 
 fn unknown_execution(id: &str) -> ApiError {
@@ -451,7 +467,7 @@ async fn execution_report(State(agent): Shared, Path(id): Path<String>) -> Reply
     let Some(path) = path else {
         return Err(not_found(
             "ReportNotAvailable",
-            if model::is_terminal(&exec.status) {
+            if records::is_terminal(&exec.status) {
                 format!("execution {id} ended {} without a report", exec.status)
             } else {
                 format!(
@@ -530,10 +546,10 @@ async fn get_only(
         let _ = axum::body::to_bytes(request.into_body(), REFUSED_BODY_LIMIT).await;
         (
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            Json(serde_json::json!({
-                "Error": "ReadOnly",
-                "Message": "this socket only answers GET; use the agent's main socket"
-            })),
+            Json(records::Refusal {
+                error: "ReadOnly".into(),
+                message: "this socket only answers GET; use the agent's main socket".into(),
+            }),
         )
             .into_response()
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Checks on locations and on a task's pair of locations, shared by the API,
 //! provisioning and the runner (which checks again when an execution
 //! starts: a provisioned location may have changed under a task since).
@@ -5,7 +6,7 @@
 use std::io;
 use std::path::Path;
 
-use super::model::LocationSpec;
+use ferry_model::api::LocationSpec;
 
 /// Connections to the hub a location may ask for.
 pub const CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=64;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-agent --config FILE`: the appliance's configuration document
 //! (`/data/config/ferry.yaml`, see init/README.md), read on any Linux host.
 //! The document, its `role:`, `daemon:` (ports and paths, so a hub and
@@ -35,9 +36,10 @@ pub type Document = ferry_model::config::Document;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration document {path}: {source}")]
-    Read {
-        path: String,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
         source: std::io::Error,
     },
     #[error("the configuration document {path} is not valid: {source}")]
@@ -47,6 +49,13 @@ pub enum ConfigError {
     },
     #[error("the configuration document {path}: {why}")]
     Invalid { path: String, why: String },
+    /// A value fails ferry-model's checks (the key and why).
+    #[error("the configuration document {path}: {source}")]
+    Check {
+        path: String,
+        #[source]
+        source: ferry_model::config::Invalid,
+    },
     #[error("the configuration document: {0}")]
     Untrusted(#[from] ferry_secure::TrustError),
 }
@@ -67,9 +76,9 @@ pub fn load(path: &Path) -> Result<Document, ConfigError> {
         path: path.display().to_string(),
         source,
     })?;
-    doc.check().map_err(|e| ConfigError::Invalid {
+    doc.check().map_err(|source| ConfigError::Check {
         path: path.display().to_string(),
-        why: e.to_string(),
+        source,
     })?;
     Ok(doc)
 }

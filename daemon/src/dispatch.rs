@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Executions the hub gives to agents. A task of the hub whose source is
 //! an `AGENT` location runs on that agent: the hub's runner posts the
 //! execution here and waits; the agent picks it up when it next asks
@@ -19,9 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{LocationSpec, ResultDetail};
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::Options;
+use ferry_model::api::{LocationSpec, ResultDetail};
 
 /// One execution for an agent, as the agent receives it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +45,21 @@ pub struct Job {
     pub cancel: bool,
 }
 
+/// `GET /agent/v1/tasks` on the hub: the executions for the agent asking.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobList {
+    pub agent_id: String,
+    pub executions: Vec<Job>,
+}
+
+/// The hub's answer to a [`Report`]: whether the job is to stop.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReportAnswer {
+    pub cancel: bool,
+}
+
 /// What an agent says of a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -55,7 +71,7 @@ pub struct Report {
 
 impl Report {
     pub fn finished(&self) -> bool {
-        self.status == super::model::SUCCESS || self.status == super::model::ERROR
+        self.status == ferry_model::api::SUCCESS || self.status == ferry_model::api::ERROR
     }
 }
 
@@ -199,13 +215,13 @@ mod tests {
         assert!(board.grant("agent-a", "loc-2").is_none());
         // Another agent cannot report on it.
         assert_eq!(
-            board.report("agent-b", "exec-1", report(crate::model::SUCCESS)),
+            board.report("agent-b", "exec-1", report(ferry_model::api::SUCCESS)),
             None
         );
         board.report("agent-a", "exec-1", report("TRANSFERRING"));
         assert!(board.grant("agent-a", "loc-1").is_some());
         // Ended: no more, and a later report does not reopen it.
-        board.report("agent-a", "exec-1", report(crate::model::SUCCESS));
+        board.report("agent-a", "exec-1", report(ferry_model::api::SUCCESS));
         assert!(board.grant("agent-a", "loc-1").is_none());
         board.report("agent-a", "exec-1", report("TRANSFERRING"));
         assert!(board.grant("agent-a", "loc-1").is_none());

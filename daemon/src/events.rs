@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Structured log lines: one JSON object per execution state change and per
 //! failed file, on standard error (ferry-init puts a service's output into
 //! the journal). With CloudWatch embedded metric format enabled, each
@@ -107,7 +108,7 @@ impl Events {
         ];
         let mut doc = json!({
             "_aws": {
-                "Timestamp": super::model::now_ms(),
+                "Timestamp": ferry_model::api::now_ms(),
                 "CloudWatchMetrics": [{
                     "Namespace": "Ferry",
                     "Dimensions": [["TaskId"]],

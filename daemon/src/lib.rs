@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-daemon`, the core of `ferry-agent`: the daemon that keeps locations, tasks and executions, runs
 //! executions one at a time with the sync engine, and serves a JSON HTTP API
 //! on a Unix socket.
@@ -5,7 +6,6 @@
 //! | module | does |
 //! | --- | --- |
 //! | [`agent`] | the shared state ([`Agent`]): queue, cancel, the execution running; how the runner reaches a hub ([`runner::Destinations`], injected) |
-//! | [`model`] | the records, in the API's JSON shape |
 //! | [`store`] | SQLite persistence with versioned migrations |
 //! | [`runner`] | the queue: one execution at a time, oldest first |
 //! | [`schedule`] | cron schedules |
@@ -25,7 +25,6 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod metrics;
-pub mod model;
 pub mod nfs;
 pub mod provision;
 pub mod runner;
@@ -110,7 +109,7 @@ impl Agent {
             events.state(
                 "",
                 &id,
-                model::ERROR,
+                ferry_model::api::ERROR,
                 Some("interrupted: the agent stopped during the execution"),
             );
         }

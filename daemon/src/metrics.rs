@@ -1,9 +1,10 @@
+// SPDX-License-Identifier: MIT
 //! Prometheus metrics: DataSync's CloudWatch metric names in snake case, for
 //! each task's latest execution (live while it runs), plus execution status.
 
 use std::fmt::Write;
 
-use super::model::{Execution, Task};
+use ferry_model::api::{Execution, Task};
 
 /// The metric families: name, help, and how to read the value.
 type Read = fn(&Execution) -> u64;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! NFS locations: the agent mounts the export for an execution and unmounts
 //! it afterwards, with mount(2) directly (the appliance has no mount.nfs).
 //!
@@ -12,14 +13,16 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
-use super::model::NfsVersion;
+use ferry_model::api::NfsVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NfsError {
-    #[error("cannot resolve the NFS server {server}: {source}")]
-    Resolve { server: String, source: io::Error },
-    #[error("cannot create the mount point {path}: {source}")]
-    MountPoint { path: String, source: io::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("mounting {device} (NFS {version}, options {options}) failed: {source}")]
     Mount {
         device: String,
@@ -54,8 +57,8 @@ pub fn mount(
             a.next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
         })
-        .map_err(|source| NfsError::Resolve {
-            server: server.into(),
+        .map_err(|source| NfsError::Io {
+            what: format!("resolve the NFS server {server}"),
             source,
         })?
         .ip();
@@ -65,8 +68,8 @@ pub fn mount(
         .recursive(true)
         .mode(ferry_secure::DIR_MODE)
         .create(target)
-        .map_err(|source| NfsError::MountPoint {
-            path: target.display().to_string(),
+        .map_err(|source| NfsError::Io {
+            what: format!("create the mount point {}", target.display()),
             source,
         })?;
     let mut path = export.trim_end_matches('/').to_string();

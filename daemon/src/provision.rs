@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Provisioning: locations and tasks declared in the appliance's
 //! configuration document (its `agent:` section, which ferry-init hands over
 //! as JSON), applied when the agent starts.
@@ -12,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::agent::Agent;
-use super::model::{self, LocationSpec, NfsVersion, Task};
+use ferry_model::api::{self as records, LocationSpec, NfsVersion, Task};
 
 /// The document's `agent:` section (ferry-model's, as ferry-init checks it).
 pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};
@@ -21,6 +22,9 @@ pub use ferry_model::config::agent::{AgentLocation, AgentSection as Provision};
 pub enum ProvisionError {
     #[error("provisioning: {0}")]
     Invalid(String),
+    /// The section fails ferry-model's checks (the key and why).
+    #[error("provisioning: {0}")]
+    Checked(#[from] ferry_model::config::Invalid),
     #[error("provisioning: {0}")]
     Store(#[from] super::store::StoreError),
 }
@@ -61,8 +65,7 @@ fn spec(loc: &AgentLocation) -> Result<LocationSpec, String> {
 pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionError> {
     // Check everything first: as ferry-init checks the document, then what
     // only this machine can tell.
-    doc.check()
-        .map_err(|e| ProvisionError::Invalid(e.to_string()))?;
+    doc.check()?;
     let mut specs = BTreeMap::new();
     for (name, loc) in &doc.locations {
         let spec = spec(loc)
@@ -131,7 +134,7 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
                 }
                 None => {
                     let task = Task {
-                        task_id: model::new_id("task"),
+                        task_id: records::new_id("task"),
                         name: name.clone(),
                         source_location_id: source,
                         destination_location_id: destination,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The runner: one execution at a time, the oldest queued first (DataSync's
 //! task queueing). It mounts NFS locations, runs the engine, keeps the store
 //! up to date while it runs, writes the report, and unmounts.
@@ -10,13 +11,13 @@ use std::time::Duration;
 use super::agent::{Agent, Running};
 pub use super::agent::{Destination, Destinations, Pending};
 use super::dispatch::Job;
-use super::model::{self, Execution as ExecutionRecord, LocationSpec, ResultDetail};
 use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
 use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
 use ferry_engine::{Execution, Summary};
+use ferry_model::api::{self as records, Execution as ExecutionRecord, LocationSpec, ResultDetail};
 
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -63,7 +64,7 @@ fn claim_next(agent: &Agent) -> Option<(ExecutionRecord, Running)> {
     agent.events.state(
         &exec.task_id,
         &exec.task_execution_id,
-        model::LAUNCHING,
+        records::LAUNCHING,
         None,
     );
     Some((exec, r))
@@ -151,7 +152,7 @@ impl Observer for StoreObserver {
             return;
         }
         let status = phase.to_string();
-        if status == model::LAUNCHING {
+        if status == records::LAUNCHING {
             return; // already recorded when claimed
         }
         if let Err(e) = self
@@ -204,12 +205,12 @@ fn fail_execution(agent: &Arc<Agent>, exec: &ExecutionRecord, code: &str, detail
             &mut result.verify_status,
         ] {
             if s == "PENDING" {
-                *s = model::ERROR.into();
+                *s = records::ERROR.into();
             }
         }
         result.error_code = Some(code.into());
         result.error_detail = Some(detail.clone());
-        finish(agent, exec, model::ERROR, &result, &exec.counters, None);
+        finish(agent, exec, records::ERROR, &result, &exec.counters, None);
     }
 }
 
@@ -342,7 +343,7 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
         .events
         .info(&format!("{id}: handed to the agent {}", job.agent_id));
     agent.board.post(job);
-    let mut status = model::LAUNCHING.to_string();
+    let mut status = records::LAUNCHING.to_string();
     let mut cancel_deadline: Option<std::time::Instant> = None;
     loop {
         if let Some(r) = agent.board.wait(id, PROGRESS_EVERY) {
@@ -352,7 +353,7 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
             }
             let store = agent.store.lock().unwrap();
             // QUEUED on the agent is still LAUNCHING here; CANCELLING stays.
-            if r.status != status && r.status != model::QUEUED && cancel_deadline.is_none() {
+            if r.status != status && r.status != records::QUEUED && cancel_deadline.is_none() {
                 status = r.status.clone();
                 let _ = store.set_status(id, &status);
                 agent.events.state(&exec.task_id, id, &status, None);
@@ -475,9 +476,9 @@ fn run_engine<D: Location>(
         }
     };
     let status = if summary.status == Phase::Success {
-        model::SUCCESS
+        records::SUCCESS
     } else {
-        model::ERROR
+        records::ERROR
     };
     finish(
         agent,
@@ -547,13 +548,13 @@ pub fn result_of(s: &Summary) -> ResultDetail {
     let cancelled = s.error_code.as_deref() == Some("Cancelled");
     let phase = |failed: bool, ran: bool| {
         if failed {
-            model::ERROR
+            records::ERROR
         } else if ran {
-            model::SUCCESS
+            records::SUCCESS
         } else if s.status == Phase::Error {
-            model::ERROR
+            records::ERROR
         } else {
-            model::SUCCESS
+            records::SUCCESS
         }
     };
     let unreadable = s.error_code.as_deref() == Some("SourceOrDestinationUnreadable");

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Schedules: standard five-field cron expressions (minute hour day month
 //! weekday, in UTC; checked by `ferry_model::schedule`), so the shortest
 //! interval is one minute. A scheduled

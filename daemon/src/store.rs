@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The agent's persistent store: one SQLite database in the data directory.
 //!
 //! Power loss and `kill -9` at any point leave it consistent: every change is
@@ -10,9 +11,9 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::model::{self, Execution, Location, LocationSpec, ResultDetail, Task};
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::Options;
+use ferry_model::api::{self as records, Execution, Location, LocationSpec, ResultDetail, Task};
 
 /// Schema steps; `MIGRATIONS[n]` takes version n to n + 1. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -124,8 +125,8 @@ impl Store {
     // ---- locations
 
     pub fn insert_location(&self, spec: &LocationSpec) -> Result<Location, StoreError> {
-        let id = model::new_id("loc");
-        let now = model::now_ms();
+        let id = records::new_id("loc");
+        let now = records::now_ms();
         self.db.execute(
             "INSERT INTO locations (id, spec, created_ms) VALUES (?1, ?2, ?3)",
             params![id, serde_json::to_string(spec)?, now],
@@ -214,7 +215,7 @@ impl Store {
                 task.destination_location_id,
                 serde_json::to_string(&task.options)?,
                 task.schedule,
-                model::now_ms(),
+                records::now_ms(),
             ],
         )?;
         Ok(())
@@ -290,16 +291,16 @@ impl Store {
     // ---- executions
 
     pub fn insert_execution(&self, task_id: &str, options: &Options) -> Result<String, StoreError> {
-        let id = model::new_id("exec");
+        let id = records::new_id("exec");
         self.db.execute(
             "INSERT INTO executions (id, task_id, status, options, queued_ms, result, counters)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id,
                 task_id,
-                model::QUEUED,
+                records::QUEUED,
                 serde_json::to_string(options)?,
-                model::now_ms(),
+                records::now_ms(),
                 serde_json::to_string(&pending_result())?,
                 serde_json::to_string(&CounterSnapshot::default())?,
             ],
@@ -332,7 +333,7 @@ impl Store {
         self.db
             .query_row(
                 &format!("{EXECUTION_COLUMNS} WHERE status = ?1 ORDER BY seq LIMIT 1"),
-                [model::QUEUED],
+                [records::QUEUED],
                 execution_row,
             )
             .optional()?
@@ -359,7 +360,7 @@ impl Store {
     pub fn mark_started(&self, id: &str) -> Result<(), StoreError> {
         self.db.execute(
             "UPDATE executions SET status = ?2, started_ms = ?3 WHERE id = ?1",
-            params![id, model::LAUNCHING, model::now_ms()],
+            params![id, records::LAUNCHING, records::now_ms()],
         )?;
         Ok(())
     }
@@ -400,7 +401,7 @@ impl Store {
                 serde_json::to_string(result)?,
                 serde_json::to_string(counters)?,
                 report,
-                model::now_ms()
+                records::now_ms()
             ],
         )?;
         Ok(())
@@ -428,12 +429,12 @@ impl Store {
                 &mut result.verify_status,
             ] {
                 if status == "PENDING" {
-                    *status = model::ERROR.into();
+                    *status = records::ERROR.into();
                 }
             }
             self.finish(
                 &exec.task_execution_id,
-                model::ERROR,
+                records::ERROR,
                 &result,
                 &exec.counters,
                 None,
@@ -482,7 +483,7 @@ fn location(id: String, spec: LocationSpec, created_ms: i64) -> Location {
         location_id: id,
         location_uri: spec.uri(),
         spec,
-        creation_time: model::rfc3339(created_ms),
+        creation_time: records::rfc3339(created_ms),
     }
 }
 
@@ -510,7 +511,7 @@ fn task_row(r: &Row) -> rusqlite::Result<Result<Task, StoreError>> {
     let options: String = r.get(4)?;
     let active: Option<String> = r.get(7)?;
     let (status, current) = match active.as_deref().and_then(|a| a.split_once(' ')) {
-        Some((model::QUEUED, id)) => ("QUEUED", Some(id.to_string())),
+        Some((records::QUEUED, id)) => ("QUEUED", Some(id.to_string())),
         Some((_, id)) => ("RUNNING", Some(id.to_string())),
         None => ("AVAILABLE", None),
     };
@@ -527,7 +528,7 @@ fn task_row(r: &Row) -> rusqlite::Result<Result<Task, StoreError>> {
         schedule: r.get(5)?,
         status: status.into(),
         current_task_execution_id: current,
-        creation_time: model::rfc3339(r.get(6)?),
+        creation_time: records::rfc3339(r.get(6)?),
     }))
 }
 
@@ -550,9 +551,9 @@ fn execution_row(r: &Row) -> rusqlite::Result<Result<Execution, StoreError>> {
         task_id: r.get(1)?,
         status: r.get(2)?,
         options,
-        queue_time: model::rfc3339(r.get(4)?),
-        start_time: r.get::<_, Option<i64>>(5)?.map(model::rfc3339),
-        end_time: r.get::<_, Option<i64>>(6)?.map(model::rfc3339),
+        queue_time: records::rfc3339(r.get(4)?),
+        start_time: r.get::<_, Option<i64>>(5)?.map(records::rfc3339),
+        end_time: r.get::<_, Option<i64>>(6)?.map(records::rfc3339),
         result,
         counters,
         report_available: r.get::<_, Option<String>>(9)?.is_some(),
@@ -624,7 +625,7 @@ mod tests {
         let a = store.insert_location(&LocationSpec::local("/a")).unwrap();
         let b = store.insert_location(&LocationSpec::local("/b")).unwrap();
         let task = Task {
-            task_id: model::new_id("task"),
+            task_id: records::new_id("task"),
             name: "t".into(),
             source_location_id: a.location_id,
             destination_location_id: b.location_id,

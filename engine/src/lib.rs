@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Ferry's sync engine: one execution of a task, from LAUNCHING to SUCCESS
 //! or ERROR, with DataSync's phases and counters, between two [`location`]s.
 //!
@@ -17,7 +18,7 @@
 
 pub mod location;
 
-pub mod counters;
+pub use ferry_model::counters;
 /// The task options and their filters are defined in ferry-model (which
 /// ferry-init links too); re-exported where they always were.
 pub use ferry_model::{filter, options};
@@ -53,12 +54,27 @@ use crate::location::{Kind, Location, Meta, Timestamp};
 pub enum EngineError {
     #[error(transparent)]
     Options(#[from] OptionsError),
-    #[error("cannot open the source {path}: {source}")]
-    SourceRoot { path: String, source: io::Error },
-    #[error("cannot open the destination {path}: {source}")]
-    DestinationRoot { path: String, source: io::Error },
-    #[error("cannot prepare the task report: {0}")]
-    Report(io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `src.root().ctx(|| format!("open the source {}", src.describe()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, EngineError>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, EngineError> {
+        self.map_err(|source| EngineError::Io {
+            what: what(),
+            source,
+        })
+    }
 }
 
 /// The outcome of an execution, as the JSON report's summary and the last
@@ -344,7 +360,7 @@ impl<S: Location, D: Location> Execution<S, D> {
         });
         let transferred_log = match opts.verify_mode {
             VerifyMode::OnlyFilesTransferred => Some(Mutex::new(BufWriter::new(
-                tempfile::tempfile().map_err(EngineError::Report)?,
+                tempfile::tempfile().ctx(|| "prepare the task report (a temporary file)".into())?,
             ))),
             _ => None,
         };
@@ -399,25 +415,32 @@ impl<S: Location, D: Location> Execution<S, D> {
         let start = Instant::now();
         let start_time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         ctx.set_phase(Phase::Launching);
-        let src_root = ctx.src.root().map_err(|source| EngineError::SourceRoot {
-            path: ctx.src.describe(),
-            source,
-        })?;
+        let src_root = ctx
+            .src
+            .root()
+            .ctx(|| format!("open the source {}", ctx.src.describe()))?;
         let dst_root = ctx
             .dst
             .root()
-            .map_err(|source| EngineError::DestinationRoot {
-                path: ctx.dst.describe(),
-                source,
-            })?;
+            .ctx(|| format!("open the destination {}", ctx.dst.describe()))?;
 
         ctx.set_phase(Phase::Preparing);
         let prepare_start = Instant::now();
         let transfer = transfer::Transfer::new(ctx);
         let mut error_detail = None;
+        ctx.dst.defer_changes();
         if let Err(e) = transfer.run(src_root, dst_root) {
             Counters::inc(&ctx.counters.files_failed_prepare);
             error_detail = Some(format!("cannot read the roots: {e}"));
+        }
+        for f in ctx.dst.settle() {
+            // Counted as transferred when it was acknowledged.
+            let _ = ctx.counters.files_transferred.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+            ctx.fail(Phase::Transferring, &f.path, f.kind, f.what, &f.error);
         }
         let transfer_end = Instant::now();
         let prepared = transfer.prepared_at.lock().unwrap().unwrap_or(transfer_end);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The comparison at the heart of PREPARING: what to do with one entry, given
 //! what the scan found on both sides. Pure functions, so every rule has a test.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What an execution tells the world: phase changes and one record per entry
 //! that was transferred, verified, deleted, skipped or failed.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The work queue shared by the engine's workers.
 //!
 //! Three kinds of work: directory scans (a stack, so the walk goes depth

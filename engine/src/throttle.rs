@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! BytesPerSecond: one budget shared by every worker of an execution.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! VERIFYING: compare the destination with the source, content included.
 //!
 //! POINT_IN_TIME_CONSISTENT rescans both trees in parallel and compares every

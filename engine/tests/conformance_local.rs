@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Location conformance suite against the local location.
 
 use ferry_engine::location::conformance::{self, Capabilities, Harness};

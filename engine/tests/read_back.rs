@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Verification reads every written range back from the destination while
 //! the file is still open. A destination that stores other bytes than it was
 //! given (a real directory underneath, one bit flipped on its way in) is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The agent's activation port: `GET /?hub=HOST[:PORT][&hubFingerprint=…]`
 //! from whoever reaches port 80 before activation. The query string as the
 //! activation page's extractor takes it, the hub address made into the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The configuration document (`/data/config/ferry.yaml`, and whatever a
 //! provider offers): ferry-init's parse and checks, then the parts
 //! ferry-agent reads (`role:`, `daemon:`, `agent:`).

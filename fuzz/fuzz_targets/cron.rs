@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Schedules: a task's cron expression (API, configuration document), and
 //! the next firings the scheduler computes from it, from a few instants
 //! (month and year ends, a leap day, the far end of a 32-bit clock).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! DHCP replies: an IPv4/UDP frame off the AF_PACKET socket (acquiring) or
 //! a UDP payload (renewing, rebinding), parsed into a lease, and the
 //! client's timing (T1, T2, retries) from that lease at its edges.

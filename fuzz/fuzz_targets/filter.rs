@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Include and exclude filters (DataSync SIMPLE_PATTERN strings, from the
 //! API, a task of the configuration document, or a hub's job) and the
 //! verdict on paths the walk meets.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! VMware guestinfo: the reader child's JSON answer (variables to values),
 //! the document the variables make (an embedded OVF environment overridden
 //! by the plain `guestinfo.ferry.*` variables), and that document's checks.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Activation, the hub's only unauthenticated input: the certificate
 //! request an agent registers (`POST /activation/v1/register`, checked as
 //! `State::register` does, then signed as when an operator confirms the

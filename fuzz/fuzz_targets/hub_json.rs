@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The JSON messages between hub and agent: the executions a hub hands an
 //! agent (`GET /agent/v1/tasks`, read by the agent, with each job's task
 //! options checked as before a run), the hub's other answers the agent

@@ -1,8 +1,11 @@
+// SPDX-License-Identifier: MIT
 //! The remote writer's requests, as the hub reads them from an agent: a run
 //! of postcard `Request`s (`POST /agent/v1/fs/{location}` bodies, decoded
 //! as `server::fs_op` does), each done by `hub::fs::execute` on a fresh,
 //! empty location, one after the other, so sequences (make a node, then
-//! write to it; put a file, then digest it) are reached.
+//! write to it; put a file, then digest it) are reached; what follows them,
+//! when it decodes as a `Batch` (`…/batch` bodies) that `Batch::validate`
+//! accepts, is done by `hub::fs::execute_batch` as the hub does it.
 //!
 //! The operations really happen, as root when the fuzzer runs as root, so
 //! they run in a sandbox: a worker thread with its own root directory
@@ -20,16 +23,19 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
 
-use ferry_hub::fs;
-use ferry_wire::proto::Request;
 use ferry_engine::location::local::LocalLocation;
+use ferry_hub::fs;
+use ferry_wire::proto::{Batch, Request};
 use libfuzzer_sys::fuzz_target;
 
 /// Requests done per input at most.
 const MAX_REQUESTS: usize = 16;
 
+/// The requests of one input, and the batch after them.
+type Job = (Vec<Request>, Option<Batch>);
+
 struct Worker {
-    jobs: SyncSender<Vec<Request>>,
+    jobs: SyncSender<Job>,
     done: Receiver<()>,
 }
 
@@ -92,7 +98,7 @@ fn confine(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run(requests: Vec<Request>, n: u64) {
+fn run((requests, batch): Job, n: u64) {
     let dir = PathBuf::from(format!("/w{n}"));
     if std::fs::create_dir(&dir).is_err() {
         return;
@@ -100,6 +106,10 @@ fn run(requests: Vec<Request>, n: u64) {
     if let Ok(loc) = LocalLocation::open(&dir) {
         for req in requests {
             let _ = fs::execute(&loc, req.op, &fs::Policy::default());
+        }
+        if let Some(batch) = batch {
+            let budget = std::time::Duration::from_secs(5);
+            let _ = fs::execute_batch(&loc, batch.ops, &fs::Policy::default(), budget);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -118,7 +128,7 @@ fn start() -> Option<Mutex<Worker>> {
     if let Err(e) = std::fs::create_dir_all(&root) {
         panic!("hub_request: scratch directory {}: {e}", root.display());
     }
-    let (jobs, job_rx) = sync_channel::<Vec<Request>>(0);
+    let (jobs, job_rx) = sync_channel::<Job>(0);
     let (done_tx, done) = sync_channel(0);
     let (ready_tx, ready) = sync_channel(0);
     std::thread::spawn(move || {
@@ -129,8 +139,8 @@ fn start() -> Option<Mutex<Worker>> {
             return;
         }
         let mut n = 0u64;
-        for requests in job_rx {
-            run(requests, n);
+        for job in job_rx {
+            run(job, n);
             n += 1;
             let _ = done_tx.send(());
         }
@@ -153,12 +163,15 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => break,
         }
     }
-    if requests.is_empty() {
+    let batch = postcard::from_bytes::<Batch>(rest)
+        .ok()
+        .filter(|b| b.validate().is_ok());
+    if requests.is_empty() && batch.is_none() {
         return;
     }
     if let Some(worker) = WORKER.get_or_init(start) {
         let w = worker.lock().unwrap();
-        w.jobs.send(requests).expect("worker runs");
+        w.jobs.send((requests, batch)).expect("worker runs");
         w.done.recv().expect("worker runs");
     }
 });

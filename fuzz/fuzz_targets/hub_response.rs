@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's answers to the remote writer, as the agent reads them: a
 //! postcard `Response` (HubClient::fs), then what RemoteLocation makes of
 //! each reply (metadata, listings, link targets, the hub's errno).
@@ -6,8 +7,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use ferry_wire::proto::{Reply, Response};
 use ferry_engine::location::Meta;
+use ferry_wire::proto::{Reply, Response};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

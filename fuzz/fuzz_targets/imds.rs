@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! EC2 instance metadata (IMDSv2), as the link-local service (or whoever
 //! answers in its place) sends it: the whole HTTP answer to
 //! `GET /latest/user-data` parsed, the user data and the key pair's key

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The OVF environment (`ovf-env.xml` from the deployment's CD-ROM): its
 //! properties, the document they make, and that document's checks.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's side of the remote writer: each operation an agent sends is
 //! done on a location of the hub with the same code the engine uses locally.
 //!
@@ -163,6 +164,22 @@ pub fn execute_within(
         .map_err(|e| WireError::from(&e))
 }
 
+/// A batch's operations in order, each checked and done as [`execute`]
+/// does, until `budget` has passed: the answers then stop short, and the
+/// agent sends the rest again.
+pub fn execute_batch(
+    loc: &LocalLocation,
+    ops: Vec<Op>,
+    policy: &Policy,
+    budget: Duration,
+) -> ferry_wire::proto::BatchResponse {
+    let start = Instant::now();
+    ops.into_iter()
+        .take_while(|_| start.elapsed() < budget)
+        .map(|op| execute(loc, op, policy))
+        .collect()
+}
+
 /// SHA-256 of a regular file, refused once `budget` has passed.
 fn digest(loc: &LocalLocation, dir: &[u8], file: &[u8], budget: Duration) -> io::Result<[u8; 32]> {
     let deadline = Instant::now() + budget;
@@ -309,7 +326,9 @@ fn run(loc: &LocalLocation, op: Op, digest_budget: Duration) -> io::Result<Reply
             let w = loc.create_file(&d, as_name(&name), mode)?;
             write_all(&w, &data, 0)?;
             finish(w, len, &MetaUpdate::from(&update))?;
-            Reply::Done
+            // Read back as written: the agent's verification needs no
+            // second round trip for it.
+            Reply::Digest(digest(loc, &dir, &name, digest_budget)?)
         }
         Op::Digest { dir, name } => Reply::Digest(digest(loc, &dir, &name, digest_budget)?),
     })

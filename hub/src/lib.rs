@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-hub`: the hub, `ferry-agent` with `role: hub`. It keeps its own
 //! certificate authority, serves the daemon's API and the agents' endpoints
 //! over HTTPS (TLS 1.3, clients authenticated by a certificate from its CA

@@ -1,10 +1,11 @@
+// SPDX-License-Identifier: MIT
 //! The hub's HTTPS API, on one port:
 //!
 //! | who | routes |
 //! | --- | --- |
 //! | anyone (the activation flow) | `POST /activation/v1/register`, `GET /activation/v1/certificate`, `GET`/`POST /activate` (the page) |
 //! | operators (bearer token or operator certificate) | `/v1/agents`, `/v1/agents/activate`, and the daemon's API (`/v1/locations`, `/v1/tasks`, `/v1/executions`, `/metrics`) |
-//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}` |
+//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}`, `POST /agent/v1/fs/{location}/batch` |
 //!
 //! An agent's file-system requests reach only the location an execution
 //! handed to it writes to, while that execution runs ([`ferry_daemon::dispatch`]).
@@ -31,11 +32,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::state::{ActivationError, HubState};
-use ferry_daemon::model::LocationSpec;
+use ferry_daemon::dispatch::{JobList, ReportAnswer};
 use ferry_daemon::{nfs, Agent};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
+use ferry_model::api::{AgentRecord, LocationSpec, Refusal};
 use ferry_secure as secure;
+use ferry_wire::activation::{Issued, Register, Registered};
 use ferry_wire::ca::{self, Ca};
 use ferry_wire::proto;
 use ferry_wire::tls::{self, Peer};
@@ -65,15 +68,18 @@ pub enum HubStartError {
     State(#[from] ActivationError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("the operator token file {path}: {source}")]
-    Token {
-        path: String,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
+    /// A file or directory of the hub's failed `ferry_secure`'s checks.
+    #[error("{what}: {source}")]
+    Trust {
+        what: String,
+        #[source]
+        source: secure::TrustError,
     },
 }
 
@@ -160,16 +166,21 @@ fn hash(s: &str) -> [u8; 32] {
 
 /// The operator token: read from `file`, or made there at first start.
 fn operator_token(file: &Path) -> Result<String, HubStartError> {
-    let err = |source| HubStartError::Token {
-        path: file.display().to_string(),
-        source,
-    };
+    let what = |verb: &str| format!("{verb} the operator token file {}", file.display());
     let make = || {
         if let Some(dir) = file.parent() {
-            secure::trusted_dir(dir).map_err(|e| err(e.into()))?;
+            secure::trusted_dir(dir).map_err(|source| HubStartError::Trust {
+                what: what("make the directory of"),
+                source,
+            })?;
         }
         let token = ca::random_hex(24);
-        ca::write_file(file, format!("{token}\n").as_bytes(), true).map_err(err)?;
+        ca::write_file(file, format!("{token}\n").as_bytes(), true).map_err(|source| {
+            HubStartError::Io {
+                what: what("write"),
+                source,
+            }
+        })?;
         Ok(token)
     };
     // Ours, not a link, nobody else's to read or write: whoever could
@@ -179,10 +190,15 @@ fn operator_token(file: &Path) -> Result<String, HubStartError> {
             "" => make(),
             t => Ok(t.to_string()),
         },
-        Err(e) => match std::io::Error::from(e) {
-            e if e.kind() == std::io::ErrorKind::NotFound => make(),
-            e => Err(err(e)),
-        },
+        Err(secure::TrustError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            make()
+        }
+        Err(source) => Err(HubStartError::Trust {
+            what: what("read"),
+            source,
+        }),
     }
 }
 
@@ -252,7 +268,7 @@ impl Hub {
             mount_options.as_deref(),
             &point,
         )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(std::io::Error::other)?;
         self.agent.events.info(&format!(
             "hub: mounted {} (NFS {vers}) on {}",
             spec.uri(),
@@ -264,10 +280,6 @@ impl Hub {
 
     /// Serves the hub's API on `addr` until the process ends.
     pub async fn serve(self: Arc<Hub>, addr: std::net::SocketAddr) -> Result<(), HubStartError> {
-        let listen_err = |source| HubStartError::Listen {
-            addr: addr.to_string(),
-            source,
-        };
         let config = tls::server_config(
             &self.ca.cert_der,
             self.ca.server_cert.clone(),
@@ -275,7 +287,10 @@ impl Hub {
         )?;
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(listen_err)?;
+            .map_err(|source| HubStartError::Io {
+                what: format!("listen on {addr}"),
+                source,
+            })?;
         let limits = tls::ConnLimits::for_this_process();
         self.agent.events.info(&format!(
             "hub: HTTPS on {addr}; CA fingerprint {}; at most {} connections ({} per address)",
@@ -322,6 +337,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     // The fs route reads its body itself, after the authorization.
     let fs = Router::new()
         .route("/agent/v1/fs/{location}", post(fs_op))
+        .route("/agent/v1/fs/{location}/batch", post(fs_batch))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
         .layer(middleware::from_fn_with_state(FS_BUDGET, budget))
         .with_state(hub);
@@ -344,7 +360,10 @@ async fn budget(State(limit): State<Duration>, req: Request, next: Next) -> Resp
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
-        Json(json!({"Error": code, "Message": message.into()})),
+        Json(Refusal {
+            error: code.into(),
+            message: message.into(),
+        }),
     )
         .into_response()
 }
@@ -433,20 +452,12 @@ fn activation_refusal(e: ActivationError) -> Response {
     refuse(activation_status(&e), code, e.to_string())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RegisterBody {
-    csr: String,
-    #[serde(default)]
-    hostname: String,
-}
-
 async fn register(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     bytes: Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<RegisterBody>(&bytes) else {
+    let Ok(body) = serde_json::from_slice::<Register>(&bytes) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidRequest",
@@ -464,7 +475,10 @@ async fn register(
                 "hub: activation requested by {:?}, key {key}",
                 body.hostname
             ));
-            Json(json!({"ActivationKey": key})).into_response()
+            Json(Registered {
+                activation_key: key,
+            })
+            .into_response()
         }
         Err(e) => activation_refusal(e),
     }
@@ -478,9 +492,11 @@ struct KeyQuery {
 
 async fn certificate(State(hub): State<Arc<Hub>>, Query(q): Query<KeyQuery>) -> Response {
     match hub.state.lock().unwrap().certificate(&q.activation_key) {
-        Ok(Some((agent_id, cert))) => {
-            Json(json!({"AgentId": agent_id, "Certificate": cert})).into_response()
-        }
+        Ok(Some((agent_id, certificate))) => Json(Issued {
+            agent_id,
+            certificate,
+        })
+        .into_response(),
         Ok(None) => (
             StatusCode::ACCEPTED,
             Json(json!({"Message": "waiting for an operator to confirm the key"})),
@@ -497,7 +513,7 @@ struct ActivateBody {
     agent_name: String,
 }
 
-fn confirm(hub: &Hub, key: &str, name: &str) -> Result<super::state::AgentRecord, ActivationError> {
+fn confirm(hub: &Hub, key: &str, name: &str) -> Result<AgentRecord, ActivationError> {
     let record = hub.state.lock().unwrap().activate(&hub.ca, key, name)?;
     hub.agent.events.info(&format!(
         "hub: agent {} activated as {:?}",
@@ -521,7 +537,7 @@ async fn activate(State(hub): State<Arc<Hub>>, bytes: Bytes) -> Response {
 }
 
 async fn list_agents(State(hub): State<Arc<Hub>>) -> Response {
-    Json(json!({"Agents": hub.state.lock().unwrap().agents()})).into_response()
+    Json(hub.state.lock().unwrap().agents()).into_response()
 }
 
 fn escape(s: &str) -> String {
@@ -584,7 +600,11 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
 /// Executions the hub gives this agent to run (see [`ferry_daemon::dispatch`]).
 async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
     let jobs = hub.agent.board.jobs_for(&id.0);
-    Json(json!({"AgentId": id.0, "Executions": jobs})).into_response()
+    Json(JobList {
+        agent_id: id.0,
+        executions: jobs,
+    })
+    .into_response()
 }
 
 async fn agent_report(
@@ -598,7 +618,7 @@ async fn agent_report(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
     match hub.agent.board.report(&id.0, &execution, report) {
-        Some(cancel) => Json(json!({"Cancel": cancel})).into_response(),
+        Some(cancel) => Json(ReportAnswer { cancel }).into_response(),
         None => refuse(
             StatusCode::NOT_FOUND,
             "ExecutionNotFound",
@@ -614,11 +634,77 @@ fn special_files_allowed(job: &ferry_daemon::dispatch::Job, spec: &LocationSpec)
     job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
 }
 
+/// One operation (`POST /agent/v1/fs/{location}`).
 async fn fs_op(
     State(hub): State<Arc<Hub>>,
     Extension(id): Extension<AgentId>,
     UrlPath(location): UrlPath<String>,
     req: Request,
+) -> Response {
+    serve_fs(hub, id, location, req, |body| {
+        let req: proto::Request = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        Ok(FsWork {
+            id: req.op_id,
+            changes: req.op.changes(),
+            run: Box::new(move |loc, policy| {
+                let resp = loc.and_then(|loc| super::fs::execute(&loc, req.op, policy));
+                postcard::to_stdvec(&resp).expect("encodable")
+            }),
+        })
+    })
+    .await
+}
+
+/// How long the hub spends on one batch; what is left is answered as not
+/// done (the agent sends it again), well before [`FS_BUDGET`] ends.
+pub const BATCH_BUDGET: Duration = Duration::from_secs(20);
+
+/// A batch of one lane's operations (`POST /agent/v1/fs/{location}/batch`),
+/// done in order on one blocking thread.
+async fn fs_batch(
+    State(hub): State<Arc<Hub>>,
+    Extension(id): Extension<AgentId>,
+    UrlPath(location): UrlPath<String>,
+    req: Request,
+) -> Response {
+    serve_fs(hub, id, location, req, |body| {
+        let batch: proto::Batch = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        // All of it is checked before any of it is done.
+        batch.validate().map_err(|e| e.to_string())?;
+        Ok(FsWork {
+            id: batch.batch_id,
+            changes: batch.changes(),
+            run: Box::new(move |loc, policy| {
+                let answers: proto::BatchResponse = match loc {
+                    Ok(loc) => super::fs::execute_batch(&loc, batch.ops, policy, BATCH_BUDGET),
+                    Err(e) => batch.ops.iter().map(|_| Err(e.clone())).collect(),
+                };
+                postcard::to_stdvec(&answers).expect("encodable")
+            }),
+        })
+    })
+    .await
+}
+
+/// What an fs request asks, decoded and checked: done once per `id` when
+/// it `changes` the location.
+struct FsWork {
+    id: u64,
+    changes: bool,
+    #[allow(clippy::type_complexity)]
+    run: Box<
+        dyn FnOnce(Result<LocalLocation, proto::WireError>, &super::fs::Policy) -> Vec<u8> + Send,
+    >,
+}
+
+/// What both fs routes share: the grant, the body read within its bound,
+/// the location, the slots, and the answer kept for a retry.
+async fn serve_fs(
+    hub: Arc<Hub>,
+    id: AgentId,
+    location: String,
+    req: Request,
+    decode: impl FnOnce(&[u8]) -> Result<FsWork, String>,
 ) -> Response {
     // Before anything else (the body, the store, a mount): is this agent
     // running an execution the hub gave it, writing to this location?
@@ -643,9 +729,9 @@ async fn fs_op(
             )
         }
     };
-    let req: proto::Request = match postcard::from_bytes(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
+    let work = match decode(&body) {
+        Ok(w) => w,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e),
     };
     let spec = match hub.agent.store.lock().unwrap().location(&location) {
         Ok(Some(l)) => l.spec,
@@ -664,21 +750,25 @@ async fn fs_op(
             format!("{location} is not a local or NFS location of the hub"),
         );
     }
-    let special_files = special_files_allowed(&job, &spec);
+    let policy = super::fs::Policy {
+        special_files: special_files_allowed(&job, &spec),
+    };
     let h = hub.clone();
-    let run = move |op: proto::Op, _permit: FsPermit| {
-        let resp = match h
+    let FsWork {
+        id: op_id,
+        changes,
+        run,
+    } = work;
+    let run = move |_permit: FsPermit| {
+        let loc = h
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
-        {
-            Ok(loc) => super::fs::execute(&loc, op, &super::fs::Policy { special_files }),
-            Err(e) => Err(proto::WireError::from(&e)),
-        };
-        Bytes::from(postcard::to_stdvec(&resp).expect("encodable"))
+            .map_err(|e| proto::WireError::from(&e));
+        Bytes::from(run(loc, &policy))
     };
-    if !req.op.changes() {
+    if !changes {
         let permit = hub.fs_slots.acquire(&id.0).await;
-        return match tokio::task::spawn_blocking(move || run(req.op, permit)).await {
+        return match tokio::task::spawn_blocking(move || run(permit)).await {
             Ok(answer) => {
                 ([(header::CONTENT_TYPE, "application/x-postcard")], answer).into_response()
             }
@@ -689,7 +779,7 @@ async fn fs_op(
             ),
         };
     }
-    let key = (id.0.clone(), req.op_id);
+    let key = (id.0.clone(), op_id);
     let existing = |hub: &Hub| -> Option<Answer> {
         let mut answers = hub.answers.lock().unwrap();
         if answers
@@ -715,7 +805,7 @@ async fn fs_op(
                     answers.by_op.insert(key, (Instant::now(), rx.clone()));
                     // Done to the end even if this connection breaks meanwhile.
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Some(run(req.op, permit)));
+                        let _ = tx.send(Some(run(permit)));
                     });
                     rx
                 }

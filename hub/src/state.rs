@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What the hub keeps about agents: pending activations (a key, the agent's
 //! certificate request) and activated agents (a name, the fingerprint of the
 //! certificate the hub signed, when it was last heard from).
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use ferry_daemon::model::now_ms;
+use ferry_model::api::{now_ms, AgentList, AgentRecord, AgentStatus};
 use ferry_wire::ca::{self, Ca, CaError};
 
 /// An activation key works this long (unless configured otherwise), and once.
@@ -50,9 +51,10 @@ pub enum ActivationError {
     RateLimited,
     #[error(transparent)]
     Ca(#[from] CaError),
-    #[error("cannot save {path}: {source}")]
-    Save {
-        path: String,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -193,18 +195,6 @@ impl Rate {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AgentRecord {
-    pub agent_id: String,
-    pub name: String,
-    pub hostname: String,
-    pub certificate_fingerprint: String,
-    pub activated_ms: i64,
-    #[serde(default)]
-    pub last_seen_ms: i64,
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Data {
     pending: Vec<Pending>,
@@ -288,8 +278,8 @@ impl HubState {
 
     fn save(&self) -> Result<(), ActivationError> {
         let text = serde_json::to_vec_pretty(&self.data).expect("serializable");
-        ca::write_file(&self.path, &text, true).map_err(|source| ActivationError::Save {
-            path: self.path.display().to_string(),
+        ca::write_file(&self.path, &text, true).map_err(|source| ActivationError::Io {
+            what: format!("save {}", self.path.display()),
             source,
         })
     }
@@ -475,18 +465,18 @@ impl HubState {
         }
     }
 
-    pub fn agents(&self) -> Vec<serde_json::Value> {
+    pub fn agents(&self) -> AgentList {
         let now = now_ms();
-        self.data
-            .agents
-            .iter()
-            .map(|a| {
-                let online = now - a.last_seen_ms < OFFLINE_AFTER.as_millis() as i64;
-                let mut v = serde_json::to_value(a).expect("serializable");
-                v["Status"] = (if online { "ONLINE" } else { "OFFLINE" }).into();
-                v
-            })
-            .collect()
+        let agents = self.data.agents.iter().map(|a| {
+            let online = now - a.last_seen_ms < OFFLINE_AFTER.as_millis() as i64;
+            AgentStatus {
+                agent: a.clone(),
+                status: (if online { "ONLINE" } else { "OFFLINE" }).into(),
+            }
+        });
+        AgentList {
+            agents: agents.collect(),
+        }
     }
 }
 

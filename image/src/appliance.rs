@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance disk, `out/ferry.raw`: GPT with an ESP (unified kernel
 //! image for UEFI, syslinux for BIOS), the erofs root, its dm-verity hash
 //! tree, and a small data partition that ferry-init grows on first boot.
@@ -17,6 +18,7 @@ use crate::fsimage::{self, hex};
 use crate::kmod::Kernel;
 use crate::manifest::Manifest;
 use crate::tree::Tree;
+use crate::Context;
 use crate::{elf, run, Error, Result};
 
 /// systemd-boot's EFI stub (Debian `systemd-boot-efi`), the UKI's loader.
@@ -86,10 +88,6 @@ pub struct Built {
 
 fn guid(seed: &str) -> Guid {
     Guid::from_hash(&Sha256::digest(seed.as_bytes()))
-}
-
-fn io_err(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::io(what.to_string(), e)
 }
 
 /// Where ferry-init is in the root (the manifest checks it is listed).
@@ -276,10 +274,12 @@ fn uki(
     out: &Path,
 ) -> Result<()> {
     let osrel = work.join("uki-os-release");
-    fs::write(&osrel, "NAME=\"Ferry\"\nID=ferry\n").map_err(io_err("write os-release"))?;
+    fs::write(&osrel, "NAME=\"Ferry\"\nID=ferry\n").ctx(|| format!("write {}", osrel.display()))?;
     let cmd = work.join("uki-cmdline");
-    fs::write(&cmd, format!("{cmdline}\0")).map_err(io_err("write cmdline"))?;
-    let linux_size = fs::metadata(vmlinuz).map_err(io_err("stat vmlinuz"))?.len();
+    fs::write(&cmd, format!("{cmdline}\0")).ctx(|| format!("write {}", cmd.display()))?;
+    let linux_size = fs::metadata(vmlinuz)
+        .ctx(|| format!("stat {}", vmlinuz.display()))?
+        .len();
     let linux_vma: u64 = 0x200_0000;
     let initrd_vma = (linux_vma + linux_size).div_ceil(0x10_0000) * 0x10_0000 + 0x10_0000;
     let _ = fs::remove_file(out);
@@ -315,7 +315,7 @@ fn esp(
     let _ = fs::remove_file(&img);
     File::create(&img)
         .and_then(|f| f.set_len(m.partitions.esp_mib << 20))
-        .map_err(io_err("create the ESP image"))?;
+        .ctx(|| format!("create the ESP image {}", img.display()))?;
     run(Command::new("mkfs.vfat")
         .args(["--invariant", "-i", "46455259", "-n", "FERRY-ESP"])
         .arg(&img))?;
@@ -324,7 +324,7 @@ fn esp(
         &cfg,
         format!("DEFAULT ferry\nPROMPT 0\nTIMEOUT 0\nLABEL ferry\n  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND {cmdline}\n"),
     )
-    .map_err(io_err("write syslinux.cfg"))?;
+    .ctx(|| format!("write {}", cfg.display()))?;
     let i = img.to_string_lossy().into_owned();
     run(Command::new("mmd").args(["-i", &i, "::/EFI", "::/EFI/BOOT"]))?;
     for (src, dest) in [
@@ -340,16 +340,17 @@ fn esp(
 }
 
 fn copy_at(disk: &mut File, src: &Path, offset: u64) -> Result<()> {
-    let mut f = File::open(src).map_err(io_err("open a partition image"))?;
-    disk.seek(SeekFrom::Start(offset)).map_err(io_err("seek"))?;
-    io::copy(&mut f, disk).map_err(io_err("copy a partition image"))?;
+    let mut f = File::open(src).ctx(|| format!("open the partition image {}", src.display()))?;
+    disk.seek(SeekFrom::Start(offset))
+        .ctx(|| format!("seek to {offset} in the disk image"))?;
+    io::copy(&mut f, disk).ctx(|| format!("copy {} into the disk image", src.display()))?;
     Ok(())
 }
 
 /// Builds everything; returns where and what.
 pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
     let work = opt.out.join("work");
-    fs::create_dir_all(&work).map_err(io_err("mkdir out/work"))?;
+    fs::create_dir_all(&work).ctx(|| format!("mkdir {}", work.display()))?;
     let mut report = String::new();
 
     // kernel and modules
@@ -383,7 +384,7 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
         } => {
             cache = None;
             let config = fs::read_to_string(kernel_config)
-                .map_err(|e| Error::io(format!("read {}", kernel_config.display()), e))?;
+                .ctx(|| format!("read {}", kernel_config.display()))?;
             crate::buildroot::check_kernel_config(m, &config)?;
             // Buildroot's kernel build dir has the release next to .config
             let release = kernel_config
@@ -443,14 +444,19 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
     uki(&opt.efi_stub, &vmlinuz, &initrd, &cmdline, &work, &uki_path)?;
     if let Some((key, cert)) = &opt.sign {
         let unsigned = work.join("ferry-unsigned.efi");
-        fs::rename(&uki_path, &unsigned).map_err(io_err("rename the UKI"))?;
+        fs::rename(&uki_path, &unsigned)
+            .ctx(|| format!("rename {} to {}", uki_path.display(), unsigned.display()))?;
         sign_efi(key, cert, &unsigned, &uki_path)?;
         writeln!(report, "uki signed with {}", cert.display()).ok();
     }
     let esp_img = esp(m, &uki_path, &vmlinuz, &initrd, &cmdline, &work)?;
 
     // the disk
-    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io_err("stat"));
+    let size = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.len())
+            .ctx(|| format!("stat {}", p.display()))
+    };
     let sectors = (m.image.disk_size_gib << 30) / SECTOR;
     let mut next = 2048u64;
     let mut parts = Vec::new();
@@ -501,24 +507,21 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
         .read(true)
         .write(true)
         .open(&tmp)
-        .map_err(io_err("create the disk image"))?;
+        .ctx(|| format!("create the disk image {}", tmp.display()))?;
     disk.set_len(sectors * SECTOR)
-        .map_err(io_err("size the disk image"))?;
-    let mbr = fs::read(&opt.gptmbr).map_err(|e| {
-        Error::io(
-            format!("read the GPT boot code {}", opt.gptmbr.display()),
-            e,
-        )
-    })?;
+        .ctx(|| format!("size the disk image {}", tmp.display()))?;
+    let mbr =
+        fs::read(&opt.gptmbr).ctx(|| format!("read the GPT boot code {}", opt.gptmbr.display()))?;
     disk.write_all(&mbr[..mbr.len().min(440)])
-        .map_err(io_err("write gptmbr.bin"))?;
+        .ctx(|| format!("write the GPT boot code into {}", tmp.display()))?;
     copy_at(&mut disk, &esp_img, esp_off)?;
     copy_at(&mut disk, &root_img, root_off)?;
     copy_at(&mut disk, &hash_img, hash_off)?;
     table.write(&mut disk, sectors)?;
-    disk.sync_all().map_err(io_err("sync the disk image"))?;
+    disk.sync_all()
+        .ctx(|| format!("sync the disk image {}", tmp.display()))?;
     drop(disk);
-    fs::rename(&tmp, &raw).map_err(io_err("rename the disk image"))?;
+    fs::rename(&tmp, &raw).ctx(|| format!("rename {} to {}", tmp.display(), raw.display()))?;
 
     let root_bytes = size(&root_img)?;
     writeln!(report, "cmdline {cmdline}").ok();
@@ -547,12 +550,11 @@ pub fn build(m: &Manifest, opt: &Options) -> Result<Built> {
         .ok();
     }
     let report_path = opt.out.join(format!("{}.report.txt", m.image.name));
-    fs::write(&report_path, &report).map_err(io_err("write the build report"))?;
-    fs::write(
-        opt.out.join(format!("{}.roothash", m.image.name)),
-        format!("{}\n", verity.roothash),
-    )
-    .map_err(io_err("write the root hash"))?;
+    fs::write(&report_path, &report)
+        .ctx(|| format!("write the build report {}", report_path.display()))?;
+    let roothash_path = opt.out.join(format!("{}.roothash", m.image.name));
+    fs::write(&roothash_path, format!("{}\n", verity.roothash))
+        .ctx(|| format!("write the root hash {}", roothash_path.display()))?;
     Ok(Built {
         raw,
         roothash: verity.roothash,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Buildroot build (`buildroot/`, a BR2_EXTERNAL tree) described by the
 //! same manifest as the Debian one: the kernel configuration fragment
 //! generated from `[kconfig]`, where each of our binaries is installed, and
@@ -10,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::manifest::Manifest;
+use crate::Context;
 use crate::{Error, Result};
 
 /// Where the fragment lives in the tree.
@@ -140,7 +142,7 @@ pub fn install_list(m: &Manifest, package: &str) -> Vec<(String, String)> {
 
 fn read(tree: &Path, rel: &str) -> Result<String> {
     let p = tree.join(rel);
-    fs::read_to_string(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))
+    fs::read_to_string(&p).ctx(|| format!("read {}", p.display()))
 }
 
 /// Compares the Buildroot tree at `tree` with the manifest; returns every

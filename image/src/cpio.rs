@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Deterministic cpio archives (newc, as the kernel reads initramfs):
 //! entries sorted by path, owner root, mtime 0, inode numbers in order.
 
@@ -6,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use crate::Context;
 use crate::{Error, Result};
 
 /// An entry not backed by a file in the tree (device nodes).
@@ -61,8 +63,8 @@ fn pad4(out: &mut Vec<u8>) {
 }
 
 fn walk(root: &Path, dir: &Path, acc: &mut Vec<String>) -> Result<()> {
-    for e in fs::read_dir(dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))? {
-        let e = e.map_err(|e| Error::io("read dir", e))?;
+    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let e = e.ctx(|| format!("read {}", dir.display()))?;
         let p = e.path();
         let rel = p
             .strip_prefix(root)
@@ -70,7 +72,10 @@ fn walk(root: &Path, dir: &Path, acc: &mut Vec<String>) -> Result<()> {
             .to_string_lossy()
             .into_owned();
         acc.push(rel);
-        if e.file_type().map_err(|e| Error::io("stat", e))?.is_dir() {
+        if e.file_type()
+            .ctx(|| format!("stat {}", p.display()))?
+            .is_dir()
+        {
             walk(root, &p, acc)?;
         }
     }
@@ -92,11 +97,10 @@ pub fn write(root: &Path, nodes: &[Node], out: &Path) -> Result<()> {
             continue;
         }
         let full = root.join(path);
-        let m = fs::symlink_metadata(&full)
-            .map_err(|e| Error::io(format!("stat {}", full.display()), e))?;
+        let m = fs::symlink_metadata(&full).ctx(|| format!("stat {}", full.display()))?;
         let perm = m.permissions().mode() & 0o7777;
         if m.file_type().is_symlink() {
-            let target = fs::read_link(&full).map_err(|e| Error::io("readlink", e))?;
+            let target = fs::read_link(&full).ctx(|| format!("readlink {}", full.display()))?;
             let t = target.to_string_lossy();
             header(&mut buf, ino, 0o120777, t.len() as u32, (0, 0), path);
             buf.extend_from_slice(t.as_bytes());
@@ -104,8 +108,7 @@ pub fn write(root: &Path, nodes: &[Node], out: &Path) -> Result<()> {
         } else if m.is_dir() {
             header(&mut buf, ino, 0o040000 | perm, 0, (0, 0), path);
         } else if m.is_file() {
-            let data =
-                fs::read(&full).map_err(|e| Error::io(format!("read {}", full.display()), e))?;
+            let data = fs::read(&full).ctx(|| format!("read {}", full.display()))?;
             header(
                 &mut buf,
                 ino,
@@ -125,10 +128,8 @@ pub fn write(root: &Path, nodes: &[Node], out: &Path) -> Result<()> {
         }
     }
     header(&mut buf, 0, 0, 0, (0, 0), "TRAILER!!!");
-    let mut f =
-        fs::File::create(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
-    f.write_all(&buf)
-        .map_err(|e| Error::io(format!("write {}", out.display()), e))
+    let mut f = fs::File::create(out).ctx(|| format!("create {}", out.display()))?;
+    f.write_all(&buf).ctx(|| format!("write {}", out.display()))
 }
 
 #[cfg(test)]

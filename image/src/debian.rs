@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Debian packages: `apt-get download` into a cache directory (kept between
 //! builds, so a rebuild needs no network), `dpkg-deb -x` into per-package
 //! directories.
@@ -6,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::Context;
 use crate::{run, Error, Result};
 
 /// A cache of downloaded and extracted packages.
@@ -24,8 +26,7 @@ pub struct Extracted {
 impl Cache {
     pub fn new(dir: &Path) -> Result<Cache> {
         for d in ["debs", "x"] {
-            fs::create_dir_all(dir.join(d))
-                .map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
+            fs::create_dir_all(dir.join(d)).ctx(|| format!("mkdir {}", dir.display()))?;
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
@@ -94,10 +95,10 @@ impl Cache {
         let root = self.dir.join("x").join(&stem);
         if !root.join(".complete").exists() {
             let _ = fs::remove_dir_all(&root);
-            fs::create_dir_all(&root)
-                .map_err(|e| Error::io(format!("mkdir {}", root.display()), e))?;
+            fs::create_dir_all(&root).ctx(|| format!("mkdir {}", root.display()))?;
             run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-            fs::write(root.join(".complete"), "").map_err(|e| Error::io("mark extraction", e))?;
+            fs::write(root.join(".complete"), "")
+                .ctx(|| format!("mark {} extracted", root.display()))?;
         }
         Ok(Extracted {
             name: name.to_string(),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What an ELF file needs from the dynamic linker: interpreter, DT_NEEDED,
 //! RUNPATH/RPATH.
 
@@ -5,6 +6,7 @@ use std::path::Path;
 
 use goblin::elf::Elf;
 
+use crate::Context;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,8 +18,7 @@ pub struct Needs {
 
 /// Reads an ELF file's dynamic needs; `None` if it is not ELF.
 pub fn needs(path: &Path) -> Result<Option<Needs>> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let bytes = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
     if bytes.get(0..4) != Some(b"\x7fELF") {
         return Ok(None);
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! File system images: erofs (reproducible: fixed timestamps, owner root,
 //! fixed UUID) and the dm-verity hash tree over it.
 
@@ -6,6 +7,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::Context;
 use crate::{run, Error, Result};
 
 /// Builds an erofs image of `dir` (lz4hc). `uuid` makes it reproducible.
@@ -25,7 +27,7 @@ pub fn erofs(dir: &Path, out: &Path, uuid: &str) -> Result<()> {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(p: &Path) -> Result<String> {
-    let bytes = std::fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+    let bytes = std::fs::read(p).ctx(|| format!("read {}", p.display()))?;
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
@@ -45,7 +47,7 @@ pub struct Verity {
 /// 4 KiB blocks, sha256, the given salt).
 pub fn verity(data: &Path, hash: &Path, salt: &str) -> Result<Verity> {
     let size = std::fs::metadata(data)
-        .map_err(|e| Error::io("stat", e))?
+        .ctx(|| format!("stat {}", data.display()))?
         .len();
     if size % 4096 != 0 {
         return Err(Error::Policy(format!(

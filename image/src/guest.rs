@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Test guests: an initramfs with the Debian kernel's modules, files from
 //! Debian packages (busybox, rsync, rclone... with their libraries) and
 //! static binaries, booted directly with QEMU `-kernel`/`-initrd`. The

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Kernel modules: the load order (dependencies first) of the modules a
 //! manifest names, from the kernel package's modules.dep (made with
 //! `depmod -b` when the package lacks it).
@@ -7,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::Context;
 use crate::{run, Error, Result};
 
 /// `dm-verity`, `dm_verity`: one name.
@@ -32,7 +34,7 @@ impl Kernel {
     pub fn open(root: &Path) -> Result<Kernel> {
         let mods = root.join("lib/modules");
         let release = fs::read_dir(&mods)
-            .map_err(|e| Error::io(format!("read {}", mods.display()), e))?
+            .ctx(|| format!("read {}", mods.display()))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .next()
@@ -42,7 +44,7 @@ impl Kernel {
             run(Command::new("depmod").arg("-b").arg(root).arg(&release))?;
         }
         let text = fs::read_to_string(dir.join("modules.dep"))
-            .map_err(|e| Error::io("read modules.dep", e))?;
+            .ctx(|| format!("read {}", dir.join("modules.dep").display()))?;
         Ok(Kernel {
             deps: parse_dep(&text),
             builtin: fs::read_to_string(dir.join("modules.builtin"))

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! ferry-image: builds the Ferry appliance image offline from one manifest.
 //!
 //! The reusable part — Debian packages to a root directory holding binaries
@@ -48,12 +49,18 @@ pub enum Error {
     Gpt(#[from] ferry_gpt::Error),
 }
 
-impl Error {
-    pub fn io(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Io {
-            what: what.into(),
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `fs::read(p).ctx(|| format!("read {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            what: what(),
             source,
-        }
+        })
     }
 }
 
@@ -62,12 +69,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs a tool; returns its stdout. The error carries its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let tool = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| {
-        Error::io(
-            format!("run {tool} (is it installed? see scripts/setup)"),
-            e,
-        )
-    })?;
+    let out = cmd
+        .output()
+        .ctx(|| format!("run {tool} (is it installed? see scripts/setup)"))?;
     if !out.status.success() {
         return Err(Error::Tool {
             tool,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-image`: the offline image builder's command line.
 //!
 //! ```text

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The image manifest (`image/manifest.toml`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::kmod::normalize;
+use crate::Context;
 use crate::Error;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,8 +126,7 @@ impl Manifest {
     }
 
     pub fn load(path: &Path) -> Result<Manifest, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path).ctx(|| format!("read {}", path.display()))?;
         Manifest::parse(&text).map_err(|e| Error::Manifest(format!("{}: {e}", path.display())))
     }
 

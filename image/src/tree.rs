@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A staging root directory: files from packages and from our builds, and
 //! the shared libraries of every ELF binary put in, collected automatically.
 //!
@@ -13,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::debian::{self, Cache};
+use crate::Context;
 use crate::{elf, Error, Result};
 
 /// `/bin/x` -> `/usr/bin/x` and the like (the root is usr-merged).
@@ -106,7 +108,7 @@ impl<'c> Tree<'c> {
     /// A fresh, empty root at `root` (emptied first), not usr-merged.
     pub fn plain(root: &Path, cache: Option<&'c Cache>) -> Result<Tree<'c>> {
         let _ = fs::remove_dir_all(root);
-        fs::create_dir_all(root).map_err(|e| Error::io(format!("mkdir {}", root.display()), e))?;
+        fs::create_dir_all(root).ctx(|| format!("mkdir {}", root.display()))?;
         Ok(Tree {
             root: root.to_path_buf(),
             search: Vec::new(),
@@ -120,8 +122,7 @@ impl<'c> Tree<'c> {
     /// A fresh, usr-merged root at `root` (emptied first).
     pub fn new(root: &Path, cache: Option<&'c Cache>) -> Result<Tree<'c>> {
         let _ = fs::remove_dir_all(root);
-        fs::create_dir_all(root.join("usr"))
-            .map_err(|e| Error::io(format!("mkdir {}", root.display()), e))?;
+        fs::create_dir_all(root.join("usr")).ctx(|| format!("mkdir {}", root.display()))?;
         let mut t = Tree {
             root: root.to_path_buf(),
             search: Vec::new(),
@@ -143,19 +144,19 @@ impl<'c> Tree<'c> {
 
     pub fn dir(&mut self, dest: &str, mode: u32) -> Result<()> {
         let p = self.host(dest);
-        fs::create_dir_all(&p).map_err(|e| Error::io(format!("mkdir {}", p.display()), e))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", e))
+        fs::create_dir_all(&p).ctx(|| format!("mkdir {}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("chmod {}", p.display()))
     }
 
     pub fn write(&mut self, dest: &str, contents: &[u8], mode: u32) -> Result<()> {
         let p = self.host(dest);
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| Error::io(format!("mkdir {}", parent.display()), e))?;
+            fs::create_dir_all(parent).ctx(|| format!("mkdir {}", parent.display()))?;
         }
-        fs::write(&p, contents).map_err(|e| Error::io(format!("write {}", p.display()), e))?;
+        fs::write(&p, contents).ctx(|| format!("write {}", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", e))?;
+            .ctx(|| format!("chmod {}", p.display()))?;
         self.provenance.insert(dest.to_string(), "generated".into());
         Ok(())
     }
@@ -163,11 +164,10 @@ impl<'c> Tree<'c> {
     pub fn symlink(&mut self, target: &str, dest: &str) -> Result<()> {
         let p = self.host(dest);
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("mkdir", e))?;
+            fs::create_dir_all(parent).ctx(|| format!("mkdir {}", parent.display()))?;
         }
         let _ = fs::remove_file(&p);
-        std::os::unix::fs::symlink(target, &p)
-            .map_err(|e| Error::io(format!("symlink {}", p.display()), e))
+        std::os::unix::fs::symlink(target, &p).ctx(|| format!("symlink {}", p.display()))
     }
 
     /// Copies a file (its content, following symlinks) to `dest`. Setuid and
@@ -175,17 +175,16 @@ impl<'c> Tree<'c> {
     pub fn copy(&mut self, src: &Path, dest: &str, mode: Option<u32>) -> Result<()> {
         let p = self.host(dest);
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("mkdir", e))?;
+            fs::create_dir_all(parent).ctx(|| format!("mkdir {}", parent.display()))?;
         }
         let _ = fs::remove_file(&p);
-        fs::copy(src, &p)
-            .map_err(|e| Error::io(format!("copy {} to {}", src.display(), dest), e))?;
+        fs::copy(src, &p).ctx(|| format!("copy {} to {}", src.display(), dest))?;
         let src_mode = fs::metadata(src)
             .map(|m| m.permissions().mode())
             .unwrap_or(0o644);
         let mode = mode.unwrap_or(src_mode) & 0o1777 & !0o6000;
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", e))?;
+            .ctx(|| format!("chmod {}", p.display()))?;
         self.provenance
             .insert(dest.to_string(), src.display().to_string());
         Ok(())
@@ -292,12 +291,12 @@ impl<'c> Tree<'c> {
         ];
         let mut stack = vec![self.root.clone()];
         while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).map_err(|e| Error::io("read dir", e))? {
-                let e = e.map_err(|e| Error::io("read dir", e))?;
+            for e in fs::read_dir(&d).ctx(|| format!("read {}", d.display()))? {
+                let e = e.ctx(|| format!("read {}", d.display()))?;
                 let m = e
                     .path()
                     .symlink_metadata()
-                    .map_err(|e| Error::io("stat", e))?;
+                    .ctx(|| format!("stat {}", e.path().display()))?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 if m.is_dir() {
                     stack.push(e.path());

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Buildroot tree (`buildroot/`) and the manifest describe one image:
 //! these tests fail when they drift apart. (Buildroot's own Kconfig checks
 //! need a Buildroot source tree: `scripts/check-buildroot`.)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Import cycles between the modules of a crate (issue #15): for each
 //! `src/**.rs`, the modules its `crate::`, `super::` and `self::` paths (and
 //! its child modules) name, at two levels: between the files, tests left

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The appliance's system accounts: the one table `/etc/passwd` and
 //! `/etc/group` are generated from ([`crate::etc`]) and services are run
 //! as ([`crate::services`]), with the support channel's account

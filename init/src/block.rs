@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Block devices: finding partitions by their GPT unique GUID (PARTUUID)
 //! or label through sysfs and the disks' partition tables (no udev in the
 //! appliance), and telling the kernel a partition grew.

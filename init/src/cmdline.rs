@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The kernel command line: `ferry.*` parameters set by the image builder
 //! (inside the UKI, so covered by its signature): `ferry.root` and
 //! `ferry.root.hash` (the partitions, by PARTUUID), `ferry.verity.*`.

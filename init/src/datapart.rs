@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The data partition: found by its label, grown to the end of the disk,
 //! formatted ext4 on first boot, checked on later boots, mounted on /data
 //! with nosuid, nodev and noexec.
@@ -64,9 +65,9 @@ pub fn grow(part: &Found) -> Result<Option<(u64, u64)>> {
         .ctx(|| format!("open {disk_dev}"))?;
     let sectors =
         block::size_bytes(&disk).ctx(|| format!("size of {disk_dev}"))? / ferry_gpt::SECTOR;
-    let mut table = Table::read(&mut disk).map_err(|e| Error::Io {
-        what: format!("GPT of {disk_dev}"),
-        source: io::Error::other(e.to_string()),
+    let mut table = Table::read(&mut disk).map_err(|source| Error::Gpt {
+        what: format!("read the GPT of {disk_dev}"),
+        source,
     })?;
     let Some((slot, _)) = table.find(LABEL) else {
         return Ok(None);
@@ -79,10 +80,12 @@ pub fn grow(part: &Found) -> Result<Option<(u64, u64)>> {
         return Ok(None);
     };
     let first = table.partitions[slot].first_lba;
-    table.write(&mut disk, sectors).map_err(|e| Error::Io {
-        what: format!("write GPT of {disk_dev}"),
-        source: io::Error::other(e.to_string()),
-    })?;
+    table
+        .write(&mut disk, sectors)
+        .map_err(|source| Error::Gpt {
+            what: format!("write the GPT of {disk_dev}"),
+            source,
+        })?;
     disk.sync_all().ctx(|| format!("sync {disk_dev}"))?;
     let sz = |last: u64| (last + 1 - first) * ferry_gpt::SECTOR;
     block::resize_partition(&disk, part.number, first * ferry_gpt::SECTOR, sz(new))
@@ -97,9 +100,10 @@ fn run_tool(args: &[&str], ok_codes: &[i32]) -> Result<()> {
     if ok_codes.contains(&code) {
         Ok(())
     } else {
-        Err(Error::Io {
-            what: format!("{} (exit {code})", args.join(" ")),
-            source: io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(Error::Tool {
+            what: args.join(" "),
+            code,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! `ferry-init diag`: the restricted diagnostic console a support session
 //! gets (the `support` user's login shell is ferry-init, and its
 //! authorized_keys forces this command). Read-only: it shows state and runs

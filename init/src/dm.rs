@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Device-mapper through its ioctls (Debian's kernel has no `dm-mod.create=`).
 //!
 //! Only what the appliance needs: create a device, load a one-target table

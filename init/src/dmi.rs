@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Which cloud or hypervisor this is, from the firmware's SMBIOS tables as
 //! the kernel shows them in `/sys/class/dmi/id`. The configuration providers
 //! that talk to a platform (EC2's metadata service, VMware's backdoor) run

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Error types. Every error carries what was being done when it happened.
 
 use std::io;
@@ -11,6 +12,20 @@ pub enum Error {
         what: String,
         #[source]
         source: io::Error,
+    },
+    /// A tool ferry-init runs failed; its own words are in `stderr`.
+    #[error("{what} (exit {code}): {stderr}")]
+    Tool {
+        what: String,
+        code: i32,
+        stderr: String,
+    },
+    /// A partition table could not be read or written.
+    #[error("{what}: {source}")]
+    Gpt {
+        what: String,
+        #[source]
+        source: ferry_gpt::Error,
     },
     /// The kernel command line lacks or mangles a parameter.
     #[error("kernel command line: {0}")]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! `/etc` is a tmpfs whose every file is generated here from the
 //! configuration in force: nobody edits it, so there is one source of truth.
 

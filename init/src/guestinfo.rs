@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! VMware guestinfo: the OVF environment vSphere hands over through the
 //! `com.vmware.guestInfo` transport (`guestinfo.ovfEnv`), and plain
 //! `guestinfo.ferry.*` variables (set with `govc vm.change -e` or in the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The support host's key, for the outbound support channel: what the
 //! configuration pins (a public key or its SHA-256 fingerprint), the
 //! known_hosts line dbclient checks it with, and a minimal key scan that

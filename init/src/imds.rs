@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! EC2's instance metadata service, version 2 (IMDSv2): a session token
 //! first (`PUT /latest/api/token`), then every read carries it. The AMI is
 //! registered with `ImdsSupport v2.0`, so EC2 refuses token-less reads.
@@ -30,11 +31,9 @@ const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
-    #[error("{method} http://{addr}{path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        method: &'static str,
-        addr: SocketAddr,
-        path: String,
+        what: String,
         #[source]
         source: io::Error,
     },
@@ -85,9 +84,7 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Response, ImdsError> {
     let io = |source| ImdsError::Io {
-        method,
-        addr,
-        path: path.to_string(),
+        what: format!("{method} http://{addr}{path}"),
         source,
     };
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;

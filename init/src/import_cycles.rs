@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! No import cycles between ferry-init's modules (issue #15): for each
 //! source file under `src/`, the modules it names (`crate::…`, `super::…`,
 //! `self::…`, a child module by its name) make a graph, which must have no

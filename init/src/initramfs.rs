@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The initramfs stage: load the modules the hardware needs, assemble the
 //! dm-verity root over the erofs partition, check all of it, mount it
 //! read-only and switch to it, where ferry-init runs again as the system

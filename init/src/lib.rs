@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! ferry-init, PID 1 of the Ferry appliance.
 //!
 //! Two stages in one static binary:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Logging: to the journal through systemd-journal-logger once journald runs,
 //! to /dev/kmsg before that (or whenever the journal refuses a message), and
 //! every message of level info and above also to the console, so a crash loop

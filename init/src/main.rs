@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! ferry-init: PID 1 of the Ferry appliance. See README.md.
 //!
 //! In the initramfs (where `/etc/ferry-initramfs` exists) it assembles the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Kernel modules: loaded in the order the image builder computed from
 //! `modules.dep` (dependencies first). The list is `/etc/ferry/modules`, one
 //! path relative to `/lib/modules/<release>/` per line.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The system stage's mounts: kernel file systems and tmpfs, each with
 //! nosuid/nodev/noexec wherever the system allows.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The OVF environment (`ovf-env.xml`): the OVF properties filled in when
 //! the OVA is deployed, which vSphere hands over on a CD-ROM (the OVF ISO
 //! transport). It becomes a configuration document, offered at first boot

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The ACPI power button: the kernel's `button` driver turns it into a
 //! KEY_POWER key press on an input device named "Power Button" (evdev).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Configuration providers: each reads a configuration document from one
 //! place and offers it through [`Store::offer`], in a fixed order (as
 //! Bottlerocket's early-boot-config does). A document that passes the checks

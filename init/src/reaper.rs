@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Zombie reaping that never steals an exit status.
 //!
 //! PID 1 inherits every orphan and must reap it. Code that runs a command and

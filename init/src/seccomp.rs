@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Seccomp allow-lists: the system calls each of the appliance's programs
 //! that face operators or the network may make, and nothing else.
 //!
@@ -222,7 +223,7 @@ impl Profile {
 
     /// The filter: the listed calls pass, any other fails with EPERM (x32's
     /// numbers are in no list); a call of the i386 ABI kills the process.
-    pub fn compile(self) -> Result<BpfProgram, seccompiler::Error> {
+    pub fn compile(self) -> Result<BpfProgram, CompileError> {
         let filter = serde_json::json!({
             self.name(): {
                 "mismatch_action": { "errno": libc::EPERM },
@@ -235,9 +236,22 @@ impl Profile {
         let mut map = seccompiler::compile_from_json(
             filter.to_string().as_bytes(),
             seccompiler::TargetArch::x86_64,
-        )?;
+        )
+        .map_err(|source| CompileError {
+            profile: self.name(),
+            source,
+        })?;
         Ok(map.remove(self.name()).unwrap_or_default())
     }
+}
+
+/// A profile seccompiler refused (a call name it does not know).
+#[derive(Debug, thiserror::Error)]
+#[error("seccomp profile {profile}: {source}")]
+pub struct CompileError {
+    profile: &'static str,
+    #[source]
+    source: seccompiler::Error,
 }
 
 /// Installs a compiled filter on the calling thread (and what it will
@@ -270,9 +284,7 @@ pub fn install(program: &BpfProgram) -> io::Result<()> {
 /// Compiles and installs a profile on this process (the diagnostic console,
 /// which no ferry-init service starts).
 pub fn confine(profile: Profile) -> io::Result<()> {
-    let program = profile
-        .compile()
-        .map_err(|e| io::Error::other(format!("seccomp {}: {e}", profile.name())))?;
+    let program = profile.compile().map_err(io::Error::other)?;
     install(&program)
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Services: what the manifest says to run (`/usr/lib/ferry/services.yaml`,
 //! written by the image builder) and how one is started: as its user, with
 //! only its capabilities (ambient), no new privileges, output into the journal.
@@ -313,10 +314,7 @@ pub fn spawn(s: &Service) -> io::Result<u32> {
     // compiled here: the child may not allocate between fork and exec
     let filter = match s.seccomp.as_deref().map(seccomp::Profile::from_name) {
         None => None,
-        Some(Some(p)) => Some(
-            p.compile()
-                .map_err(|e| io::Error::other(format!("seccomp profile {}: {e}", p.name())))?,
-        ),
+        Some(Some(p)) => Some(p.compile().map_err(io::Error::other)?),
         Some(None) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

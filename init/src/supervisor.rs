@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Supervision: start services, restart them when they end, with an
 //! exponential backoff (1 s, 2 s, 4 s... 60 s) that resets once a run lasted
 //! long enough. A crash loop is logged as an error, so it shows on the

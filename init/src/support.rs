@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The support channel: for a limited time, a support engineer's SSH key
 //! reaches a restricted diagnostic console (`ferry-init diag`), never a
 //! shell.
@@ -83,6 +84,12 @@ pub enum SupportError {
     },
     #[error("support channel: support-tunnel: {0}")]
     TunnelArgs(String),
+    #[error("support channel: {what} (exit {code}): {stderr}")]
+    Tool {
+        what: String,
+        code: i32,
+        stderr: String,
+    },
     #[error("support channel: {what}: {source}")]
     Io {
         what: String,
@@ -430,9 +437,10 @@ fn ensure_key(path: &Path) -> Result<String, SupportError> {
         )
         .map_err(io_err(format!("run {DROPBEARKEY}")))?;
         if !out.status.success() {
-            return Err(SupportError::Io {
+            return Err(SupportError::Tool {
                 what: format!("{DROPBEARKEY} -t ed25519 -f {}", path.display()),
-                source: io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+                code: out.status.code().unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The system calls ferry-init makes, behind a trait.
 //!
 //! Units take `&dyn Sys`; the real implementation calls the kernel, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Hardening sysctls, applied early in the system stage.
 
 use crate::sys::Sys;

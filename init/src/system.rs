@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The system stage: PID 1 of the running appliance.
 //!
 //! Boot is a list of units run in order (mounts, sysctls, data, identity,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Checks of values that come both from the configuration document and
 //! from the console (and the support channel's API): what one refuses,
 //! the other cannot bring in. Each returns the value or a message that says

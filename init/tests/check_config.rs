@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! `ferry-init check-config FILE`: the validator operators run, on the
 //! configuration fixtures.
 

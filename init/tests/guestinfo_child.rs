@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The real backdoor reader (`ferry-init guestinfo`) run as PID 1 runs it,
 //! in a child, on this machine, which is not VMware: the port read faults
 //! or the probe fails in the child, and the parent gets an error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! DataSync SIMPLE_PATTERN filters: `|`-separated patterns with `*` as the
 //! only wildcard.
 //!

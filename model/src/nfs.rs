@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! NFS: what a location may say, and the options the agent mounts an export
 //! with. The console's storage test mounts with the same options
 //! ([`mount_options`]), so it tests what the agent will mount.

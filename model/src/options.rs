@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Task options, with AWS DataSync's names and values.
 //!
 //! Every value has DataSync's spelling (`POINT_IN_TIME_CONSISTENT`): in JSON

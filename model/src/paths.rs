@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance's paths that ferry-init and ferry-agent both name: one
 //! writes or passes what the other reads (image/manifest.toml starts the
 //! agent with the same paths on its command line).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Schedules: standard five-field cron expressions (minute hour
 //! day-of-month month day-of-week, in UTC), so the shortest interval is one
 //! minute. One check for the agent's API, its provisioning and ferry-init's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A userspace TCP proxy for tests and benchmarks: a fixed one-way delay
 //! each way, a bandwidth cap, connections killed at random points (a FIN
 //! or a reset), and outages during which every connection is cut and new

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-netproxy --listen ADDR --upstream ADDR --delay-ms N [--rate-mbit N]
 //! [--queue-mib N]`: the WAN benchmark's link between two processes on one
 //! machine (the host kernel has no netem).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The OVF 1.0 descriptor: what vSphere reads to build the VM.
 
 use std::fmt::Write;

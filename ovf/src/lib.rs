@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The Ferry OVA, written without VMware's tools: a streamOptimized VMDK
 //! ([`vmdk`]), the OVF 1.0 descriptor ([`descriptor`]), and the manifest and
 //! tar that hold them ([`ova`]).
@@ -13,13 +14,14 @@ use std::path::PathBuf;
 /// Why an OVA could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        context: &'static str,
-        path: PathBuf,
+        what: String,
         #[source]
         source: io::Error,
     },
+    #[error("{0}: changed while being archived")]
+    Changed(PathBuf),
     #[error(
         "{path}: size {size} is not a multiple of 512 bytes (a disk image is made of sectors)"
     )]
@@ -32,14 +34,17 @@ pub enum Error {
     TarNameTooLong(String),
 }
 
-pub(crate) fn io_err(
-    context: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io {
-        context,
-        path,
-        source,
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `File::open(p).ctx(|| format!("open image {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            what: what(),
+            source,
+        })
     }
 }

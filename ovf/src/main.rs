@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-ovf`: builds the OVA from the raw appliance image.
 
 use std::path::PathBuf;

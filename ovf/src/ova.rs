@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The OVA: a POSIX (ustar) tar of the descriptor (first, as OVF requires),
 //! the manifest and the disk.
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::descriptor::{self, DiskFile, Product};
-use crate::{io_err, vmdk, Error};
+use crate::{vmdk, Context, Error};
 
 /// What was built.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub fn build(
     base: &str,
     product: &Product,
 ) -> Result<Built, Error> {
-    fs::create_dir_all(work).map_err(io_err("create", work))?;
+    fs::create_dir_all(work).ctx(|| format!("create {}", work.display()))?;
     let vmdk_name = format!("{base}-disk1.vmdk");
     let ovf_name = format!("{base}.ovf");
     let mf_name = format!("{base}.mf");
@@ -45,33 +46,33 @@ pub fn build(
         },
     )?;
     let ovf_path = work.join(&ovf_name);
-    fs::write(&ovf_path, &ovf).map_err(io_err("write", &ovf_path))?;
+    fs::write(&ovf_path, &ovf).ctx(|| format!("write {}", ovf_path.display()))?;
     let manifest = format!(
         "SHA256({ovf_name})= {}\nSHA256({vmdk_name})= {}\n",
         sha256_file(&ovf_path)?,
         sha256_file(&vmdk_path)?
     );
     let mf_path = work.join(&mf_name);
-    fs::write(&mf_path, &manifest).map_err(io_err("write", &mf_path))?;
+    fs::write(&mf_path, &manifest).ctx(|| format!("write {}", mf_path.display()))?;
 
     let members = vec![ovf_name, mf_name, vmdk_name];
     let tmp = out.with_extension("ova.partial");
     {
-        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let file = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let mut tar = BufWriter::with_capacity(1 << 20, file);
         for name in &members {
-            append(&mut tar, &work.join(name), name).map_err(io_err("write", &tmp))?;
+            append(&mut tar, &work.join(name), name)?;
         }
         // End of archive: two zero records.
-        tar.write_all(&[0u8; 1024]).map_err(io_err("write", &tmp))?;
-        let file = tar.into_inner().map_err(|e| Error::Io {
-            context: "write",
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
+        tar.write_all(&[0u8; 1024])
+            .ctx(|| format!("write {}", tmp.display()))?;
+        let file = tar
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| format!("write {}", tmp.display()))?;
+        file.sync_all().ctx(|| format!("sync {}", tmp.display()))?;
     }
-    fs::rename(&tmp, out).map_err(io_err("rename into place", out))?;
+    fs::rename(&tmp, out).ctx(|| format!("rename into place {}", out.display()))?;
     Ok(Built {
         ova: out.to_path_buf(),
         vmdk: info,
@@ -81,11 +82,13 @@ pub fn build(
 
 /// Lowercase hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, Error> {
-    let mut f = File::open(path).map_err(io_err("open", path))?;
+    let mut f = File::open(path).ctx(|| format!("open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io_err("read", path))?;
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -125,17 +128,15 @@ pub fn ustar_header(name: &str, size: u64) -> Result<[u8; 512], Error> {
     Ok(h)
 }
 
-fn append(tar: &mut impl Write, path: &Path, name: &str) -> io::Result<()> {
-    let size = fs::metadata(path)?.len();
-    let header = ustar_header(name, size).map_err(io::Error::other)?;
-    tar.write_all(&header)?;
-    let copied = io::copy(&mut File::open(path)?, tar)?;
+fn append(tar: &mut impl Write, path: &Path, name: &str) -> Result<(), Error> {
+    let archive = || format!("archive {}", path.display());
+    let size = fs::metadata(path).ctx(archive)?.len();
+    let header = ustar_header(name, size)?;
+    tar.write_all(&header).ctx(archive)?;
+    let copied = io::copy(&mut File::open(path).ctx(archive)?, tar).ctx(archive)?;
     if copied != size {
-        return Err(io::Error::other(format!(
-            "{}: changed while being archived",
-            path.display()
-        )));
+        return Err(Error::Changed(path.to_path_buf()));
     }
     let pad = (512 - size % 512) % 512;
-    tar.write_all(&vec![0u8; pad as usize])
+    tar.write_all(&vec![0u8; pad as usize]).ctx(archive)
 }

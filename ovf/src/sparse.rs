@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Reading a sparse raw image by its data extents (`SEEK_DATA`/`SEEK_HOLE`),
 //! so an 80 GiB image with 90 MB of data is read in seconds.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A streamOptimized VMDK (monolithic sparse extent, version 3, compressed
 //! grains with markers), laid out the way VMware's exporters write it:
 //!
@@ -26,7 +27,7 @@ use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
-use crate::{io_err, sparse, Error};
+use crate::{sparse, Context, Error};
 
 pub const SECTOR: u64 = 512;
 /// Sectors per grain (64 KiB grains, as VMware writes them).
@@ -173,8 +174,11 @@ pub fn write_stream_optimized(
     out: &Path,
     extent_name: &str,
 ) -> Result<VmdkInfo, Error> {
-    let input = File::open(image).map_err(io_err("open image", image))?;
-    let capacity = input.metadata().map_err(io_err("stat image", image))?.len();
+    let input = File::open(image).ctx(|| format!("open image {}", image.display()))?;
+    let capacity = input
+        .metadata()
+        .ctx(|| format!("stat image {}", image.display()))?
+        .len();
     if capacity % SECTOR != 0 {
         return Err(Error::NotSectorAligned {
             path: image.to_path_buf(),
@@ -186,18 +190,18 @@ pub fn write_stream_optimized(
     let gts_total = grains_total.div_ceil(GTES_PER_GT);
     let gd_sectors = (gts_total * 4).div_ceil(SECTOR);
 
-    let file = File::create(out).map_err(io_err("create vmdk", out))?;
+    let file = File::create(out).ctx(|| format!("create vmdk {}", out.display()))?;
     let mut w = StreamWriter {
         out: BufWriter::with_capacity(1 << 20, file),
         sector: 0,
         hash: Sha256::new(),
     };
-    let werr = || io_err("write vmdk", out);
+    let werr = || format!("write vmdk {}", out.display());
     // Header and descriptor are rewritten at the end, once the content hash
     // (for CID) is known; the space is reserved now.
     w.out
         .write_all(&vec![0u8; (OVERHEAD_SECTORS * SECTOR) as usize])
-        .map_err(werr())?;
+        .ctx(werr)?;
     w.sector = OVERHEAD_SECTORS;
 
     let mut gd = vec![0u32; gts_total as usize];
@@ -216,7 +220,8 @@ pub fn write_stream_optimized(
         std::io::Result::Ok(())
     };
 
-    let extents = sparse::data_extents(&input, capacity).map_err(io_err("find data in", image))?;
+    let extents = sparse::data_extents(&input, capacity)
+        .ctx(|| format!("find data in {}", image.display()))?;
     let mut next_grain = 0u64; // grains below this were handled
     for extent in extents {
         let first = (extent.start / GRAIN_BYTES).max(next_grain);
@@ -227,14 +232,14 @@ pub fn write_stream_optimized(
             grain[len..].iter_mut().for_each(|b| *b = 0);
             input
                 .read_exact_at(&mut grain[..len], offset)
-                .map_err(io_err("read image", image))?;
+                .ctx(|| format!("read image {}", image.display()))?;
             if grain[..len].iter().all(|&b| b == 0) {
                 continue;
             }
             let gt_index = index / GTES_PER_GT;
             if current_gt != Some(gt_index) {
                 if let Some(prev) = current_gt {
-                    flush_gt(&mut w, &mut gt, prev, &mut gd).map_err(werr())?;
+                    flush_gt(&mut w, &mut gt, prev, &mut gd).ctx(werr)?;
                 }
                 current_gt = Some(gt_index);
             }
@@ -244,26 +249,26 @@ pub fn write_stream_optimized(
             compressed.extend_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
             compressed.extend_from_slice(&[0u8; 4]);
             let mut z = ZlibEncoder::new(compressed, Compression::default());
-            z.write_all(&grain[..len]).map_err(werr())?;
-            compressed = z.finish().map_err(werr())?;
+            z.write_all(&grain[..len]).ctx(werr)?;
+            compressed = z.finish().ctx(werr)?;
             let size = (compressed.len() - 12) as u32;
             compressed[8..12].copy_from_slice(&size.to_le_bytes());
             pad_to_sector(&mut compressed);
-            w.write(&compressed).map_err(werr())?;
+            w.write(&compressed).ctx(werr)?;
             grains += 1;
         }
         next_grain = next_grain.max(last);
     }
     if let Some(prev) = current_gt {
-        flush_gt(&mut w, &mut gt, prev, &mut gd).map_err(werr())?;
+        flush_gt(&mut w, &mut gt, prev, &mut gd).ctx(werr)?;
     }
 
-    w.write(&marker(gd_sectors, MARKER_GD)).map_err(werr())?;
+    w.write(&marker(gd_sectors, MARKER_GD)).ctx(werr)?;
     let gd_offset = w.sector;
     let mut gd_bytes: Vec<u8> = gd.iter().flat_map(|e| e.to_le_bytes()).collect();
     pad_to_sector(&mut gd_bytes);
-    w.write(&gd_bytes).map_err(werr())?;
-    w.write(&marker(1, MARKER_FOOTER)).map_err(werr())?;
+    w.write(&gd_bytes).ctx(werr)?;
+    w.write(&marker(1, MARKER_FOOTER)).ctx(werr)?;
     w.write(
         &Header {
             capacity_sectors,
@@ -271,17 +276,13 @@ pub fn write_stream_optimized(
         }
         .to_bytes(),
     )
-    .map_err(werr())?;
-    w.write(&marker(0, MARKER_EOS)).map_err(werr())?;
+    .ctx(werr)?;
+    w.write(&marker(0, MARKER_EOS)).ctx(werr)?;
 
     let content_hash: [u8; 32] = w.hash.clone().finalize().into();
     let file_size = w.sector * SECTOR;
-    let mut file = w.out.into_inner().map_err(|e| Error::Io {
-        context: "write vmdk",
-        path: out.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    file.seek(SeekFrom::Start(0)).map_err(werr())?;
+    let mut file = w.out.into_inner().map_err(|e| e.into_error()).ctx(werr)?;
+    file.seek(SeekFrom::Start(0)).ctx(werr)?;
     file.write_all(
         &Header {
             capacity_sectors,
@@ -289,11 +290,11 @@ pub fn write_stream_optimized(
         }
         .to_bytes(),
     )
-    .map_err(werr())?;
+    .ctx(werr)?;
     let text = descriptor(capacity_sectors, extent_name, &content_hash);
     assert!(text.len() as u64 <= DESCRIPTOR_SECTORS * SECTOR);
-    file.write_all(text.as_bytes()).map_err(werr())?;
-    file.sync_all().map_err(werr())?;
+    file.write_all(text.as_bytes()).ctx(werr)?;
+    file.sync_all().ctx(werr)?;
     Ok(VmdkInfo {
         capacity,
         populated: grains * GRAIN_BYTES,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The VMDK and OVA checked by readers that are not the writer: qemu-img
 //! (check, convert back to raw), libvmdk (vmdkinfo, and its Python binding
 //! reading the data), GNU tar, sha256sum, and an XML parser for the

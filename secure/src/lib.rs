@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-secure`: the daemon's own files (the agent's, the hub's, its
 //! CA's): written privately, trusted only when no one else could have put
 //! them there. Its own crate because the daemon and the wire's certificate
@@ -28,8 +29,12 @@ pub const FILE_MODE: u32 = 0o600;
 /// Why a path of the daemon cannot be trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path} is owned by uid {owner}, not by the daemon's user (uid {us}) or root: someone else could have put it there (remove it, or give it to uid {us})")]
     Owner { path: String, owner: u32, us: u32 },
     #[error("{path} is writable by others (mode {mode:04o}): anyone could replace what is in it (chmod go-w {path})")]
@@ -50,19 +55,28 @@ pub enum TrustError {
 
 impl From<TrustError> for io::Error {
     fn from(e: TrustError) -> io::Error {
-        match e {
+        let kind = match &e {
             TrustError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-                io::Error::new(io::ErrorKind::NotFound, source)
+                io::ErrorKind::NotFound
             }
-            e => io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()),
-        }
+            _ => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e)
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TrustError + '_ {
-    move |source| TrustError::Io {
-        path: path.display().to_string(),
-        source,
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `std::fs::read_link(p).ctx(|| format!("read the link {}", p.display()))?`.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, TrustError>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, TrustError> {
+        self.map_err(|source| TrustError::Io {
+            what: what(),
+            source,
+        })
     }
 }
 
@@ -102,7 +116,9 @@ fn resolve(path: &Path, check_last: bool) -> Result<(PathBuf, Vec<OsString>), Tr
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(io_err(path))?.join(path)
+        std::env::current_dir()
+            .ctx(|| format!("find the current directory to resolve {}", path.display()))?
+            .join(path)
     };
     let mut pending: std::collections::VecDeque<OsString> = abs
         .components()
@@ -113,7 +129,7 @@ fn resolve(path: &Path, check_last: bool) -> Result<(PathBuf, Vec<OsString>), Tr
         })
         .collect();
     let mut resolved = PathBuf::from("/");
-    let root = std::fs::symlink_metadata(&resolved).map_err(io_err(&resolved))?;
+    let root = std::fs::symlink_metadata(&resolved).ctx(|| "stat /".to_string())?;
     check_ancestor(&resolved, &root)?;
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
@@ -128,14 +144,11 @@ fn resolve(path: &Path, check_last: bool) -> Result<(PathBuf, Vec<OsString>), Tr
                 let mut rest = vec![name];
                 rest.extend(pending);
                 if rest.iter().any(|c| c == "..") {
-                    return Err(TrustError::Io {
-                        path: next.display().to_string(),
-                        source: e,
-                    });
+                    return Err(e).ctx(|| format!("stat {}", next.display()));
                 }
                 return Ok((resolved, rest));
             }
-            Err(e) => return Err(io_err(&next)(e)),
+            Err(e) => return Err(e).ctx(|| format!("stat {}", next.display())),
         };
         if md.file_type().is_symlink() {
             if !trusted_owner(md.uid()) {
@@ -150,7 +163,8 @@ fn resolve(path: &Path, check_last: bool) -> Result<(PathBuf, Vec<OsString>), Tr
                     path: path.display().to_string(),
                 });
             }
-            let target = std::fs::read_link(&next).map_err(io_err(&next))?;
+            let target =
+                std::fs::read_link(&next).ctx(|| format!("read the link {}", next.display()))?;
             if target.is_absolute() {
                 resolved = PathBuf::from("/");
             }
@@ -183,10 +197,8 @@ fn resolve(path: &Path, check_last: bool) -> Result<(PathBuf, Vec<OsString>), Tr
 pub fn trusted_path(path: &Path) -> Result<PathBuf, TrustError> {
     let (resolved, rest) = resolve(path, true)?;
     if !rest.is_empty() {
-        return Err(TrustError::Io {
-            path: path.display().to_string(),
-            source: io::ErrorKind::NotFound.into(),
-        });
+        return Err(io::Error::from(io::ErrorKind::NotFound))
+            .ctx(|| format!("resolve {}", path.display()));
     }
     Ok(resolved)
 }
@@ -204,10 +216,10 @@ fn make_dirs(
             Ok(()) => {}
             // made meanwhile by another thread of ours: checked below
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(&resolved)(e)),
+            Err(e) => return Err(e).ctx(|| format!("create {}", resolved.display())),
         }
     }
-    let md = std::fs::symlink_metadata(&resolved).map_err(io_err(&resolved))?;
+    let md = std::fs::symlink_metadata(&resolved).ctx(|| format!("stat {}", resolved.display()))?;
     if !md.is_dir() {
         return Err(TrustError::Kind {
             path: resolved.display().to_string(),
@@ -219,7 +231,7 @@ fn make_dirs(
 
 /// What `file` (opened from `path`) is, which must be a regular file.
 fn regular_file(path: &Path, file: &std::fs::File) -> Result<std::fs::Metadata, TrustError> {
-    let md = file.metadata().map_err(io_err(path))?;
+    let md = file.metadata().ctx(|| format!("stat {}", path.display()))?;
     if !md.is_file() {
         return Err(TrustError::Kind {
             path: path.display().to_string(),
@@ -277,7 +289,8 @@ fn repair(path: &Path, md: &std::fs::Metadata, mode: u32) -> Result<Option<Strin
         return Ok(None);
     }
     // A set-id or sticky bit has no business on the daemon's files either.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {mode:04o} {}", path.display()))?;
     Ok(Some(format!(
         "{} was open to others (mode {now:04o}): made {mode:04o}",
         path.display()
@@ -293,13 +306,13 @@ pub fn check_tree(dir: &Path, skip: &[&str]) -> Result<Vec<String>, TrustError> 
     let mut repaired = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(io_err(&d))? {
-            let entry = entry.map_err(io_err(&d))?;
+        for entry in std::fs::read_dir(&d).ctx(|| format!("list {}", d.display()))? {
+            let entry = entry.ctx(|| format!("list {}", d.display()))?;
             if d == dir && skip.iter().any(|s| entry.file_name() == OsStr::new(s)) {
                 continue;
             }
             let path = entry.path();
-            let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            let md = std::fs::symlink_metadata(&path).ctx(|| format!("stat {}", path.display()))?;
             if md.file_type().is_symlink() {
                 return Err(TrustError::OwnLink {
                     path: path.display().to_string(),
@@ -337,7 +350,7 @@ pub fn private_file(path: &Path) -> Result<(), TrustError> {
     own(path, &md)?;
     if md.mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-            .map_err(io_err(path))?;
+            .ctx(|| format!("chmod {FILE_MODE:04o} {}", path.display()))?;
     }
     Ok(())
 }
@@ -349,7 +362,10 @@ fn link_error(path: &Path, e: io::Error) -> TrustError {
             path: path.display().to_string(),
         }
     } else {
-        io_err(path)(e)
+        TrustError::Io {
+            what: format!("open {}", path.display()),
+            source: e,
+        }
     }
 }
 
@@ -410,7 +426,7 @@ fn read_checked(path: &Path, limit: u64, secret: bool) -> Result<Vec<u8>, TrustE
     let mut out = Vec::new();
     file.take(limit)
         .read_to_end(&mut out)
-        .map_err(io_err(path))?;
+        .ctx(|| format!("read {}", path.display()))?;
     Ok(out)
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A small QEMU harness for end-to-end tests: boot a disk image under TCG
 //! with UEFI (OVMF) or BIOS (SeaBIOS), user-mode networking, the serial
 //! console in a file, and a monitor socket; wait for console markers with a
@@ -40,13 +41,29 @@ pub enum Error {
         pattern: String,
         tail: String,
     },
+    #[error("{what}: {source}")]
+    Gpt {
+        what: String,
+        #[source]
+        source: ferry_gpt::Error,
+    },
     #[error("{0}")]
     Missing(String),
 }
 
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Io { what, source }
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `File::open(p).ctx(|| format!("open {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            what: what(),
+            source,
+        })
+    }
 }
 
 /// OVMF with Secure Boot on and Debian's test ("snakeoil") key enrolled
@@ -98,7 +115,7 @@ impl Scratch {
             .unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!("ferry-e2e-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).map_err(io_err(format!("mkdir {}", p.display())))?;
+        fs::create_dir_all(&p).ctx(|| format!("mkdir {}", p.display()))?;
         Ok(Scratch(p))
     }
 }
@@ -116,7 +133,7 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<(), Error> {
         .arg(src)
         .arg(dst)
         .status()
-        .map_err(io_err("run cp"))?;
+        .ctx(|| "run cp".into())?;
     if !st.success() {
         return Err(Error::Missing(format!("cp {} failed", src.display())));
     }
@@ -125,9 +142,11 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<(), Error> {
 
 /// A partition of a disk image, by label.
 pub fn partition(image: &Path, label: &str) -> Result<ferry_gpt::Partition, Error> {
-    let mut f = File::open(image).map_err(io_err(format!("open {}", image.display())))?;
-    let t = ferry_gpt::Table::read(&mut f)
-        .map_err(|e| Error::Missing(format!("GPT of {}: {e}", image.display())))?;
+    let mut f = File::open(image).ctx(|| format!("open {}", image.display()))?;
+    let t = ferry_gpt::Table::read(&mut f).map_err(|source| Error::Gpt {
+        what: format!("read the GPT of {}", image.display()),
+        source,
+    })?;
     t.find(label)
         .map(|(_, p)| p.clone())
         .ok_or_else(|| Error::Missing(format!("no partition {label} in {}", image.display())))
@@ -139,24 +158,29 @@ pub fn flip_byte(path: &Path, offset: u64) -> Result<(), Error> {
         .read(true)
         .write(true)
         .open(path)
-        .map_err(io_err("open"))?;
+        .ctx(|| format!("open {}", path.display()))?;
     let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(offset)).map_err(io_err("seek"))?;
-    f.read_exact(&mut b).map_err(io_err("read"))?;
+    f.seek(SeekFrom::Start(offset))
+        .ctx(|| format!("seek byte {offset} of {}", path.display()))?;
+    f.read_exact(&mut b)
+        .ctx(|| format!("read byte {offset} of {}", path.display()))?;
     b[0] ^= 0xff;
-    f.seek(SeekFrom::Start(offset)).map_err(io_err("seek"))?;
-    f.write_all(&b).map_err(io_err("write"))
+    f.seek(SeekFrom::Start(offset))
+        .ctx(|| format!("seek byte {offset} of {}", path.display()))?;
+    f.write_all(&b)
+        .ctx(|| format!("write byte {offset} of {}", path.display()))
 }
 
 /// What the ext4 superblock of a partition inside an image says:
 /// `Some(true)` cleanly unmounted, `Some(false)` needs journal recovery,
 /// `None` no ext4 there.
 pub fn ext4_clean(image: &Path, part: &ferry_gpt::Partition) -> Result<Option<bool>, Error> {
-    let mut f = File::open(image).map_err(io_err("open"))?;
+    let mut f = File::open(image).ctx(|| format!("open {}", image.display()))?;
     let mut sb = [0u8; 1024];
     f.seek(SeekFrom::Start(part.offset() + 1024))
-        .map_err(io_err("seek"))?;
-    f.read_exact(&mut sb).map_err(io_err("read superblock"))?;
+        .ctx(|| format!("seek to the ext4 superblock in {}", image.display()))?;
+    f.read_exact(&mut sb)
+        .ctx(|| format!("read the ext4 superblock in {}", image.display()))?;
     if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
         return Ok(None);
     }
@@ -402,8 +426,7 @@ impl Vm {
             }
             Firmware::UefiSecureBoot => {
                 let vars = cfg.dir.join("ovmf-vars.fd");
-                fs::copy(OVMF_SECURE_VARS, &vars)
-                    .map_err(io_err(format!("copy {OVMF_SECURE_VARS}")))?;
+                fs::copy(OVMF_SECURE_VARS, &vars).ctx(|| format!("copy {OVMF_SECURE_VARS}"))?;
                 cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
                     .arg("-drive")
                     .arg(format!(
@@ -427,11 +450,9 @@ impl Vm {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(
-                File::create(cfg.dir.join("qemu.stderr")).map_err(io_err("create qemu.stderr"))?,
-            )
+            .stderr(File::create(cfg.dir.join("qemu.stderr")).ctx(|| "create qemu.stderr".into())?)
             .spawn()
-            .map_err(io_err("start qemu-system-x86_64 (package qemu-system-x86)"))?;
+            .ctx(|| "start qemu-system-x86_64 (package qemu-system-x86)".into())?;
         let input = if cfg.interactive {
             Some(connect_serial(&cfg.dir.join("serial.sock"), &serial)?)
         } else {
@@ -546,7 +567,7 @@ impl Vm {
         for b in text.bytes() {
             input
                 .write_all(&[b])
-                .map_err(io_err("write to the serial console"))?;
+                .ctx(|| "write to the serial console".into())?;
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
@@ -587,10 +608,10 @@ impl Vm {
 
     /// Sends a human monitor command.
     pub fn monitor(&self, command: &str) -> Result<(), Error> {
-        let mut s =
-            UnixStream::connect(&self.monitor).map_err(io_err("connect to the QEMU monitor"))?;
+        let mut s = UnixStream::connect(&self.monitor)
+            .ctx(|| format!("connect to the QEMU monitor {}", self.monitor.display()))?;
         s.write_all(format!("{command}\n").as_bytes())
-            .map_err(io_err("write to the QEMU monitor"))?;
+            .ctx(|| "write to the QEMU monitor".into())?;
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     }
@@ -639,15 +660,15 @@ fn connect_serial(socket: &Path, log: &Path) -> Result<UnixStream, Error> {
         match UnixStream::connect(socket) {
             Ok(s) => break s,
             Err(e) if t.elapsed() > Duration::from_secs(10) => {
-                return Err(io_err(format!("connect to {}", socket.display()))(e))
+                return Err(e).ctx(|| format!("connect to {}", socket.display()))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     };
     let mut reader = stream
         .try_clone()
-        .map_err(io_err("clone the serial socket"))?;
-    let mut out = File::create(log).map_err(io_err(format!("create {}", log.display())))?;
+        .ctx(|| "clone the serial socket".into())?;
+    let mut out = File::create(log).ctx(|| format!("create {}", log.display()))?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = reader.read(&mut buf) {
@@ -706,10 +727,10 @@ pub fn tree_differences(a: &Path, b: &Path) -> Result<Vec<String>, Error> {
     use std::os::unix::fs::MetadataExt;
     fn names(dir: &Path) -> Result<Vec<std::ffi::OsString>, Error> {
         let mut v: Vec<_> = fs::read_dir(dir)
-            .map_err(io_err(format!("list {}", dir.display())))?
+            .ctx(|| format!("list {}", dir.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(io_err(format!("list {}", dir.display())))?;
+            .ctx(|| format!("list {}", dir.display()))?;
         v.sort();
         Ok(v)
     }
@@ -724,7 +745,7 @@ pub fn tree_differences(a: &Path, b: &Path) -> Result<Vec<String>, Error> {
         for name in na {
             let r = rel.join(&name);
             let (pa, pb) = (a.join(&r), b.join(&r));
-            let ma = fs::symlink_metadata(&pa).map_err(io_err(format!("{}", pa.display())))?;
+            let ma = fs::symlink_metadata(&pa).ctx(|| format!("stat {}", pa.display()))?;
             let Ok(mb) = fs::symlink_metadata(&pb) else {
                 out.push(format!("missing: {}", r.display()));
                 continue;
@@ -755,8 +776,8 @@ pub fn tree_differences(a: &Path, b: &Path) -> Result<Vec<String>, Error> {
                 if (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
                     out.push(format!("{what}: a different mtime"));
                 }
-                let ca = fs::read(&pa).map_err(io_err(format!("read {}", pa.display())))?;
-                let cb = fs::read(&pb).map_err(io_err(format!("read {}", pb.display())))?;
+                let ca = fs::read(&pa).ctx(|| format!("read {}", pa.display()))?;
+                let cb = fs::read(&pb).ctx(|| format!("read {}", pb.display()))?;
                 if ca != cb {
                     out.push(format!("{what}: different content"));
                 }
@@ -803,7 +824,7 @@ while True:
 /// `tcp:` target takes one connection only; `cmd:` runs one per connection.
 pub fn guestfwd_relay(dir: &Path, guest: &str, host_port: u16) -> Result<String, Error> {
     let script = dir.join("relay.py");
-    fs::write(&script, RELAY).map_err(io_err(format!("write {}", script.display())))?;
+    fs::write(&script, RELAY).ctx(|| format!("write {}", script.display()))?;
     Ok(format!(
         "tcp:{guest}-cmd:python3 {} {host_port}",
         script.display()

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A test network of our own: a network namespace holding a bridge with
 //! an address, and tap devices that QEMU guests attach to. Programs run
 //! inside the namespace ([`TapNet::command`]) see the guests as hosts on
@@ -9,14 +10,14 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{io_err, Error};
+use crate::{Context, Error};
 
 /// Runs `ip ARGS`, failing with what it printed.
 fn ip(args: &[&str]) -> Result<(), Error> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(io_err("run ip (package iproute2)"))?;
+        .ctx(|| "run ip (package iproute2)".into())?;
     if out.status.success() {
         Ok(())
     } else {

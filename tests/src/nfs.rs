@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! nfs-ganesha, the user-space NFS server, exporting directories of the
 //! host to a guest over NFS 3, 4.0 and 4.1. A guest with user-mode
 //! networking (not restricted) reaches the host's loopback as 10.0.2.2.
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{io_err, Error};
+use crate::{Context, Error};
 
 /// The host as a user-mode-networking guest sees it.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
@@ -66,7 +67,7 @@ impl Ganesha {
                 .args(["-f", "-w"])
                 .stdin(Stdio::null())
                 .spawn()
-                .map_err(io_err("start rpcbind (package rpcbind)"))?;
+                .ctx(|| "start rpcbind (package rpcbind)".into())?;
             wait_listening(111, "rpcbind")?;
             Some(child)
         };
@@ -79,7 +80,7 @@ impl Ganesha {
         );
         for (id, (name, path)) in exports.iter().enumerate() {
             // ganesha does not follow a symlink in an export path
-            let path = fs::canonicalize(path).map_err(io_err(format!("{}", path.display())))?;
+            let path = fs::canonicalize(path).ctx(|| format!("resolve {}", path.display()))?;
             conf.push_str(&format!(
                 "EXPORT {{ Export_Id = {}; Path = {}; Pseudo = /{name}; Access_Type = RW;\n\
                  Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys;\n\
@@ -89,7 +90,7 @@ impl Ganesha {
             ));
         }
         let conf_path = work.join("ganesha.conf");
-        fs::write(&conf_path, conf).map_err(io_err("write ganesha.conf"))?;
+        fs::write(&conf_path, conf).ctx(|| format!("write {}", conf_path.display()))?;
         let log = work.join("ganesha.log");
         let child = Command::new("ganesha.nfsd")
             .arg("-F")
@@ -103,9 +104,7 @@ impl Ganesha {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(io_err(
-                "start ganesha.nfsd (packages nfs-ganesha, nfs-ganesha-vfs)",
-            ))?;
+            .ctx(|| "start ganesha.nfsd (packages nfs-ganesha, nfs-ganesha-vfs)".into())?;
         let mut server = Ganesha {
             child,
             rpcbind,

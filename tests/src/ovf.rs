@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! An independent reader of OVF descriptors (roxmltree, by namespace), used
 //! to check what ferry-ovf writes.
 

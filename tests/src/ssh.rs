@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The support channel from outside: ports, keys and an `ssh` client
 //! (package openssh-client) with a time limit.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance's agent against real NFS: nfs-ganesha on the host exports
 //! a source tree and three destinations; a configuration document declares
 //! NFS locations with versions 3, 4.0 and 4.1 and one task per version,

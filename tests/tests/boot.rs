@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Boots out/ferry.raw in QEMU and checks the appliance from its console.
 //! Build the image first: `scripts/build-image` (scripts/test does).
 

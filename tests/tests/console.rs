@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The operator's first minutes, on the serial console of the real image:
 //! log in, change the default password, run the resource check (warnings
 //! for this small VM), read the time status from chronyd, see the DHCP

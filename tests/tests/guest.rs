@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The test-guest library of ferry-image builds an initramfs from Debian
 //! packages (busybox, rsync with its libraries found automatically) and
 //! kernel modules, and it boots: what the benchmark and NFS tests build on.

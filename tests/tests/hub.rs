@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Two appliances from one image: a hub (`role: hub`) and an agent.
 //! nfs-ganesha on the host exports a source tree (the agent's) and an empty
 //! destination (the hub's, as EFS would be). The agent is activated through

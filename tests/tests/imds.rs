@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance on "EC2": QEMU tells the guest it is an Amazon EC2 machine
 //! through SMBIOS, and the guest's connections to 169.254.169.254:80 reach
 //! an IMDSv2-only metadata service run here on the host's loopback (a

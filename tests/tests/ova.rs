@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The shipped OVA (out/ferry.ova, built by `scripts/build-image`): its
 //! members, manifest and descriptor, its VMDK read by qemu-img and libvmdk
 //! and compared with out/ferry.raw, and the appliance booted from that VMDK

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The appliance's ports as a second host on its network sees them. A hub
 //! appliance and an agent appliance each get a second adapter on a bridge
 //! in a network namespace of the test's own; from that namespace `nmap`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Secure Boot: the unified kernel image carries the kernel command line
 //! and so the dm-verity root hash. Signed, it boots under enforcing Secure
 //! Boot; unsigned (or changed), the firmware refuses it. Uses Debian's test

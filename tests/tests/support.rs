@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The firewall and the support channel on the real image, through QEMU's
 //! user-mode network with a host port forwarded to the guest's port 22.
 //! Build the image first: `scripts/build-image` (scripts/test does).

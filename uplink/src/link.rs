@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The agent's side of activation and of its link to the hub.
 //!
 //! Until the agent is activated it serves the activation port (80 on the
@@ -36,14 +37,14 @@ use axum::response::{IntoResponse, Response};
 use hyper::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::remote::RemoteLocation;
-use ferry_daemon::dispatch::{Job, Report};
-use ferry_daemon::model::{self, LocationSpec, Task};
+use ferry_daemon::dispatch::{Job, JobList, Report, ReportAnswer};
 use ferry_daemon::Agent;
 use ferry_daemon::{api, runner};
+use ferry_model::api::{self as records, ActivationStarted, ActivationStatus, LocationSpec, Task};
+use ferry_wire::activation::{Issued, Register, Registered};
 use ferry_wire::ca::{self, write_file};
 use ferry_wire::client::{base_url, HubClient, HubError};
 use ferry_wire::tls;
@@ -62,11 +63,25 @@ pub enum LinkError {
     Tls(#[from] tls::TlsError),
     #[error("the hub did not present a CA certificate")]
     NoCa,
-    #[error("{path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        path: String,
+        what: String,
+        #[source]
         source: std::io::Error,
     },
+    /// A directory of the link's failed `ferry_secure`'s checks.
+    #[error(transparent)]
+    Trust(#[from] ferry_secure::TrustError),
+    /// The agent's key file holds no private key.
+    #[error("{path}: no private key in the file ({source})")]
+    Key {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The hub's address as given is not one (a 400, like [`Invalid`](Self::Invalid)).
+    #[error(transparent)]
+    HubAddress(HubError),
     #[error("the hub's answer lacks {0}")]
     Answer(&'static str),
     #[error("cannot start the hub client's runtime: {0}")]
@@ -202,11 +217,32 @@ pub struct Link {
     policy: LinkPolicy,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LinkError + '_ {
-    move |source| LinkError::Io {
-        path: path.display().to_string(),
-        source,
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `write_file(&p, text, true).ctx(|| format!("write {}", p.display()))?`.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LinkError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LinkError> {
+        self.map_err(|source| LinkError::Io {
+            what: what(),
+            source,
+        })
     }
+}
+
+/// A hub's JSON answer as the record it must be; `what` names what was
+/// missing or wrong.
+fn answer_as<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    what: &'static str,
+) -> Result<T, LinkError> {
+    serde_json::from_value(v).map_err(|_| LinkError::Answer(what))
+}
+
+fn to_json(v: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).expect("records serialize")
 }
 
 fn hostname() -> String {
@@ -225,7 +261,7 @@ impl Link {
         log: Log,
         policy: LinkPolicy,
     ) -> Result<Arc<Link>, LinkError> {
-        ferry_secure::private_dir(dir).map_err(|e| io_err(dir)(e.into()))?;
+        ferry_secure::private_dir(dir)?;
         let state: LinkState = std::fs::read(dir.join("link.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -252,22 +288,25 @@ impl Link {
     }
 
     /// The hub and this agent's id there, once activated.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> ActivationStatus {
         let s = self.state.lock().unwrap();
-        let mut v = json!({
-            "Activated": s.activated,
-            "Hub": s.hub,
-            "AgentId": s.agent_id,
-            "ActivationKey": if s.activated { None } else { s.activation_key.clone() },
-        });
-        if let Some(fp) = ca_fingerprint(&s) {
-            v["HubCaFingerprint"] = fp.clone().into();
-            v["HubFingerprintChecked"] = s.pinned.into();
-            if !s.pinned {
-                v["Warning"] = unverified(&fp).into();
-            }
+        let fingerprint = ca_fingerprint(&s);
+        ActivationStatus {
+            activated: s.activated,
+            hub: s.hub.clone(),
+            agent_id: s.agent_id.clone(),
+            activation_key: if s.activated {
+                None
+            } else {
+                s.activation_key.clone()
+            },
+            hub_fingerprint_checked: fingerprint.as_ref().map(|_| s.pinned),
+            warning: fingerprint
+                .as_ref()
+                .filter(|_| !s.pinned)
+                .map(|fp| unverified(fp)),
+            hub_ca_fingerprint: fingerprint,
         }
-        v
     }
 
     /// The warning to show when the hub was trusted on first contact.
@@ -281,12 +320,12 @@ impl Link {
     fn save(&self, state: &LinkState) -> Result<(), LinkError> {
         let path = self.dir.join("link.json");
         let text = serde_json::to_vec_pretty(state).expect("serializable");
-        write_file(&path, &text, true).map_err(io_err(&path))
+        write_file(&path, &text, true).ctx(|| format!("save {}", path.display()))
     }
 
     fn write_marker(&self) -> Result<(), LinkError> {
         if let Some(parent) = self.marker.parent() {
-            ferry_secure::trusted_dir(parent).map_err(|e| io_err(parent)(e.into()))?;
+            ferry_secure::trusted_dir(parent)?;
         }
         let id = self
             .state
@@ -295,7 +334,8 @@ impl Link {
             .agent_id
             .clone()
             .unwrap_or_default();
-        write_file(&self.marker, format!("{id}\n").as_bytes(), true).map_err(io_err(&self.marker))
+        write_file(&self.marker, format!("{id}\n").as_bytes(), true)
+            .ctx(|| format!("write the activation marker {}", self.marker.display()))
     }
 
     fn key_path(&self) -> PathBuf {
@@ -316,7 +356,7 @@ impl Link {
             return Err(LinkError::AlreadyActivated(hub_now.unwrap_or_default()));
         }
         // What cannot be right is refused before anything is tried.
-        let base = base_url(hub).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let base = base_url(hub).map_err(LinkError::HubAddress)?;
         let fingerprint = check_fingerprint(fingerprint)?;
         let fingerprint = fingerprint.as_deref();
         if fingerprint.is_none() && self.policy.require_hub_fingerprint {
@@ -336,16 +376,17 @@ impl Link {
             .json(
                 Method::POST,
                 "/activation/v1/register",
-                Some(&json!({"Csr": csr, "Hostname": hostname()})),
+                Some(&to_json(&Register {
+                    csr,
+                    hostname: hostname(),
+                })),
             )
             .await?;
-        let key = answer["ActivationKey"]
-            .as_str()
-            .ok_or(LinkError::Answer("ActivationKey"))?
-            .to_string();
+        let key = answer_as::<Registered>(answer, "ActivationKey")?.activation_key;
         let ca_der: CertificateDer<'static> = seen.lock().unwrap().take().ok_or(LinkError::NoCa)?;
         if kept.as_deref() != Some(key_pem.as_str()) {
-            write_file(&key_path, key_pem.as_bytes(), true).map_err(io_err(&key_path))?;
+            write_file(&key_path, key_pem.as_bytes(), true)
+                .ctx(|| format!("write the agent's key {}", key_path.display()))?;
         }
         let state = LinkState {
             hub: Some(base.clone()),
@@ -388,15 +429,17 @@ impl Link {
             }
             let cert_path = self.cert_path();
             let key_path = self.key_path();
-            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-            let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .ctx(|| format!("read the agent's certificate {}", cert_path.display()))?;
+            let key_pem = std::fs::read_to_string(&key_path)
+                .ctx(|| format!("read the agent's key {}", key_path.display()))?;
             let cert = ca::cert_from_pem(&cert_pem, &cert_path.display().to_string())?;
             let key: PrivateKeyDer<'static> = rustls::pki_types::pem::PemObject::from_pem_slice(
                 key_pem.as_bytes(),
             )
-            .map_err(|_| LinkError::Io {
+            .map_err(|source| LinkError::Key {
                 path: key_path.display().to_string(),
-                source: std::io::Error::other("no private key in the file"),
+                source,
             })?;
             Some((vec![cert], key))
         } else {
@@ -466,14 +509,14 @@ impl Link {
                 return Ok(false);
             }
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| LinkError::Answer("JSON"))?;
-        let cert = v["Certificate"]
-            .as_str()
-            .ok_or(LinkError::Answer("Certificate"))?;
-        let agent_id = v["AgentId"].as_str().ok_or(LinkError::Answer("AgentId"))?;
+        let Issued {
+            agent_id,
+            certificate: cert,
+        } = serde_json::from_slice(&body)
+            .map_err(|_| LinkError::Answer("AgentId and Certificate"))?;
         let cert_path = self.cert_path();
-        write_file(&cert_path, cert.as_bytes(), false).map_err(io_err(&cert_path))?;
+        write_file(&cert_path, cert.as_bytes(), false)
+            .ctx(|| format!("write the agent's certificate {}", cert_path.display()))?;
         let s = {
             let mut state = self.state.lock().unwrap();
             state.agent_id = Some(agent_id.to_string());
@@ -499,9 +542,7 @@ impl Link {
         }
         let c = client.as_ref().expect("just made");
         let v = c.json(Method::GET, "/agent/v1/tasks", None).await?;
-        let jobs: Vec<Job> = serde_json::from_value(v["Executions"].clone())
-            .map_err(|_| LinkError::Answer("Executions"))?;
-        for job in jobs {
+        for job in answer_as::<JobList>(v, "Executions")?.executions {
             let known = self.jobs.lock().unwrap().contains_key(&job.execution_id)
                 || self.done.lock().unwrap().contains(&job.execution_id);
             if known || job.cancel {
@@ -528,13 +569,13 @@ impl Link {
                         job.execution_id
                     ));
                     let mut result = ferry_daemon::store::pending_result();
-                    result.prepare_status = model::ERROR.into();
-                    result.transfer_status = model::ERROR.into();
-                    result.verify_status = model::ERROR.into();
+                    result.prepare_status = records::ERROR.into();
+                    result.transfer_status = records::ERROR.into();
+                    result.verify_status = records::ERROR.into();
                     result.error_code = Some(code.into());
                     result.error_detail = Some(why);
                     let report = Report {
-                        status: model::ERROR.into(),
+                        status: records::ERROR.into(),
                         result,
                         counters: Default::default(),
                     };
@@ -594,7 +635,7 @@ impl Link {
         let path = format!("/agent/v1/executions/{hub_id}/report");
         let body = serde_json::to_value(report).expect("serializable");
         let v = c.json(Method::POST, &path, Some(&body)).await?;
-        Ok(v["Cancel"] == true)
+        Ok(serde_json::from_value::<ReportAnswer>(v).is_ok_and(|a| a.cancel))
     }
 
     /// Picks up the certificate while pending; then asks the hub for work
@@ -689,7 +730,7 @@ fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<S
             }
             None => {
                 let t = Task {
-                    task_id: model::new_id("task"),
+                    task_id: records::new_id("task"),
                     name,
                     source_location_id: src,
                     destination_location_id: dst,
@@ -768,9 +809,9 @@ async fn activation_page(
         Err(e @ LinkError::AlreadyActivated(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
-        Err(e @ (LinkError::FingerprintRequired | LinkError::Invalid(_))) => {
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-        }
+        Err(
+            e @ (LinkError::FingerprintRequired | LinkError::Invalid(_) | LinkError::HubAddress(_)),
+        ) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
     }
 }
@@ -938,11 +979,11 @@ async fn activation_start(State(link): Linked, bytes: axum::body::Bytes) -> api:
     match link.begin(&req.hub, req.hub_fingerprint.as_deref()).await {
         Ok(url) => {
             let key = url.rsplit('=').next().unwrap_or_default().to_string();
-            let mut v = json!({"ActivationKey": key, "ActivationUrl": url});
-            if let Some(w) = link.warning() {
-                v["Warning"] = w.into();
-            }
-            api::ok(v)
+            api::ok(ActivationStarted {
+                activation_key: key,
+                activation_url: url,
+                warning: link.warning(),
+            })
         }
         Err(e @ LinkError::AlreadyActivated(_)) => {
             Err(api::conflict("AlreadyActivated", e.to_string()))
@@ -950,7 +991,9 @@ async fn activation_start(State(link): Linked, bytes: axum::body::Bytes) -> api:
         Err(e @ LinkError::FingerprintRequired) => {
             Err(api::bad_request("FingerprintRequired", e.to_string()))
         }
-        Err(e @ LinkError::Invalid(_)) => Err(api::bad_request("InvalidRequest", e.to_string())),
+        Err(e @ (LinkError::Invalid(_) | LinkError::HubAddress(_))) => {
+            Err(api::bad_request("InvalidRequest", e.to_string()))
+        }
         Err(e) => Err(api::ApiError::new(
             StatusCode::BAD_GATEWAY,
             "HubUnreachable",

@@ -1,38 +1,42 @@
+// SPDX-License-Identifier: MIT
 //! The remote writer: a [`Location`] on the hub, reached over several
-//! mutual-TLS connections. Each operation is a request; the chunks of a
-//! file are sent without waiting for one another (a window per file) and
-//! each answer acknowledges its chunk, so a broken connection costs at most
-//! the chunks in flight, which are sent again on a new connection.
+//! mutual-TLS connections. Operations go in batches through the lanes of
+//! [`crate::lanes`], each directory's in order; once the engine lets it
+//! ([`Location::defer_changes`]), changes are acknowledged at once and
+//! their failures reported when it settles, so a tree of small files costs
+//! a few round trips, not several per file. A large file's chunks spread
+//! over all lanes; its end waits for them.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Range;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
 
 use ferry_engine::location::{
-    Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer,
+    DeferredFailure, Entry, Kind, Location, Meta, MetaUpdate, Reader, WireCounters, Writer,
 };
-use ferry_wire::client::{HubClient, HubError};
-use ferry_wire::proto::{Op, Reply, Request, Response, WireUpdate, MAX_CHUNK};
+use ferry_wire::client::HubClient;
+use ferry_wire::proto::{Op, Reply, WireUpdate, MAX_CHUNK};
 
-/// Chunks of one file in flight at once.
-const WINDOW: usize = 4;
+use crate::lanes::Lanes;
+
 /// A file whose first write is at most this large and that gets no second
-/// write goes in one request with its attributes.
+/// write goes in one operation with its attributes.
 const SMALL: usize = MAX_CHUNK;
 
 struct Inner {
     client: HubClient,
-    rt: Runtime,
-    location: String,
     compress: bool,
-    op_salt: u64,
-    op_seq: AtomicU64,
+    lanes: Lanes,
+    /// Changes are cast, not called (see [`Location::defer_changes`]).
+    deferring: AtomicBool,
+    location: String,
+    // Last: the lanes' tasks run on it, and it is dropped after them.
+    _rt: Runtime,
 }
 
 /// A location of the hub, written by an agent.
@@ -40,52 +44,36 @@ pub struct RemoteLocation {
     inner: Arc<Inner>,
 }
 
-fn hub_io(e: HubError) -> io::Error {
-    match e {
-        HubError::Refused { status: 404, .. } => {
-            io::Error::new(io::ErrorKind::NotFound, e.to_string())
-        }
-        HubError::Refused {
-            status: 401 | 403, ..
-        } => io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()),
-        _ => io::Error::other(e.to_string()),
-    }
-}
-
 fn unexpected(r: Reply) -> io::Error {
     io::Error::other(format!("unexpected answer from the hub: {r:?}"))
 }
 
-fn join(dir: &[u8], name: &OsStr) -> Vec<u8> {
-    let mut p = dir.to_vec();
-    if !p.is_empty() {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name.as_bytes());
-    p
+fn join(dir: &[u8], name: impl AsRef<[u8]>) -> Vec<u8> {
+    crate::lanes::join(dir, name.as_ref())
 }
 
 impl Inner {
-    fn request(&self, op: Op) -> Request {
-        Request {
-            op_id: self.op_salt ^ self.op_seq.fetch_add(1, Ordering::Relaxed),
-            op,
+    fn call(&self, op: Op) -> io::Result<Reply> {
+        self.lanes.call(op)
+    }
+
+    /// A change, waited for (a `Put` is answered with the digest of the
+    /// file written).
+    fn done(&self, op: Op) -> io::Result<()> {
+        match self.call(op)? {
+            Reply::Done | Reply::Digest(_) => Ok(()),
+            r => Err(unexpected(r)),
         }
     }
 
-    fn call(&self, op: Op) -> io::Result<Reply> {
-        let req = self.request(op);
-        let resp: Response = self
-            .rt
-            .block_on(self.client.fs(&self.location, &req))
-            .map_err(hub_io)?;
-        resp.map_err(io::Error::from)
-    }
-
-    fn done(&self, op: Op) -> io::Result<()> {
-        match self.call(op)? {
-            Reply::Done => Ok(()),
-            r => Err(unexpected(r)),
+    /// A change to the entry `path`: sent and waited for, or (deferring)
+    /// queued, its failure reported when the location settles.
+    fn change(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str) -> io::Result<()> {
+        if self.deferring.load(Ordering::Relaxed) {
+            self.lanes.cast(op, path, kind, what);
+            Ok(())
+        } else {
+            self.done(op)
         }
     }
 
@@ -119,17 +107,26 @@ impl Inner {
 
 impl RemoteLocation {
     /// `location` is the id of a location of the hub. The client's
-    /// connections live on a runtime of their own, driven by `rt`.
+    /// connections live on a runtime of their own, driven by `rt`; one lane
+    /// per connection.
     pub fn new(client: HubClient, rt: Runtime, location: String, compress: bool) -> RemoteLocation {
         let salt = u64::from_le_bytes(ferry_wire::ca::random_bytes(8).try_into().expect("8 bytes"));
+        let seq = AtomicU64::new(0);
+        let lanes = Lanes::start(
+            &client,
+            &rt,
+            location.clone(),
+            client.connections(),
+            move || salt ^ seq.fetch_add(1, Ordering::Relaxed),
+        );
         RemoteLocation {
             inner: Arc::new(Inner {
                 client,
-                rt,
-                location,
                 compress,
-                op_salt: salt,
-                op_seq: AtomicU64::new(0),
+                lanes,
+                deferring: AtomicBool::new(false),
+                location,
+                _rt: rt,
             }),
         }
     }
@@ -162,7 +159,7 @@ impl Location for RemoteLocation {
         // parent itself and `a/b` a directory below it.
         ferry_wire::proto::name_ok(name.as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let path = join(parent, name);
+        let path = join(parent, name.as_bytes());
         match self.inner.call(Op::StatDir { dir: path.clone() })? {
             Reply::Meta(m) if m.kind == Kind::Dir => Ok(path),
             Reply::Meta(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
@@ -236,23 +233,28 @@ impl Location for RemoteLocation {
     }
 
     fn create_file(&self, dir: &Vec<u8>, name: &OsStr, mode: u32) -> io::Result<RemoteWriter> {
-        // Nothing is sent yet: a small file goes in one request at its end.
+        // Nothing is sent yet: a small file goes in one operation at its end.
         Ok(RemoteWriter {
             inner: self.inner.clone(),
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
             mode,
-            window: Arc::new(tokio::sync::Semaphore::new(WINDOW)),
             state: Mutex::new(WriteState::default()),
         })
     }
 
     fn make_symlink(&self, dir: &Vec<u8>, name: &OsStr, target: &OsStr) -> io::Result<()> {
-        self.inner.done(Op::MakeSymlink {
+        let op = Op::MakeSymlink {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
             target: target.as_bytes().to_vec(),
-        })
+        };
+        self.inner.change(
+            op,
+            join(dir, name.as_bytes()),
+            Kind::Symlink,
+            "create symlink",
+        )
     }
 
     fn make_node(
@@ -263,13 +265,15 @@ impl Location for RemoteLocation {
         mode: u32,
         rdev: u64,
     ) -> io::Result<()> {
-        self.inner.done(Op::MakeNode {
+        let op = Op::MakeNode {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
             kind,
             mode,
             rdev,
-        })
+        };
+        self.inner
+            .change(op, join(dir, name.as_bytes()), kind, "create special file")
     }
 
     fn hard_link(
@@ -279,46 +283,73 @@ impl Location for RemoteLocation {
         to_dir: &Vec<u8>,
         to: &OsStr,
     ) -> io::Result<()> {
-        self.inner.done(Op::HardLink {
+        // The link's target may still be on its way, in another lane.
+        self.inner.lanes.wait_within(from_dir);
+        let op = Op::HardLink {
             from_dir: from_dir.clone(),
             from: from.as_bytes().to_vec(),
             to_dir: to_dir.clone(),
             to: to.as_bytes().to_vec(),
-        })
+        };
+        self.inner.change(
+            op,
+            join(to_dir, to.as_bytes()),
+            Kind::File,
+            "create hard link",
+        )
     }
 
     fn rename(&self, dir: &Vec<u8>, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        self.inner.done(Op::Rename {
+        // A directory is renamed once what is written in it is done.
+        self.inner.lanes.wait_within(&join(dir, from.as_bytes()));
+        let op = Op::Rename {
             dir: dir.clone(),
             from: from.as_bytes().to_vec(),
             to: to.as_bytes().to_vec(),
-        })
+        };
+        self.inner.change(
+            op,
+            join(dir, to.as_bytes()),
+            Kind::File,
+            "rename into place",
+        )
     }
 
     fn remove(&self, dir: &Vec<u8>, name: &OsStr, kind: Kind) -> io::Result<()> {
-        self.inner.done(Op::Remove {
+        let path = join(dir, name.as_bytes());
+        self.inner.lanes.wait_within(&path);
+        let op = Op::Remove {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
             kind,
-        })
+        };
+        self.inner.change(op, path, kind, "delete")
     }
 
     fn update(&self, dir: &Vec<u8>, name: &OsStr, update: &MetaUpdate) -> io::Result<()> {
-        self.inner.done(Op::Update {
+        let op = Op::Update {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
             update: WireUpdate::from(update),
-        })
+        };
+        self.inner
+            .change(op, join(dir, name.as_bytes()), Kind::File, "set attributes")
     }
 
     fn update_dir(&self, dir: &Vec<u8>, update: &MetaUpdate) -> io::Result<()> {
-        self.inner.done(Op::UpdateDir {
+        let op = Op::UpdateDir {
             dir: dir.clone(),
             update: WireUpdate::from(update),
-        })
+        };
+        self.inner
+            .change(op, dir.clone(), Kind::Dir, "set directory attributes")
     }
 
     fn digest(&self, dir: &Vec<u8>, name: &OsStr) -> Option<io::Result<[u8; 32]>> {
+        // Written in this execution: the hub read it back then.
+        if let Some(d) = self.inner.lanes.take_digest(&join(dir, name.as_bytes())) {
+            return Some(Ok(d));
+        }
         let op = Op::Digest {
             dir: dir.clone(),
             name: name.as_bytes().to_vec(),
@@ -328,6 +359,14 @@ impl Location for RemoteLocation {
             Ok(r) => Err(unexpected(r)),
             Err(e) => Err(e),
         })
+    }
+
+    fn defer_changes(&self) {
+        self.inner.deferring.store(true, Ordering::Relaxed);
+    }
+
+    fn settle(&self) -> Vec<DeferredFailure> {
+        self.inner.lanes.settle()
     }
 
     fn wire_counters(&self) -> WireCounters {
@@ -360,7 +399,6 @@ struct WriteState {
     created: bool,
     /// The first write, held back in case it is the whole file.
     first: Option<Vec<u8>>,
-    in_flight: Vec<JoinHandle<io::Result<()>>>,
     len: Option<u64>,
     update: MetaUpdate,
 }
@@ -371,71 +409,39 @@ pub struct RemoteWriter {
     dir: Vec<u8>,
     name: Vec<u8>,
     mode: u32,
-    window: Arc<tokio::sync::Semaphore>,
     state: Mutex<WriteState>,
 }
 
 impl RemoteWriter {
-    /// Sends a chunk without waiting for its acknowledgement; waits only
-    /// while the window is full.
-    fn send_chunk(&self, state: &mut WriteState, data: &[u8], offset: u64) -> io::Result<()> {
-        self.reap(state, false)?;
-        let permit = self
-            .inner
-            .rt
-            .block_on(self.window.clone().acquire_owned())
-            .expect("never closed");
+    fn path(&self) -> Vec<u8> {
+        join(&self.dir, &self.name)
+    }
+
+    /// Sends a chunk in a lane of its own choosing (chunks of one file
+    /// need no order among them), counted under the file's path so that
+    /// its end waits for it; waits for it when not deferring.
+    fn send_chunk(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let raw_len = data.len() as u64;
         let (zstd, data) = self.inner.encode(data);
-        let req = self.inner.request(Op::Write {
+        let op = Op::Write {
             dir: self.dir.clone(),
             name: self.name.clone(),
             offset,
             zstd,
             raw_len,
             data,
-        });
-        // The task holds the client, not `Inner`: were it the last holder
-        // of `Inner` (the writer dropped after a failure while chunks are in
-        // flight), it would drop the runtime it runs on, which panics.
-        let client = self.inner.client.clone();
-        let location = self.inner.location.clone();
-        let task = self.inner.rt.spawn(async move {
-            let r = client.fs(&location, &req).await;
-            drop(permit);
-            match r.map_err(hub_io)? {
-                Ok(Reply::Done) => Ok(()),
-                Ok(r) => Err(unexpected(r)),
-                Err(e) => Err(io::Error::from(e)),
-            }
-        });
-        state.in_flight.push(task);
+        };
+        if !self.inner.deferring.load(Ordering::Relaxed) {
+            return self.inner.done(op);
+        }
+        let path = self.path();
+        let lanes = &self.inner.lanes;
+        let lane = lanes.lane(&[path.as_slice(), &offset.to_le_bytes()].concat());
+        lanes.cast_in(lane, path.clone(), op, path, Kind::File, "write");
         Ok(())
     }
 
-    /// Collects acknowledged chunks (all of them when `all`); the first
-    /// failure is returned.
-    fn reap(&self, state: &mut WriteState, all: bool) -> io::Result<()> {
-        let mut result = Ok(());
-        let mut keep = Vec::new();
-        for task in state.in_flight.drain(..) {
-            if all || task.is_finished() {
-                let r = self
-                    .inner
-                    .rt
-                    .block_on(task)
-                    .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-                if result.is_ok() {
-                    result = r;
-                }
-            } else {
-                keep.push(task);
-            }
-        }
-        state.in_flight = keep;
-        result
-    }
-
+    /// Creates the file (waiting for it: its chunks go in other lanes).
     fn ensure_created(&self, state: &mut WriteState) -> io::Result<()> {
         if state.created {
             return Ok(());
@@ -447,7 +453,7 @@ impl RemoteWriter {
         })?;
         state.created = true;
         if let Some(first) = state.first.take() {
-            self.send_chunk(state, &first, 0)?;
+            self.send_chunk(&first, 0)?;
         }
         Ok(())
     }
@@ -455,9 +461,7 @@ impl RemoteWriter {
 
 impl Writer for RemoteWriter {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        // The lock is held while a chunk waits for room in the window: the
-        // writes of one file are ordered by it anyway.
-        // One chunk at most: the hub takes no more in a request, and the
+        // One chunk at most: the hub takes no more in an operation, and the
         // caller writes the rest (a short write).
         let buf = &buf[..buf.len().min(MAX_CHUNK)];
         let mut state = self.state.lock().unwrap();
@@ -466,7 +470,8 @@ impl Writer for RemoteWriter {
             return Ok(buf.len());
         }
         self.ensure_created(&mut state)?;
-        self.send_chunk(&mut state, buf, offset)?;
+        drop(state);
+        self.send_chunk(buf, offset)?;
         Ok(buf.len())
     }
 
@@ -488,11 +493,12 @@ impl Writer for RemoteWriter {
 
     fn finish(self) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
+        let path = self.path();
         if !state.created {
             let data = state.first.take().unwrap_or_default();
             let raw_len = data.len() as u64;
             let (zstd, data) = self.inner.encode(&data);
-            return self.inner.done(Op::Put {
+            let op = Op::Put {
                 dir: self.dir.clone(),
                 name: self.name.clone(),
                 mode: self.mode,
@@ -501,17 +507,20 @@ impl Writer for RemoteWriter {
                 data,
                 len: state.len,
                 update: WireUpdate::from(&state.update),
-            });
+            };
+            return self.inner.change(op, path, Kind::File, "write");
         }
-        self.reap(&mut state, true)?;
+        // Its chunks first, from whichever lanes they went in.
+        self.inner.lanes.wait_within(&path);
         if state.len.is_none() && state.update.is_empty() {
             return Ok(());
         }
-        self.inner.done(Op::Finish {
+        let op = Op::Finish {
             dir: self.dir.clone(),
             name: self.name.clone(),
             len: state.len,
             update: WireUpdate::from(&state.update),
-        })
+        };
+        self.inner.change(op, path, Kind::File, "write")
     }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The hub's certificate authority: made at first start, kept in the hub's
 //! data directory, and used to sign the hub's server certificate and each
 //! activated agent's client certificate.
@@ -13,21 +14,32 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot read or write {path}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        path: String,
+        what: String,
+        #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Trust(#[from] ferry_secure::TrustError),
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("{0} holds no PEM certificate")]
     NoCert(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io {
-        path: path.display().to_string(),
-        source,
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `fs::read(p).ctx(|| format!("read {}", p.display()))?`.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, CaError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, CaError> {
+        self.map_err(|source| CaError::Io {
+            what: what(),
+            source,
+        })
     }
 }
 
@@ -90,12 +102,14 @@ impl Ca {
     /// certificate names `names` (host names or addresses) and is remade at
     /// every start, so changing the names needs only a restart.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Ca, CaError> {
-        ferry_secure::private_dir(dir).map_err(|e| io(dir)(e.into()))?;
+        ferry_secure::private_dir(dir)?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let (cert_pem, key) = if cert_path.exists() && key_path.exists() {
-            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            let key_pem = std::fs::read_to_string(&key_path)
+                .ctx(|| format!("read {}", key_path.display()))?;
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .ctx(|| format!("read {}", cert_path.display()))?;
             (cert_pem, KeyPair::from_pem(&key_pem)?)
         } else {
             let key = KeyPair::generate()?;
@@ -108,8 +122,10 @@ impl Ca {
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             ten_years(&mut params);
             let cert = params.self_signed(&key)?;
-            write_file(&key_path, key.serialize_pem().as_bytes(), true).map_err(io(&key_path))?;
-            write_file(&cert_path, cert.pem().as_bytes(), false).map_err(io(&cert_path))?;
+            write_file(&key_path, key.serialize_pem().as_bytes(), true)
+                .ctx(|| format!("write {}", key_path.display()))?;
+            write_file(&cert_path, cert.pem().as_bytes(), false)
+                .ctx(|| format!("write {}", cert_path.display()))?;
             (cert.pem(), key)
         };
         let cert_der = cert_from_pem(&cert_pem, &cert_path.display().to_string())?;

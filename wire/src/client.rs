@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! HTTPS to the hub: a pool of TLS 1.3 connections (mutual TLS once the
 //! agent is activated), with retries and backoff for the remote writer.
 
@@ -30,8 +31,12 @@ pub enum HubError {
         status: u16,
         message: String,
     },
-    #[error("the hub's answer to {what} is not readable: {detail}")]
-    Garbled { what: String, detail: String },
+    #[error("the hub's answer to {what} is not readable: {source}")]
+    Garbled {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("bad hub address {0:?}: {1}; give HOST[:PORT]")]
     Address(String, &'static str),
 }
@@ -64,6 +69,7 @@ pub struct HubClient {
     token: Option<String>,
     /// At most this many requests (and so connections) at once.
     slots: Arc<tokio::sync::Semaphore>,
+    connections: usize,
     pub stats: Arc<WireStats>,
 }
 
@@ -162,6 +168,7 @@ impl HubClient {
             base,
             token,
             slots: Arc::new(tokio::sync::Semaphore::new(connections)),
+            connections,
             stats: Arc::default(),
         }
     }
@@ -245,36 +252,63 @@ impl HubClient {
         }
         serde_json::from_slice(&data).map_err(|e| HubError::Garbled {
             what,
-            detail: e.to_string(),
+            source: e.into(),
         })
     }
 
-    /// A file-system operation on a hub location, sent again (with the same
-    /// operation id) until it is answered or the hub has been unreachable
-    /// for [`GIVE_UP_AFTER`].
+    /// Requests (and connections) at once at most.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// One operation on a location of the hub, sent again (after a
+    /// backoff) while the hub cannot be reached or answers 5xx: its
+    /// operation id makes a second arrival get the first answer.
     pub async fn fs(
         &self,
         location: &str,
         req: &proto::Request,
     ) -> Result<proto::Response, HubError> {
         let path = format!("/agent/v1/fs/{location}");
-        let body = postcard::to_stdvec(req).expect("encodable");
+        self.exchange(&path, req, req.op.payload()).await
+    }
+
+    /// A batch of operations of one lane, sent again as [`HubClient::fs`]
+    /// is; one answer per operation done.
+    pub async fn fs_batch(
+        &self,
+        location: &str,
+        batch: &proto::Batch,
+    ) -> Result<proto::BatchResponse, HubError> {
+        let path = format!("/agent/v1/fs/{location}/batch");
+        self.exchange(&path, batch, batch.payload()).await
+    }
+
+    /// POSTs `message` in postcard and decodes the answer, with retries;
+    /// `payload` is the data it carries (counted when sent again).
+    async fn exchange<M: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        message: &M,
+        payload: usize,
+    ) -> Result<A, HubError> {
+        let body = postcard::to_stdvec(message).expect("encodable");
         let start = Instant::now();
         let mut backoff = BACKOFF_MIN;
         loop {
             let r = self
-                .send(Method::POST, &path, "application/x-postcard", body.clone())
+                .send(Method::POST, path, "application/x-postcard", body.clone())
                 .await;
             match r {
                 Ok((StatusCode::OK, data)) => {
                     return postcard::from_bytes(&data).map_err(|e| HubError::Garbled {
-                        what: path.clone(),
-                        detail: e.to_string(),
+                        what: path.to_string(),
+                        source: e.into(),
                     })
                 }
                 Ok((status, data)) if !status.is_server_error() => {
                     return Err(HubError::Refused {
-                        what: path.clone(),
+                        what: path.to_string(),
                         status: status.as_u16(),
                         message: String::from_utf8_lossy(&data).into_owned(),
                     })
@@ -287,14 +321,14 @@ impl HubClient {
                     if sent {
                         self.stats
                             .bytes_resent
-                            .fetch_add(req.op.payload() as u64, Ordering::Relaxed);
+                            .fetch_add(payload as u64, Ordering::Relaxed);
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Ok((status, data)) => {
                     return Err(HubError::Refused {
-                        what: path.clone(),
+                        what: path.to_string(),
                         status: status.as_u16(),
                         message: String::from_utf8_lossy(&data).into_owned(),
                     })

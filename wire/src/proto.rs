@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The remote-writer protocol: one file-system operation per HTTPS request
 //! (`POST /agent/v1/fs/{location}`), postcard-encoded both ways. Names and
 //! paths are bytes, as the file system keeps them. Every request carries an
@@ -39,12 +40,62 @@ pub enum InvalidOp {
     Nanoseconds(u32),
     #[error("{0:?} is not a special file kind (FIFO, socket, device)")]
     NodeKind(Kind),
+    #[error("a batch of {0} operations is over the most one takes ({MAX_BATCH_OPS})")]
+    BatchTooLarge(usize),
+    #[error("operation {index} of the batch: {why}")]
+    InBatch { index: usize, why: Box<InvalidOp> },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Request {
     pub op_id: u64,
     pub op: Op,
+}
+
+/// Many operations of one lane (`POST /agent/v1/fs/{location}/batch`),
+/// done in order and each answered ([`BatchResponse`]): an agent sends what
+/// queued while its previous batch was on the way, so many files cost one
+/// round trip. A batch holds operations, never batches: nothing nests, so
+/// decoding needs no depth limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Batch {
+    /// Done once per id, as a [`Request`]'s `op_id`.
+    pub batch_id: u64,
+    pub ops: Vec<Op>,
+}
+
+/// Operations in one [`Batch`] at most.
+pub const MAX_BATCH_OPS: usize = 4096;
+
+/// One answer per operation of a [`Batch`], in order. Fewer when the hub's
+/// time for the batch ran out: the rest were not done; the agent sends them
+/// again in its next batch.
+pub type BatchResponse = Vec<Response>;
+
+impl Batch {
+    /// Every operation checked as [`Op::validate`] does, before any is
+    /// done: one malformed operation refuses the whole batch.
+    pub fn validate(&self) -> Result<(), InvalidOp> {
+        if self.ops.len() > MAX_BATCH_OPS {
+            return Err(InvalidOp::BatchTooLarge(self.ops.len()));
+        }
+        self.ops.iter().enumerate().try_for_each(|(index, op)| {
+            op.validate().map_err(|e| InvalidOp::InBatch {
+                index,
+                why: Box::new(e),
+            })
+        })
+    }
+
+    /// Whether any operation changes the location.
+    pub fn changes(&self) -> bool {
+        self.ops.iter().any(Op::changes)
+    }
+
+    /// Data bytes the batch carries.
+    pub fn payload(&self) -> usize {
+        self.ops.iter().map(Op::payload).sum()
+    }
 }
 
 /// `dir` is a `/`-separated path relative to the location's root (empty for
@@ -518,6 +569,38 @@ mod tests {
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_batch_is_checked_whole_and_names_the_bad_operation() {
+        let stat = |name: &str| Op::Stat {
+            dir: b("d"),
+            name: b(name),
+        };
+        let ok = Batch {
+            batch_id: 7,
+            ops: vec![stat("a"), stat("b")],
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(!ok.changes());
+        let decoded: Batch = postcard::from_bytes(&postcard::to_stdvec(&ok).unwrap()).unwrap();
+        assert_eq!(decoded.ops.len(), 2);
+        let bad = Batch {
+            batch_id: 8,
+            ops: vec![stat("a"), stat(".."), stat("c")],
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "operation 1 of the batch: not a file name: \"..\" (empty, `.`, `..`, or with `/` or NUL)"
+        );
+        let many = Batch {
+            batch_id: 9,
+            ops: vec![stat("a"); MAX_BATCH_OPS + 1],
+        };
+        assert_eq!(
+            many.validate(),
+            Err(InvalidOp::BatchTooLarge(MAX_BATCH_OPS + 1))
+        );
     }
 
     fn update() -> WireUpdate {

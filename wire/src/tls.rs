@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! TLS for the hub and its agents, with rustls: TLS 1.3 only, the ring
 //! provider's modern suites. The hub asks every client for a certificate
 //! from its CA but also takes clients without one (the activation flow and
@@ -34,7 +35,7 @@ use super::ca::fingerprint;
 pub enum TlsError {
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("TLS client verifier: {0}")]
+    #[error("TLS certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
@@ -76,8 +77,7 @@ pub fn client_config(
         Arc::new(roots(ca)?),
         provider(),
     )
-    .build()
-    .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    .build()?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -178,11 +178,11 @@ impl ServerCertVerifier for FirstContact {
         // The chain must hold together under the CA it presents.
         let ca = ca.clone().into_owned();
         let check = roots(&ca)
-            .map_err(|e| rustls::Error::General(e.to_string()))
+            .map_err(|e| rustls::Error::Other(rustls::OtherError(Arc::new(e))))
             .and_then(|r| {
                 rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(r), provider())
                     .build()
-                    .map_err(|e| rustls::Error::General(e.to_string()))
+                    .map_err(|e| rustls::Error::Other(rustls::OtherError(Arc::new(e))))
             })?;
         AnyName(check).verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         *self.seen.lock().unwrap() = Some(ca);

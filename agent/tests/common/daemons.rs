@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Ferry's daemons as processes on loopback, started from configuration
 //! documents: a hub, agents, and what a test does with them (activation,
 //! tasks kept on the hub, executions waited for). The hub tests and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Test helpers: a generator of trees with every kind of entry, a strict
 //! tree comparator, and a runner for the `ferry` binary.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The `Location` conformance suite: one set of checks every location runs
 //! (rclone's model: one suite, every backend), so the local location, the
 //! hub's remote location and any later one behave alike where it matters,
@@ -292,6 +293,7 @@ pub fn checks<L: Location>() -> Vec<(&'static str, Check<L>)> {
             no_data_through_special_files::<L>,
         ),
         ("names_are_one_name", names_are_one_name::<L>),
+        ("deferred_changes", deferred_changes::<L>),
     ]
 }
 
@@ -1433,5 +1435,51 @@ pub fn names_are_one_name<L: Location>(h: &Harness<L>) -> Checked {
         h.root.join("f").is_file() && h.root.join("d").is_dir(),
         "changed inside"
     );
+    Ok(Outcome::Passed)
+}
+
+/// After `defer_changes` a change may be acknowledged before it is done:
+/// a failure comes once, at the call or from `settle`, naming its path;
+/// a read in a directory sees the changes made in it before; once `settle`
+/// returns, every change that succeeded is in the tree.
+pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
+    let loc = &h.location;
+    let root = ok("root", loc.root())?;
+    loc.defer_changes();
+    ok("make_dir", loc.make_dir(&root, os(b"d"), 0o755))?;
+    let d = ok("open_dir", loc.open_dir(&root, os(b"d")))?;
+    ok("put", put(loc, &d, os(b"a"), 0o644, b"alpha"))?;
+    ok("make_symlink", loc.make_symlink(&d, os(b"s"), os(b"a")))?;
+    let private = MetaUpdate {
+        mode: Some(0o600),
+        ..MetaUpdate::default()
+    };
+    ok("update", loc.update(&d, os(b"a"), &private))?;
+    let mut names: Vec<_> = ok("list", loc.list(&d))?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    ensure!(
+        names == [OsString::from("a"), OsString::from("s")],
+        "list saw {names:?}"
+    );
+    let failed_now = loc.rename(&d, os(b"missing"), os(b"m")).is_err();
+    let failures = loc.settle();
+    if failed_now {
+        ensure!(failures.is_empty(), "failed twice: {failures:?}");
+    } else {
+        ensure!(
+            failures.len() == 1 && failures[0].path == b"d/m",
+            "settle gave {failures:?}, not the rename's failure"
+        );
+    }
+    let a = lstat(&h.root.join("d/a"))?;
+    ensure!(a.mode() & 0o7777 == 0o600, "mode {:o}", a.mode());
+    ensure!(
+        std::fs::read(h.root.join("d/a")).map_err(|e| e.to_string())? == b"alpha",
+        "the data is not what was written"
+    );
+    ensure!(loc.settle().is_empty(), "settle gave failures twice");
     Ok(Outcome::Passed)
 }

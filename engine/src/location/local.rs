@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! A POSIX directory tree: a local disk or a mounted NFS export.
 //!
 //! Every operation is one system call relative to an open directory, so a
@@ -40,7 +41,11 @@ pub enum LocalError {
         "cannot change the mode of {name} without following a link: {source} \
          (fchmodat2 needs Linux 6.6; before it, /proc must be mounted)"
     )]
-    NoChmod { name: String, source: io::Error },
+    NoChmod {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl From<LocalError> for io::Error {

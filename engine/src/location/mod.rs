@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Locations: where the engine reads and writes.
 //!
 //! The engine never calls the file system directly. It works through a
@@ -161,6 +162,18 @@ pub trait Writer: Send + Sync {
     fn finish(self) -> io::Result<()>;
 }
 
+/// A change a location acknowledged before doing it (see
+/// [`Location::defer_changes`]) that then failed.
+#[derive(Debug)]
+pub struct DeferredFailure {
+    /// The entry's path from the location's root.
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// What was being done, as the report says it.
+    pub what: &'static str,
+    pub error: io::Error,
+}
+
 /// A tree the engine can scan, read and write.
 pub trait Location: Send + Sync + 'static {
     type Dir: Send + Sync + 'static;
@@ -220,6 +233,18 @@ pub trait Location: Send + Sync + 'static {
     /// location has no such thing, and the engine reads the file.
     fn digest(&self, _dir: &Self::Dir, _name: &OsStr) -> Option<io::Result<[u8; 32]>> {
         None
+    }
+
+    /// From now on, changes (files written, attributes, renames, removals)
+    /// may be acknowledged before they are done and their failures reported
+    /// by [`Location::settle`]: a remote location then keeps them flowing
+    /// instead of paying a round trip each. Reads still see every change
+    /// made before them in the same directory. Off unless asked.
+    fn defer_changes(&self) {}
+
+    /// Waits until every change is done; the deferred ones that failed.
+    fn settle(&self) -> Vec<DeferredFailure> {
+        Vec::new()
     }
 
     /// What the wire to a remote location cost.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Data: a regular file copied whole or as ranges by several workers (in
 //! the kernel, or through user space and read back as it is written), then
 //! given its attributes and renamed into place; symlinks and special files

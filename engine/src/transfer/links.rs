@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Hard links, kept within the task: the first occurrence of a link group
 //! (source entries sharing a device and inode) is copied, later ones wait
 //! for it and become links to the copy; when the first copy fails, the

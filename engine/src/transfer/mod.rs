@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! PREPARING and TRANSFERRING, overlapped: a parallel walk of both trees
 //! that compares each directory as soon as both listings are in and queues
 //! the work it finds, while other workers already copy.

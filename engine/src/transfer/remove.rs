@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Deletion: an entry of the destination, and for a directory everything
 //! below it (what the source no longer has, or what a new entry replaces).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! PREPARING: a directory is opened (made, or adopted from an interrupted
 //! run) as soon as its parent's listing names it, both sides are listed at
 //! once and compared, and the work found is queued while other workers

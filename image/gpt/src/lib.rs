@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! GUID partition tables: read, write and grow.
 //!
 //! One small implementation shared by the image builder (which lays out the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `agent:` section (version 2): the locations and tasks ferry-agent
 //! declares when it starts. Its types and checks are ferry-model's
 //! (`ferry_model::config::agent`), as the agent checks it: names,

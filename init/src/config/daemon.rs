@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `daemon:` section: ferry-agent's ports and paths. Its type, its
 //! defaults and its checks are ferry-model's
 //! (`ferry_model::config::daemon`), as ferry-agent reads and checks it. The

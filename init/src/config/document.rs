@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The document: its version and top-level keys (ferry-model's), the
 //! sections that are ferry-init's alone (`hostname`, `time`, and the
 //! `network` and `support` modules), and its checks in order.

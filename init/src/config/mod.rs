@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The configuration document, `/data/config/ferry.yaml`.
 //!
 //! One YAML document, `version: 1` or `2`, strictly validated: unknown keys

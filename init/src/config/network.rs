@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `network:` section: the default adapter (DHCP or a static address,
 //! its gateway, DNS) and further adapters (addresses only).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! A document's text to a [`Document`]: YAML with serde (the schema:
 //! unknown keys and wrong types refused), then the document's checks; each
 //! error names the key and its line.
@@ -24,9 +25,9 @@ pub enum ConfigError {
         why: String,
         line: usize,
     },
-    #[error("{source_name}: {source}")]
+    #[error("{what}: {source}")]
     Io {
-        source_name: String,
+        what: String,
         #[source]
         source: io::Error,
     },

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Where the document in force is kept: a document offered by a provider
 //! is written only once it passed, and the last good one stays in force
 //! when the document is refused.
@@ -59,12 +60,12 @@ impl Store {
     /// force; a bad one is refused and changes nothing.
     pub fn offer(&self, text: &str, source_name: &str) -> Result<Document, ConfigError> {
         let doc = parse(text, source_name)?;
-        let io_err = |source| ConfigError::Io {
-            source_name: self.document.display().to_string(),
-            source,
-        };
-        write_atomic(&self.document, text).map_err(io_err)?;
-        write_atomic(&self.last_good, text).map_err(io_err)?;
+        for path in [&self.document, &self.last_good] {
+            write_atomic(path, text).map_err(|source| ConfigError::Io {
+                what: format!("write {}", path.display()),
+                source,
+            })?;
+        }
         Ok(doc)
     }
 
@@ -86,7 +87,7 @@ impl Store {
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => refused.push(ConfigError::Io {
-                source_name: name,
+                what: format!("read {name}"),
                 source,
             }),
         }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `support:` section: the support engineer's key, how long the
 //! channel opens for, and where from (inbound) or to (outbound).
 

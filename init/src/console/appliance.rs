@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The console's [`Host`] on the appliance: netlink, the configuration
 //! store, chronyd's command socket, the journal, the agent's CLI, mount(2).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `admin` account of the console: its password as an Argon2id hash
 //! (PHC string) on /data. Until the operator sets one, the default password
 //! `password` is accepted and must be changed before anything else.
@@ -19,14 +20,16 @@ pub const HASH_FILE: &str = "/data/ferry/console/admin.hash";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read the password hash {path}: {source}")]
-    Read { path: String, source: io::Error },
-    #[error("cannot store the password hash in {path}: {source}")]
-    Write { path: String, source: io::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("the password hash in {path} is damaged ({why}); restore it or remove it to go back to the default password")]
     Damaged { path: String, why: String },
     #[error("hashing the password failed: {0}")]
-    Hash(String),
+    Hash(argon2::password_hash::Error),
 }
 
 /// What a login attempt found.
@@ -55,8 +58,8 @@ impl Accounts {
         match fs::read_to_string(&self.hash_file) {
             Ok(s) => Ok(Some(s.trim().to_string())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(AuthError::Read {
-                path: self.hash_file.display().to_string(),
+            Err(source) => Err(AuthError::Io {
+                what: format!("read the password hash {}", self.hash_file.display()),
                 source,
             }),
         }
@@ -94,8 +97,8 @@ impl Accounts {
     /// Stores a new password (validated by the caller), atomically.
     pub fn set(&self, password: &str) -> Result<(), AuthError> {
         let phc = hash(password)?;
-        let err = |source| AuthError::Write {
-            path: self.hash_file.display().to_string(),
+        let err = |source| AuthError::Io {
+            what: format!("store the password hash in {}", self.hash_file.display()),
             source,
         };
         if let Some(dir) = self.hash_file.parent() {
@@ -115,7 +118,7 @@ fn hash(password: &str) -> Result<String, AuthError> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
+        .map_err(AuthError::Hash)
 }
 
 /// The pause after the n-th failed attempt in a row: 1, 2, 4 ... 30 s.

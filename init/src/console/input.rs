@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Validation of what an operator types, where it is typed: each parser
 //! returns the value or a message that says what is wrong with it. The
 //! checks the configuration document makes too (an address, a gateway, a

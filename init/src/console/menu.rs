@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The console's screens as a state machine over a line terminal: a login,
 //! the forced password change, the main menu and its items. Everything the
 //! screens do to the system goes through [`Host`], so tests drive the real

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The console menu: `ferry-init console`, run by ferry-init on the VGA
 //! console (tty1) and the serial console (ttyS0) at once, one process per
 //! terminal, restarted when it ends (after a logout). No getty, no shell:

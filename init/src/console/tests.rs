@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The menu driven by scripted input against a host that records what it
 //! was asked to do.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The nfnetlink messages: expressions encoded as netlink-packet-netfilter's
 //! attributes (`ct` and `reject`, which that crate does not model, as raw
 //! ones), the batch that replaces our table atomically, and the chains and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The nfnetlink socket: the batch sent and acknowledged message by
 //! message (the kernel applies all of it or none), and our table's chains
 //! and rules dumped back from the kernel.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The rule set's rules lowered to nf_tables expressions, as `nft` would
 //! generate them (`nft -d netlink` shows the same): what [`super::codec`]
 //! encodes and what the kernel's read-back is compared with.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The firewall: a small controller in the manner of Talos. The desired
 //! rule set is a pure function of the appliance's state ([`rules`]); when
 //! the state changes its rules are lowered to nf_tables expressions

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The rule set as data: a pure function of the appliance's state.
 //!
 //! One `inet` table, `ferry`, with an `input` and an `output` chain, both

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! DHCPv4 client (RFC 2131) with dhcproto messages. Acquiring (INIT:
 //! DISCOVER, OFFER, REQUEST, ACK) goes in IPv4/UDP frames over an AF_PACKET
 //! socket: it needs no address on the interface and is not affected by

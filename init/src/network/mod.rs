@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The network controller (Talos style): from the configuration it computes
 //! a desired spec, applies it over netlink and reports a status line. DHCP
 //! runs in its own thread and renews the lease. A later issue extends this

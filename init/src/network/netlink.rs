@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! rtnetlink over a blocking netlink-sys socket, with netlink-packet-route
 //! messages: list links, set a link up, add an address, add a route.
 

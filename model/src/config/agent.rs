@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The `agent:` section (version 2): the locations and tasks ferry-agent
 //! declares when it starts. ferry-init checks it with the document and
 //! hands it to the agent as JSON (`/etc/ferry/agent.json`); the agent

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The `daemon:` section: ferry-agent's ports and paths, so a hub and agents
 //! also run as plain processes on any Linux host. Every key is optional and
 //! has the appliance's value by default.

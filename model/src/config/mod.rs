@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The configuration document (`/data/config/ferry.yaml`): its version, its
 //! top-level keys, and the sections both ferry-init and ferry-agent read:
 //! `role:`, `daemon:` ([`daemon`]) and `agent:` ([`agent`]), with their

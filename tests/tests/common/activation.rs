@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! Activating an agent appliance with a hub appliance, from the host, as an
 //! operator would: the hub's CA at first contact, the agent's port 80
 //! redirect, the key confirmed through the hub's API. Shared by the tests

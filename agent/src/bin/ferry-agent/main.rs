@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry-agent`: the daemon that keeps locations, tasks and executions and
 //! serves the JSON API on a Unix socket (see `ferry_daemon`). With
 //! `--config` it reads the appliance's configuration document and runs as

@@ -1,13 +1,17 @@
-//! Talking to `ferry-agent`: HTTP/1.1 requests over its Unix socket, one
-//! connection per request, and the helpers the subcommands share (tables,
+// SPDX-License-Identifier: MIT
+//! Talking to `ferry-agent`: HTTP/1.1 requests (hyper) over its Unix
+//! socket, one connection per request, and the helpers the subcommands share (tables,
 //! `--json`).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use ferry_model::api::Refusal;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::EXIT_USAGE;
@@ -30,15 +34,37 @@ pub enum ClientError {
         path: String,
         source: std::io::Error,
     },
-    #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent's answer is not HTTP: {0}")]
-    Protocol(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be made (a path or header hyper refuses).
+    #[error("the request to the agent is not valid HTTP: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("HTTP with the agent: {0}")]
+    Http(#[from] hyper::Error),
     #[error("the agent's answer is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// The agent refused the request; its message says why.
     #[error("{message} ({code})")]
     Refused { code: String, message: String },
+}
+
+/// Says what was being done, and on which path, when an I/O call failed:
+/// `fs::write(&p, text).ctx(|| format!("write {}", p.display()))?`.
+pub trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, ClientError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, ClientError> {
+        self.map_err(|source| ClientError::Io {
+            what: what(),
+            source,
+        })
+    }
 }
 
 pub struct Client {
@@ -52,31 +78,43 @@ impl Client {
         }
     }
 
-    /// One request; returns the status and the body.
+    /// One request on a connection of its own; returns the status and
+    /// the body.
     pub fn raw(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
-                path: self.socket.display().to_string(),
-                source,
-            })?;
         let body = body
             .map(serde_json::to_vec)
             .transpose()?
             .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: ferry-agent\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&body)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer)?;
-        parse_response(&answer)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "ferry-agent")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .ctx(|| format!("start the runtime to send {method} {path} to the agent"))?;
+        runtime.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.display().to_string(),
+                    source,
+                })?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let answer = sender.send_request(request).await?;
+            let status = answer.status().as_u16();
+            let body = answer.into_body().collect().await?.to_bytes();
+            Ok((status, body.to_vec()))
+        })
     }
 
     /// A request whose answer is JSON; refusals become [`ClientError::Refused`].
@@ -88,15 +126,15 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let (status, data) = self.raw(method, path, body)?;
         if status >= 400 {
-            let v: Value = serde_json::from_slice(&data).unwrap_or_default();
-            return Err(ClientError::Refused {
-                code: v["Error"].as_str().unwrap_or("HTTP error").to_string(),
-                message: v["Message"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| {
-                        format!("HTTP {status}: {}", String::from_utf8_lossy(&data))
-                    }),
+            return Err(match serde_json::from_slice::<Refusal>(&data) {
+                Ok(r) => ClientError::Refused {
+                    code: r.error,
+                    message: r.message,
+                },
+                Err(_) => ClientError::Refused {
+                    code: "HTTP error".into(),
+                    message: format!("HTTP {status}: {}", String::from_utf8_lossy(&data)),
+                },
             });
         }
         if data.is_empty() {
@@ -106,46 +144,24 @@ impl Client {
     }
 }
 
-/// Status and body of an HTTP/1.1 response read to the end of the connection.
-fn parse_response(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let rest = &answer[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ClientError::Protocol(format!("bad status line in {head:?}")))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if !chunked {
-        return Ok((status, rest.to_vec()));
-    }
-    let mut body = Vec::new();
-    let mut at = rest;
-    loop {
-        let eol = at
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| ClientError::Protocol("truncated chunk".into()))?;
-        let size_text = String::from_utf8_lossy(&at[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| ClientError::Protocol(format!("bad chunk size {size_text:?}")))?;
-        at = &at[eol + 2..];
-        if size == 0 {
-            return Ok((status, body));
+impl Client {
+    /// A request whose answer is a `T`: printed as the agent's JSON with
+    /// `--json`, else read as a `T` and given to `human` to print.
+    pub fn show<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        json: bool,
+        human: impl FnOnce(T),
+    ) -> Result<(), ClientError> {
+        let v = self.call(method, path, body)?;
+        if json {
+            print_json(&v);
+        } else {
+            human(serde_json::from_value(v)?);
         }
-        if at.len() < size + 2 {
-            return Err(ClientError::Protocol("truncated chunk".into()));
-        }
-        body.extend_from_slice(&at[..size]);
-        at = &at[size + 2..];
+        Ok(())
     }
 }
 
@@ -186,17 +202,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// A string field, or "-".
-pub fn text(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+pub fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
 /// Milliseconds as seconds with two decimals.
-pub fn seconds(ms: &Value) -> String {
-    format!("{:.2} s", ms.as_u64().unwrap_or(0) as f64 / 1000.0)
+pub fn seconds(ms: u64) -> String {
+    format!("{:.2} s", ms as f64 / 1000.0)
 }
 
 /// Encodes a path segment.
@@ -215,14 +227,43 @@ pub fn segment(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A socket that answers each connection with the next canned bytes.
+    fn canned(answers: &'static [&'static [u8]]) -> (tempfile::TempDir, Client) {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        (dir, Client { socket: path })
+    }
+
     #[test]
-    fn reads_plain_and_chunked_answers() {
-        let plain = b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).unwrap(), (404, b"{}".to_vec()));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), (200, b"abcde".to_vec()));
-        assert!(parse_response(b"garbage").is_err());
+    fn reads_plain_chunked_and_refused_answers() {
+        let (_dir, client) = canned(&[
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"A\": 1}",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 44\r\n\r\n{\"Error\": \"TaskNotFound\", \"Message\": \"no t\"}",
+            b"garbage",
+        ]);
+        assert_eq!(client.call("GET", "/a", None).unwrap()["A"], 1);
+        assert_eq!(
+            client.call("GET", "/b", None).unwrap(),
+            serde_json::json!([1, 2])
+        );
+        match client.call("GET", "/c", None) {
+            Err(ClientError::Refused { code, message }) => {
+                assert_eq!((code.as_str(), message.as_str()), ("TaskNotFound", "no t"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(client.call("GET", "/d", None).is_err());
     }
 
     #[test]

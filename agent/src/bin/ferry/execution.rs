@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry execution`: runs of tasks, their state, counters and reports.
 
 use std::path::PathBuf;
@@ -6,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::client::{fail, print_json, seconds, segment, table, text, AgentArgs, Client};
+use ferry_model::api::{Execution, ExecutionList};
+
+use crate::client::{fail, seconds, segment, table, text, AgentArgs, Client, Context};
 
 #[derive(Args, Debug)]
 pub struct ExecutionArgs {
@@ -46,25 +49,15 @@ pub fn run(args: ExecutionArgs) -> ExitCode {
                 Some(t) => format!("/v1/executions?task={}", segment(&t)),
                 None => "/v1/executions".into(),
             };
-            client.call("GET", &path, None).map(|v| {
-                if json {
-                    return print_json(&v);
-                }
-                list(&v);
-            })
+            client.show("GET", &path, None, json, |l: ExecutionList| list(&l))
         }
-        ExecutionCommand::Describe { execution } => client
-            .call(
-                "GET",
-                &format!("/v1/executions/{}", segment(&execution)),
-                None,
-            )
-            .map(|v| {
-                if json {
-                    return print_json(&v);
-                }
-                describe(&v);
-            }),
+        ExecutionCommand::Describe { execution } => client.show(
+            "GET",
+            &format!("/v1/executions/{}", segment(&execution)),
+            None,
+            json,
+            |e: Execution| describe(&e),
+        ),
         ExecutionCommand::Cancel { execution } => client
             .call(
                 "POST",
@@ -81,7 +74,8 @@ pub fn run(args: ExecutionArgs) -> ExitCode {
             .and_then(|v| {
                 let text = serde_json::to_string_pretty(&v)? + "\n";
                 match output {
-                    Some(path) => std::fs::write(&path, text)?,
+                    Some(path) => std::fs::write(&path, text)
+                        .ctx(|| format!("write the report to {}", path.display()))?,
                     None => print!("{text}"),
                 }
                 Ok(())
@@ -93,23 +87,22 @@ pub fn run(args: ExecutionArgs) -> ExitCode {
     }
 }
 
-pub fn list(v: &Value) {
-    let rows: Vec<Vec<String>> = v["Executions"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn list(l: &ExecutionList) {
+    let rows: Vec<Vec<String>> = l
+        .executions
+        .iter()
         .map(|e| {
-            let c = &e["Counters"];
+            let c = &e.counters;
             vec![
-                text(e, "TaskExecutionId"),
-                text(e, "TaskId"),
-                text(e, "Status"),
-                text(e, "StartTime"),
-                seconds(&e["Result"]["TotalDuration"]),
-                c["FilesTransferred"].to_string(),
-                c["BytesTransferred"].to_string(),
-                c["FilesVerified"].to_string(),
-                (failed(c)).to_string(),
+                e.task_execution_id.clone(),
+                e.task_id.clone(),
+                e.status.clone(),
+                text(&e.start_time).to_string(),
+                seconds(e.result.total_duration),
+                c.files_transferred.to_string(),
+                c.bytes_transferred.to_string(),
+                c.files_verified.to_string(),
+                c.files_failed().to_string(),
             ]
         })
         .collect();
@@ -129,67 +122,38 @@ pub fn list(v: &Value) {
     );
 }
 
-fn failed(c: &Value) -> u64 {
-    [
-        "FilesFailedPrepare",
-        "FilesFailedTransfer",
-        "FilesFailedVerify",
-        "FilesFailedDelete",
-    ]
-    .iter()
-    .map(|k| c[*k].as_u64().unwrap_or(0))
-    .sum()
-}
-
-pub fn describe(e: &Value) {
-    let r = &e["Result"];
-    println!("Execution  {}", text(e, "TaskExecutionId"));
-    println!("Task       {}", text(e, "TaskId"));
-    println!("Status     {}", text(e, "Status"));
-    println!("Queued     {}", text(e, "QueueTime"));
-    println!("Started    {}", text(e, "StartTime"));
-    println!("Ended      {}", text(e, "EndTime"));
+pub fn describe(e: &Execution) {
+    let r = &e.result;
+    println!("Execution  {}", e.task_execution_id);
+    println!("Task       {}", e.task_id);
+    println!("Status     {}", e.status);
+    println!("Queued     {}", e.queue_time);
+    println!("Started    {}", text(&e.start_time));
+    println!("Ended      {}", text(&e.end_time));
     println!();
+    let phase = |name: &str, status: &str, ms: u64| vec![name.into(), status.into(), seconds(ms)];
     table(
         &["PHASE", "STATUS", "DURATION"],
         &[
-            vec![
-                "PREPARING".into(),
-                text(r, "PrepareStatus"),
-                seconds(&r["PrepareDuration"]),
-            ],
-            vec![
-                "TRANSFERRING".into(),
-                text(r, "TransferStatus"),
-                seconds(&r["TransferDuration"]),
-            ],
-            vec![
-                "VERIFYING".into(),
-                text(r, "VerifyStatus"),
-                seconds(&r["VerifyDuration"]),
-            ],
-            vec![
-                "TOTAL".into(),
-                text(e, "Status"),
-                seconds(&r["TotalDuration"]),
-            ],
+            phase("PREPARING", &r.prepare_status, r.prepare_duration),
+            phase("TRANSFERRING", &r.transfer_status, r.transfer_duration),
+            phase("VERIFYING", &r.verify_status, r.verify_duration),
+            phase("TOTAL", &e.status, r.total_duration),
         ],
     );
-    if let Some(code) = r["ErrorCode"].as_str() {
-        println!("\nError      {code}: {}", text(r, "ErrorDetail"));
+    if let Some(code) = &r.error_code {
+        println!("\nError      {code}: {}", text(&r.error_detail));
     }
     println!();
-    if let Some(c) = e["Counters"].as_object() {
+    // Every counter under its API name, in the record's order.
+    if let Ok(Value::Object(c)) = serde_json::to_value(&e.counters) {
         let rows: Vec<Vec<String>> = c
             .iter()
             .map(|(k, v)| vec![k.clone(), v.to_string()])
             .collect();
         table(&["COUNTER", "VALUE"], &rows);
     }
-    if e["ReportAvailable"].as_bool() == Some(true) {
-        println!(
-            "\nReport: ferry execution report {}",
-            text(e, "TaskExecutionId")
-        );
+    if e.report_available {
+        println!("\nReport: ferry execution report {}", e.task_execution_id);
     }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry agent`: agents of a hub, through the hub's HTTPS API (operator
 //! token or operator certificate).
 
@@ -5,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use ferry_model::api::{ActivationStarted, ActivationStatus, AgentList, AgentRecord};
 use ferry_wire::{ca, client, tls};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -59,14 +61,34 @@ enum CliError {
     NoTrust,
     #[error("give the operator token with --token (or FERRY_HUB_TOKEN)")]
     NoToken,
-    #[error("{0}: {1}")]
-    File(String, std::io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ca(#[from] ca::CaError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Hub(#[from] client::HubError),
+    #[error("the hub's answer is not the record expected: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+/// The hub's JSON with `--json`; else read as a `T` for `human` to print.
+fn show<T: serde::de::DeserializeOwned>(
+    v: Value,
+    json: bool,
+    human: impl FnOnce(T),
+) -> Result<(), CliError> {
+    if json {
+        print_json(&v);
+    } else {
+        human(serde_json::from_value(v)?);
+    }
+    Ok(())
 }
 
 async fn call(
@@ -80,8 +102,10 @@ async fn call(
     let token = args.token.clone().ok_or(CliError::NoToken)?;
     let config = match (&args.hub_ca, &args.hub_fingerprint) {
         (Some(file), _) => {
-            let pem = std::fs::read_to_string(file)
-                .map_err(|e| CliError::File(file.display().to_string(), e))?;
+            let pem = std::fs::read_to_string(file).map_err(|source| CliError::Io {
+                what: format!("read the hub's CA certificate {}", file.display()),
+                source,
+            })?;
             tls::client_config(&ca::cert_from_pem(&pem, &file.display().to_string())?, None)?
         }
         (None, Some(pin)) => tls::first_contact_config(
@@ -108,40 +132,29 @@ pub fn run(args: AgentCmdArgs) -> ExitCode {
     let json = args.hub.json;
     let result = runtime.block_on(async {
         match &args.command {
-            AgentCommand::Activate { key, name } => call(
-                &args.hub,
-                Method::POST,
-                "/v1/agents/activate",
-                Some(&json!({"ActivationKey": key, "AgentName": name})),
-            )
-            .await
-            .map(|v| {
-                if json {
-                    print_json(&v);
-                } else {
-                    println!("{} activated as {}", text(&v, "AgentId"), text(&v, "Name"));
-                }
-            }),
+            AgentCommand::Activate { key, name } => {
+                let body = json!({"ActivationKey": key, "AgentName": name});
+                call(&args.hub, Method::POST, "/v1/agents/activate", Some(&body))
+                    .await
+                    .and_then(|v| {
+                        show(v, json, |a: AgentRecord| {
+                            println!("{} activated as {}", a.agent_id, a.name)
+                        })
+                    })
+            }
             AgentCommand::List => call(&args.hub, Method::GET, "/v1/agents", None)
                 .await
-                .map(|v| {
-                    if json {
-                        return print_json(&v);
-                    }
-                    let rows: Vec<Vec<String>> = v["Agents"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|a| {
-                            vec![
-                                text(a, "AgentId"),
-                                text(a, "Name"),
-                                text(a, "Status"),
-                                text(a, "Hostname"),
-                            ]
-                        })
-                        .collect();
-                    table(&["AGENT", "NAME", "STATUS", "HOST"], &rows);
+                .and_then(|v| {
+                    show(v, json, |l: AgentList| {
+                        let rows: Vec<Vec<String>> = l
+                            .agents
+                            .into_iter()
+                            .map(|a| {
+                                vec![a.agent.agent_id, a.agent.name, a.status, a.agent.hostname]
+                            })
+                            .collect();
+                        table(&["AGENT", "NAME", "STATUS", "HOST"], &rows);
+                    })
                 }),
         }
     });
@@ -182,29 +195,27 @@ pub fn run_activation(args: ActivationArgs) -> ExitCode {
     let client = crate::client::Client::new(&args.agent);
     let json = args.agent.json;
     let result = match args.command {
-        ActivationCommand::Show => client.call("GET", "/v1/activation", None).map(|v| {
-            if json {
-                return print_json(&v);
-            }
-            if v["Activated"] == true {
-                println!(
-                    "activated with {} as {}",
-                    text(&v, "Hub"),
-                    text(&v, "AgentId")
-                );
-            } else if v["ActivationKey"].is_string() {
-                println!(
-                    "waiting for the key {} to be confirmed on {}",
-                    text(&v, "ActivationKey"),
-                    text(&v, "Hub")
-                );
-            } else {
-                println!("not activated");
-            }
-            if let Some(w) = v["Warning"].as_str() {
-                println!("warning: {w}");
-            }
-        }),
+        ActivationCommand::Show => client.show(
+            "GET",
+            "/v1/activation",
+            None,
+            json,
+            |a: ActivationStatus| {
+                if a.activated {
+                    println!("activated with {} as {}", text(&a.hub), text(&a.agent_id));
+                } else if let Some(key) = &a.activation_key {
+                    println!(
+                        "waiting for the key {key} to be confirmed on {}",
+                        text(&a.hub)
+                    );
+                } else {
+                    println!("not activated");
+                }
+                if let Some(w) = &a.warning {
+                    println!("warning: {w}");
+                }
+            },
+        ),
         ActivationCommand::Start {
             hub,
             hub_fingerprint,
@@ -213,19 +224,22 @@ pub fn run_activation(args: ActivationArgs) -> ExitCode {
             if let Some(f) = hub_fingerprint {
                 body["HubFingerprint"] = f.into();
             }
-            client.call("POST", "/v1/activation", Some(&body)).map(|v| {
-                if json {
-                    return print_json(&v);
-                }
-                println!("{}", text(&v, "ActivationKey"));
-                if let Some(w) = v["Warning"].as_str() {
-                    eprintln!("warning: {w}");
-                }
-                eprintln!(
-                    "confirm it on the hub: {} or ferry agent activate KEY --name NAME",
-                    text(&v, "ActivationUrl")
-                );
-            })
+            client.show(
+                "POST",
+                "/v1/activation",
+                Some(&body),
+                json,
+                |a: ActivationStarted| {
+                    println!("{}", a.activation_key);
+                    if let Some(w) = &a.warning {
+                        eprintln!("warning: {w}");
+                    }
+                    eprintln!(
+                        "confirm it on the hub: {} or ferry agent activate KEY --name NAME",
+                        a.activation_url
+                    );
+                },
+            )
         }
     };
     match result {

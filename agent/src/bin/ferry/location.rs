@@ -1,12 +1,14 @@
+// SPDX-License-Identifier: MIT
 //! `ferry location`: where tasks read and write.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use ferry_model::api::{Location, LocationList, LocationSpec, NfsVersion};
+use serde_json::Value;
 
-use crate::client::{fail, print_json, segment, table, text, AgentArgs, Client};
+use crate::client::{fail, print_json, segment, table, AgentArgs, Client, ClientError};
 
 #[derive(Args, Debug)]
 pub struct LocationArgs {
@@ -88,22 +90,23 @@ pub fn run(args: LocationArgs) -> ExitCode {
             mount_options,
         } => {
             let version = match version {
-                Version::Automatic => "AUTOMATIC",
-                Version::V3 => "NFS3",
-                Version::V4_0 => "NFS4_0",
-                Version::V4_1 => "NFS4_1",
+                Version::Automatic => NfsVersion::Automatic,
+                Version::V3 => NfsVersion::Nfs3,
+                Version::V4_0 => NfsVersion::Nfs4_0,
+                Version::V4_1 => NfsVersion::Nfs4_1,
             };
-            let mut body =
-                json!({"Type": "NFS", "Server": server, "Export": export, "Version": version});
-            if let Some(s) = subdirectory {
-                body["Subdirectory"] = s.into();
-            }
-            if let Some(o) = mount_options {
-                body["MountOptions"] = o.into();
-            }
-            client.call("POST", "/v1/locations", Some(&body)).map(|v| {
-                show_created(&v, json);
-            })
+            create(
+                &client,
+                json,
+                LocationSpec::Nfs {
+                    server,
+                    export,
+                    subdirectory,
+                    version,
+                    mount_options,
+                    allow_special_files: false,
+                },
+            )
         }
         LocationCommand::CreateLocal { path } => {
             let path = if path.is_absolute() {
@@ -111,44 +114,38 @@ pub fn run(args: LocationArgs) -> ExitCode {
             } else {
                 std::env::current_dir().unwrap_or_default().join(path)
             };
-            let body = json!({"Type": "LOCAL", "Path": path.to_string_lossy()});
-            client
-                .call("POST", "/v1/locations", Some(&body))
-                .map(|v| show_created(&v, json))
+            create(&client, json, LocationSpec::local(path.to_string_lossy()))
         }
         LocationCommand::CreateHub {
             location_id,
             compress,
             connections,
-        } => {
-            let mut body =
-                json!({"Type": "HUB", "HubLocationId": location_id, "Compress": compress});
-            if let Some(n) = connections {
-                body["Connections"] = n.into();
-            }
-            client
-                .call("POST", "/v1/locations", Some(&body))
-                .map(|v| show_created(&v, json))
+        } => create(
+            &client,
+            json,
+            LocationSpec::Hub {
+                hub_location_id: location_id,
+                compress,
+                connections,
+            },
+        ),
+        LocationCommand::List => {
+            client.show("GET", "/v1/locations", None, json, |l: LocationList| {
+                let rows: Vec<Vec<String>> = l
+                    .locations
+                    .into_iter()
+                    .map(|l| {
+                        vec![
+                            l.location_id,
+                            l.spec.type_name().into(),
+                            l.location_uri,
+                            l.creation_time,
+                        ]
+                    })
+                    .collect();
+                table(&["LOCATION", "TYPE", "URI", "CREATED"], &rows);
+            })
         }
-        LocationCommand::List => client.call("GET", "/v1/locations", None).map(|v| {
-            if json {
-                return print_json(&v);
-            }
-            let rows: Vec<Vec<String>> = v["Locations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|l| {
-                    vec![
-                        text(l, "LocationId"),
-                        text(l, "Type"),
-                        text(l, "LocationUri"),
-                        text(l, "CreationTime"),
-                    ]
-                })
-                .collect();
-            table(&["LOCATION", "TYPE", "URI", "CREATED"], &rows);
-        }),
         LocationCommand::Describe { location } => client
             .call(
                 "GET",
@@ -175,12 +172,11 @@ pub fn run(args: LocationArgs) -> ExitCode {
     }
 }
 
-fn show_created(v: &Value, json: bool) {
-    if json {
-        print_json(v);
-    } else {
-        println!("{}", text(v, "LocationId"));
-    }
+fn create(client: &Client, json: bool, spec: LocationSpec) -> Result<(), ClientError> {
+    let body = serde_json::to_value(&spec)?;
+    client.show("POST", "/v1/locations", Some(&body), json, |l: Location| {
+        println!("{}", l.location_id)
+    })
 }
 
 fn describe(v: &Value) {

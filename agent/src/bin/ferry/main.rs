@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry`: the command-line tool.
 //!
 //! `ferry sync SOURCE DEST` runs the sync engine between two directories

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! The task options on the command line, shared by `ferry sync`,
 //! `ferry task create`, `ferry task update` and `ferry task start`.
 //!

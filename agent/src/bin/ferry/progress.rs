@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! What `ferry sync` shows while it runs: a progress bar on a terminal,
 //! newline-delimited JSON events with `--json`, errors on stderr otherwise.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry sync`: one execution between two directories.
 
 use std::ffi::OsString;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! `ferry task`: a source, a destination, options and a schedule; started
 //! by hand or by the schedule, each start an execution.
 
@@ -6,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+
+use ferry_model::api::{Execution, ExecutionStarted, Task, TaskList};
 
 use crate::client::{fail, print_json, segment, table, text, AgentArgs, Client};
 use crate::options::OptionArgs;
@@ -88,30 +91,22 @@ pub fn run(args: TaskArgs) -> ExitCode {
             if let Some(s) = schedule {
                 body["Schedule"] = s.into();
             }
-            client.call("POST", "/v1/tasks", Some(&body)).map(|v| {
-                if json {
-                    print_json(&v)
-                } else {
-                    println!("{}", text(&v, "TaskId"))
-                }
+            client.show("POST", "/v1/tasks", Some(&body), json, |t: Task| {
+                println!("{}", t.task_id)
             })
         }
-        TaskCommand::List => client.call("GET", "/v1/tasks", None).map(|v| {
-            if json {
-                return print_json(&v);
-            }
-            let rows: Vec<Vec<String>> = v["Tasks"]
-                .as_array()
+        TaskCommand::List => client.show("GET", "/v1/tasks", None, json, |l: TaskList| {
+            let rows: Vec<Vec<String>> = l
+                .tasks
                 .into_iter()
-                .flatten()
                 .map(|t| {
                     vec![
-                        text(t, "TaskId"),
-                        text(t, "Name"),
-                        text(t, "Status"),
-                        text(t, "SourceLocationId"),
-                        text(t, "DestinationLocationId"),
-                        text(t, "Schedule"),
+                        t.task_id,
+                        t.name,
+                        t.status,
+                        t.source_location_id,
+                        t.destination_location_id,
+                        text(&t.schedule).into(),
                     ]
                 })
                 .collect();
@@ -127,34 +122,9 @@ pub fn run(args: TaskArgs) -> ExitCode {
                 &rows,
             );
         }),
-        TaskCommand::Describe { task } => client.call("GET", &task_path(&task), None).map(|v| {
-            if json {
-                return print_json(&v);
-            }
-            for key in [
-                "TaskId",
-                "Name",
-                "Status",
-                "CurrentTaskExecutionId",
-                "SourceLocationId",
-                "DestinationLocationId",
-                "Schedule",
-                "CreationTime",
-            ] {
-                println!("{key:<24} {}", text(&v, key));
-            }
-            if let Some(opts) = v["Options"].as_object() {
-                println!("Options:");
-                for (k, val) in opts {
-                    let shown = match val {
-                        Value::String(s) => s.clone(),
-                        Value::Null => "-".into(),
-                        other => other.to_string(),
-                    };
-                    println!("  {k:<22} {shown}");
-                }
-            }
-        }),
+        TaskCommand::Describe { task } => {
+            client.show("GET", &task_path(&task), None, json, |t: Task| describe(&t))
+        }
         TaskCommand::Update {
             task,
             name,
@@ -172,15 +142,9 @@ pub fn run(args: TaskArgs) -> ExitCode {
             if let Some(s) = schedule {
                 body["Schedule"] = s.into();
             }
-            client
-                .call("PATCH", &task_path(&task), Some(&body))
-                .map(|v| {
-                    if json {
-                        print_json(&v)
-                    } else {
-                        println!("updated {}", text(&v, "TaskId"))
-                    }
-                })
+            client.show("PATCH", &task_path(&task), Some(&body), json, |t: Task| {
+                println!("updated {}", t.task_id)
+            })
         }
         TaskCommand::Delete { task } => client
             .call("DELETE", &task_path(&task), None)
@@ -191,9 +155,12 @@ pub fn run(args: TaskArgs) -> ExitCode {
             wait,
         } => {
             let body = json!({"OverrideOptions": options.changes()});
-            match client.call("POST", &format!("{}/start", task_path(&task)), Some(&body)) {
-                Ok(v) => {
-                    let id = text(&v, "TaskExecutionId");
+            let started = client
+                .call("POST", &format!("{}/start", task_path(&task)), Some(&body))
+                .and_then(|v| Ok((serde_json::from_value::<ExecutionStarted>(v.clone())?, v)));
+            match started {
+                Ok((started, v)) => {
+                    let id = started.task_execution_id;
                     if !wait {
                         if json {
                             print_json(&v)
@@ -214,16 +181,47 @@ pub fn run(args: TaskArgs) -> ExitCode {
     }
 }
 
+fn describe(t: &Task) {
+    for (key, value) in [
+        ("TaskId", t.task_id.as_str()),
+        ("Name", &t.name),
+        ("Status", &t.status),
+        ("CurrentTaskExecutionId", text(&t.current_task_execution_id)),
+        ("SourceLocationId", &t.source_location_id),
+        ("DestinationLocationId", &t.destination_location_id),
+        ("Schedule", text(&t.schedule)),
+        ("CreationTime", &t.creation_time),
+    ] {
+        println!("{key:<24} {value}");
+    }
+    // Every option under its API name.
+    if let Ok(Value::Object(opts)) = serde_json::to_value(&t.options) {
+        println!("Options:");
+        for (k, val) in opts {
+            let shown = match val {
+                Value::String(s) => s,
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            println!("  {k:<22} {shown}");
+        }
+    }
+}
+
 /// Polls the execution until it ends, then describes it.
 fn wait_for(client: &Client, id: &str, json: bool) -> ExitCode {
     let path = format!("/v1/executions/{}", segment(id));
     let mut last_status = String::new();
     loop {
-        let v = match client.call("GET", &path, None) {
-            Ok(v) => v,
+        let read = client.call("GET", &path, None).and_then(|v| {
+            let e: Execution = serde_json::from_value(v.clone())?;
+            Ok((e, v))
+        });
+        let (e, v) = match read {
+            Ok(read) => read,
             Err(e) => return fail("task", e),
         };
-        let status = text(&v, "Status");
+        let status = e.status.clone();
         if status != last_status && !json {
             eprintln!("{id}: {status}");
             last_status = status.clone();
@@ -232,7 +230,7 @@ fn wait_for(client: &Client, id: &str, json: bool) -> ExitCode {
             if json {
                 print_json(&v);
             } else {
-                crate::execution::describe(&v);
+                crate::execution::describe(&e);
             }
             return if status == "SUCCESS" {
                 ExitCode::SUCCESS

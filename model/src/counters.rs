@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 //! DataSync's execution counters, updated lock-free by every worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,10 +1,11 @@
+// SPDX-License-Identifier: MIT
 //! What the agent keeps: locations, tasks and executions, in the JSON shape
 //! of the API (DataSync's PascalCase names and SCREAMING_SNAKE_CASE values).
 
 use serde::{Deserialize, Serialize};
 
-use ferry_engine::counters::CounterSnapshot;
-use ferry_engine::Options;
+use crate::counters::CounterSnapshot;
+use crate::options::Options;
 
 /// Which NFS protocol version to mount with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,16 @@ impl LocationSpec {
                 ..
             }
         )
+    }
+
+    /// The API's `Type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LocationSpec::Nfs { .. } => "NFS",
+            LocationSpec::Local { .. } => "LOCAL",
+            LocationSpec::Hub { .. } => "HUB",
+            LocationSpec::Agent { .. } => "AGENT",
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -215,8 +226,9 @@ pub struct Execution {
 
 /// Milliseconds since the epoch as RFC 3339.
 pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    chrono::DateTime::from_timestamp_millis(ms.max(0))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn now_ms() -> i64 {
@@ -239,4 +251,99 @@ pub fn new_id(prefix: &str) -> String {
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}-{}", &hex[..17])
+}
+
+/// `GET /v1/locations`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LocationList {
+    pub locations: Vec<Location>,
+}
+
+/// `GET /v1/tasks`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+}
+
+/// `GET /v1/executions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecutionList {
+    pub executions: Vec<Execution>,
+}
+
+/// `POST /v1/tasks/{id}/start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecutionStarted {
+    pub task_execution_id: String,
+}
+
+/// The body of every refusal: a code to match on and a sentence to show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Refusal {
+    pub error: String,
+    pub message: String,
+}
+
+/// `GET /v1/activation`: whether this agent is activated, and with which hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivationStatus {
+    pub activated: bool,
+    pub hub: Option<String>,
+    pub agent_id: Option<String>,
+    /// While an operator has yet to confirm it on the hub.
+    pub activation_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_ca_fingerprint: Option<String>,
+    /// Whether the operator gave that fingerprint (or it was trusted on
+    /// first contact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_fingerprint_checked: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// `POST /v1/activation`: the key to confirm on the hub, and its page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivationStarted {
+    pub activation_key: String,
+    pub activation_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// On the hub: an activated agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub hostname: String,
+    pub certificate_fingerprint: String,
+    pub activated_ms: i64,
+    #[serde(default)]
+    pub last_seen_ms: i64,
+}
+
+/// `GET /v1/agents` on the hub: each agent, ONLINE or OFFLINE.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentList {
+    pub agents: Vec<AgentStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentStatus {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    /// ONLINE: heard from within the last minutes; OFFLINE otherwise.
+    pub status: String,
 }

@@ -1,0 +1,549 @@
+// SPDX-License-Identifier: MIT
+//! Lanes: the remote writer's operations, queued and sent in batches.
+//!
+//! Every operation goes into the lane of its directory (a hash of the
+//! path), and each lane sends what queued while its previous batch was on
+//! the way as one batch, which the hub does in order. So the operations of
+//! one directory are done in the order they were asked (a read sees every
+//! change before it), many files cost one round trip, and several lanes
+//! keep several connections and hub threads busy.
+//!
+//! An operation is either *called* (the caller waits for its answer) or
+//! *cast* (acknowledged at once; a failure is kept for [`Lanes::settle`]).
+//! The hub answers a small file's `Put` with the SHA-256 of the file as it
+//! reads it back; the lanes keep it under the file's final name (following
+//! its rename) for verification, which then costs no round trip.
+//! A lane holds at most [`LANE_BYTES`] of data queued or in flight: a slow
+//! hub slows the agent's workers instead of filling its memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+use ferry_engine::location::{DeferredFailure, Kind};
+use ferry_wire::client::{HubClient, HubError};
+use ferry_wire::proto::{Batch, Op, Reply, Response, MAX_BATCH_OPS};
+
+/// Encoded bytes of one batch at most: within the hub's body limit
+/// (2 MiB) with room for one more operation of the largest kind.
+const BATCH_BYTES: usize = 1 << 20;
+/// Data queued or in flight in one lane at most.
+pub const LANE_BYTES: usize = 8 << 20;
+
+/// What a cast change does to the digests kept for verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Track {
+    /// Nothing (attributes, directories, links).
+    Nothing,
+    /// The file at the path was written whole: its digest is the answer.
+    Written,
+    /// The entry was renamed from this path to the path.
+    Renamed { from: Vec<u8> },
+    /// The file's data changed or it went: a kept digest is dropped.
+    Invalidates,
+}
+
+/// Digests kept at most (about 120 bytes each): beyond, verification asks
+/// the hub.
+const DIGESTS_KEPT: usize = 500_000;
+
+/// What happens with an operation's answer.
+enum Done {
+    /// A caller waits for it.
+    Wait(mpsc::SyncSender<io::Result<Reply>>),
+    /// Acknowledged already: a failure is kept, and the directory's count
+    /// of changes in flight goes down.
+    Later {
+        dir: Vec<u8>,
+        path: Vec<u8>,
+        kind: Kind,
+        what: &'static str,
+        track: Track,
+    },
+}
+
+struct Queued {
+    op: Op,
+    size: usize,
+    done: Done,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: VecDeque<Queued>,
+    /// Data bytes queued or in flight.
+    bytes: usize,
+    closed: bool,
+}
+
+struct Lane {
+    queue: Mutex<Queue>,
+    /// Wakes the lane's sender.
+    work: Notify,
+    /// Wakes workers waiting for room.
+    room: Condvar,
+}
+
+/// Cast changes not yet done, by directory; failures of those done.
+#[derive(Default)]
+struct Pending {
+    by_dir: HashMap<Vec<u8>, usize>,
+    failures: Vec<DeferredFailure>,
+    /// SHA-256 of files written whole, by path, as the hub read them back.
+    digests: HashMap<Vec<u8>, [u8; 32]>,
+}
+
+struct Shared {
+    lanes: Vec<Lane>,
+    pending: Mutex<Pending>,
+    settled: Condvar,
+    location: String,
+    ids: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+pub struct Lanes {
+    shared: Arc<Shared>,
+}
+
+pub(crate) fn hub_io(e: &HubError) -> io::Error {
+    match e {
+        HubError::Refused { status: 404, .. } => {
+            io::Error::new(io::ErrorKind::NotFound, e.to_string())
+        }
+        HubError::Refused {
+            status: 401 | 403, ..
+        } => io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()),
+        _ => io::Error::other(e.to_string()),
+    }
+}
+
+/// The directory an operation works in: its lane.
+fn dir_of(op: &Op) -> &[u8] {
+    match op {
+        Op::StatDir { dir } | Op::List { dir } | Op::UpdateDir { dir, .. } => dir,
+        Op::HardLink { to_dir, .. } => to_dir,
+        Op::Stat { dir, .. }
+        | Op::ReadLink { dir, .. }
+        | Op::MakeDir { dir, .. }
+        | Op::MakeSymlink { dir, .. }
+        | Op::MakeNode { dir, .. }
+        | Op::Rename { dir, .. }
+        | Op::Remove { dir, .. }
+        | Op::Update { dir, .. }
+        | Op::Create { dir, .. }
+        | Op::Write { dir, .. }
+        | Op::Finish { dir, .. }
+        | Op::Put { dir, .. }
+        | Op::Digest { dir, .. } => dir,
+    }
+}
+
+fn track_of(op: &Op) -> Track {
+    match op {
+        Op::Put { .. } => Track::Written,
+        Op::Rename { dir, from, .. } => Track::Renamed {
+            from: join(dir, from),
+        },
+        Op::Create { .. } | Op::Write { .. } | Op::Finish { .. } | Op::Remove { .. } => {
+            Track::Invalidates
+        }
+        _ => Track::Nothing,
+    }
+}
+
+/// `dir/name` (`name` in the root when `dir` is empty).
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Whether `path` is `top` or below it (everything is below the root, ``).
+fn within(path: &[u8], top: &[u8]) -> bool {
+    top.is_empty() || path.starts_with(top) && (path.len() == top.len() || path[top.len()] == b'/')
+}
+
+impl Lanes {
+    /// `count` lanes, each with a sender task on `rt` sending batches to
+    /// `location` through `client`; `ids` gives each batch its id.
+    pub fn start(
+        client: &HubClient,
+        rt: &Runtime,
+        location: String,
+        count: usize,
+        ids: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Lanes {
+        let lanes = (0..count.max(1))
+            .map(|_| Lane {
+                queue: Mutex::new(Queue::default()),
+                work: Notify::new(),
+                room: Condvar::new(),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            lanes,
+            pending: Mutex::new(Pending::default()),
+            settled: Condvar::new(),
+            location,
+            ids: Box::new(ids),
+        });
+        for index in 0..shared.lanes.len() {
+            // The task holds the client and the shared state, never the
+            // runtime it runs on.
+            rt.spawn(send_loop(shared.clone(), client.clone(), index));
+        }
+        Lanes { shared }
+    }
+
+    /// Sends `op` in its directory's lane and waits for its answer.
+    pub fn call(&self, op: Op) -> io::Result<Reply> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let lane = self.lane(dir_of(&op));
+        self.push(lane, op, Done::Wait(tx));
+        rx.recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the hub link was closed")))
+    }
+
+    /// Queues `op`, a change to the entry `path`, in its directory's lane;
+    /// its failure, if any, comes from [`Lanes::settle`].
+    pub fn cast(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str) {
+        let dir = dir_of(&op).to_vec();
+        let lane = self.lane(&dir);
+        self.cast_in(lane, dir, op, path, kind, what);
+    }
+
+    /// [`Lanes::cast`] in lane `lane`, counted as in flight in `dir` (the
+    /// chunks of a large file go in many lanes, counted under the file's
+    /// own path, so that its end waits for them).
+    pub fn cast_in(
+        &self,
+        lane: usize,
+        dir: Vec<u8>,
+        op: Op,
+        path: Vec<u8>,
+        kind: Kind,
+        what: &'static str,
+    ) {
+        let track = track_of(&op);
+        *self
+            .shared
+            .pending
+            .lock()
+            .unwrap()
+            .by_dir
+            .entry(dir.clone())
+            .or_default() += 1;
+        self.push(
+            lane,
+            op,
+            Done::Later {
+                dir,
+                path,
+                kind,
+                what,
+                track,
+            },
+        );
+    }
+
+    /// The SHA-256 the hub read back when it wrote the file at `path` in
+    /// this execution (once every change is done), if kept; given once.
+    pub fn take_digest(&self, path: &[u8]) -> Option<[u8; 32]> {
+        let mut p = self.shared.pending.lock().unwrap();
+        // Changes still in flight could yet rename or rewrite it.
+        if !p.by_dir.is_empty() {
+            return None;
+        }
+        p.digests.remove(path)
+    }
+
+    /// Waits until no cast change is in flight in `top` or below it (before
+    /// `top` is renamed or removed, or linked to from elsewhere).
+    pub fn wait_within(&self, top: &[u8]) {
+        let mut p = self.shared.pending.lock().unwrap();
+        while p.by_dir.keys().any(|d| within(d, top)) {
+            p = self.shared.settled.wait(p).unwrap();
+        }
+    }
+
+    /// Waits until every cast change is done; the failures.
+    pub fn settle(&self) -> Vec<DeferredFailure> {
+        let mut p = self.shared.pending.lock().unwrap();
+        while !p.by_dir.is_empty() {
+            p = self.shared.settled.wait(p).unwrap();
+        }
+        std::mem::take(&mut p.failures)
+    }
+
+    /// The lane of `key` (a directory's path, or any bytes).
+    pub fn lane(&self, key: &[u8]) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.shared.lanes.len() as u64) as usize
+    }
+
+    fn push(&self, lane: usize, op: Op, done: Done) {
+        let lane = &self.shared.lanes[lane];
+        let size = op.payload();
+        let mut q = lane.queue.lock().unwrap();
+        // Always room for one operation, however large, in an empty lane.
+        while q.bytes > 0 && q.bytes + size > LANE_BYTES && !q.closed {
+            q = lane.room.wait(q).unwrap();
+        }
+        q.bytes += size;
+        q.ops.push_back(Queued { op, size, done });
+        drop(q);
+        lane.work.notify_one();
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        for lane in &self.shared.lanes {
+            lane.queue.lock().unwrap().closed = true;
+            lane.work.notify_one();
+            lane.room.notify_all();
+        }
+    }
+}
+
+/// One lane's sender: what queued, as one batch, until the lane closes.
+async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
+    let lane = &shared.lanes[index];
+    loop {
+        let taken = {
+            let mut q = lane.queue.lock().unwrap();
+            if q.ops.is_empty() && q.closed {
+                return;
+            }
+            take_batch(&mut q)
+        };
+        if taken.is_empty() {
+            lane.work.notified().await;
+            continue;
+        }
+        let batch = Batch {
+            batch_id: (shared.ids)(),
+            ops: taken.iter().map(|t| t.op.clone()).collect(),
+        };
+        let answers = client.fs_batch(&shared.location, &batch).await;
+        let mut answers: VecDeque<Response> = match answers {
+            Ok(a) => a.into(),
+            Err(e) => {
+                // Refused, or the hub stayed unreachable: every operation
+                // of the batch fails with that.
+                let e = hub_io(&e);
+                taken
+                    .iter()
+                    .map(|_| Err(ferry_wire::proto::WireError::from(&e)))
+                    .collect()
+            }
+        };
+        let mut freed = 0;
+        let mut again = Vec::new();
+        for t in taken {
+            match answers.pop_front() {
+                Some(answer) => {
+                    freed += t.size;
+                    finish(&shared, t.done, answer.map_err(io::Error::from));
+                }
+                // The hub's time for the batch ran out first.
+                None => again.push(t),
+            }
+        }
+        let mut q = lane.queue.lock().unwrap();
+        q.bytes -= freed;
+        for t in again.into_iter().rev() {
+            q.ops.push_front(t);
+        }
+        drop(q);
+        lane.room.notify_all();
+    }
+}
+
+/// The front of the queue, up to a batch's size.
+fn take_batch(q: &mut Queue) -> Vec<Queued> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = q.ops.front() {
+        let size = next.size + 512;
+        if !taken.is_empty() && (bytes + size > BATCH_BYTES || taken.len() == MAX_BATCH_OPS) {
+            break;
+        }
+        bytes += size;
+        taken.push(q.ops.pop_front().expect("front"));
+    }
+    taken
+}
+
+fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
+    match done {
+        Done::Wait(tx) => {
+            let _ = tx.send(answer);
+        }
+        Done::Later {
+            dir,
+            path,
+            kind,
+            what,
+            track,
+        } => {
+            let mut p = shared.pending.lock().unwrap();
+            match answer {
+                Ok(reply @ (Reply::Done | Reply::Digest(_))) => match (track, reply) {
+                    (Track::Written, Reply::Digest(d)) if p.digests.len() < DIGESTS_KEPT => {
+                        p.digests.insert(path, d);
+                    }
+                    (Track::Renamed { from }, _) => {
+                        if let Some(d) = p.digests.remove(&from) {
+                            p.digests.insert(path, d);
+                        }
+                    }
+                    (Track::Invalidates | Track::Written, _) => {
+                        p.digests.remove(&path);
+                    }
+                    (Track::Nothing, _) => {}
+                },
+                Ok(other) => p.failures.push(DeferredFailure {
+                    path,
+                    kind,
+                    what,
+                    error: io::Error::other(format!("unexpected answer from the hub: {other:?}")),
+                }),
+                Err(error) => p.failures.push(DeferredFailure {
+                    path,
+                    kind,
+                    what,
+                    error,
+                }),
+            }
+            if let Some(n) = p.by_dir.get_mut(&dir) {
+                *n -= 1;
+                if *n == 0 {
+                    p.by_dir.remove(&dir);
+                }
+            }
+            drop(p);
+            shared.settled.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_is_the_path_or_below_it() {
+        assert!(within(b"a/b", b"a/b"));
+        assert!(within(b"a/b/c", b"a/b"));
+        assert!(!within(b"a/bc", b"a/b"));
+        assert!(!within(b"a", b"a/b"));
+        assert!(within(b"anything/below", b""));
+    }
+
+    #[test]
+    fn a_put_digest_follows_its_rename_and_a_rewrite_drops_it() {
+        let lanes = Lanes {
+            shared: Arc::new(Shared {
+                lanes: Vec::new(),
+                pending: Mutex::default(),
+                settled: Condvar::new(),
+                location: String::new(),
+                ids: Box::new(|| 0),
+            }),
+        };
+        let shared = &lanes.shared;
+        let later = |op: &Op, path: &[u8]| {
+            let dir = dir_of(op).to_vec();
+            *shared
+                .pending
+                .lock()
+                .unwrap()
+                .by_dir
+                .entry(dir.clone())
+                .or_default() += 1;
+            Done::Later {
+                dir,
+                path: path.to_vec(),
+                kind: Kind::File,
+                what: "write",
+                track: track_of(op),
+            }
+        };
+        let put = |name: &str| Op::Put {
+            dir: b"d".to_vec(),
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            zstd: false,
+            raw_len: 0,
+            data: Vec::new(),
+            len: None,
+            update: Default::default(),
+        };
+        let rename = Op::Rename {
+            dir: b"d".to_vec(),
+            from: b"tmp".to_vec(),
+            to: b"f".to_vec(),
+        };
+        finish(
+            shared,
+            later(&put("tmp"), b"d/tmp"),
+            Ok(Reply::Digest([7; 32])),
+        );
+        // Not given while a change is in flight.
+        let pending = later(&rename, b"d/f");
+        assert_eq!(lanes.take_digest(b"d/tmp"), None);
+        finish(shared, pending, Ok(Reply::Done));
+        assert_eq!(lanes.take_digest(b"d/tmp"), None);
+        assert_eq!(lanes.take_digest(b"d/f"), Some([7; 32]));
+        assert_eq!(lanes.take_digest(b"d/f"), None, "given once");
+        // Written whole, then its data changed: not kept.
+        finish(shared, later(&put("g"), b"d/g"), Ok(Reply::Digest([8; 32])));
+        let write = Op::Write {
+            dir: b"d".to_vec(),
+            name: b"g".to_vec(),
+            offset: 0,
+            zstd: false,
+            raw_len: 1,
+            data: vec![1],
+        };
+        finish(shared, later(&write, b"d/g"), Ok(Reply::Done));
+        assert_eq!(lanes.take_digest(b"d/g"), None);
+        assert!(shared.pending.lock().unwrap().failures.is_empty());
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size_but_takes_one_large_operation() {
+        let op = |n: usize| Queued {
+            op: Op::Write {
+                dir: vec![],
+                name: b"f".to_vec(),
+                offset: 0,
+                zstd: false,
+                raw_len: n as u64,
+                data: vec![0; n],
+            },
+            size: n,
+            done: Done::Later {
+                dir: vec![],
+                path: vec![],
+                kind: Kind::File,
+                what: "write",
+                track: Track::Invalidates,
+            },
+        };
+        let mut q = Queue::default();
+        q.ops.extend([op(BATCH_BYTES), op(10), op(10)]);
+        assert_eq!(take_batch(&mut q).len(), 1);
+        assert_eq!(take_batch(&mut q).len(), 2);
+        assert!(take_batch(&mut q).is_empty());
+    }
+}
