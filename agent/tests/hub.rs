@@ -8,8 +8,6 @@
 mod common;
 #[path = "common/daemons.rs"]
 mod daemons;
-#[path = "common/proxy.rs"]
-mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,7 +26,7 @@ use daemons::{
     activate, agent_id, free_port, make_task, make_tree, run_task, runtime, start_task,
     wait_execution, wait_for, Agent, Binaries, Hub,
 };
-use proxy::{Faults, Proxy};
+use ferry_netproxy::{Faults, Proxy};
 
 #[test]
 fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {

@@ -17,8 +17,6 @@
 mod common;
 #[path = "common/daemons.rs"]
 mod daemons;
-#[path = "common/proxy.rs"]
-mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use daemons::{activate_as, agent_id, free_port, make_task, start_task, Agent, Binaries, Hub};
-use proxy::{Faults, Proxy};
+use ferry_netproxy::{Faults, Proxy};
 
 /// A process's memory and open files at one moment.
 #[derive(Clone, Debug)]

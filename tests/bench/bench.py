@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ferrybench import check, ganesha, guest, plan, report, trees  # noqa: E402
+from ferrybench import check, ganesha, guest, plan, report, trees, wan  # noqa: E402
 from ferrybench.util import BenchError  # noqa: E402
 
 MIB = 1 << 20
@@ -32,16 +33,20 @@ def parse_args():
     p.add_argument("--out", default="target/bench", help="where the report goes (default target/bench)")
     p.add_argument("--ferry", default="target/x86_64-unknown-linux-musl/release/ferry", help="the static ferry binary")
     p.add_argument("--local", action="store_true", help="host disk to host disk, no VM")
+    p.add_argument("--wan", action="store_true",
+                   help="across the internet: ferry's agent -> hub against rsync over ssh and rclone over sftp, "
+                        "through ferry-netproxy (report in OUT/wan)")
     p.add_argument("--smoke", action="store_true", help="tiny trees, one run: checks that every tool runs and every copy is exact")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default)")
-    p.add_argument("--large-mib", type=int, default=64,
-                   help="size of each of the 4 large files in MiB (64 by default; the one-connection file is half)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default, --wan 20,000)")
+    p.add_argument("--large-mib", type=int,
+                   help="size of each of the 4 large files in MiB (64 by default, --wan 256; the one-connection file is half)")
     p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
     p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
     p.add_argument("--tools", help="comma-separated tools to run, e.g. 'cp,ferry' (default: each workload's own)")
     p.add_argument("--series", help="comma-separated series to run, e.g. 'v4.1 20ms' (default: all)")
-    p.add_argument("--from-log", action="store_true", help="report from the guest.log of an earlier run in --out (same plan options), without running")
+    p.add_argument("--from-log", action="store_true", help="report from the guest.log of an earlier run in --out (same plan options), without running; "
+                        "with --wan, from OUT/wan/report.json")
     return p.parse_args()
 
 
@@ -271,15 +276,8 @@ def run_local(args, workloads, out):
     return results, {k: v[1] for k, v in made.items()}, {}
 
 
-def main():
-    args = parse_args()
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    workloads = plan.smoke_workloads() if args.smoke else plan.default_workloads()
-    if args.local:
-        for w in workloads:
-            w.series = ["local"]
-        workloads = [w for w in workloads if not w.network_only]
+def filter_plan(args, workloads, tools):
+    """--workloads, --series and --tools."""
     if args.workloads:
         wanted = set(args.workloads.split(","))
         workloads = [w for w in workloads if w.name in wanted]
@@ -290,12 +288,100 @@ def main():
         workloads = [w for w in workloads if w.series]
     if args.tools:
         wanted = args.tools.split(",")
-        unknown = [t for t in wanted if t not in plan.TOOLS]
+        unknown = [t for t in wanted if t not in tools]
         if unknown:
-            raise BenchError(f"unknown tool {', '.join(unknown)}: the tools are {', '.join(plan.TOOLS)}")
+            raise BenchError(f"unknown tool {', '.join(unknown)}: the tools are {', '.join(tools)}")
         for w in workloads:
             w.tools = [t for t in w.tools if t in wanted]
         workloads = [w for w in workloads if w.tools]
+    if not workloads:
+        raise BenchError("--workloads, --series and --tools left nothing to run")
+    return workloads
+
+
+def main_wan(args):
+    out = os.path.join(os.path.abspath(args.out), "wan")
+    os.makedirs(out, exist_ok=True)
+    if args.large_mib is None:
+        args.large_mib = 256
+    workloads = filter_plan(args, wan.smoke_workloads() if args.smoke else wan.default_workloads(), wan.TOOLS)
+    if args.smoke:
+        args.runs = 1
+    here = os.path.dirname(os.path.abspath(args.ferry))
+    bins = {name: os.path.join(here, name) for name in ("ferry", "ferry-agent", "ferry-netproxy")}
+    for name, path in bins.items():
+        if not os.path.exists(path):
+            raise BenchError(f"{path} does not exist: build it with scripts/bench, which runs cargo first")
+    for tool in ("rsync", "rclone", "ssh", "ssh-keygen"):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} is missing: scripts/setup installs it")
+    started = time.time()
+    if args.from_log:
+        # The report again from an earlier run's runs (runs.jsonl: one a line,
+        # written as each ended, so a run stopped half-way can be reported).
+        with open(os.path.join(out, "runs.jsonl")) as f:
+            results = [json.loads(line) for line in f if line.strip()]
+        # Files per workload count only for NFS operations per file: none here.
+        files = {}
+        done = {r["workload"] for r in results}
+        workloads = [w for w in workloads if w.name in done]
+    else:
+        results, files = wan.run(args, workloads, out, bins)
+    rows = report.summarize(results, files)
+    order = [w.name for w in workloads]
+    rows.sort(key=lambda r: (order.index(r["workload"]), list(wan.SERIES).index(r["series"]),
+                             wan.TOOLS.index(r["tool"])))
+    wan.add_rss(rows, results)
+    sz = wan.sizes(args)
+    meta = {
+        "command": "scripts/bench " + " ".join(sys.argv[1:]),
+        "mode": "across the internet: a hub and an agent as processes on this machine, rsync and rclone to an "
+                "OpenSSH server on loopback; every connection through ferry-netproxy (half the round trip each way, "
+                "the cap each way)",
+        "trees": f"small {sz['small']['files']:,} x {sz['small']['size'] // 1024} KiB in {sz['small']['dirs']} directories; "
+                 f"large {sz['large']['files']} x {sz['large']['size'] // MIB} MiB; mixed {sz['mixed']['files']} files "
+                 "(log-normal sizes); incremental: the small tree, in sync, then nothing or 1 % of files changed",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "duration": f"{(time.time() - started) / 60:.1f} min",
+        "runs": args.runs,
+        "once over": f"{args.once_over} s",
+    }
+    loads = [r["load1"] for r in results if "load1" in r]
+    if loads:
+        meta["load average (1 min) at the end of the runs"] = \
+            f"median {statistics.median(loads):.1f}, highest {max(loads):.1f} ({os.cpu_count()} CPUs)"
+    if args.from_log:
+        dates = sorted(r["date"] for r in results if "date" in r)
+        meta["date"] = f"runs from {dates[0]} to {dates[-1]}" if dates else "unknown"
+        del meta["duration"]
+    wan.write_report(out, results, rows, meta, files)
+    progress(f"report: {os.path.join(out, 'report.md')}")
+    print(wan.markdown(rows, meta))
+    expected = sum(len(w.series) * len(w.tools) for w in workloads)
+    ran = {(r["workload"], r["series"], r["tool"]) for r in results}
+    bad = [r for r in results if r["rc"] != 0 or r["diffs"]]
+    if len(ran) < expected or bad:
+        print(f"bench: {expected - len(ran)} tool/series pairs did not run, {len(bad)} runs failed or copied wrong",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main():
+    args = parse_args()
+    if args.wan:
+        return main_wan(args)
+    if args.large_mib is None:
+        args.large_mib = 64
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    workloads = plan.smoke_workloads() if args.smoke else plan.default_workloads()
+    if args.local:
+        for w in workloads:
+            w.series = ["local"]
+        workloads = [w for w in workloads if not w.network_only]
+    workloads = filter_plan(args, workloads, plan.TOOLS)
     if args.smoke:
         args.runs = 1
     if not os.path.exists(args.ferry):

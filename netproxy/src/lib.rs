@@ -1,22 +1,26 @@
 // SPDX-License-Identifier: MIT
-//! A fault-injecting TCP proxy for the tests: added delay, a bandwidth cap,
-//! connections killed at random points (a FIN or a reset), and outages
-//! during which every connection is cut and new ones are refused.
+//! A userspace TCP proxy for tests and benchmarks: a fixed one-way delay
+//! each way, a bandwidth cap, connections killed at random points (a FIN
+//! or a reset), and outages during which every connection is cut and new
+//! ones are refused.
+//!
+//! The delay is a link's, not a per-read sleep: each piece read is stamped
+//! with the time it is due and delivered then, in order, so the stream stays
+//! pipelined (data arrives `delay` after it was sent, whatever its size).
 
-#![allow(dead_code)]
-
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
-    /// Added to every piece of data, each way.
+    /// Added to every piece of data, each way (a one-way delay).
     pub delay: Duration,
     /// Bytes a second, each way, shared by all connections.
     pub bytes_per_second: Option<u64>,
@@ -34,6 +38,29 @@ pub struct Stats {
     pub killed: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+}
+
+/// How the proxy buffers, apart from the faults.
+#[derive(Clone, Copy, Debug)]
+pub struct Buffers {
+    /// Bytes read at most at once.
+    pub read: usize,
+    /// Bytes in flight per connection and direction: the link's window.
+    /// A full queue stops reading, so a slow link pushes back on the sender
+    /// as a real one does; at `delay` one way a connection carries at most
+    /// `queue / delay` a second.
+    pub queue: usize,
+}
+
+impl Default for Buffers {
+    /// What the process tests were written against: 16 KiB reads, 1 MiB in
+    /// flight.
+    fn default() -> Self {
+        Buffers {
+            read: 16 << 10,
+            queue: 1 << 20,
+        }
+    }
 }
 
 /// A token bucket.
@@ -66,11 +93,12 @@ impl Bucket {
 
 struct Shared {
     upstream: SocketAddr,
+    buffers: Buffers,
     faults: Mutex<Faults>,
     stats: Stats,
     up: Mutex<Option<Bucket>>,
     down: Mutex<Option<Bucket>>,
-    live: Mutex<Vec<(TcpStream, TcpStream)>>,
+    live: Mutex<HashMap<u64, (TcpStream, TcpStream)>>,
     refuse_until: Mutex<Option<Instant>>,
     stopped: AtomicBool,
 }
@@ -107,16 +135,30 @@ fn cut(a: &TcpStream, b: &TcpStream, with_reset: bool) {
 }
 
 impl Proxy {
+    /// On a free port of 127.0.0.1, with the default buffers; panics if it
+    /// cannot bind (a test helper).
     pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Proxy::bind(listen, upstream, faults, Buffers::default()).expect("bind the proxy")
+    }
+
+    /// Listens on `listen` and forwards every connection to `upstream`.
+    pub fn bind(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        faults: Faults,
+        buffers: Buffers,
+    ) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
+            buffers,
             faults: Mutex::new(Faults::default()),
             stats: Stats::default(),
             up: Mutex::new(None),
             down: Mutex::new(None),
-            live: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
             refuse_until: Mutex::new(None),
             stopped: AtomicBool::new(false),
         });
@@ -124,6 +166,7 @@ impl Proxy {
         proxy.set(faults);
         let shared = proxy.shared.clone();
         std::thread::spawn(move || {
+            let mut next_id = 0u64;
             for client in listener.incoming() {
                 if shared.stopped.load(Ordering::Relaxed) {
                     return;
@@ -140,10 +183,12 @@ impl Proxy {
                     continue;
                 }
                 let shared = shared.clone();
-                std::thread::spawn(move || connection(shared, client));
+                next_id += 1;
+                let id = next_id;
+                std::thread::spawn(move || connection(shared, client, id));
             }
         });
-        proxy
+        Ok(proxy)
     }
 
     /// Changes the faults from now on.
@@ -163,7 +208,7 @@ impl Proxy {
     /// Cuts every connection and refuses new ones for `d`.
     pub fn outage(&self, d: Duration) {
         *self.shared.refuse_until.lock().unwrap() = Some(Instant::now() + d);
-        for (a, b) in self.shared.live.lock().unwrap().drain(..) {
+        for (_, (a, b)) in self.shared.live.lock().unwrap().drain() {
             cut(&a, &b, true);
         }
     }
@@ -176,14 +221,14 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
-        for (a, b) in self.shared.live.lock().unwrap().drain(..) {
+        for (_, (a, b)) in self.shared.live.lock().unwrap().drain() {
             cut(&a, &b, false);
         }
         let _ = TcpStream::connect(self.addr);
     }
 }
 
-fn connection(shared: Arc<Shared>, client: TcpStream) {
+fn connection(shared: Arc<Shared>, client: TcpStream, id: u64) {
     let Ok(server) = TcpStream::connect(shared.upstream) else {
         return;
     };
@@ -198,11 +243,10 @@ fn connection(shared: Arc<Shared>, client: TcpStream) {
         }
         _ => None,
     };
-    shared
-        .live
-        .lock()
-        .unwrap()
-        .push((client.try_clone().unwrap(), server.try_clone().unwrap()));
+    shared.live.lock().unwrap().insert(
+        id,
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+    );
     let passed = Arc::new(AtomicU64::new(0));
     let pump = |from: TcpStream, to: TcpStream, up: bool| {
         let shared = shared.clone();
@@ -223,7 +267,83 @@ fn connection(shared: Arc<Shared>, client: TcpStream) {
     );
     let _ = t1.join();
     let _ = t2.join();
+    // Its copies closed too: a long run opens many connections.
+    shared.live.lock().unwrap().remove(&id);
     cut(&client, &server, false);
+}
+
+/// What is in flight one way on one connection: pieces with the time each
+/// is due, bounded in bytes.
+struct Queue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+    limit: usize,
+}
+
+struct QueueState {
+    pieces: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    /// The reader is done: deliver what is left, then stop.
+    closed: bool,
+    /// The writer failed: the reader stops.
+    broken: bool,
+}
+
+impl Queue {
+    fn new(limit: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                pieces: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                broken: false,
+            }),
+            changed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits for room; false if the writer has gone.
+    fn push(&self, due: Instant, data: Vec<u8>) -> bool {
+        let mut s = self.state.lock().unwrap();
+        // An empty queue takes anything, so a piece larger than the limit passes.
+        while !s.broken && s.bytes > 0 && s.bytes + data.len() > self.limit {
+            s = self.changed.wait(s).unwrap();
+        }
+        if s.broken {
+            return false;
+        }
+        s.bytes += data.len();
+        s.pieces.push_back((due, data));
+        self.changed.notify_all();
+        true
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_all();
+    }
+
+    fn break_off(&self) {
+        self.state.lock().unwrap().broken = true;
+        self.changed.notify_all();
+    }
+
+    /// The next piece, or None once closed and empty.
+    fn pop(&self) -> Option<(Instant, Vec<u8>)> {
+        let mut s = self.state.lock().unwrap();
+        loop {
+            if let Some(piece) = s.pieces.pop_front() {
+                s.bytes -= piece.1.len();
+                self.changed.notify_all();
+                return Some(piece);
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.changed.wait(s).unwrap();
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,24 +359,24 @@ fn pump(
     b: TcpStream,
 ) {
     // A second thread delivers what the first reads, each piece when due.
-    // The queue is bounded (1 MiB) so that a slow link pushes back on the
-    // sender as a real one does, rather than buffering without end.
-    let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(64);
+    let queue = Arc::new(Queue::new(shared.buffers.queue));
     let shared2 = shared.clone();
+    let queue2 = queue.clone();
     let writer = std::thread::spawn(move || {
-        for (due, data) in rx {
+        while let Some((due, data)) = queue2.pop() {
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
             Bucket::take(if up { &shared2.up } else { &shared2.down }, data.len());
             if to.write_all(&data).is_err() {
+                queue2.break_off();
                 break;
             }
         }
         let _ = to.shutdown(Shutdown::Write);
     });
-    let mut buf = vec![0u8; 16 << 10];
+    let mut buf = vec![0u8; shared.buffers.read];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -277,13 +397,79 @@ fn pump(
             }
             shared.stats.killed.fetch_sub(1, Ordering::Relaxed);
         }
-        if tx
-            .send((Instant::now() + faults.delay, buf[..n].to_vec()))
-            .is_err()
-        {
+        if !queue.push(Instant::now() + faults.delay, buf[..n].to_vec()) {
             break;
         }
     }
-    drop(tx);
+    queue.close();
     let _ = writer.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on a free port.
+    fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                std::thread::spawn(move || {
+                    let mut r = s.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut s);
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn data_passes_intact_both_ways() {
+        let proxy = Proxy::start(
+            echo(),
+            Faults {
+                delay: Duration::from_millis(5),
+                ..Faults::default()
+            },
+        );
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut r = s.try_clone().unwrap();
+        let expect = data.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; expect.len()];
+            r.read_exact(&mut got).unwrap();
+            assert!(got == expect, "the echo differs");
+        });
+        s.write_all(&data).unwrap();
+        reader.join().unwrap();
+        assert_eq!(proxy.stats().bytes_up.load(Ordering::Relaxed), 3_000_000);
+        assert_eq!(proxy.stats().bytes_down.load(Ordering::Relaxed), 3_000_000);
+    }
+
+    #[test]
+    fn nothing_arrives_before_the_delay_each_way() {
+        // Nothing comes back before a round trip: 50 ms each way.
+        let delay = Duration::from_millis(50);
+        let proxy = Proxy::start(
+            echo(),
+            Faults {
+                delay,
+                ..Faults::default()
+            },
+        );
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let started = Instant::now();
+        for _ in 0..100 {
+            s.write_all(b"x").unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut got = [0u8; 100];
+        s.read_exact(&mut got).unwrap();
+        let took = started.elapsed();
+        assert!(took >= 2 * delay, "{took:?}");
+    }
 }
