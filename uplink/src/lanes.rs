@@ -30,8 +30,12 @@ use ferry_wire::proto::{Batch, Op, Reply, Response, MAX_BATCH_OPS};
 /// Encoded bytes of one batch at most: within the hub's body limit
 /// (2 MiB) with room for one more operation of the largest kind.
 const BATCH_BYTES: usize = 1 << 20;
-/// Data queued or in flight in one lane at most.
-pub const LANE_BYTES: usize = 8 << 20;
+/// Data queued or in flight in one lane at most: a batch on the way and
+/// the next one filling (64 lanes: 128 MiB at most).
+pub const LANE_BYTES: usize = 2 << 20;
+/// Operations queued or in flight in one lane at most (those without data
+/// are counted here).
+const LANE_OPS: usize = 2 * MAX_BATCH_OPS;
 
 /// What a cast change does to the digests kept for verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +83,8 @@ struct Queue {
     ops: VecDeque<Queued>,
     /// Data bytes queued or in flight.
     bytes: usize,
+    /// Operations in flight (taken, not yet answered).
+    sent: usize,
     closed: bool,
 }
 
@@ -331,7 +337,9 @@ impl Lanes {
         let size = op.payload();
         let mut q = lane.queue.lock().unwrap();
         // Always room for one operation, however large, in an empty lane.
-        while q.bytes > 0 && q.bytes + size > LANE_BYTES && !q.closed {
+        while (q.bytes > 0 && q.bytes + size > LANE_BYTES || q.ops.len() + q.sent >= LANE_OPS)
+            && !q.closed
+        {
             q = lane.room.wait(q).unwrap();
         }
         q.bytes += size;
@@ -360,7 +368,9 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
             if q.ops.is_empty() && q.closed {
                 return;
             }
-            take_batch(&mut q)
+            let taken = take_batch(&mut q);
+            q.sent = taken.len();
+            taken
         };
         if taken.is_empty() {
             lane.work.notified().await;
@@ -397,6 +407,7 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
         }
         let mut q = lane.queue.lock().unwrap();
         q.bytes -= freed;
+        q.sent = 0;
         for t in again.into_iter().rev() {
             q.ops.push_front(t);
         }
