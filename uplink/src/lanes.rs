@@ -13,8 +13,9 @@
 //! The hub answers a small file's `Put` with the SHA-256 of the file as it
 //! reads it back; the lanes keep it under the file's final name (following
 //! its rename) for verification, which then costs no round trip.
-//! A lane holds at most [`LANE_BYTES`] of data queued or in flight: a slow
-//! hub slows the agent's workers instead of filling its memory.
+//! A lane holds at most [`LANE_BYTES`] of data queued or in flight, all of
+//! them [`TOTAL_BYTES`]: a slow hub or link slows the agent's workers
+//! instead of filling its memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
@@ -33,6 +34,9 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Data queued or in flight in one lane at most: a batch on the way and
 /// the next one filling (64 lanes: 128 MiB at most).
 pub const LANE_BYTES: usize = 2 << 20;
+/// Data queued or in flight in all lanes at most: about twice what a
+/// gigabit link holds over a 100 ms round trip.
+const TOTAL_BYTES: usize = 24 << 20;
 /// Operations queued or in flight in one lane at most (those without data
 /// are counted here).
 const LANE_OPS: usize = 2 * MAX_BATCH_OPS;
@@ -111,6 +115,9 @@ struct Pending {
 
 struct Shared {
     lanes: Vec<Lane>,
+    /// Data bytes queued or in flight in all lanes, and its waiters.
+    total: Mutex<usize>,
+    total_room: Condvar,
     pending: Mutex<Pending>,
     settled: Condvar,
     location: String,
@@ -214,6 +221,8 @@ impl Lanes {
             .collect();
         let shared = Arc::new(Shared {
             lanes,
+            total: Mutex::new(0),
+            total_room: Condvar::new(),
             pending: Mutex::new(Pending::default()),
             settled: Condvar::new(),
             location,
@@ -335,6 +344,15 @@ impl Lanes {
     fn push(&self, lane: usize, op: Op, done: Done) {
         let lane = &self.shared.lanes[lane];
         let size = op.payload();
+        {
+            // The whole link's budget first (freed by any lane's answers),
+            // then the lane's own.
+            let mut total = self.shared.total.lock().unwrap();
+            while *total > 0 && *total + size > TOTAL_BYTES {
+                total = self.shared.total_room.wait(total).unwrap();
+            }
+            *total += size;
+        }
         let mut q = lane.queue.lock().unwrap();
         // Always room for one operation, however large, in an empty lane.
         while (q.bytes > 0 && q.bytes + size > LANE_BYTES || q.ops.len() + q.sent >= LANE_OPS)
@@ -376,9 +394,13 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
             lane.work.notified().await;
             continue;
         }
+        // The operations move into the batch (no second copy of their
+        // data); what is not answered moves back to the queue.
+        let (ops, waiting): (Vec<Op>, Vec<(usize, Done)>) =
+            taken.into_iter().map(|t| (t.op, (t.size, t.done))).unzip();
         let batch = Batch {
             batch_id: (shared.ids)(),
-            ops: taken.iter().map(|t| t.op.clone()).collect(),
+            ops,
         };
         let answers = client.fs_batch(&shared.location, &batch).await;
         let mut answers: VecDeque<Response> = match answers {
@@ -387,7 +409,7 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
                 // Refused, or the hub stayed unreachable: every operation
                 // of the batch fails with that.
                 let e = hub_io(&e);
-                taken
+                waiting
                     .iter()
                     .map(|_| Err(ferry_wire::proto::WireError::from(&e)))
                     .collect()
@@ -395,16 +417,18 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
         };
         let mut freed = 0;
         let mut again = Vec::new();
-        for t in taken {
+        for (op, (size, done)) in batch.ops.into_iter().zip(waiting) {
             match answers.pop_front() {
                 Some(answer) => {
-                    freed += t.size;
-                    finish(&shared, t.done, answer.map_err(io::Error::from));
+                    freed += size;
+                    finish(&shared, done, answer.map_err(io::Error::from));
                 }
                 // The hub's time for the batch ran out first.
-                None => again.push(t),
+                None => again.push(Queued { op, size, done }),
             }
         }
+        *shared.total.lock().unwrap() -= freed;
+        shared.total_room.notify_all();
         let mut q = lane.queue.lock().unwrap();
         q.bytes -= freed;
         q.sent = 0;
@@ -534,6 +558,8 @@ mod tests {
         let lanes = Lanes {
             shared: Arc::new(Shared {
                 lanes: Vec::new(),
+                total: Mutex::new(0),
+                total_room: Condvar::new(),
                 pending: Mutex::default(),
                 settled: Condvar::new(),
                 location: String::new(),

@@ -183,7 +183,7 @@ impl HubClient {
         method: Method,
         path: &str,
         content_type: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
     ) -> Result<(StatusCode, Bytes), HubError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
@@ -194,7 +194,7 @@ impl HubClient {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body.into()))
             .map_err(|e| HubError::Address(format!("{url}: {e}"), "not a URL"))?;
         let unreachable = |detail: String, sent: bool| HubError::Unreachable {
             url: url.clone(),
@@ -292,7 +292,8 @@ impl HubClient {
         message: &M,
         payload: usize,
     ) -> Result<A, HubError> {
-        let body = postcard::to_stdvec(message).expect("encodable");
+        // Shared, not copied, by every attempt.
+        let body = Bytes::from(postcard::to_stdvec(message).expect("encodable"));
         let start = Instant::now();
         let mut backoff = BACKOFF_MIN;
         loop {
