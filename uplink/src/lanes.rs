@@ -78,6 +78,7 @@ enum Done {
 
 struct Queued {
     op: Op,
+    /// Its size on the wire at most ([`Op::encoded_bound`]).
     size: usize,
     done: Done,
 }
@@ -85,7 +86,7 @@ struct Queued {
 #[derive(Default)]
 struct Queue {
     ops: VecDeque<Queued>,
-    /// Data bytes queued or in flight.
+    /// Bytes queued or in flight (data, names and paths).
     bytes: usize,
     /// Operations in flight (taken, not yet answered).
     sent: usize,
@@ -343,7 +344,8 @@ impl Lanes {
 
     fn push(&self, lane: usize, op: Op, done: Done) {
         let lane = &self.shared.lanes[lane];
-        let size = op.payload();
+        // Names and paths count as data does: a deep tree's fill memory too.
+        let size = op.encoded_bound();
         {
             // The whole link's budget first (freed by any lane's answers),
             // then the lane's own.
@@ -445,7 +447,7 @@ fn take_batch(q: &mut Queue) -> Vec<Queued> {
     let mut taken = Vec::new();
     let mut bytes = 0;
     while let Some(next) = q.ops.front() {
-        let size = next.size + 512;
+        let size = next.size;
         if !taken.is_empty() && (bytes + size > BATCH_BYTES || taken.len() == MAX_BATCH_OPS) {
             break;
         }

@@ -348,6 +348,35 @@ impl Op {
             _ => 0,
         }
     }
+
+    /// At least its encoded size: data, paths and names, and a bound on
+    /// the rest (numbers, times, lengths; postcard writes no field names).
+    pub fn encoded_bound(&self) -> usize {
+        const REST: usize = 96;
+        let text = match self {
+            Op::StatDir { dir } | Op::List { dir } | Op::UpdateDir { dir, .. } => dir.len(),
+            Op::MakeSymlink { dir, name, target } => dir.len() + name.len() + target.len(),
+            Op::HardLink {
+                from_dir,
+                from,
+                to_dir,
+                to,
+            } => from_dir.len() + from.len() + to_dir.len() + to.len(),
+            Op::Rename { dir, from, to } => dir.len() + from.len() + to.len(),
+            Op::Stat { dir, name }
+            | Op::ReadLink { dir, name }
+            | Op::Digest { dir, name }
+            | Op::MakeDir { dir, name, .. }
+            | Op::MakeNode { dir, name, .. }
+            | Op::Remove { dir, name, .. }
+            | Op::Update { dir, name, .. }
+            | Op::Create { dir, name, .. }
+            | Op::Write { dir, name, .. }
+            | Op::Finish { dir, name, .. }
+            | Op::Put { dir, name, .. } => dir.len() + name.len(),
+        };
+        self.payload() + text + REST
+    }
 }
 
 /// The largest file offset (`off_t` is signed).
@@ -569,6 +598,57 @@ mod tests {
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn the_encoded_bound_is_never_below_the_encoding() {
+        let long = vec![b'n'; 255];
+        let deep: Vec<u8> = [long.as_slice(); 16].join(&b'/');
+        let ops = [
+            Op::StatDir { dir: deep.clone() },
+            Op::Put {
+                dir: deep.clone(),
+                name: long.clone(),
+                mode: 0o7777,
+                zstd: true,
+                raw_len: u64::MAX,
+                data: vec![1; 1000],
+                len: Some(u64::MAX),
+                update: update(),
+            },
+            Op::HardLink {
+                from_dir: deep.clone(),
+                from: long.clone(),
+                to_dir: deep.clone(),
+                to: long.clone(),
+            },
+            Op::Write {
+                dir: deep.clone(),
+                name: long.clone(),
+                offset: u64::MAX,
+                zstd: true,
+                raw_len: u64::MAX,
+                data: vec![2; 10],
+            },
+            Op::UpdateDir {
+                dir: deep.clone(),
+                update: update(),
+            },
+            Op::MakeNode {
+                dir: deep.clone(),
+                name: long.clone(),
+                kind: Kind::CharDevice,
+                mode: u32::MAX,
+                rdev: u64::MAX,
+            },
+        ];
+        for op in ops.into_iter().chain(every_op()) {
+            let encoded = postcard::to_stdvec(&op).unwrap().len();
+            assert!(
+                op.encoded_bound() >= encoded,
+                "{encoded} > bound for {op:?}"
+            );
+        }
     }
 
     #[test]
