@@ -52,6 +52,9 @@ enum Track {
     Renamed { from: Vec<u8> },
     /// The file's data changed or it went: a kept digest is dropped.
     Invalidates,
+    /// The directory at the path was being created (see
+    /// [`Lanes::cast_make_dir`]).
+    MadeDir,
 }
 
 /// Digests kept at most (about 120 bytes each): beyond, verification asks
@@ -112,6 +115,8 @@ struct Pending {
     digests: BTreeMap<Vec<u8>, [u8; 32]>,
     /// Digests asked for ahead and not answered yet.
     fetching: HashSet<Vec<u8>>,
+    /// Directories whose creation is cast and not answered yet.
+    creating: HashSet<Vec<u8>>,
 }
 
 struct Shared {
@@ -184,6 +189,7 @@ fn track_of(op: &Op) -> Track {
         Op::Create { .. } | Op::Write { .. } | Op::Finish { .. } | Op::Remove { .. } => {
             Track::Invalidates
         }
+        Op::MakeDir { .. } => Track::MadeDir,
         _ => Track::Nothing,
     }
 }
@@ -279,6 +285,25 @@ impl Lanes {
                 track,
             },
         );
+    }
+
+    /// Queues `op`, the creation of the directory `path`, in the lane of
+    /// `path` itself: ahead of everything then written in it, so that no
+    /// round trip waits for it. Its parent, when its own creation is still
+    /// on the way in another lane, is waited for first.
+    pub fn cast_make_dir(&self, op: Op, path: Vec<u8>) {
+        let lane = self.lane(&path);
+        let parent = dir_of(&op);
+        {
+            let mut p = self.shared.pending.lock().unwrap();
+            if self.lane(parent) != lane {
+                while p.creating.contains(parent) {
+                    p = self.shared.settled.wait(p).unwrap();
+                }
+            }
+            p.creating.insert(path.clone());
+        }
+        self.cast_in(lane, path.clone(), op, path, Kind::Dir, "create directory");
     }
 
     /// The SHA-256 the hub read back when it wrote the file at `path` in
@@ -479,6 +504,9 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             track,
         } => {
             let mut p = shared.pending.lock().unwrap();
+            if track == Track::MadeDir {
+                p.creating.remove(&path);
+            }
             match answer {
                 Ok(reply @ (Reply::Done | Reply::Digest(_))) => match (track, reply) {
                     (Track::Written, Reply::Digest(d)) if p.digests.len() < DIGESTS_KEPT => {
@@ -495,7 +523,7 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
                     (Track::Invalidates | Track::Written, _) => {
                         take_within(&mut p.digests, &path);
                     }
-                    (Track::Nothing, _) => {}
+                    (Track::Nothing | Track::MadeDir, _) => {}
                 },
                 Ok(other) => p.failures.push(DeferredFailure {
                     path,

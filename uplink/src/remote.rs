@@ -160,6 +160,11 @@ impl Location for RemoteLocation {
         ferry_wire::proto::name_ok(name.as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let path = join(parent, name.as_bytes());
+        if self.inner.deferring.load(Ordering::Relaxed) {
+            // Checked by the hub with the first operation in it (a
+            // listing, or what a new directory gets): no round trip.
+            return Ok(path);
+        }
         match self.inner.call(Op::StatDir { dir: path.clone() })? {
             Reply::Meta(m) if m.kind == Kind::Dir => Ok(path),
             Reply::Meta(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
@@ -225,11 +230,19 @@ impl Location for RemoteLocation {
     }
 
     fn make_dir(&self, parent: &Vec<u8>, name: &OsStr, mode: u32) -> io::Result<()> {
-        self.inner.done(Op::MakeDir {
+        let op = Op::MakeDir {
             dir: parent.clone(),
             name: name.as_bytes().to_vec(),
             mode,
-        })
+        };
+        if self.inner.deferring.load(Ordering::Relaxed) {
+            self.inner
+                .lanes
+                .cast_make_dir(op, join(parent, name.as_bytes()));
+            Ok(())
+        } else {
+            self.inner.done(op)
+        }
     }
 
     fn create_file(&self, dir: &Vec<u8>, name: &OsStr, mode: u32) -> io::Result<RemoteWriter> {

@@ -99,68 +99,97 @@ impl Batch {
 }
 
 /// `dir` is a `/`-separated path relative to the location's root (empty for
-/// the root); `name` is one component in it.
+/// the root); `name` is one component in it. Byte strings are encoded as
+/// bytes (`serde_bytes`: the same encoding as a sequence of `u8` in
+/// postcard, copied whole instead of byte by byte).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Op {
     StatDir {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
     },
     List {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
     },
     Stat {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
     ReadLink {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
     MakeDir {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         mode: u32,
     },
     MakeSymlink {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
     MakeNode {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         kind: Kind,
         mode: u32,
         rdev: u64,
     },
     HardLink {
+        #[serde(with = "serde_bytes")]
         from_dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         from: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         to_dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         to: Vec<u8>,
     },
     Rename {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         from: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         to: Vec<u8>,
     },
     Remove {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         kind: Kind,
     },
     Update {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         update: WireUpdate,
     },
     UpdateDir {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
         update: WireUpdate,
     },
     /// Creates (or truncates) a file with its final mode.
     Create {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         mode: u32,
     },
@@ -168,34 +197,44 @@ pub enum Op {
     /// `raw_len`: the chunk's length before compression, at most
     /// [`MAX_CHUNK`]; the data may not expand beyond it.
     Write {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         offset: u64,
         zstd: bool,
         raw_len: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Sets the length and attributes of a written file.
     Finish {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         len: Option<u64>,
         update: WireUpdate,
     },
     /// A whole small file in one request: create, data, length, attributes.
     Put {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
         mode: u32,
         zstd: bool,
         raw_len: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         len: Option<u64>,
         update: WireUpdate,
     },
     /// SHA-256 of a file's content, read by the hub.
     Digest {
+        #[serde(with = "serde_bytes")]
         dir: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
 }
@@ -446,7 +485,7 @@ pub enum Reply {
     Done,
     Meta(WireMeta),
     List(Vec<(Vec<u8>, WireMeta)>),
-    Target(Vec<u8>),
+    Target(#[serde(with = "serde_bytes")] Vec<u8>),
     Digest([u8; 32]),
 }
 

@@ -1479,6 +1479,29 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
         names == [OsString::from("a"), OsString::from("s")],
         "list saw {names:?}"
     );
+    // New directories in new directories, each written in at once.
+    let mut deep: Option<L::Dir> = None;
+    for level in 0..12 {
+        let name = format!("n{level}");
+        let parent = deep.as_ref().unwrap_or(&d);
+        ok(
+            "make_dir in a new one",
+            loc.make_dir(parent, os(name.as_bytes()), 0o755),
+        )?;
+        let made = ok("open_dir", loc.open_dir(parent, os(name.as_bytes())))?;
+        ok(
+            "put deep",
+            put(loc, &made, os(b"g"), 0o644, name.as_bytes()),
+        )?;
+        deep = Some(made);
+    }
+    // Not a directory: refused when opened or when first used.
+    ensure!(
+        loc.open_dir(&d, os(b"a"))
+            .and_then(|x| loc.list(&x))
+            .is_err(),
+        "a file was opened and listed as a directory"
+    );
     let failed_now = loc.rename(&d, os(b"missing"), os(b"m")).is_err();
     let failures = loc.settle();
     if failed_now {
@@ -1491,10 +1514,18 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
     }
     let a = lstat(&h.root.join("d/a"))?;
     ensure!(a.mode() & 0o7777 == 0o600, "mode {:o}", a.mode());
-    ensure!(
-        std::fs::read(h.root.join("d/a")).map_err(|e| e.to_string())? == b"alpha",
-        "the data is not what was written"
-    );
+    let mut written = vec![("d/a".to_string(), "alpha".to_string())];
+    let mut path = "d".to_string();
+    for level in 0..12 {
+        path = format!("{path}/n{level}");
+        written.push((format!("{path}/g"), format!("n{level}")));
+    }
+    for (path, data) in written {
+        ensure!(
+            std::fs::read(h.root.join(&path)).map_err(|e| e.to_string())? == data.as_bytes(),
+            "{path}: the data is not what was written"
+        );
+    }
     ensure!(loc.settle().is_empty(), "settle gave failures twice");
     Ok(Outcome::Passed)
 }

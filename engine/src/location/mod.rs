@@ -239,7 +239,9 @@ pub trait Location: Send + Sync + 'static {
     /// may be acknowledged before they are done and their failures reported
     /// by [`Location::settle`]: a remote location then keeps them flowing
     /// instead of paying a round trip each. Reads still see every change
-    /// made before them in the same directory. Off unless asked.
+    /// made before them in the same directory. `open_dir` may then answer
+    /// unchecked: a name that is not a directory fails the first operation
+    /// in it instead. Off unless asked.
     fn defer_changes(&self) {}
 
     /// Waits until every change is done; the deferred ones that failed.

@@ -4,6 +4,9 @@
 //! `--config` it reads the appliance's configuration document and runs as
 //! an agent (with its activation port and its link to a hub) or as the hub.
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
