@@ -38,6 +38,9 @@ pub struct Agent {
     pub destinations: OnceLock<Arc<dyn Destinations>>,
     /// Executions handed to agents (on the hub).
     pub board: dispatch::Board,
+    /// Signalled when an execution ends: the link to a hub reports it at
+    /// once instead of at its next poll.
+    pub ended: tokio::sync::Notify,
     pub(super) wake: Mutex<mpsc::Sender<()>>,
 }
 

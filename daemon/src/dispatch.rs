@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use serde::{Deserialize, Serialize};
 
 use ferry_engine::counters::CounterSnapshot;
@@ -88,10 +90,16 @@ impl Slot {
     }
 }
 
+/// How long an agent's ask for work may wait for one at most
+/// ([`Board::wait_for_jobs`]): within the agent's time for an answer.
+pub const JOBS_WAIT_MAX: Duration = Duration::from_secs(20);
+
 #[derive(Default)]
 pub struct Board {
     slots: Mutex<HashMap<String, Slot>>,
     changed: Condvar,
+    /// Wakes agents waiting for work.
+    posted: Notify,
 }
 
 impl Board {
@@ -105,6 +113,29 @@ impl Board {
                 picked_up: false,
             },
         );
+        self.posted.notify_waiters();
+    }
+
+    /// [`Board::jobs_for`] once `agent_id` has a job it has not picked up,
+    /// or after `wait` (at most [`JOBS_WAIT_MAX`]): the agent hears of a
+    /// new execution at once instead of at its next poll.
+    pub async fn wait_for_jobs(&self, agent_id: &str, wait: Duration) -> Vec<Job> {
+        let deadline = tokio::time::Instant::now() + wait.min(JOBS_WAIT_MAX);
+        loop {
+            let posted = self.posted.notified();
+            tokio::pin!(posted);
+            // Registered before looking: a post in between is not missed.
+            posted.as_mut().enable();
+            let news = self
+                .slots
+                .lock()
+                .unwrap()
+                .values()
+                .any(|s| s.job.agent_id == agent_id && !s.picked_up);
+            if news || tokio::time::timeout_at(deadline, posted).await.is_err() {
+                return self.jobs_for(agent_id);
+            }
+        }
     }
 
     /// The jobs of `agent_id`, running or to start; they count as picked up.
@@ -198,6 +229,35 @@ mod tests {
             result: ResultDetail::default(),
             counters: CounterSnapshot::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_agent_waiting_for_work_hears_of_its_job_when_posted() {
+        let board = std::sync::Arc::new(Board::default());
+        // Nothing for it: the wait runs out, with nothing.
+        let none = board
+            .wait_for_jobs("agent-a", Duration::from_millis(50))
+            .await;
+        assert!(none.is_empty());
+        let waiting = {
+            let board = board.clone();
+            tokio::spawn(async move { board.wait_for_jobs("agent-a", JOBS_WAIT_MAX).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Another agent's job does not end the wait; its own does.
+        board.post(job("exec-b", "agent-b", "loc-1"));
+        board.post(job("exec-a", "agent-a", "loc-1"));
+        let got = tokio::time::timeout(JOBS_WAIT_MAX / 2, waiting)
+            .await
+            .expect("woken by the post, not by the end of the wait")
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].execution_id, "exec-a");
+        // Picked up now: the next ask waits again.
+        let again = board
+            .wait_for_jobs("agent-a", Duration::from_millis(50))
+            .await;
+        assert_eq!(again.len(), 1, "a job still running is listed");
     }
 
     #[test]

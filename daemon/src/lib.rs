@@ -123,6 +123,7 @@ impl Agent {
             history: config.history,
             destinations: OnceLock::new(),
             board: Default::default(),
+            ended: tokio::sync::Notify::new(),
             wake: Mutex::new(wake),
         });
         agent.expire_history();

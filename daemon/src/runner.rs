@@ -527,6 +527,7 @@ fn finish(
     agent
         .events
         .finished(&exec.task_id, id, status, counters, result.total_duration);
+    agent.ended.notify_one();
     agent.events.console(&format!(
         "{id}: {} files listed, {} transferred ({} bytes), {} verified, {} failed; \
          prepare {} ms, transfer {} ms, verify {} ms, total {} ms",

@@ -597,9 +597,22 @@ async fn heartbeat(Extension(id): Extension<AgentId>) -> Response {
     Json(json!({"AgentId": id.0})).into_response()
 }
 
+/// `GET /agent/v1/tasks?wait=SECONDS`: an agent with nothing to run asks
+/// the hub to answer once there is something, or after `wait` seconds (at
+/// most [`ferry_daemon::dispatch::JOBS_WAIT_MAX`]).
+#[derive(Deserialize)]
+struct TasksAsk {
+    wait: Option<u64>,
+}
+
 /// Executions the hub gives this agent to run (see [`ferry_daemon::dispatch`]).
-async fn agent_tasks(State(hub): State<Arc<Hub>>, Extension(id): Extension<AgentId>) -> Response {
-    let jobs = hub.agent.board.jobs_for(&id.0);
+async fn agent_tasks(
+    State(hub): State<Arc<Hub>>,
+    Extension(id): Extension<AgentId>,
+    Query(ask): Query<TasksAsk>,
+) -> Response {
+    let wait = Duration::from_secs(ask.wait.unwrap_or(0));
+    let jobs = hub.agent.board.wait_for_jobs(&id.0, wait).await;
     Json(JobList {
         agent_id: id.0,
         executions: jobs,

@@ -204,6 +204,13 @@ pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The directory `path` is in (`` for a name in the root).
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&[][..], |i| &path[..i])
+}
+
 /// Whether `path` is `top` or below it (everything is below the root, ``).
 fn within(path: &[u8], top: &[u8]) -> bool {
     top.is_empty() || path.starts_with(top) && (path.len() == top.len() || path[top.len()] == b'/')
@@ -306,6 +313,20 @@ impl Lanes {
         self.cast_in(lane, path.clone(), op, path, Kind::Dir, "create directory");
     }
 
+    /// Waits until the directories being made in `dir` from other lanes
+    /// are made: making one changes `dir`'s times, which are set after.
+    pub fn wait_subdirs_made(&self, dir: &[u8]) {
+        let lane = self.lane(dir);
+        let mut p = self.shared.pending.lock().unwrap();
+        while p
+            .creating
+            .iter()
+            .any(|c| parent_of(c) == dir && self.lane(c) != lane)
+        {
+            p = self.shared.settled.wait(p).unwrap();
+        }
+    }
+
     /// The SHA-256 the hub read back when it wrote the file at `path` in
     /// this execution, or answered when asked ahead (once every change is
     /// done, waiting for it if asked ahead), if kept; given once.
@@ -379,6 +400,10 @@ impl Lanes {
                 total = self.shared.total_room.wait(total).unwrap();
             }
             *total += size;
+            // Woken one at a time: the next waiter, while there is room.
+            if *total < TOTAL_BYTES {
+                self.shared.total_room.notify_one();
+            }
         }
         let mut q = lane.queue.lock().unwrap();
         // Always room for one operation, however large, in an empty lane.
@@ -389,7 +414,11 @@ impl Lanes {
         }
         q.bytes += size;
         q.ops.push_back(Queued { op, size, done });
+        let room = q.bytes < LANE_BYTES && q.ops.len() + q.sent < LANE_OPS;
         drop(q);
+        if room {
+            lane.room.notify_one();
+        }
         lane.work.notify_one();
     }
 }
@@ -454,8 +483,10 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
                 None => again.push(Queued { op, size, done }),
             }
         }
+        // Waiters are woken once per batch, not per operation.
+        shared.settled.notify_all();
         *shared.total.lock().unwrap() -= freed;
-        shared.total_room.notify_all();
+        shared.total_room.notify_one();
         let mut q = lane.queue.lock().unwrap();
         q.bytes -= freed;
         q.sent = 0;
@@ -463,7 +494,7 @@ async fn send_loop(shared: Arc<Shared>, client: HubClient, index: usize) {
             q.ops.push_front(t);
         }
         drop(q);
-        lane.room.notify_all();
+        lane.room.notify_one();
     }
 }
 
@@ -482,6 +513,8 @@ fn take_batch(q: &mut Queue) -> Vec<Queued> {
     taken
 }
 
+/// Gives `answer` to whoever waits for it or keeps it; the caller then
+/// wakes the waiters of `settled`.
 fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
     match done {
         Done::Prefetch { path } => {
@@ -490,8 +523,6 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             if let Ok(Reply::Digest(d)) = answer {
                 p.digests.insert(path, d);
             }
-            drop(p);
-            shared.settled.notify_all();
         }
         Done::Wait(tx) => {
             let _ = tx.send(answer);
@@ -544,8 +575,6 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
                     p.by_dir.remove(&dir);
                 }
             }
-            drop(p);
-            shared.settled.notify_all();
         }
     }
 }
@@ -573,6 +602,12 @@ fn take_within(digests: &mut BTreeMap<Vec<u8>, [u8; 32]>, top: &[u8]) -> Vec<(Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_of_a_path() {
+        assert_eq!(parent_of(b"a/b/c"), b"a/b");
+        assert_eq!(parent_of(b"a"), b"");
+    }
 
     #[test]
     fn within_is_the_path_or_below_it() {

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::remote::RemoteLocation;
-use ferry_daemon::dispatch::{Job, JobList, Report, ReportAnswer};
+use ferry_daemon::dispatch::{Job, JobList, Report, ReportAnswer, JOBS_WAIT_MAX};
 use ferry_daemon::Agent;
 use ferry_daemon::{api, runner};
 use ferry_model::api::{self as records, ActivationStarted, ActivationStatus, LocationSpec, Task};
@@ -541,7 +541,15 @@ impl Link {
             *client = Some(self.client(1)?);
         }
         let c = client.as_ref().expect("just made");
-        let v = c.json(Method::GET, "/agent/v1/tasks", None).await?;
+        // With nothing to run here, the hub answers when it has something
+        // (or after a while): a new execution starts at once.
+        let idle = self.jobs.lock().unwrap().is_empty();
+        let path = if idle {
+            format!("/agent/v1/tasks?wait={}", JOBS_WAIT_MAX.as_secs())
+        } else {
+            "/agent/v1/tasks".to_string()
+        };
+        let v = c.json(Method::GET, &path, None).await?;
         for job in answer_as::<JobList>(v, "Executions")?.executions {
             let known = self.jobs.lock().unwrap().contains_key(&job.execution_id)
                 || self.done.lock().unwrap().contains(&job.execution_id);
@@ -639,16 +647,20 @@ impl Link {
     }
 
     /// Picks up the certificate while pending; then asks the hub for work
-    /// every `poll_seconds` (which is also how the hub knows it is ONLINE).
+    /// (which is also how the hub knows it is ONLINE): when idle, an ask
+    /// the hub holds until it has work; while executions run here, every
+    /// `poll_seconds` with their progress, and at once when one ends.
     pub async fn run(self: Arc<Link>, agent: Arc<Agent>) {
         let mut client = None;
         let mut last_error = String::new();
         loop {
+            let asked = tokio::time::Instant::now();
             let result = if self.is_activated() {
                 self.sync_jobs(&mut client, &agent).await
             } else {
                 self.pick_up().await.map(|_| ())
             };
+            let ok = result.is_ok();
             match result {
                 Err(e) if e.to_string() != last_error => {
                     last_error = e.to_string();
@@ -657,8 +669,19 @@ impl Link {
                 Err(_) => {}
                 Ok(()) => last_error.clear(),
             }
+            // Asked again at once after a held ask; otherwise not before
+            // `poll_seconds` (nor in a loop against a hub that holds none).
+            let held = ok && asked.elapsed() >= self.poll;
+            let idle = self.jobs.lock().unwrap().is_empty();
+            if held && idle {
+                continue;
+            }
             let mut activated = self.activated.subscribe();
-            let _ = tokio::time::timeout(self.poll, activated.changed()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = activated.changed() => {}
+                _ = agent.ended.notified() => {}
+            }
         }
     }
 

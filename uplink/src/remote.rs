@@ -350,6 +350,7 @@ impl Location for RemoteLocation {
     }
 
     fn update_dir(&self, dir: &Vec<u8>, update: &MetaUpdate) -> io::Result<()> {
+        self.inner.lanes.wait_subdirs_made(dir);
         let op = Op::UpdateDir {
             dir: dir.clone(),
             update: WireUpdate::from(update),

@@ -1480,21 +1480,42 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
         "list saw {names:?}"
     );
     // New directories in new directories, each written in at once.
-    let mut deep: Option<L::Dir> = None;
+    let mut made: Vec<L::Dir> = Vec::new();
     for level in 0..12 {
         let name = format!("n{level}");
-        let parent = deep.as_ref().unwrap_or(&d);
+        let parent = made.last().unwrap_or(&d);
         ok(
             "make_dir in a new one",
             loc.make_dir(parent, os(name.as_bytes()), 0o755),
         )?;
-        let made = ok("open_dir", loc.open_dir(parent, os(name.as_bytes())))?;
-        ok(
-            "put deep",
-            put(loc, &made, os(b"g"), 0o644, name.as_bytes()),
-        )?;
-        deep = Some(made);
+        let dir = ok("open_dir", loc.open_dir(parent, os(name.as_bytes())))?;
+        ok("put deep", put(loc, &dir, os(b"g"), 0o644, name.as_bytes()))?;
+        made.push(dir);
     }
+    // Times set once a directory is written, the deepest first (as the
+    // engine does): kept, whatever is still on its way.
+    let when = Timestamp {
+        sec: 1_000_000_000,
+        nsec: 0,
+    };
+    let times = MetaUpdate {
+        mtime: Some(when),
+        ..MetaUpdate::default()
+    };
+    for dir in made.iter().rev().chain([&d]) {
+        ok("update_dir", loc.update_dir(dir, &times))?;
+    }
+    // The same in a directory of many new ones with data on its way.
+    ok("make_dir", loc.make_dir(&root, os(b"w"), 0o755))?;
+    let w = ok("open_dir", loc.open_dir(&root, os(b"w")))?;
+    let data = vec![7u8; 256 << 10];
+    for i in 0..32 {
+        let name = format!("s{i}");
+        ok("make_dir", loc.make_dir(&w, os(name.as_bytes()), 0o755))?;
+        let sub = ok("open_dir", loc.open_dir(&w, os(name.as_bytes())))?;
+        ok("put", put(loc, &sub, os(b"f"), 0o644, &data))?;
+    }
+    ok("update_dir", loc.update_dir(&w, &times))?;
     // Not a directory: refused when opened or when first used.
     ensure!(
         loc.open_dir(&d, os(b"a"))
@@ -1514,9 +1535,21 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
     }
     let a = lstat(&h.root.join("d/a"))?;
     ensure!(a.mode() & 0o7777 == 0o600, "mode {:o}", a.mode());
+    let w = lstat(&h.root.join("w"))?;
+    ensure!(
+        w.mtime() == when.sec,
+        "w: modified at {} after settle, not at the time set",
+        w.mtime()
+    );
     let mut written = vec![("d/a".to_string(), "alpha".to_string())];
     let mut path = "d".to_string();
     for level in 0..12 {
+        let m = lstat(&h.root.join(&path))?;
+        ensure!(
+            m.mtime() == when.sec,
+            "{path}: modified at {} after settle, not at the time set",
+            m.mtime()
+        );
         path = format!("{path}/n{level}");
         written.push((format!("{path}/g"), format!("n{level}")));
     }
