@@ -659,6 +659,23 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
     assert_eq!(e["Result"]["ErrorCode"], "Cancelled", "{e}");
     let (_, execs) = agent.d.api("GET", "/v1/executions", None);
     assert_eq!(execs["Executions"][0]["Status"], "ERROR", "{execs}");
+
+    // ONLY_FILES_TRANSFERRED checks what was written, deep down too.
+    let deep = src.join("deep/er/still");
+    std::fs::create_dir_all(&deep).unwrap();
+    for i in 0..40 {
+        std::fs::write(deep.join(format!("f{i}")), common::bytes(i, 3000)).unwrap();
+    }
+    let e = wait(&run(
+        json!({"OverrideOptions": {"VerifyMode": "ONLY_FILES_TRANSFERRED"}}),
+    ));
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    // The 40 files, their 3 directories, new.bin and the root.
+    assert!(
+        e["Counters"]["FilesVerified"].as_u64().unwrap() >= 44,
+        "{e}"
+    );
+    assert!(common::compare_trees(&src, &dst).is_empty());
 }
 
 /// An activated agent sends file-system operations of its own making to a

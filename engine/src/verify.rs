@@ -7,6 +7,7 @@
 //! the source after the execution started is reported as such (the next run
 //! copies it), not as a failure of the copy.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek};
@@ -71,7 +72,26 @@ enum Job<S: Location, D: Location> {
         rel: Vec<u8>,
         src_meta: Meta,
     },
+    /// ONLY_FILES_TRANSFERRED: the rest of the transfer log, read a part
+    /// at a time (memory stays bounded whatever its length).
+    Log {
+        log: BufReader<File>,
+        src: Arc<S::Dir>,
+        dst: Arc<D::Dir>,
+    },
+    /// Entries of one directory (`/a/b`, `` for the root) this execution
+    /// wrote.
+    Written {
+        src: Arc<S::Dir>,
+        dst: Arc<D::Dir>,
+        parent: Vec<u8>,
+        names: Vec<OsString>,
+    },
 }
+
+/// Paths of the transfer log read at once, then checked a directory at a
+/// time.
+const LOG_PART: usize = 4096;
 
 struct Verify<'a, S: Location, D: Location> {
     ctx: &'a Ctx<S, D>,
@@ -114,7 +134,14 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
                 }
             };
             drop(log);
-            v.transferred_only(file, src, dst);
+            v.sched.push(
+                Slot::Scan,
+                Job::Log {
+                    log: BufReader::new(file),
+                    src,
+                    dst,
+                },
+            );
         }
         None => {
             if v.compare(b"/", &src_meta, Some(&dst_meta), None) {
@@ -177,6 +204,13 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                 rel,
                 src_meta,
             } => self.hash(&src_dir, &dst_dir, &name, &rel, &src_meta),
+            Job::Log { log, src, dst } => self.log_part(log, src, dst),
+            Job::Written {
+                src,
+                dst,
+                parent,
+                names,
+            } => self.written(src, dst, &parent, names),
         }
     }
 
@@ -373,14 +407,21 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         }
     }
 
-    /// ONLY_FILES_TRANSFERRED: checks each path in the transfer log.
-    fn transferred_only(&self, log: File, src_root: Arc<S::Dir>, dst_root: Arc<D::Dir>) {
-        let ctx = self.ctx;
-        for item in BufReader::new(log).split(0) {
-            let path = match item {
-                Ok(p) => p,
+    /// ONLY_FILES_TRANSFERRED: reads up to [`LOG_PART`] paths of the
+    /// transfer log and queues them by directory, then the rest of the log.
+    fn log_part(&self, mut log: BufReader<File>, src: Arc<S::Dir>, dst: Arc<D::Dir>) {
+        let mut by_dir: BTreeMap<Vec<u8>, Vec<OsString>> = BTreeMap::new();
+        let mut more = true;
+        for _ in 0..LOG_PART {
+            let mut path = Vec::new();
+            match log.read_until(0, &mut path) {
+                Ok(0) => {
+                    more = false;
+                    break;
+                }
+                Ok(_) => {}
                 Err(e) => {
-                    return ctx.fail(
+                    return self.ctx.fail(
                         Phase::Verifying,
                         b"/",
                         Kind::Dir,
@@ -388,22 +429,58 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                         &e,
                     )
                 }
-            };
-            let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
-                Some(i) => (&path[..i], OsStr::from_bytes(&path[i + 1..])),
-                None => continue,
-            };
-            let dirs = if parent.is_empty() {
-                Ok((src_root.clone(), dst_root.clone()))
-            } else {
-                let rel = OsStr::from_bytes(&parent[1..]);
-                ctx.src
-                    .open_dir(&src_root, rel)
-                    .and_then(|s| Ok((Arc::new(s), Arc::new(ctx.dst.open_dir(&dst_root, rel)?))))
-            };
-            let (s_dir, d_dir) = match dirs {
-                Ok(d) => d,
-                Err(e) => {
+            }
+            if path.last() == Some(&0) {
+                path.pop();
+            }
+            if let Some(i) = path.iter().rposition(|&b| b == b'/') {
+                let name = OsStr::from_bytes(&path[i + 1..]).to_os_string();
+                path.truncate(i);
+                by_dir.entry(path).or_default().push(name);
+            }
+        }
+        for (parent, names) in by_dir {
+            let (src, dst) = (src.clone(), dst.clone());
+            self.sched.push(
+                Slot::Global,
+                Job::Written {
+                    src,
+                    dst,
+                    parent,
+                    names,
+                },
+            );
+        }
+        if more {
+            self.sched.push(Slot::Scan, Job::Log { log, src, dst });
+        }
+    }
+
+    /// Checks entries of one directory this execution wrote: their
+    /// attributes asked for together, then their content.
+    fn written(
+        &self,
+        src_root: Arc<S::Dir>,
+        dst_root: Arc<D::Dir>,
+        parent: &[u8],
+        mut names: Vec<OsString>,
+    ) {
+        let ctx = self.ctx;
+        let dirs = if parent.is_empty() {
+            Ok((src_root, dst_root))
+        } else {
+            open_below(&ctx.src, &src_root, parent).and_then(|s| {
+                Ok((
+                    Arc::new(s),
+                    Arc::new(open_below(&ctx.dst, &dst_root, parent)?),
+                ))
+            })
+        };
+        let (s_dir, d_dir) = match dirs {
+            Ok(d) => d,
+            Err(e) => {
+                for name in &names {
+                    let path = child_path(parent, name);
                     ctx.fail(
                         Phase::Verifying,
                         &path,
@@ -411,25 +488,30 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                         "open parent directory",
                         &e,
                     );
-                    continue;
                 }
-            };
-            if name.is_empty() {
-                // The root directory itself.
-                match (ctx.src.stat_dir(&s_dir), ctx.dst.stat_dir(&d_dir)) {
-                    (Ok(s), Ok(d)) => {
-                        if self.compare(b"/", &s, Some(&d), None) {
-                            self.verified(b"/", Kind::Dir);
-                        }
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        ctx.fail(Phase::Verifying, b"/", Kind::Dir, "stat", &e)
-                    }
-                }
-                continue;
+                return;
             }
-            let metas = ctx.src.stat(&s_dir, name);
-            let src_meta = match metas {
+        };
+        // `/` itself is logged as the empty name in the empty parent.
+        if let Some(i) = names.iter().position(|n| n.is_empty()) {
+            names.swap_remove(i);
+            match (ctx.src.stat_dir(&s_dir), ctx.dst.stat_dir(&d_dir)) {
+                (Ok(s), Ok(d)) => {
+                    if self.compare(b"/", &s, Some(&d), None) {
+                        self.verified(b"/", Kind::Dir);
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    ctx.fail(Phase::Verifying, b"/", Kind::Dir, "stat", &e)
+                }
+            }
+        }
+        let refs: Vec<&OsStr> = names.iter().map(OsString::as_os_str).collect();
+        let src_metas = ctx.src.stat_many(&s_dir, &refs);
+        let dst_metas = ctx.dst.stat_many(&d_dir, &refs);
+        for ((name, src_meta), dst_meta) in names.into_iter().zip(src_metas).zip(dst_metas) {
+            let path = child_path(parent, &name);
+            let src_meta = match src_meta {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.changed_at_source(&path, Kind::File, "removed at source during the run");
@@ -440,18 +522,17 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     continue;
                 }
             };
-            let dst_meta = ctx.dst.stat(&d_dir, name).ok();
-            let links = (src_meta.kind == Kind::Symlink).then_some((&*s_dir, &*d_dir, name));
-            if !self.compare(&path, &src_meta, dst_meta.as_ref(), links) {
+            let links = (src_meta.kind == Kind::Symlink).then_some((&*s_dir, &*d_dir, &*name));
+            if !self.compare(&path, &src_meta, dst_meta.ok().as_ref(), links) {
                 continue;
             }
             if src_meta.kind == Kind::File {
                 self.sched.push(
                     Slot::Global,
                     Job::Hash {
-                        src_dir: s_dir,
-                        dst_dir: d_dir,
-                        name: name.to_os_string(),
+                        src_dir: s_dir.clone(),
+                        dst_dir: d_dir.clone(),
+                        name,
                         rel: path,
                         src_meta,
                     },
@@ -540,6 +621,23 @@ fn meta_difference<S: Location, D: Location>(
         return Some("modification time".into());
     }
     None
+}
+
+/// The directory `rel` (`/a/b`) below `root`, opened one name at a time
+/// (a location's operations take one name).
+fn open_below<L: Location>(loc: &L, root: &L::Dir, rel: &[u8]) -> io::Result<L::Dir> {
+    let mut names = rel
+        .split(|&b| b == b'/')
+        .filter(|n| !n.is_empty())
+        .map(OsStr::from_bytes);
+    let first = names
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty path"))?;
+    let mut dir = loc.open_dir(root, first)?;
+    for name in names {
+        dir = loc.open_dir(&dir, name)?;
+    }
+    Ok(dir)
 }
 
 fn digest<R: Reader>(reader: &R) -> io::Result<[u8; 32]> {

@@ -252,11 +252,30 @@ impl Lanes {
 
     /// Sends `op` in its directory's lane and waits for its answer.
     pub fn call(&self, op: Op) -> io::Result<Reply> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let lane = self.lane(dir_of(&op));
-        self.push(lane, op, Done::Wait(tx));
-        rx.recv()
-            .unwrap_or_else(|_| Err(io::Error::other("the hub link was closed")))
+        self.call_many(vec![op])
+            .pop()
+            .expect("one answer per operation")
+    }
+
+    /// Sends each of `ops` in its directory's lane, all before waiting, and
+    /// waits for their answers (in their order).
+    pub fn call_many(&self, ops: Vec<Op>) -> Vec<io::Result<Reply>> {
+        let answers: Vec<_> = ops
+            .into_iter()
+            .map(|op| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                let lane = self.lane(dir_of(&op));
+                self.push(lane, op, Done::Wait(tx));
+                rx
+            })
+            .collect();
+        answers
+            .into_iter()
+            .map(|rx| {
+                rx.recv()
+                    .unwrap_or_else(|_| Err(io::Error::other("the hub link was closed")))
+            })
+            .collect()
     }
 
     /// Queues `op`, a change to the entry `path`, in its directory's lane;

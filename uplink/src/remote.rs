@@ -210,6 +210,25 @@ impl Location for RemoteLocation {
         }
     }
 
+    fn stat_many(&self, dir: &Vec<u8>, names: &[&OsStr]) -> Vec<io::Result<Meta>> {
+        let ops = names
+            .iter()
+            .map(|name| Op::Stat {
+                dir: dir.clone(),
+                name: name.as_bytes().to_vec(),
+            })
+            .collect();
+        self.inner
+            .lanes
+            .call_many(ops)
+            .into_iter()
+            .map(|answer| match answer? {
+                Reply::Meta(m) => Ok(m.into()),
+                r => Err(unexpected(r)),
+            })
+            .collect()
+    }
+
     fn open_file(&self, _dir: &Vec<u8>, _name: &OsStr) -> io::Result<RemoteReader> {
         // Data flows agent → hub; the hub hashes its files itself (digest).
         Err(io::Error::new(

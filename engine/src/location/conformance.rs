@@ -1523,6 +1523,17 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
             .is_err(),
         "a file was opened and listed as a directory"
     );
+    // Several names at once: each as `stat` gives it, in their order.
+    let metas = loc.stat_many(&d, &[os(b"s"), os(b"missing"), os(b"a")]);
+    ensure!(
+        matches!(
+            &metas[..],
+            [Ok(s), Err(e), Ok(a)] if s.kind == Kind::Symlink
+                && e.kind() == io::ErrorKind::NotFound
+                && a.kind == Kind::File && a.size == 5
+        ),
+        "stat_many gave {metas:?}"
+    );
     let failed_now = loc.rename(&d, os(b"missing"), os(b"m")).is_err();
     let failures = loc.settle();
     if failed_now {

@@ -192,6 +192,11 @@ pub trait Location: Send + Sync + 'static {
     fn list(&self, dir: &Self::Dir) -> io::Result<Vec<Entry>>;
     fn stat_dir(&self, dir: &Self::Dir) -> io::Result<Meta>;
     fn stat(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Meta>;
+    /// [`Location::stat`] of several names of `dir`, in their order (a
+    /// remote location asks for them all at once).
+    fn stat_many(&self, dir: &Self::Dir, names: &[&OsStr]) -> Vec<io::Result<Meta>> {
+        names.iter().map(|name| self.stat(dir, name)).collect()
+    }
     /// Opens a regular file for its data; anything else (a symlink, a FIFO,
     /// a device) is refused without blocking and without reading it.
     fn open_file(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Reader>;
