@@ -154,6 +154,85 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
 /// (chunks still in flight when the agent dropped the failed file used to
 /// drop, as the last holders of the location, the runtime they ran on), and
 /// the next execution completes the copy.
+/// The highest resident memory of a process so far, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib >> 10
+}
+
+/// A slow way to the hub slows the agent instead of filling its memory:
+/// with a source many times larger than what may be in flight, both
+/// processes stay within a bound while the link is the limit.
+#[test]
+fn a_slow_hub_bounds_the_memory_of_both_sides() {
+    // What may be in flight (24 MiB of operations, their batches' bodies
+    // while sent) and the processes' own, with room; the source is 500 MiB.
+    const LIMIT_MIB: u64 = 160;
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&tmp.path().join("agent"));
+    activate(&hub, &agent, proxy.addr);
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, 160 << 20);
+    for d in 0..40 {
+        let dir = src.join(format!("small{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            common::write(&dir.join(format!("f{f}")), &common::bytes(f, 40 << 10));
+        }
+    }
+    let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, false, 64);
+    proxy.set(Faults {
+        delay: Duration::from_millis(10),
+        bytes_per_second: Some(4 << 20),
+        ..Faults::default()
+    });
+    let exec = start_task(&hub, &task, json!({}));
+    let transferred = || {
+        let (_, e) = hub.d.api("GET", &format!("/v1/executions/{exec}"), None);
+        e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0)
+    };
+    wait_for("the transfer to start", Duration::from_secs(60), || {
+        transferred() > 0
+    });
+    // Long enough for the agent to have read far more than the bound.
+    std::thread::sleep(Duration::from_secs(12));
+    let (agent_peak, hub_peak) = (
+        peak_rss_mib(agent.d.child.id()),
+        peak_rss_mib(hub.d.child.id()),
+    );
+    let sent = transferred();
+    let (status, _) = hub.d.api(
+        "POST",
+        &format!("/v1/executions/{exec}/cancel"),
+        Some(json!({})),
+    );
+    assert!(status < 300);
+    eprintln!(
+        "peak RSS: agent {agent_peak} MiB, hub {hub_peak} MiB; {} MiB sent",
+        sent >> 20
+    );
+    assert!(
+        sent < 200 << 20,
+        "the link was not the limit: {sent} bytes sent"
+    );
+    assert!(
+        agent_peak < LIMIT_MIB,
+        "the agent peaked at {agent_peak} MiB"
+    );
+    assert!(hub_peak < LIMIT_MIB, "the hub peaked at {hub_peak} MiB");
+    let e = wait_execution(&hub.d, &exec, Duration::from_secs(120));
+    assert_eq!(e["Result"]["ErrorCode"], "Cancelled", "{e}");
+}
+
 #[test]
 fn a_hub_killed_during_a_transfer_leaves_the_agent_sound() {
     let tmp = tempfile::tempdir().unwrap();

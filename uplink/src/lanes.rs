@@ -283,12 +283,14 @@ impl Lanes {
     pub fn cast(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str) {
         let dir = dir_of(&op).to_vec();
         let lane = self.lane(&dir);
-        self.cast_in(lane, dir, op, path, kind, what);
+        self.cast_in(lane, dir, op, path, kind, what, 0);
     }
 
     /// [`Lanes::cast`] in lane `lane`, counted as in flight in `dir` (the
     /// chunks of a large file go in many lanes, counted under the file's
-    /// own path, so that its end waits for them).
+    /// own path, so that its end waits for them); `reserved`: the bytes of
+    /// the budget taken for it already ([`Lanes::reserve`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn cast_in(
         &self,
         lane: usize,
@@ -297,10 +299,11 @@ impl Lanes {
         path: Vec<u8>,
         kind: Kind,
         what: &'static str,
+        reserved: usize,
     ) {
         let track = track_of(&op);
         self.shared.in_flight(&dir);
-        self.push(
+        self.push_reserved(
             lane,
             op,
             Done::Later {
@@ -310,7 +313,29 @@ impl Lanes {
                 what,
                 track,
             },
+            reserved,
         );
+    }
+
+    /// Takes `size` bytes of the link's budget, waiting for room. A writer
+    /// takes it before copying the data of an operation: workers waiting
+    /// for room then hold no copies, and memory stays within the budget.
+    pub fn reserve(&self, size: usize) {
+        let mut total = self.shared.total.lock().unwrap();
+        while *total > 0 && *total + size > TOTAL_BYTES {
+            total = self.shared.total_room.wait(total).unwrap();
+        }
+        *total += size;
+        // Woken one at a time: the next waiter, while there is room.
+        if *total < TOTAL_BYTES {
+            self.shared.total_room.notify_one();
+        }
+    }
+
+    /// Gives back budget taken and not used.
+    pub fn release(&self, size: usize) {
+        *self.shared.total.lock().unwrap() -= size;
+        self.shared.total_room.notify_one();
     }
 
     /// Queues `op`, the creation of the directory `path`, in the lane of
@@ -329,7 +354,15 @@ impl Lanes {
             }
             p.creating.insert(path.clone());
         }
-        self.cast_in(lane, path.clone(), op, path, Kind::Dir, "create directory");
+        self.cast_in(
+            lane,
+            path.clone(),
+            op,
+            path,
+            Kind::Dir,
+            "create directory",
+            0,
+        );
     }
 
     /// Waits until the directories being made in `dir` from other lanes
@@ -408,21 +441,21 @@ impl Lanes {
     }
 
     fn push(&self, lane: usize, op: Op, done: Done) {
+        self.push_reserved(lane, op, done, 0)
+    }
+
+    /// Queues `op`, with `reserved` bytes of the budget taken for it.
+    fn push_reserved(&self, lane: usize, op: Op, done: Done, reserved: usize) {
         let lane = &self.shared.lanes[lane];
         // Names and paths count as data does: a deep tree's fill memory too.
         let size = op.encoded_bound();
-        {
-            // The whole link's budget first (freed by any lane's answers),
-            // then the lane's own.
+        // The whole link's budget first (freed by any lane's answers), then
+        // the lane's own. What was taken ahead is set right, not waited for.
+        if reserved == 0 {
+            self.reserve(size);
+        } else {
             let mut total = self.shared.total.lock().unwrap();
-            while *total > 0 && *total + size > TOTAL_BYTES {
-                total = self.shared.total_room.wait(total).unwrap();
-            }
-            *total += size;
-            // Woken one at a time: the next waiter, while there is room.
-            if *total < TOTAL_BYTES {
-                self.shared.total_room.notify_one();
-            }
+            *total = (*total + size).saturating_sub(reserved);
         }
         let mut q = lane.queue.lock().unwrap();
         // Always room for one operation, however large, in an empty lane.

@@ -79,12 +79,12 @@ impl Inner {
 
     /// The data as sent: compressed when that helps; at most [`MAX_CHUNK`]
     /// bytes, whose length the hub is told (`raw_len`).
-    fn encode(&self, data: &[u8]) -> (bool, Vec<u8>) {
+    fn encode(&self, data: Vec<u8>) -> (bool, Vec<u8>) {
         debug_assert!(data.len() <= MAX_CHUNK);
         if !self.compress {
-            return (false, data.to_vec());
+            return (false, data);
         }
-        let packed = zstd::bulk::compress(data, 3)
+        let packed = zstd::bulk::compress(&data, 3)
             .ok()
             .filter(|p| p.len() < data.len());
         let stats = &self.client.stats;
@@ -99,7 +99,7 @@ impl Inner {
                 stats
                     .bytes_compressed
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                (false, data.to_vec())
+                (false, data)
             }
         }
     }
@@ -438,6 +438,8 @@ struct WriteState {
     created: bool,
     /// The first write, held back in case it is the whole file.
     first: Option<Vec<u8>>,
+    /// The budget taken for `first` ([`Lanes::reserve`]).
+    reserved: usize,
     len: Option<u64>,
     update: MetaUpdate,
 }
@@ -459,9 +461,24 @@ impl RemoteWriter {
     /// Sends a chunk in a lane of its own choosing (chunks of one file
     /// need no order among them), counted under the file's path so that
     /// its end waits for it; waits for it when not deferring.
-    fn send_chunk(&self, data: &[u8], offset: u64) -> io::Result<()> {
+    /// `data` is copied only once there is room for it in flight (a
+    /// `reserved` part of the budget is taken already).
+    fn send_chunk(&self, data: &[u8], offset: u64, reserved: usize) -> io::Result<()> {
+        let lanes = &self.inner.lanes;
+        let deferring = self.inner.deferring.load(Ordering::Relaxed);
+        let reserved = match (deferring, reserved) {
+            (true, 0) => {
+                lanes.reserve(data.len());
+                data.len()
+            }
+            (true, r) => r,
+            (false, r) => {
+                lanes.release(r);
+                0
+            }
+        };
         let raw_len = data.len() as u64;
-        let (zstd, data) = self.inner.encode(data);
+        let (zstd, data) = self.inner.encode(data.to_vec());
         let op = Op::Write {
             dir: self.dir.clone(),
             name: self.name.clone(),
@@ -470,13 +487,12 @@ impl RemoteWriter {
             raw_len,
             data,
         };
-        if !self.inner.deferring.load(Ordering::Relaxed) {
+        if !deferring {
             return self.inner.done(op);
         }
         let path = self.path();
-        let lanes = &self.inner.lanes;
         let lane = lanes.lane(&[path.as_slice(), &offset.to_le_bytes()].concat());
-        lanes.cast_in(lane, path.clone(), op, path, Kind::File, "write");
+        lanes.cast_in(lane, path.clone(), op, path, Kind::File, "write", reserved);
         Ok(())
     }
 
@@ -492,9 +508,20 @@ impl RemoteWriter {
         })?;
         state.created = true;
         if let Some(first) = state.first.take() {
-            self.send_chunk(&first, 0)?;
+            let reserved = std::mem::take(&mut state.reserved);
+            self.send_chunk(&first, 0, reserved)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for RemoteWriter {
+    fn drop(&mut self) {
+        // Abandoned before its data was sent.
+        let reserved = std::mem::take(&mut self.state.get_mut().unwrap().reserved);
+        if reserved > 0 {
+            self.inner.lanes.release(reserved);
+        }
     }
 }
 
@@ -505,12 +532,17 @@ impl Writer for RemoteWriter {
         let buf = &buf[..buf.len().min(MAX_CHUNK)];
         let mut state = self.state.lock().unwrap();
         if !state.created && state.first.is_none() && offset == 0 && buf.len() <= SMALL {
+            // Room first, then the copy (see `send_chunk`).
+            if self.inner.deferring.load(Ordering::Relaxed) {
+                self.inner.lanes.reserve(buf.len());
+                state.reserved = buf.len();
+            }
             state.first = Some(buf.to_vec());
             return Ok(buf.len());
         }
         self.ensure_created(&mut state)?;
         drop(state);
-        self.send_chunk(buf, offset)?;
+        self.send_chunk(buf, offset, 0)?;
         Ok(buf.len())
     }
 
@@ -535,8 +567,9 @@ impl Writer for RemoteWriter {
         let path = self.path();
         if !state.created {
             let data = state.first.take().unwrap_or_default();
+            let reserved = std::mem::take(&mut state.reserved);
             let raw_len = data.len() as u64;
-            let (zstd, data) = self.inner.encode(&data);
+            let (zstd, data) = self.inner.encode(data);
             let op = Op::Put {
                 dir: self.dir.clone(),
                 name: self.name.clone(),
@@ -547,7 +580,21 @@ impl Writer for RemoteWriter {
                 len: state.len,
                 update: WireUpdate::from(&state.update),
             };
-            return self.inner.change(op, path, Kind::File, "write");
+            if reserved == 0 {
+                return self.inner.change(op, path, Kind::File, "write");
+            }
+            let lanes = &self.inner.lanes;
+            let lane = lanes.lane(&self.dir);
+            lanes.cast_in(
+                lane,
+                self.dir.clone(),
+                op,
+                path,
+                Kind::File,
+                "write",
+                reserved,
+            );
+            return Ok(());
         }
         // Its chunks first, from whichever lanes they went in.
         self.inner.lanes.wait_within(&path);
