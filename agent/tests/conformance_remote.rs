@@ -92,7 +92,7 @@ async fn fs_batch(
     }
     let answer = tokio::task::spawn_blocking(move || {
         let answers = match LocalLocation::open(&hub.root) {
-            Ok(loc) => execute_batch(&loc, batch.ops, &hub.policy, BATCH_BUDGET),
+            Ok(loc) => execute_batch(&loc, batch.ops, &hub.policy, BATCH_BUDGET, false),
             Err(e) => batch
                 .ops
                 .iter()

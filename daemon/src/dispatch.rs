@@ -116,6 +116,26 @@ impl Board {
         self.posted.notify_waiters();
     }
 
+    /// A job its agent was running when the hub stopped (killed, or its
+    /// machine lost): posted as picked up, so that the agent's reports and
+    /// operations are taken at once when they come again.
+    pub fn post_resumed(&self, job: Job) {
+        let id = job.execution_id.clone();
+        self.slots.lock().unwrap().insert(
+            id,
+            Slot {
+                job,
+                report: None,
+                picked_up: true,
+            },
+        );
+    }
+
+    /// Whether the execution is on the board.
+    pub fn has(&self, execution_id: &str) -> bool {
+        self.slots.lock().unwrap().contains_key(execution_id)
+    }
+
     /// [`Board::jobs_for`] once `agent_id` has a job it has not picked up,
     /// or after `wait` (at most [`JOBS_WAIT_MAX`]): the agent hears of a
     /// new execution at once instead of at its next poll.

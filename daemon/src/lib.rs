@@ -105,7 +105,20 @@ impl Agent {
         let db = data_dir.join("agent.db");
         secure::private_file(&db)?;
         let store = Store::open(&db)?;
-        for id in store.mark_interrupted()? {
+        // What an agent runs for the hub goes on there without the hub.
+        let of_an_agent = |e: &ferry_model::api::Execution| {
+            let source = store
+                .task(&e.task_id)
+                .ok()
+                .flatten()
+                .and_then(|t| store.location(&t.source_location_id).ok().flatten());
+            matches!(
+                source.map(|l| l.spec),
+                Some(ferry_model::api::LocationSpec::Agent { .. })
+            )
+        };
+        let (ended, resumed) = store.mark_interrupted(of_an_agent)?;
+        for id in ended {
             events.state(
                 "",
                 &id,
@@ -133,10 +146,29 @@ impl Agent {
         if let Some(doc) = &config.declared {
             agent.apply_provision(doc, "the configuration document");
         }
+        // On the board before the hub serves its agents: their reports and
+        // operations find their execution.
+        for exec in &resumed {
+            let job = {
+                let store = agent.store.lock().unwrap();
+                let task = store.task(&exec.task_id).ok().flatten();
+                let loc = |id: &str| store.location(id).ok().flatten();
+                task.and_then(|t| {
+                    Some((
+                        loc(&t.source_location_id)?,
+                        loc(&t.destination_location_id)?,
+                    ))
+                })
+                .and_then(|(s, d)| runner::agent_job(exec, &s, &d).ok().flatten())
+            };
+            if let Some(job) = job {
+                agent.board.post_resumed(job);
+            }
+        }
         let a = agent.clone();
         std::thread::Builder::new()
             .name("runner".into())
-            .spawn(move || runner::run(a, woken))
+            .spawn(move || runner::run(a, woken, resumed))
             .expect("spawn the runner");
         let a = agent.clone();
         std::thread::Builder::new()

@@ -22,8 +22,23 @@ use ferry_model::api::{self as records, Execution as ExecutionRecord, LocationSp
 /// How often live counters are saved while an execution runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs queued executions until the process ends.
-pub fn run(agent: Arc<Agent>, wake: std::sync::mpsc::Receiver<()>) {
+/// Runs queued executions until the process ends; first, those `resumed`
+/// (executions its agents were running when the hub stopped).
+pub fn run(agent: Arc<Agent>, wake: std::sync::mpsc::Receiver<()>, resumed: Vec<ExecutionRecord>) {
+    for exec in resumed {
+        let running = Running {
+            execution_id: exec.task_execution_id.clone(),
+            task_id: exec.task_id.clone(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        *agent.running.lock().unwrap() = Some(running.clone());
+        agent.events.info(&format!(
+            "{}: taken up again after a restart, as {}",
+            exec.task_execution_id, exec.status
+        ));
+        execute(&agent, &exec, &running);
+        *agent.running.lock().unwrap() = None;
+    }
     loop {
         match claim_next(&agent) {
             Some((exec, running)) => {
@@ -238,35 +253,10 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
     if let Err(e) = super::check::task(&source.spec, &destination.spec) {
         return fail("InvalidTask", e);
     }
-    if let LocationSpec::Agent {
-        agent_id,
-        location,
-        compress,
-        connections,
-    } = &source.spec
-    {
-        if !matches!(
-            destination.spec,
-            LocationSpec::Local { .. } | LocationSpec::Nfs { .. }
-        ) {
-            return fail(
-                "DestinationUnavailable",
-                "a task from an agent's location writes to a LOCAL or NFS location of the hub"
-                    .into(),
-            );
-        }
-        let job = Job {
-            execution_id: id.clone(),
-            task_id: exec.task_id.clone(),
-            agent_id: agent_id.clone(),
-            source: location.as_ref().clone(),
-            destination_location_id: destination.location_id.clone(),
-            compress: *compress,
-            connections: *connections,
-            options: exec.options.clone(),
-            cancel: false,
-        };
-        return dispatched(agent, exec, running, job);
+    match agent_job(exec, &source, &destination) {
+        Ok(Some(job)) => return dispatched(agent, exec, running, job),
+        Ok(None) => {}
+        Err(e) => return fail("DestinationUnavailable", e),
     }
     let mounts = agent.mounts_dir.join(id);
     let src = match Prepared::open(agent, &source.spec, mounts.join("source")) {
@@ -332,6 +322,43 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
     let _ = std::fs::remove_dir(&mounts);
 }
 
+/// The job of an execution whose source is an agent's location (it runs
+/// there); `None` for the others.
+pub fn agent_job(
+    exec: &ExecutionRecord,
+    source: &records::Location,
+    destination: &records::Location,
+) -> Result<Option<Job>, String> {
+    let LocationSpec::Agent {
+        agent_id,
+        location,
+        compress,
+        connections,
+    } = &source.spec
+    else {
+        return Ok(None);
+    };
+    if !matches!(
+        destination.spec,
+        LocationSpec::Local { .. } | LocationSpec::Nfs { .. }
+    ) {
+        return Err(
+            "a task from an agent's location writes to a LOCAL or NFS location of the hub".into(),
+        );
+    }
+    Ok(Some(Job {
+        execution_id: exec.task_execution_id.clone(),
+        task_id: exec.task_id.clone(),
+        agent_id: agent_id.clone(),
+        source: location.as_ref().clone(),
+        destination_location_id: destination.location_id.clone(),
+        compress: *compress,
+        connections: *connections,
+        options: exec.options.clone(),
+        cancel: false,
+    }))
+}
+
 /// How long a cancelled execution waits for its agent to confirm.
 const DISPATCH_CANCEL_WAIT: Duration = Duration::from_secs(120);
 
@@ -342,7 +369,10 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
     agent
         .events
         .info(&format!("{id}: handed to the agent {}", job.agent_id));
-    agent.board.post(job);
+    // Posted already when taken up again after a restart.
+    if !agent.board.has(id) {
+        agent.board.post(job);
+    }
     let mut status = records::LAUNCHING.to_string();
     let mut cancel_deadline: Option<std::time::Instant> = None;
     loop {

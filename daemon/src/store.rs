@@ -407,15 +407,23 @@ impl Store {
         Ok(())
     }
 
-    /// After a crash or kill: executions that were running end as ERROR.
-    pub fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
-        let running: Vec<Execution> = {
+    /// After a crash or kill: executions that were running end as ERROR,
+    /// but those `carry_on` keeps (an agent runs them for the hub: they go
+    /// on there, and the hub takes them up again). The ended ones' ids and
+    /// the kept executions.
+    pub fn mark_interrupted(
+        &self,
+        carry_on: impl Fn(&Execution) -> bool,
+    ) -> Result<(Vec<String>, Vec<Execution>), StoreError> {
+        let (kept, running): (Vec<Execution>, Vec<Execution>) = {
             let mut stmt = self.db.prepare(&format!(
                 "{EXECUTION_COLUMNS} WHERE status NOT IN ('QUEUED', 'SUCCESS', 'ERROR')"
             ))?;
             let rows = stmt.query_map([], execution_row)?;
             rows.collect::<Result<Result<Vec<_>, _>, _>>()??
-        };
+        }
+        .into_iter()
+        .partition(|e| carry_on(e));
         for exec in &running {
             let mut result = exec.result.clone();
             result.error_code = Some("Interrupted".into());
@@ -440,7 +448,8 @@ impl Store {
                 None,
             )?;
         }
-        Ok(running.into_iter().map(|e| e.task_execution_id).collect())
+        let ended = running.into_iter().map(|e| e.task_execution_id).collect();
+        Ok((ended, kept))
     }
 
     /// Removes executions that ended before `cutoff_ms`; returns their report files.
@@ -649,7 +658,9 @@ mod tests {
             "RUNNING"
         );
 
-        assert_eq!(store.mark_interrupted().unwrap(), vec![running.clone()]);
+        let (ended, kept) = store.mark_interrupted(|_| false).unwrap();
+        assert_eq!(ended, vec![running.clone()]);
+        assert!(kept.is_empty());
         let e = store.execution(&running).unwrap().unwrap();
         assert_eq!(e.status, "ERROR");
         assert_eq!(e.result.error_code.as_deref(), Some("Interrupted"));

@@ -221,6 +221,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             Err((what, e)) => return ctx.fail(Phase::Verifying, rel, Kind::Dir, what, &e),
         };
         let mut hashes = Vec::new();
+        let mut subdirs = Vec::new();
         for Pair {
             name,
             src: s,
@@ -252,6 +253,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     match s.kind {
                         Kind::Dir => {
                             self.verified(&path, Kind::Dir);
+                            subdirs.push(name.clone());
                             self.sched.push(
                                 Slot::Scan,
                                 Job::Open {
@@ -291,6 +293,10 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                 (None, None) => unreachable!(),
             }
         }
+        // The listings of the directories opened next, asked for together
+        // (scans are taken from a stack: the last first).
+        let ahead: Vec<&OsStr> = subdirs.iter().rev().map(OsString::as_os_str).collect();
+        ctx.dst.prefetch_listings(&dst, &ahead);
         // One request for the directory's digests, not one per file.
         let names: Vec<&OsStr> = hashes
             .iter()

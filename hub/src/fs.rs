@@ -166,18 +166,56 @@ pub fn execute_within(
 
 /// A batch's operations in order, each checked and done as [`execute`]
 /// does, until `budget` has passed: the answers then stop short, and the
-/// agent sends the rest again.
+/// agent sends the rest again. `resent`: the batch may have been done
+/// before and its answer lost (the hub restarted); a change then finding
+/// what it would have left is done, not failed.
 pub fn execute_batch(
     loc: &LocalLocation,
     ops: Vec<Op>,
     policy: &Policy,
     budget: Duration,
+    resent: bool,
 ) -> ferry_wire::proto::BatchResponse {
     let start = Instant::now();
     ops.into_iter()
         .take_while(|_| start.elapsed() < budget)
-        .map(|op| execute(loc, op, policy))
+        .map(|op| {
+            let first = (resent && leaves_a_trace(&op)).then(|| op.clone());
+            match (execute(loc, op, policy), first) {
+                (Err(e), Some(op)) if done_before(loc, &op, &e) => Ok(Reply::Done),
+                (answer, _) => answer,
+            }
+        })
         .collect()
+}
+
+/// A change whose second doing fails on what the first left.
+fn leaves_a_trace(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Remove { .. }
+            | Op::MakeDir { .. }
+            | Op::MakeSymlink { .. }
+            | Op::MakeNode { .. }
+            | Op::HardLink { .. }
+            | Op::Rename { .. }
+    )
+}
+
+/// Whether `e`, from doing `op` again, is what doing it once left: gone,
+/// made already, or renamed already (its source gone, its target there).
+fn done_before(loc: &LocalLocation, op: &Op, e: &WireError) -> bool {
+    match (op, e.errno) {
+        (Op::Remove { .. }, Some(libc::ENOENT)) => true,
+        (
+            Op::MakeDir { .. } | Op::MakeSymlink { .. } | Op::MakeNode { .. } | Op::HardLink { .. },
+            Some(libc::EEXIST),
+        ) => true,
+        (Op::Rename { dir, to, .. }, Some(libc::ENOENT)) => open_path(loc, dir)
+            .and_then(|d| loc.stat(&d, as_name(to)))
+            .is_ok(),
+        _ => false,
+    }
 }
 
 /// SHA-256 of a regular file, refused once `budget` has passed.
@@ -358,6 +396,55 @@ mod tests {
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_batch_sent_again_after_a_restart_is_done_not_failed() {
+        let (dir, loc) = location();
+        std::fs::write(dir.path().join("f.tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join("old"), b"x").unwrap();
+        let batch = || {
+            vec![
+                Op::MakeDir {
+                    dir: b(""),
+                    name: b("d"),
+                    mode: 0o755,
+                },
+                Op::Rename {
+                    dir: b(""),
+                    from: b("f.tmp"),
+                    to: b("f"),
+                },
+                Op::Remove {
+                    dir: b(""),
+                    name: b("old"),
+                    kind: Kind::File,
+                },
+                Op::MakeSymlink {
+                    dir: b("d"),
+                    name: b("s"),
+                    target: b("../f"),
+                },
+            ]
+        };
+        let budget = Duration::from_secs(20);
+        let first = execute_batch(&loc, batch(), &NONE, budget, false);
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+        // Done twice without the hint: each change fails on what it left.
+        let again = execute_batch(&loc, batch(), &NONE, budget, false);
+        assert!(again.iter().all(Result::is_err), "{again:?}");
+        // Sent again (its first answer lost): done.
+        let resent = execute_batch(&loc, batch(), &NONE, budget, true);
+        assert!(resent.iter().all(Result::is_ok), "{resent:?}");
+        // Not a cover for what was never done: a rename whose target is
+        // missing too still fails.
+        let missing = Op::Rename {
+            dir: b(""),
+            from: b("nothing"),
+            to: b("nowhere"),
+        };
+        let answers = execute_batch(&loc, vec![missing], &NONE, budget, true);
+        assert!(answers[0].is_err());
     }
 
     fn refused(loc: &LocalLocation, op: Op, policy: &Policy) -> String {

@@ -680,7 +680,8 @@ async fn fs_batch(
     UrlPath(location): UrlPath<String>,
     req: Request,
 ) -> Response {
-    serve_fs(hub, id, location, req, |body| {
+    let resent = req.headers().contains_key(proto::RESENT_HEADER);
+    serve_fs(hub, id, location, req, move |body| {
         let batch: proto::Batch = postcard::from_bytes(body).map_err(|e| e.to_string())?;
         // All of it is checked before any of it is done.
         batch.validate().map_err(|e| e.to_string())?;
@@ -689,7 +690,9 @@ async fn fs_batch(
             changes: batch.changes(),
             run: Box::new(move |loc, policy| {
                 let answers: proto::BatchResponse = match loc {
-                    Ok(loc) => super::fs::execute_batch(&loc, batch.ops, policy, BATCH_BUDGET),
+                    Ok(loc) => {
+                        super::fs::execute_batch(&loc, batch.ops, policy, BATCH_BUDGET, resent)
+                    }
                     Err(e) => batch.ops.iter().map(|_| Err(e.clone())).collect(),
                 };
                 postcard::to_stdvec(&answers).expect("encodable")

@@ -61,6 +61,11 @@ enum Track {
 /// the hub.
 const DIGESTS_KEPT: usize = 500_000;
 
+/// Directory listings asked for ahead, kept or on the way, at most (one
+/// per lane of the default 64): a tree's scan costs a round trip per level,
+/// not one per directory, and memory a few listings.
+const LISTINGS_AHEAD: usize = 64;
+
 /// What happens with an operation's answer.
 enum Done {
     /// A caller waits for it.
@@ -68,6 +73,9 @@ enum Done {
     /// A digest asked for ahead of its use: kept, or forgotten on failure
     /// (the caller then asks again, and sees the error).
     Prefetch { path: Vec<u8> },
+    /// A directory's listing asked for ahead: kept, whatever the answer,
+    /// until asked for.
+    Listing { dir: Vec<u8> },
     /// Acknowledged already: a failure is kept, and the directory's count
     /// of changes in flight goes down.
     Later {
@@ -117,6 +125,20 @@ struct Pending {
     fetching: HashSet<Vec<u8>>,
     /// Directories whose creation is cast and not answered yet.
     creating: HashSet<Vec<u8>>,
+    /// Listings asked for ahead: answered, on the way, and on the way but
+    /// older than a change since (dropped when answered).
+    listings: HashMap<Vec<u8>, io::Result<Reply>>,
+    listing: HashSet<Vec<u8>>,
+    stale: HashSet<Vec<u8>>,
+}
+
+impl Pending {
+    /// A change in `dir`: a listing of it asked for ahead is out of date.
+    fn changed(&mut self, dir: &[u8]) {
+        if self.listings.remove(dir).is_none() && self.listing.contains(dir) {
+            self.stale.insert(dir.to_vec());
+        }
+    }
 }
 
 struct Shared {
@@ -137,13 +159,9 @@ pub struct Lanes {
 impl Shared {
     /// One more cast change in flight in `dir`.
     fn in_flight(&self, dir: &[u8]) {
-        *self
-            .pending
-            .lock()
-            .unwrap()
-            .by_dir
-            .entry(dir.to_vec())
-            .or_default() += 1;
+        let mut p = self.pending.lock().unwrap();
+        *p.by_dir.entry(dir.to_vec()).or_default() += 1;
+        p.changed(dir);
     }
 }
 
@@ -263,6 +281,9 @@ impl Lanes {
         let answers: Vec<_> = ops
             .into_iter()
             .map(|op| {
+                if op.changes() {
+                    self.shared.pending.lock().unwrap().changed(dir_of(&op));
+                }
                 let (tx, rx) = mpsc::sync_channel(1);
                 let lane = self.lane(dir_of(&op));
                 self.push(lane, op, Done::Wait(tx));
@@ -412,6 +433,36 @@ impl Lanes {
             };
             self.push(lane, op, Done::Prefetch { path });
         }
+    }
+
+    /// Asks ahead for the listings of the directories `dirs`, each in its
+    /// own lane, as long as fewer than [`LISTINGS_AHEAD`] are kept or on
+    /// the way.
+    pub fn prefetch_listings(&self, dirs: Vec<Vec<u8>>) {
+        for dir in dirs {
+            {
+                let mut p = self.shared.pending.lock().unwrap();
+                if p.listings.len() + p.listing.len() >= LISTINGS_AHEAD {
+                    return;
+                }
+                if p.listings.contains_key(&dir) || !p.listing.insert(dir.clone()) {
+                    continue;
+                }
+            }
+            let lane = self.lane(&dir);
+            let op = Op::List { dir: dir.clone() };
+            self.push(lane, op, Done::Listing { dir });
+        }
+    }
+
+    /// The answer to the listing of `dir` asked for ahead (waiting for it
+    /// if on the way), given once; `None` if it was not asked for.
+    pub fn take_listing(&self, dir: &[u8]) -> Option<io::Result<Reply>> {
+        let mut p = self.shared.pending.lock().unwrap();
+        while p.listing.contains(dir) {
+            p = self.shared.settled.wait(p).unwrap();
+        }
+        p.listings.remove(dir)
     }
 
     /// Waits until no cast change is in flight in `top` or below it (before
@@ -574,6 +625,13 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             p.fetching.remove(&path);
             if let Ok(Reply::Digest(d)) = answer {
                 p.digests.insert(path, d);
+            }
+        }
+        Done::Listing { dir } => {
+            let mut p = shared.pending.lock().unwrap();
+            p.listing.remove(&dir);
+            if !p.stale.remove(&dir) {
+                p.listings.insert(dir, answer);
             }
         }
         Done::Wait(tx) => {

@@ -173,7 +173,11 @@ impl Location for RemoteLocation {
     }
 
     fn list(&self, dir: &Vec<u8>) -> io::Result<Vec<Entry>> {
-        match self.inner.call(Op::List { dir: dir.clone() })? {
+        let answer = match self.inner.lanes.take_listing(dir) {
+            Some(asked_ahead) => asked_ahead?,
+            None => self.inner.call(Op::List { dir: dir.clone() })?,
+        };
+        match answer {
             Reply::List(entries) => entries
                 .into_iter()
                 .map(|(name, meta)| {
@@ -393,6 +397,15 @@ impl Location for RemoteLocation {
             Ok(r) => Err(unexpected(r)),
             Err(e) => Err(e),
         })
+    }
+
+    fn prefetch_listings(&self, dir: &Vec<u8>, names: &[&OsStr]) {
+        let dirs = names
+            .iter()
+            .filter(|n| ferry_wire::proto::name_ok(n.as_bytes()).is_ok())
+            .map(|n| join(dir, n.as_bytes()))
+            .collect();
+        self.inner.lanes.prefetch_listings(dirs);
     }
 
     fn prefetch_digests(&self, dir: &Vec<u8>, names: &[&OsStr]) {

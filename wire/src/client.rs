@@ -185,11 +185,28 @@ impl HubClient {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<(StatusCode, Bytes), HubError> {
+        self.send_again(method, path, content_type, body, false)
+            .await
+    }
+
+    /// [`HubClient::send`]; `again`: the same request may have reached the
+    /// hub before (header [`proto::RESENT_HEADER`]).
+    async fn send_again(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+        again: bool,
+    ) -> Result<(StatusCode, Bytes), HubError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
             .uri(&url)
             .header("content-type", content_type);
+        if again {
+            req = req.header(proto::RESENT_HEADER, "1");
+        }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -296,9 +313,16 @@ impl HubClient {
         let body = Bytes::from(postcard::to_stdvec(message).expect("encodable"));
         let start = Instant::now();
         let mut backoff = BACKOFF_MIN;
+        let mut again = false;
         loop {
             let r = self
-                .send(Method::POST, path, "application/x-postcard", body.clone())
+                .send_again(
+                    Method::POST,
+                    path,
+                    "application/x-postcard",
+                    body.clone(),
+                    again,
+                )
                 .await;
             match r {
                 Ok((StatusCode::OK, data)) => {
@@ -320,6 +344,7 @@ impl HubClient {
                     // connection sent nothing.
                     let sent = !matches!(r, Err(HubError::Unreachable { sent: false, .. }));
                     if sent {
+                        again = true;
                         self.stats
                             .bytes_resent
                             .fetch_add(payload as u64, Ordering::Relaxed);

@@ -98,6 +98,11 @@ impl Batch {
     }
 }
 
+/// Set on a batch sent again after no answer: the hub may have done it
+/// already, and lost its answer if it restarted since (see the hub's
+/// `fs::execute_batch`).
+pub const RESENT_HEADER: &str = "ferry-resent";
+
 /// `dir` is a `/`-separated path relative to the location's root (empty for
 /// the root); `name` is one component in it. Byte strings are encoded as
 /// bytes (`serde_bytes`: the same encoding as a sequence of `u8` in

@@ -1571,5 +1571,25 @@ pub fn deferred_changes<L: Location>(h: &Harness<L>) -> Checked {
         );
     }
     ensure!(loc.settle().is_empty(), "settle gave failures twice");
+    // A listing asked for ahead, then a change in the directory: the
+    // listing sees it.
+    let n0 = ok("open_dir", loc.open_dir(&d, os(b"n0")))?;
+    loc.prefetch_listings(&d, &[os(b"n0")]);
+    ok("put", put(loc, &n0, os(b"h"), 0o644, b"late"))?;
+    let mut names: Vec<_> = ok("list", loc.list(&n0))?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    ensure!(
+        names
+            == [
+                OsString::from("g"),
+                OsString::from("h"),
+                OsString::from("n1")
+            ],
+        "a listing asked for ahead missed a change made since: {names:?}"
+    );
+    ensure!(loc.settle().is_empty(), "settle gave failures");
     Ok(Outcome::Passed)
 }

@@ -254,6 +254,10 @@ pub trait Location: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// A hint: these subdirectories of `dir` are about to be listed (a
+    /// scan); a remote location asks for their listings all at once.
+    fn prefetch_listings(&self, _dir: &Self::Dir, _names: &[&OsStr]) {}
+
     /// A hint: the digests of these files of `dir` are about to be asked
     /// for (verification); a remote location asks for them all at once.
     fn prefetch_digests(&self, _dir: &Self::Dir, _names: &[&OsStr]) {}

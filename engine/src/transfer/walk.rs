@@ -260,6 +260,21 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             let path = child_path(&node.rel, &name);
             self.remove_tree(&node.dst, &name, meta.kind, &path, false);
         }
+        // The destination's listings of the directories scanned next, asked
+        // for together (scans are taken from a stack: the last first).
+        let ahead: Vec<&OsStr> = scans
+            .iter()
+            .rev()
+            .filter_map(|job| match job {
+                Job::Scan(s)
+                    if !s.create && s.dst.as_ref().is_some_and(|m| m.kind == Kind::Dir) =>
+                {
+                    Some(s.staged.as_deref().unwrap_or(&s.name))
+                }
+                _ => None,
+            })
+            .collect();
+        ctx.dst.prefetch_listings(&node.dst, &ahead);
         node.pending
             .fetch_add(entries.len() + scans.len(), Ordering::AcqRel);
         self.scans_outstanding

@@ -28,7 +28,7 @@ from .util import BenchError, write
 MIB = 1 << 20
 
 TOOLS = ["rsync", "rclone", "ferry", "ferry-verify"]
-INCREMENTAL_TOOLS = ["rsync", "rclone", "ferry"]
+INCREMENTAL_TOOLS = ["rsync", "rclone", "ferry", "ferry-verify"]
 
 LABELS = {
     "rsync": "rsync -a over ssh",
@@ -54,7 +54,7 @@ def default_workloads():
     peers = ["rsync", "rclone", "ferry"]
     return [
         Workload("small", "small", ["50ms", "50ms 100Mbit"], peers),
-        Workload("small+verify", "small", ["50ms 100Mbit"], ["ferry", "ferry-verify"]),
+        Workload("small+verify", "small", ["50ms", "50ms 100Mbit"], ["ferry", "ferry-verify"]),
         Workload("large", "large", ["50ms 100Mbit"], TOOLS),
         Workload("mixed", "mixed", ["50ms 100Mbit"], peers),
         Workload("incr-none", "incr-none", ["50ms 100Mbit"], INCREMENTAL_TOOLS),
