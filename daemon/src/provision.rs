@@ -30,13 +30,8 @@ pub enum ProvisionError {
 }
 
 fn version(v: Option<&str>) -> NfsVersion {
-    match v.unwrap_or("automatic") {
-        "3" => NfsVersion::Nfs3,
-        "4.0" => NfsVersion::Nfs4_0,
-        "4.1" => NfsVersion::Nfs4_1,
-        // checked before (ferry_model::nfs::VERSIONS)
-        _ => NfsVersion::Automatic,
-    }
+    // Checked before (ferry_model::nfs::VERSIONS).
+    v.and_then(|v| v.parse().ok()).unwrap_or_default()
 }
 
 /// A checked location's record, and what this machine can tell of it (a

@@ -21,6 +21,24 @@ pub enum NfsVersion {
     Nfs4_1,
 }
 
+impl std::str::FromStr for NfsVersion {
+    type Err = String;
+
+    /// As an operator writes it: one of [`crate::nfs::VERSIONS`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "automatic" => Ok(NfsVersion::Automatic),
+            "3" => Ok(NfsVersion::Nfs3),
+            "4.0" => Ok(NfsVersion::Nfs4_0),
+            "4.1" => Ok(NfsVersion::Nfs4_1),
+            _ => Err(format!(
+                "{s:?} is not an NFS version: one of {}",
+                crate::nfs::VERSIONS.join(", ")
+            )),
+        }
+    }
+}
+
 /// Where a task reads or writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

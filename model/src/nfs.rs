@@ -123,6 +123,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_version_a_location_may_say_parses() {
+        use crate::api::NfsVersion;
+        let parsed: Vec<NfsVersion> = VERSIONS.iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(
+            parsed,
+            [
+                NfsVersion::Automatic,
+                NfsVersion::Nfs3,
+                NfsVersion::Nfs4_0,
+                NfsVersion::Nfs4_1
+            ]
+        );
+        let e = "4.2".parse::<NfsVersion>().unwrap_err();
+        assert!(e.contains("automatic, 3, 4.0, 4.1"), "{e}");
+    }
+
+    #[test]
     fn user_options_override_defaults() {
         assert_eq!(
             merge_options(&[DEFAULT_OPTIONS, "nconnect=4,noatime", "vers=3"]),

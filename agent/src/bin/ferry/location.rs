@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use ferry_model::api::{Location, LocationList, LocationSpec, NfsVersion};
 use serde_json::Value;
 
@@ -16,17 +16,6 @@ pub struct LocationArgs {
     agent: AgentArgs,
     #[command(subcommand)]
     command: LocationCommand,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Version {
-    Automatic,
-    #[value(name = "3")]
-    V3,
-    #[value(name = "4.0")]
-    V4_0,
-    #[value(name = "4.1")]
-    V4_1,
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,9 +33,9 @@ enum LocationCommand {
         /// A directory inside the export to use as the root.
         #[arg(long, value_name = "PATH")]
         subdirectory: Option<String>,
-        /// The NFS version; automatic tries 4.1, 4.0, then 3.
-        #[arg(long, value_enum, default_value_t = Version::Automatic)]
-        version: Version,
+        /// The NFS version: automatic (tries 4.1, 4.0, then 3), 3, 4.0 or 4.1.
+        #[arg(long, default_value = "automatic")]
+        version: NfsVersion,
         /// Mount options added to the agent's defaults (nconnect=8, 1 MiB rsize/wsize, hard), e.g. nconnect=16.
         #[arg(long, value_name = "OPTIONS")]
         mount_options: Option<String>,
@@ -89,12 +78,6 @@ pub fn run(args: LocationArgs) -> ExitCode {
             version,
             mount_options,
         } => {
-            let version = match version {
-                Version::Automatic => NfsVersion::Automatic,
-                Version::V3 => NfsVersion::Nfs3,
-                Version::V4_0 => NfsVersion::Nfs4_0,
-                Version::V4_1 => NfsVersion::Nfs4_1,
-            };
             create(
                 &client,
                 json,
