@@ -77,20 +77,18 @@ pub fn run(args: LocationArgs) -> ExitCode {
             subdirectory,
             version,
             mount_options,
-        } => {
-            create(
-                &client,
-                json,
-                LocationSpec::Nfs {
-                    server,
-                    export,
-                    subdirectory,
-                    version,
-                    mount_options,
-                    allow_special_files: false,
-                },
-            )
-        }
+        } => create(
+            &client,
+            json,
+            LocationSpec::Nfs {
+                server,
+                export,
+                subdirectory,
+                version,
+                mount_options,
+                allow_special_files: false,
+            },
+        ),
         LocationCommand::CreateLocal { path } => {
             let path = if path.is_absolute() {
                 path
