@@ -11,7 +11,7 @@ mod daemons;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -96,10 +96,7 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
     assert_eq!(agents["Agents"][0]["Status"], "ONLINE");
 
     // A destination on the hub, a source on the agent, a task on the hub.
-    let src = tmp.path().join("src");
-    let dst = tmp.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src, 40 << 20);
+    let (src, dst) = source_and_destination(tmp.path(), 40 << 20);
     let task_id = make_task(&hub, &agent_id(&hub, "site-1"), &src, &dst, true, 4);
 
     // A link that drops connections (FINs and resets) at random points.
@@ -154,6 +151,25 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
 /// (chunks still in flight when the agent dropped the failed file used to
 /// drop, as the last holders of the location, the runtime they ran on), and
 /// the next execution completes the copy.
+/// A hub, the link in front of it (no faults yet) and an agent activated
+/// through the link, under `dir`.
+fn linked(dir: &Path) -> (Hub, Proxy, Agent) {
+    let hub = Hub::start(&dir.join("hub"), 1800);
+    let proxy = Proxy::start(hub.addr, Faults::default());
+    let agent = Agent::start(&dir.join("agent"));
+    activate(&hub, &agent, proxy.addr);
+    (hub, proxy, agent)
+}
+
+/// `dir/src`, a tree with two files of `big` bytes ([`make_tree`]), and an
+/// empty `dir/dst`.
+fn source_and_destination(dir: &Path, big: usize) -> (PathBuf, PathBuf) {
+    let (src, dst) = (dir.join("src"), dir.join("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    make_tree(&src, big);
+    (src, dst)
+}
+
 /// The highest resident memory of a process so far, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -174,14 +190,8 @@ fn a_slow_hub_bounds_the_memory_of_both_sides() {
     // while sent) and the processes' own, with room; the source is 500 MiB.
     const LIMIT_MIB: u64 = 160;
     let tmp = tempfile::tempdir().unwrap();
-    let hub = Hub::start(&tmp.path().join("hub"), 1800);
-    let proxy = Proxy::start(hub.addr, Faults::default());
-    let agent = Agent::start(&tmp.path().join("agent"));
-    activate(&hub, &agent, proxy.addr);
-    let src = tmp.path().join("src");
-    let dst = tmp.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src, 160 << 20);
+    let (hub, proxy, agent) = linked(tmp.path());
+    let (src, dst) = source_and_destination(tmp.path(), 160 << 20);
     for d in 0..40 {
         let dir = src.join(format!("small{d}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -246,10 +256,7 @@ fn an_execution_survives_its_hub_killed_and_restarted() {
     let proxy = Proxy::start(hub.addr, Faults::default());
     let agent = Agent::start(&tmp.path().join("agent"));
     activate(&hub, &agent, proxy.addr);
-    let src = tmp.path().join("src");
-    let dst = tmp.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src, 40 << 20);
+    let (src, dst) = source_and_destination(tmp.path(), 40 << 20);
     let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, true, 4);
     proxy.set(Faults {
         delay: Duration::from_millis(20),
@@ -405,10 +412,7 @@ fn measure_throughput_at_50ms() {
         ..Faults::default()
     };
     let tmp = tempfile::tempdir().unwrap();
-    let hub = Hub::start(&tmp.path().join("hub"), 1800);
-    let proxy = Proxy::start(hub.addr, Faults::default());
-    let agent = Agent::start(&tmp.path().join("agent"));
-    activate(&hub, &agent, proxy.addr);
+    let (hub, proxy, _agent) = linked(tmp.path());
 
     let big = tmp.path().join("big");
     for i in 0..2 {
@@ -603,14 +607,8 @@ impl Drop for SshServer {
 #[ignore]
 fn an_execution_survives_a_60_second_outage() {
     let tmp = tempfile::tempdir().unwrap();
-    let hub = Hub::start(&tmp.path().join("hub"), 1800);
-    let proxy = Proxy::start(hub.addr, Faults::default());
-    let agent = Agent::start(&tmp.path().join("agent"));
-    activate(&hub, &agent, proxy.addr);
-    let src = tmp.path().join("src");
-    let dst = tmp.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src, 40 << 20);
+    let (hub, proxy, agent) = linked(tmp.path());
+    let (src, dst) = source_and_destination(tmp.path(), 40 << 20);
     let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, false, 8);
     proxy.set(Faults {
         bytes_per_second: Some(8 << 20),
@@ -651,10 +649,7 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
             .unwrap()
     };
 
-    let src = tmp.path().join("src");
-    let dst = tmp.path().join("dst");
-    std::fs::create_dir_all(&dst).unwrap();
-    make_tree(&src, 36 << 20);
+    let (src, dst) = source_and_destination(tmp.path(), 36 << 20);
     // Everything is declared on the hub: the agent's source, the hub's destination.
     let (status, s) = call(
         Method::POST,

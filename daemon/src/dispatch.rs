@@ -104,15 +104,7 @@ pub struct Board {
 
 impl Board {
     pub fn post(&self, job: Job) {
-        let id = job.execution_id.clone();
-        self.slots.lock().unwrap().insert(
-            id,
-            Slot {
-                job,
-                report: None,
-                picked_up: false,
-            },
-        );
+        self.insert(job, false);
         self.posted.notify_waiters();
     }
 
@@ -120,15 +112,17 @@ impl Board {
     /// machine lost): posted as picked up, so that the agent's reports and
     /// operations are taken at once when they come again.
     pub fn post_resumed(&self, job: Job) {
-        let id = job.execution_id.clone();
-        self.slots.lock().unwrap().insert(
-            id,
-            Slot {
-                job,
-                report: None,
-                picked_up: true,
-            },
-        );
+        self.insert(job, true);
+    }
+
+    fn insert(&self, job: Job, picked_up: bool) {
+        let slot = Slot {
+            job,
+            report: None,
+            picked_up,
+        };
+        let id = slot.job.execution_id.clone();
+        self.slots.lock().unwrap().insert(id, slot);
     }
 
     /// Whether the execution is on the board.
