@@ -655,6 +655,7 @@ impl Link {
         let mut last_error = String::new();
         loop {
             let asked = tokio::time::Instant::now();
+            let was_idle = self.jobs.lock().unwrap().is_empty();
             let result = if self.is_activated() {
                 self.sync_jobs(&mut client, &agent).await
             } else {
@@ -669,11 +670,12 @@ impl Link {
                 Err(_) => {}
                 Ok(()) => last_error.clear(),
             }
-            // Asked again at once after a held ask; otherwise not before
+            // Idle now, asked again at once (the hub holds the ask) after a
+            // held ask or the last execution's end; otherwise not before
             // `poll_seconds` (nor in a loop against a hub that holds none).
-            let held = ok && asked.elapsed() >= self.poll;
+            let held = asked.elapsed() >= self.poll;
             let idle = self.jobs.lock().unwrap().is_empty();
-            if held && idle {
+            if ok && self.is_activated() && idle && (held || !was_idle) {
                 continue;
             }
             let mut activated = self.activated.subscribe();
