@@ -78,10 +78,33 @@ def _median_ops(runs, files):
     return {op: round(n, 2) for op, n in sorted(per_file.items(), key=lambda x: -x[1]) if n >= 0.01}
 
 
-def _fmt_ms(ms):
+def fmt_ms(ms):
     if ms is None:
         return "—"
     return f"{ms / 1000:.2f} s" if ms < 100_000 else f"{ms / 1000:.0f} s"
+
+
+def workload_sections(rows, header, cells):
+    """A section per workload, in the order of `rows`: a table with the
+    columns `header` (two of text, the rest numbers) and `cells(row)` for
+    each of its rows, then its failed runs."""
+    out = []
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        out += [f"## {w}", "", "| " + " | ".join(header) + " |",
+                "| --- | --- | " + " | ".join("---:" for _ in header[2:]) + " |"]
+        out += ["| " + " | ".join(cells(r)) + " |" for r in rows if r["workload"] == w]
+        failures = [f"- {r['tool']} in {r['series']}: {f}" for r in rows if r["workload"] == w for f in r["failed"]]
+        if failures:
+            out += ["", "Failed runs (not counted):", *failures]
+        out.append("")
+    return out
+
+
+def common_cells(r, labels):
+    """Series, tool, median, good runs and the ratio to ferry, as shown."""
+    ratio = "—" if r["ratio_vs_ferry"] is None else f"{r['ratio_vs_ferry']:.2f}x"
+    runs = f"{r['good_runs']}" + (f" ({r['runs'] - r['good_runs']} failed)" if r["good_runs"] != r["runs"] else "")
+    return [r["series"], labels.get(r["tool"], r["tool"]), fmt_ms(r["median_ms"]), runs, ratio]
 
 
 def markdown(rows, meta):
@@ -91,21 +114,9 @@ def markdown(rows, meta):
             "latency-bound runs vary little).",
             "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
             "NFS operations per file count every operation on both mounts (from the guest's /proc/self/mountstats).", ""]
-    workloads = []
-    for r in rows:
-        if r["workload"] not in workloads:
-            workloads.append(r["workload"])
-    for w in workloads:
-        out += [f"## {w}", "", "| series | tool | median | runs | peer/ferry | NFS ops/file |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for r in [r for r in rows if r["workload"] == w]:
-            ratio = "—" if r["ratio_vs_ferry"] is None else f"{r['ratio_vs_ferry']:.2f}x"
-            ops = "—" if r["nfs_ops_per_file"] is None else f"{r['nfs_ops_per_file']}"
-            runs = f"{r['good_runs']}" + (f" ({r['runs'] - r['good_runs']} failed)" if r["good_runs"] != r["runs"] else "")
-            out.append(f"| {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {_fmt_ms(r['median_ms'])} | {runs} | {ratio} | {ops} |")
-        failures = [f"- {r['tool']} in {r['series']}: {f}" for r in rows if r["workload"] == w for f in r["failed"]]
-        if failures:
-            out += ["", "Failed runs (not counted):", *failures]
-        out.append("")
+    out += workload_sections(
+        rows, ["series", "tool", "median", "runs", "peer/ferry", "NFS ops/file"],
+        lambda r: common_cells(r, LABELS) + ["—" if r["nfs_ops_per_file"] is None else f"{r['nfs_ops_per_file']}"])
     out += _phases_table(rows) + _ops_table(rows)
     return "\n".join(out)
 
@@ -120,8 +131,8 @@ def _phases_table(rows):
            "| workload | series | tool | prepare | transfer | verify | total |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in ferry:
         p = r["phases_ms"]
-        out.append(f"| {r['workload']} | {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {_fmt_ms(p['prepare'])} "
-                   f"| {_fmt_ms(p['transfer'])} | {_fmt_ms(p['verify'])} | {_fmt_ms(r['median_ms'])} |")
+        out.append(f"| {r['workload']} | {r['series']} | {LABELS.get(r['tool'], r['tool'])} | {fmt_ms(p['prepare'])} "
+                   f"| {fmt_ms(p['transfer'])} | {fmt_ms(p['verify'])} | {fmt_ms(r['median_ms'])} |")
     return out + [""]
 
 

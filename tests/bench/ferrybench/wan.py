@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from . import check, trees
+from . import check, report, trees
 from .plan import Workload
 from .util import BenchError, write
 
@@ -473,12 +473,6 @@ def ferry_phases(execution):
 # The report
 
 
-def _fmt_ms(ms):
-    if ms is None:
-        return "—"
-    return f"{ms / 1000:.2f} s" if ms < 100_000 else f"{ms / 1000:.0f} s"
-
-
 def add_rss(rows, results):
     """Peak RSS of each group's first run and the highest of its runs: the
     daemons live through a workload's runs, and what a run leaves behind
@@ -499,28 +493,16 @@ def markdown(rows, meta):
     out += [f"- {k}: {v}" for k, v in meta.items()]
     out += ["", "Times are medians of the runs (a run longer than the once-over limit is not repeated: `runs` = 1).",
             "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
-            "Ferry's time runs from the start request to the end as the hub reports it (the agent picks an",
-            "execution up at its next poll, within a second). Peak RSS: the highest VmHWM of the run's",
+            "Ferry's time runs from the start request to the end as the hub reports it (the hub hands the",
+            "execution to the agent's held ask for work). Peak RSS: the highest VmHWM of the run's",
             "`ferry-agent` processes (the agent, the hub), reset before each run: the first run's / the highest",
             "of the runs (the daemons live through a workload's runs).", ""]
-    workloads = []
-    for r in rows:
-        if r["workload"] not in workloads:
-            workloads.append(r["workload"])
-    for w in workloads:
-        out += [f"## {w}", "", "| series | tool | median | runs | peer/ferry | peak RSS agent | peak RSS hub |",
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        for r in [r for r in rows if r["workload"] == w]:
-            ratio = "—" if r["ratio_vs_ferry"] is None else f"{r['ratio_vs_ferry']:.2f}x"
-            runs = f"{r['good_runs']}" + (f" ({r['runs'] - r['good_runs']} failed)" if r["good_runs"] != r["runs"] else "")
-            rss = r["peak_rss_mib"]
-            a, h = (f"{rss['agent_first']:.0f} / {rss['agent']:.0f} MiB", f"{rss['hub_first']:.0f} / {rss['hub']:.0f} MiB")\
-                if rss else ("—", "—")
-            out.append(f"| {r['series']} | {LABELS[r['tool']]} | {_fmt_ms(r['median_ms'])} | {runs} | {ratio} | {a} | {h} |")
-        failures = [f"- {r['tool']} in {r['series']}: {f}" for r in rows if r["workload"] == w for f in r["failed"]]
-        if failures:
-            out += ["", "Failed runs (not counted):", *failures]
-        out.append("")
+    def cells(r):
+        rss = r["peak_rss_mib"]
+        memory = [f"{rss[who + '_first']:.0f} / {rss[who]:.0f} MiB" for who in ("agent", "hub")] if rss else ["—", "—"]
+        return report.common_cells(r, LABELS) + memory
+    out += report.workload_sections(
+        rows, ["series", "tool", "median", "runs", "peer/ferry", "peak RSS agent", "peak RSS hub"], cells)
     return "\n".join(out + _phases_table(rows))
 
 
@@ -530,13 +512,13 @@ def _phases_table(rows):
         return []
     out = ["## Where ferry's time goes", "",
            "Medians of the execution's own phase timings (the hub's record); PREPARING and TRANSFERRING overlap.",
-           "`execution` is its own total; `wall` adds the pick-up (the agent's next poll) and the reports' way back.", "",
+           "`execution` is its own total; `wall` adds the pick-up (the agent's held ask for work) and the reports' way back.", "",
            "| workload | series | tool | prepare | transfer | verify | execution | wall |",
            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in ferry:
         p = r["phases_ms"]
-        out.append(f"| {r['workload']} | {r['series']} | {LABELS[r['tool']]} | {_fmt_ms(p['prepare'])} "
-                   f"| {_fmt_ms(p['transfer'])} | {_fmt_ms(p['verify'])} | {_fmt_ms(p.get('total'))} | {_fmt_ms(r['median_ms'])} |")
+        out.append(f"| {r['workload']} | {r['series']} | {LABELS[r['tool']]} | {report.fmt_ms(p['prepare'])} "
+                   f"| {report.fmt_ms(p['transfer'])} | {report.fmt_ms(p['verify'])} | {report.fmt_ms(p.get('total'))} | {report.fmt_ms(r['median_ms'])} |")
     return out + [""]
 
 
