@@ -243,6 +243,35 @@ fn a_slow_hub_bounds_the_memory_of_both_sides() {
     assert_eq!(e["Result"]["ErrorCode"], "Cancelled", "{e}");
 }
 
+/// Many files over a MiB at once: each writer's first MiB waits in the
+/// link's budget while the file is created, and none of that may hold the
+/// budget that the others need to go on.
+#[test]
+fn many_large_files_at_once_fill_the_budget_without_a_standstill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, proxy, agent) = linked(tmp.path());
+    let (src, dst) = source_and_destination(tmp.path(), 1 << 20);
+    // Each file's creation a round trip away: many writers wait at once.
+    proxy.set(Faults {
+        delay: Duration::from_millis(20),
+        ..Faults::default()
+    });
+    // Spread over directories: the engine writes 8 files of one at once.
+    for i in 0..80 {
+        let dir = src.join(format!("large{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        common::write(
+            &dir.join(format!("f{i}")),
+            &common::bytes(i, (2 << 20) + 4096),
+        );
+    }
+    let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, false, 64);
+    let exec = start_task(&hub, &task, json!({}));
+    let e = wait_execution(&hub.d, &exec, Duration::from_secs(180));
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert!(common::compare_trees(&src, &dst).is_empty());
+}
+
 /// The hub killed with SIGKILL in the middle of an execution and started
 /// again: the agent goes on (its operations wait for the hub), the hub
 /// takes the execution up again, and it ends SUCCESS with nothing partial

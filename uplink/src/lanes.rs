@@ -355,6 +355,9 @@ impl Lanes {
 
     /// Gives back budget taken and not used.
     pub fn release(&self, size: usize) {
+        if size == 0 {
+            return;
+        }
         *self.shared.total.lock().unwrap() -= size;
         self.shared.total_room.notify_one();
     }

@@ -514,6 +514,11 @@ impl RemoteWriter {
         if state.created {
             return Ok(());
         }
+        // No room is held while the creation waits for room of its own:
+        // writers doing so could otherwise hold all of it, and wait on.
+        self.inner
+            .lanes
+            .release(std::mem::take(&mut state.reserved));
         self.inner.done(Op::Create {
             dir: self.dir.clone(),
             name: self.name.clone(),
@@ -521,8 +526,7 @@ impl RemoteWriter {
         })?;
         state.created = true;
         if let Some(first) = state.first.take() {
-            let reserved = std::mem::take(&mut state.reserved);
-            self.send_chunk(&first, 0, reserved)?;
+            self.send_chunk(&first, 0, 0)?;
         }
         Ok(())
     }
@@ -532,9 +536,7 @@ impl Drop for RemoteWriter {
     fn drop(&mut self) {
         // Abandoned before its data was sent.
         let reserved = std::mem::take(&mut self.state.get_mut().unwrap().reserved);
-        if reserved > 0 {
-            self.inner.lanes.release(reserved);
-        }
+        self.inner.lanes.release(reserved);
     }
 }
 
