@@ -109,7 +109,9 @@ fn run((requests, batch): Job, n: u64) {
         }
         if let Some(batch) = batch {
             let budget = std::time::Duration::from_secs(5);
-            let _ = fs::execute_batch(&loc, batch.ops, &fs::Policy::default(), budget);
+            // Both ways: as first sent, and as sent again after a restart.
+            let resent = batch.batch_id & 1 == 1;
+            let _ = fs::execute_batch(&loc, batch.ops, &fs::Policy::default(), budget, resent);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
