@@ -2,8 +2,8 @@
 //! The Location conformance suite against the remote location: the hub's
 //! file-system operations (`ferry_hub::fs::execute` on a local location of the
 //! hub) behind the real client and server pair, over TLS on 127.0.0.1, in
-//! this process. The routes are the hub's (`POST /agent/v1/fs/{location}`
-//! and `…/batch`, postcard both ways); what the full hub adds before it — the agent's
+//! this process. The route is the hub's (`POST /agent/v1/fs/{location}/batch`,
+//! postcard both ways); what the full hub adds before it — the agent's
 //! certificate, the execution's grant, answers kept per operation id — is
 //! tested in `tests/hub.rs`.
 //!
@@ -31,7 +31,7 @@ use axum::Router;
 
 use ferry_engine::location::conformance::{self, Capabilities, Harness};
 use ferry_engine::location::local::LocalLocation;
-use ferry_hub::fs::{execute, execute_batch, Policy};
+use ferry_hub::fs::{execute_batch, Policy};
 use ferry_hub::server::BATCH_BUDGET;
 use ferry_uplink::remote::RemoteLocation;
 use ferry_wire::ca::{self, Ca};
@@ -45,34 +45,6 @@ const LOCATION: &str = "conformance";
 struct Hub {
     root: PathBuf,
     policy: Policy,
-}
-
-async fn fs_op(
-    State(hub): State<Arc<Hub>>,
-    UrlPath(location): UrlPath<String>,
-    body: Bytes,
-) -> Response {
-    if location != LOCATION {
-        return (StatusCode::NOT_FOUND, "no such location").into_response();
-    }
-    let req: proto::Request = match postcard::from_bytes(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    let answer = tokio::task::spawn_blocking(move || {
-        let resp = match LocalLocation::open(&hub.root) {
-            Ok(loc) => execute(&loc, req.op, &hub.policy),
-            Err(e) => Err(proto::WireError::from(&e)),
-        };
-        postcard::to_stdvec(&resp).expect("encodable")
-    })
-    .await
-    .expect("the operation ran");
-    (
-        [(header::CONTENT_TYPE, "application/x-postcard")],
-        Bytes::from(answer),
-    )
-        .into_response()
 }
 
 async fn fs_batch(
@@ -131,7 +103,6 @@ fn remote(root: PathBuf, ca_dir: PathBuf) -> (RemoteLocation, tokio::runtime::Ru
         },
     });
     let router = Router::new()
-        .route("/agent/v1/fs/{location}", post(fs_op))
         .route("/agent/v1/fs/{location}/batch", post(fs_batch))
         .with_state(hub);
     let addr: SocketAddr = server.block_on(async {

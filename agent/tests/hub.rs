@@ -372,7 +372,14 @@ fn the_hub_refuses_strangers() {
         .unwrap();
     assert_eq!(status, 403);
     let (status, _) = hub
-        .https(&rt, None, None, Method::POST, "/agent/v1/fs/loc-1", None)
+        .https(
+            &rt,
+            None,
+            None,
+            Method::POST,
+            "/agent/v1/fs/loc-1/batch",
+            None,
+        )
         .unwrap();
     assert_eq!(status, 403);
 
@@ -1006,8 +1013,10 @@ impl FakeAgent {
         });
     }
 
-    /// One fs operation on a location of the hub: the hub's answer, or
-    /// the HTTP status it refused with.
+    /// One fs operation on a location of the hub, as a batch of one: the
+    /// hub's answer (an operation that is not valid refuses its batch
+    /// whole, 400 with why: that reason, as an answer), or the HTTP status
+    /// it refused with.
     fn fs(
         &self,
         hub: &Hub,
@@ -1017,12 +1026,20 @@ impl FakeAgent {
     ) -> Result<proto::Response, u16> {
         rt.block_on(async {
             let c = self.client(hub, 1);
-            let req = proto::Request {
-                op_id: rand::random(),
-                op,
+            let batch = proto::Batch {
+                batch_id: rand::random(),
+                ops: vec![op],
             };
-            match c.fs(location, &req).await {
-                Ok(r) => Ok(r),
+            match c.fs_batch(location, &batch).await {
+                Ok(mut answers) => Ok(answers.pop().expect("one answer")),
+                Err(ferry_wire::client::HubError::Refused {
+                    status: 400,
+                    message,
+                    ..
+                }) => Ok(Err(proto::WireError {
+                    errno: None,
+                    message,
+                })),
                 Err(ferry_wire::client::HubError::Refused { status, .. }) => Err(status),
                 Err(e) => panic!("{location}: {e}"),
             }
@@ -1521,17 +1538,17 @@ fn operations_on_a_fifo_neither_block_nor_starve_the_others() {
 
     // More reads of the FIFO than the runtime has blocking threads.
     let stuck = a.client(&hub, 520);
-    let path = format!("/agent/v1/fs/{la}");
+    let path = format!("/agent/v1/fs/{la}/batch");
     let held: Vec<_> = (0..520u64)
         .map(|i| {
             let c = stuck.clone();
             let path = path.clone();
-            let body = postcard::to_stdvec(&proto::Request {
-                op_id: i,
-                op: Op::Digest {
+            let body = postcard::to_stdvec(&proto::Batch {
+                batch_id: i,
+                ops: vec![Op::Digest {
                     dir: Vec::new(),
                     name: b"fifo".to_vec(),
-                },
+                }],
             })
             .unwrap();
             rt.spawn(async move {
@@ -1554,8 +1571,11 @@ fn operations_on_a_fifo_neither_block_nor_starve_the_others() {
     for h in held {
         let (status, body) = rt.block_on(h).unwrap().expect("an answer");
         assert_eq!(status.as_u16(), 200);
-        let r: proto::Response = postcard::from_bytes(&body).unwrap();
-        let e = r.expect_err("a FIFO is not read");
+        let mut r: proto::BatchResponse = postcard::from_bytes(&body).unwrap();
+        let e = r
+            .pop()
+            .expect("one answer")
+            .expect_err("a FIFO is not read");
         assert!(e.message.contains("is a FIFO"), "{}", e.message);
     }
     // The next execution, on another agent, can work.
@@ -1563,14 +1583,14 @@ fn operations_on_a_fifo_neither_block_nor_starve_the_others() {
     assert_eq!(pick_up(&hub, &rt, &b), eb);
     let answer = rt.block_on(async {
         let c = b.client(&hub, 1);
-        let body = postcard::to_stdvec(&proto::Request {
-            op_id: 1,
-            op: stat_root(),
+        let body = postcard::to_stdvec(&proto::Batch {
+            batch_id: 1,
+            ops: vec![stat_root()],
         })
         .unwrap();
         c.send(
             Method::POST,
-            &format!("/agent/v1/fs/{lb}"),
+            &format!("/agent/v1/fs/{lb}/batch"),
             "application/x-postcard",
             body,
         )
@@ -1578,8 +1598,8 @@ fn operations_on_a_fifo_neither_block_nor_starve_the_others() {
     });
     let (status, body) = answer.expect("the hub answers the other agent");
     assert_eq!(status.as_u16(), 200);
-    let r: proto::Response = postcard::from_bytes(&body).unwrap();
-    assert!(r.is_ok(), "{r:?}");
+    let r: proto::BatchResponse = postcard::from_bytes(&body).unwrap();
+    assert!(matches!(&r[..], [Ok(_)]), "{r:?}");
     b.report(&hub, &rt, &eb, "SUCCESS");
 }
 

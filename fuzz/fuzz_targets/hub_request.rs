@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: MIT
-//! The remote writer's requests, as the hub reads them from an agent: a run
-//! of postcard `Request`s (`POST /agent/v1/fs/{location}` bodies, decoded
-//! as `server::fs_op` does), each done by `hub::fs::execute` on a fresh,
-//! empty location, one after the other, so sequences (make a node, then
-//! write to it; put a file, then digest it) are reached; what follows them,
-//! when it decodes as a `Batch` (`…/batch` bodies) that `Batch::validate`
-//! accepts, is done by `hub::fs::execute_batch` as the hub does it.
+//! The remote writer's batches, as the hub reads them from an agent: a run
+//! of postcard `Batch`es (`POST /agent/v1/fs/{location}/batch` bodies),
+//! each that `Batch::validate` accepts done by `hub::fs::execute_batch` as
+//! the hub does it, on a fresh, empty location, one after the other, so
+//! sequences (make a node, then write to it; put a file, then digest it)
+//! are reached.
 //!
 //! The operations really happen, as root when the fuzzer runs as root, so
 //! they run in a sandbox: a worker thread with its own root directory
@@ -13,7 +12,7 @@
 //! CAP_MKNOD and CAP_SYS_CHROOT, so neither a symlink nor a device node
 //! reaches outside the scratch directory, whatever the hub's code does with
 //! them. libFuzzer's own thread keeps the real root (corpus, artifacts).
-//! Where that sandbox cannot be made (not root), requests are only decoded.
+//! Where that sandbox cannot be made (not root), batches are only decoded.
 //!
 //! The scratch directory is `$FERRY_FUZZ_SCRATCH`, else one under the
 //! temporary directory.
@@ -25,14 +24,14 @@ use std::sync::{Mutex, OnceLock};
 
 use ferry_engine::location::local::LocalLocation;
 use ferry_hub::fs;
-use ferry_wire::proto::{Batch, Request};
+use ferry_wire::proto::Batch;
 use libfuzzer_sys::fuzz_target;
 
-/// Requests done per input at most.
-const MAX_REQUESTS: usize = 16;
+/// Batches done per input at most.
+const MAX_BATCHES: usize = 16;
 
-/// The requests of one input, and the batch after them.
-type Job = (Vec<Request>, Option<Batch>);
+/// The batches of one input.
+type Job = Vec<Batch>;
 
 struct Worker {
     jobs: SyncSender<Job>,
@@ -98,17 +97,14 @@ fn confine(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run((requests, batch): Job, n: u64) {
+fn run(batches: Job, n: u64) {
     let dir = PathBuf::from(format!("/w{n}"));
     if std::fs::create_dir(&dir).is_err() {
         return;
     }
     if let Ok(loc) = LocalLocation::open(&dir) {
-        for req in requests {
-            let _ = fs::execute(&loc, req.op, &fs::Policy::default());
-        }
-        if let Some(batch) = batch {
-            let budget = std::time::Duration::from_secs(5);
+        let budget = std::time::Duration::from_secs(5);
+        for batch in batches {
             // Both ways: as first sent, and as sent again after a restart.
             let resent = batch.batch_id & 1 == 1;
             let _ = fs::execute_batch(&loc, batch.ops, &fs::Policy::default(), budget, resent);
@@ -120,7 +116,7 @@ fn run((requests, batch): Job, n: u64) {
 fn start() -> Option<Mutex<Worker>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("hub_request: not root, so no sandbox: requests are decoded, not done");
+        eprintln!("hub_request: not root, so no sandbox: batches are decoded, not done");
         return None;
     }
     let root = std::env::var_os("FERRY_FUZZ_SCRATCH")
@@ -154,26 +150,26 @@ fn start() -> Option<Mutex<Worker>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut requests = Vec::new();
+    let mut batches = Vec::new();
     let mut rest = data;
-    while !rest.is_empty() && requests.len() < MAX_REQUESTS {
-        match postcard::take_from_bytes::<Request>(rest) {
-            Ok((req, tail)) => {
-                requests.push(req);
+    while !rest.is_empty() && batches.len() < MAX_BATCHES {
+        match postcard::take_from_bytes::<Batch>(rest) {
+            Ok((batch, tail)) => {
+                // Refused whole by the hub when not valid: never done.
+                if batch.validate().is_ok() {
+                    batches.push(batch);
+                }
                 rest = tail;
             }
             Err(_) => break,
         }
     }
-    let batch = postcard::from_bytes::<Batch>(rest)
-        .ok()
-        .filter(|b| b.validate().is_ok());
-    if requests.is_empty() && batch.is_none() {
+    if batches.is_empty() {
         return;
     }
     if let Some(worker) = WORKER.get_or_init(start) {
         let w = worker.lock().unwrap();
-        w.jobs.send((requests, batch)).expect("worker runs");
+        w.jobs.send(batches).expect("worker runs");
         w.done.recv().expect("worker runs");
     }
 });

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | anyone (the activation flow) | `POST /activation/v1/register`, `GET /activation/v1/certificate`, `GET`/`POST /activate` (the page) |
 //! | operators (bearer token or operator certificate) | `/v1/agents`, `/v1/agents/activate`, and the daemon's API (`/v1/locations`, `/v1/tasks`, `/v1/executions`, `/metrics`) |
-//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}`, `POST /agent/v1/fs/{location}/batch` |
+//! | activated agents (their certificate) | `POST /agent/v1/heartbeat`, `GET /agent/v1/tasks`, `POST /agent/v1/executions/{id}/report`, `POST /agent/v1/fs/{location}/batch` |
 //!
 //! An agent's file-system requests reach only the location an execution
 //! handed to it writes to, while that execution runs ([`ferry_daemon::dispatch`]).
@@ -336,7 +336,6 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub.clone());
     // The fs route reads its body itself, after the authorization.
     let fs = Router::new()
-        .route("/agent/v1/fs/{location}", post(fs_op))
         .route("/agent/v1/fs/{location}/batch", post(fs_batch))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
         .layer(middleware::from_fn_with_state(FS_BUDGET, budget))
@@ -645,27 +644,6 @@ async fn agent_report(
 /// and the hub's location allows them.
 fn special_files_allowed(job: &ferry_daemon::dispatch::Job, spec: &LocationSpec) -> bool {
     job.options.preserve_devices == PreserveDevices::Preserve && spec.allows_special_files()
-}
-
-/// One operation (`POST /agent/v1/fs/{location}`).
-async fn fs_op(
-    State(hub): State<Arc<Hub>>,
-    Extension(id): Extension<AgentId>,
-    UrlPath(location): UrlPath<String>,
-    req: Request,
-) -> Response {
-    serve_fs(hub, id, location, req, |body| {
-        let req: proto::Request = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-        Ok(FsWork {
-            id: req.op_id,
-            changes: req.op.changes(),
-            run: Box::new(move |loc, policy| {
-                let resp = loc.and_then(|loc| super::fs::execute(&loc, req.op, policy));
-                postcard::to_stdvec(&resp).expect("encodable")
-            }),
-        })
-    })
-    .await
 }
 
 /// How long the hub spends on one batch; what is left is answered as not

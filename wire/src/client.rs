@@ -278,20 +278,9 @@ impl HubClient {
         self.connections
     }
 
-    /// One operation on a location of the hub, sent again (after a
-    /// backoff) while the hub cannot be reached or answers 5xx: its
-    /// operation id makes a second arrival get the first answer.
-    pub async fn fs(
-        &self,
-        location: &str,
-        req: &proto::Request,
-    ) -> Result<proto::Response, HubError> {
-        let path = format!("/agent/v1/fs/{location}");
-        self.exchange(&path, req, req.op.payload()).await
-    }
-
-    /// A batch of operations of one lane, sent again as [`HubClient::fs`]
-    /// is; one answer per operation done.
+    /// A batch of operations of one lane, sent again (after a backoff)
+    /// while the hub cannot be reached or answers 5xx: its id makes a
+    /// second arrival get the first answers. One answer per operation done.
     pub async fn fs_batch(
         &self,
         location: &str,

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
-//! The remote-writer protocol: one file-system operation per HTTPS request
-//! (`POST /agent/v1/fs/{location}`), postcard-encoded both ways. Names and
-//! paths are bytes, as the file system keeps them. Every request carries an
-//! operation id: a retry after a lost answer gets the first answer again,
-//! so no operation is done twice.
+//! The remote-writer protocol: batches of file-system operations, one lane's
+//! per HTTPS request (`POST /agent/v1/fs/{location}/batch`), postcard-encoded
+//! both ways. Names and paths are bytes, as the file system keeps them.
+//! Every batch carries an id: a retry after a lost answer gets the first
+//! answers again, so no operation is done twice.
 //!
 //! The hub trusts nothing in a request: [`Op::validate`] refuses malformed
 //! names, paths, sizes and times before anything touches the disk.
@@ -46,12 +46,6 @@ pub enum InvalidOp {
     InBatch { index: usize, why: Box<InvalidOp> },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Request {
-    pub op_id: u64,
-    pub op: Op,
-}
-
 /// Many operations of one lane (`POST /agent/v1/fs/{location}/batch`),
 /// done in order and each answered ([`BatchResponse`]): an agent sends what
 /// queued while its previous batch was on the way, so many files cost one
@@ -59,7 +53,7 @@ pub struct Request {
 /// decoding needs no depth limit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Batch {
-    /// Done once per id, as a [`Request`]'s `op_id`.
+    /// Done once per id: a batch sent again gets its first answers.
     pub batch_id: u64,
     pub ops: Vec<Op>,
 }
@@ -833,12 +827,12 @@ mod tests {
     fn every_operation_and_answer_round_trips() {
         for (i, op) in every_op().into_iter().enumerate() {
             op.validate().unwrap_or_else(|e| panic!("{op:?}: {e}"));
-            let req = Request {
-                op_id: u64::MAX - i as u64,
-                op,
+            let req = Batch {
+                batch_id: u64::MAX - i as u64,
+                ops: vec![op],
             };
             let wire = postcard::to_stdvec(&req).unwrap();
-            let back: Request = postcard::from_bytes(&wire).unwrap();
+            let back: Batch = postcard::from_bytes(&wire).unwrap();
             // Debug shows every field: equal text, equal message.
             assert_eq!(format!("{back:?}"), format!("{req:?}"));
         }
@@ -1102,29 +1096,29 @@ mod tests {
     }
 
     #[test]
-    fn garbage_does_not_decode_as_a_request() {
-        assert!(postcard::from_bytes::<Request>(&[]).is_err());
-        assert!(postcard::from_bytes::<Request>(&[1, 200]).is_err());
-        // A request cut short anywhere does not decode.
-        let req = Request {
-            op_id: 7,
-            op: every_op().remove(13),
+    fn garbage_does_not_decode_as_a_batch() {
+        assert!(postcard::from_bytes::<Batch>(&[]).is_err());
+        assert!(postcard::from_bytes::<Batch>(&[1, 1, 200]).is_err());
+        // A batch cut short anywhere does not decode.
+        let batch = Batch {
+            batch_id: 7,
+            ops: vec![every_op().remove(13)],
         };
-        let wire = postcard::to_stdvec(&req).unwrap();
+        let wire = postcard::to_stdvec(&batch).unwrap();
         for cut in 0..wire.len() {
             assert!(
-                postcard::from_bytes::<Request>(&wire[..cut]).is_err(),
+                postcard::from_bytes::<Batch>(&wire[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
         // A length prefix claiming more data than there is.
-        let mut lying = postcard::to_stdvec(&Request {
-            op_id: 0,
-            op: Op::List { dir: b("a") },
+        let mut lying = postcard::to_stdvec(&Batch {
+            batch_id: 0,
+            ops: vec![Op::List { dir: b("a") }],
         })
         .unwrap();
         let last = lying.len() - 2;
         lying[last] = 0x7f;
-        assert!(postcard::from_bytes::<Request>(&lying).is_err());
+        assert!(postcard::from_bytes::<Batch>(&lying).is_err());
     }
 }
