@@ -83,16 +83,16 @@ pub enum HubStartError {
     },
 }
 
-/// Answers to file-system operations that change something, by (agent,
-/// operation id): a request sent again after a lost answer waits for, and
-/// gets, the first answer.
+/// Answers to batches that change something, by (agent, batch id): a
+/// batch sent again after a lost answer waits for, and gets, the first
+/// answer.
 #[derive(Default)]
 struct Answers {
-    by_op: HashMap<(String, u64), (Instant, Answer)>,
+    by_batch: HashMap<(String, u64), (Instant, Answer)>,
     pruned: Option<Instant>,
 }
 
-/// An answer to come (`None` while the operation runs).
+/// An answer to come (`None` while the batch runs).
 type Answer = watch::Receiver<Option<Bytes>>;
 
 /// Answers are kept longer than an agent keeps sending a request again.
@@ -651,7 +651,8 @@ fn special_files_allowed(job: &ferry_daemon::dispatch::Job, spec: &LocationSpec)
 pub const BATCH_BUDGET: Duration = Duration::from_secs(20);
 
 /// A batch of one lane's operations (`POST /agent/v1/fs/{location}/batch`),
-/// done in order on one blocking thread.
+/// done in order on one blocking thread; a batch that changes the location
+/// is done once per batch id, and its answer kept for a retry.
 async fn fs_batch(
     State(hub): State<Arc<Hub>>,
     Extension(id): Extension<AgentId>,
@@ -659,47 +660,6 @@ async fn fs_batch(
     req: Request,
 ) -> Response {
     let resent = req.headers().contains_key(proto::RESENT_HEADER);
-    serve_fs(hub, id, location, req, move |body| {
-        let batch: proto::Batch = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-        // All of it is checked before any of it is done.
-        batch.validate().map_err(|e| e.to_string())?;
-        Ok(FsWork {
-            id: batch.batch_id,
-            changes: batch.changes(),
-            run: Box::new(move |loc, policy| {
-                let answers: proto::BatchResponse = match loc {
-                    Ok(loc) => {
-                        super::fs::execute_batch(&loc, batch.ops, policy, BATCH_BUDGET, resent)
-                    }
-                    Err(e) => batch.ops.iter().map(|_| Err(e.clone())).collect(),
-                };
-                postcard::to_stdvec(&answers).expect("encodable")
-            }),
-        })
-    })
-    .await
-}
-
-/// What an fs request asks, decoded and checked: done once per `id` when
-/// it `changes` the location.
-struct FsWork {
-    id: u64,
-    changes: bool,
-    #[allow(clippy::type_complexity)]
-    run: Box<
-        dyn FnOnce(Result<LocalLocation, proto::WireError>, &super::fs::Policy) -> Vec<u8> + Send,
-    >,
-}
-
-/// What both fs routes share: the grant, the body read within its bound,
-/// the location, the slots, and the answer kept for a retry.
-async fn serve_fs(
-    hub: Arc<Hub>,
-    id: AgentId,
-    location: String,
-    req: Request,
-    decode: impl FnOnce(&[u8]) -> Result<FsWork, String>,
-) -> Response {
     // Before anything else (the body, the store, a mount): is this agent
     // running an execution the hub gave it, writing to this location?
     let Some(job) = hub.agent.board.grant(&id.0, &location) else {
@@ -723,10 +683,14 @@ async fn serve_fs(
             )
         }
     };
-    let work = match decode(&body) {
-        Ok(w) => w,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e),
+    let batch: proto::Batch = match postcard::from_bytes(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
+    // All of it is checked before any of it is done.
+    if let Err(e) = batch.validate() {
+        return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string());
+    }
     let spec = match hub.agent.store.lock().unwrap().location(&location) {
         Ok(Some(l)) => l.spec,
         _ => {
@@ -748,17 +712,17 @@ async fn serve_fs(
         special_files: special_files_allowed(&job, &spec),
     };
     let h = hub.clone();
-    let FsWork {
-        id: op_id,
-        changes,
-        run,
-    } = work;
+    let (batch_id, changes) = (batch.batch_id, batch.changes());
     let run = move |_permit: FsPermit| {
         let loc = h
             .location_root(&location, &spec)
             .and_then(|root| LocalLocation::open(&root))
             .map_err(|e| proto::WireError::from(&e));
-        Bytes::from(run(loc, &policy))
+        let answers: proto::BatchResponse = match loc {
+            Ok(loc) => super::fs::execute_batch(&loc, batch.ops, &policy, BATCH_BUDGET, resent),
+            Err(e) => batch.ops.iter().map(|_| Err(e.clone())).collect(),
+        };
+        Bytes::from(postcard::to_stdvec(&answers).expect("encodable"))
     };
     if !changes {
         let permit = hub.fs_slots.acquire(&id.0).await;
@@ -773,17 +737,19 @@ async fn serve_fs(
             ),
         };
     }
-    let key = (id.0.clone(), op_id);
+    let key = (id.0.clone(), batch_id);
     let existing = |hub: &Hub| -> Option<Answer> {
         let mut answers = hub.answers.lock().unwrap();
         if answers
             .pruned
             .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
         {
-            answers.by_op.retain(|_, (t, _)| t.elapsed() < ANSWERS_KEPT);
+            answers
+                .by_batch
+                .retain(|_, (t, _)| t.elapsed() < ANSWERS_KEPT);
             answers.pruned = Some(Instant::now());
         }
-        answers.by_op.get(&key).map(|(_, rx)| rx.clone())
+        answers.by_batch.get(&key).map(|(_, rx)| rx.clone())
     };
     let mut rx = match existing(&hub) {
         Some(rx) => rx,
@@ -792,11 +758,11 @@ async fn serve_fs(
             // here leaves no answer behind, and its retry starts afresh.
             let permit = hub.fs_slots.acquire(&id.0).await;
             let mut answers = hub.answers.lock().unwrap();
-            match answers.by_op.get(&key) {
+            match answers.by_batch.get(&key) {
                 Some((_, rx)) => rx.clone(),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    answers.by_op.insert(key, (Instant::now(), rx.clone()));
+                    answers.by_batch.insert(key, (Instant::now(), rx.clone()));
                     // Done to the end even if this connection breaks meanwhile.
                     tokio::task::spawn_blocking(move || {
                         let _ = tx.send(Some(run(permit)));
