@@ -181,6 +181,52 @@ fn peak_rss_mib(pid: u32) -> u64 {
     kib >> 10
 }
 
+/// Bytes a process has read so far (`rchar`: files and sockets alike).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/PID/io")
+}
+
+/// Verifying a tree unchanged since the last run reads neither side's
+/// files again: both keep the digests they took, valid while a file's
+/// inode, size, mtime and ctime hold. A destination file changed since,
+/// its size and mtime put back, is read again and found different.
+#[test]
+fn verifying_an_unchanged_tree_reads_no_file_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, _proxy, agent) = linked(tmp.path());
+    let (src, dst) = source_and_destination(tmp.path(), 16 << 20);
+    let task = make_task(&hub, &agent_id(&hub, "site"), &src, &dst, false, 8);
+    let (e, _) = run_task(&hub, &task);
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    let read = || (bytes_read(agent.d.child.id()), bytes_read(hub.d.child.id()));
+    let before = read();
+    let (e, _) = run_task(&hub, &task);
+    let after = read();
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
+    assert_eq!(e["Counters"]["FilesTransferred"], 0, "{e}");
+    assert!(e["Counters"]["FilesVerified"].as_u64().unwrap() > 200, "{e}");
+    let tree = tree_bytes(&src);
+    let (agent_read, hub_read) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("the tree: {tree} bytes; read again: agent {agent_read}, hub {hub_read}");
+    assert!(agent_read < tree / 8, "the agent read {agent_read} bytes");
+    assert!(hub_read < tree / 8, "the hub read {hub_read} bytes");
+    // Other bytes, the same size and mtime: only the ctime tells.
+    let changed = dst.join("big0.bin");
+    let mtime = std::fs::metadata(&changed).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&changed).unwrap();
+    data[1000] ^= 1;
+    std::fs::write(&changed, &data).unwrap();
+    let f = std::fs::File::options().write(true).open(&changed).unwrap();
+    f.set_modified(mtime).unwrap();
+    let (e, _) = run_task(&hub, &task);
+    assert_eq!(e["Status"], "ERROR", "{e}");
+    assert_eq!(e["Counters"]["FilesFailedVerify"], 1, "{e}");
+}
+
 /// A slow way to the hub slows the agent instead of filling its memory:
 /// with a source many times larger than what may be in flight, both
 /// processes stay within a bound while the link is the limit.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::dispatch;
 use super::events::Events;
 use super::store::{Store, StoreError};
+use ferry_engine::digests::DigestCache;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::Options;
 use ferry_model::api::Execution as ExecutionRecord;
@@ -38,6 +39,9 @@ pub struct Agent {
     pub destinations: OnceLock<Arc<dyn Destinations>>,
     /// Executions handed to agents (on the hub).
     pub board: dispatch::Board,
+    /// Digests of source files taken by earlier executions, by source
+    /// location: verifying files unchanged since reads them no more.
+    pub digests: Arc<DigestCache>,
     /// Signalled when an execution ends: the link to a hub reports it at
     /// once instead of at its next poll.
     pub ended: tokio::sync::Notify,
@@ -155,4 +159,6 @@ pub struct Pending<'a> {
     pub(super) exec: &'a ExecutionRecord,
     pub(super) running: &'a Running,
     pub(super) src_loc: LocalLocation,
+    /// The source's scope in [`Agent::digests`].
+    pub(super) src_scope: u64,
 }

@@ -107,14 +107,9 @@ impl Agent {
         let store = Store::open(&db)?;
         // What an agent runs for the hub goes on there without the hub.
         let of_an_agent = |e: &ferry_model::api::Execution| {
-            let source = store
-                .task(&e.task_id)
-                .ok()
-                .flatten()
-                .and_then(|t| store.location(&t.source_location_id).ok().flatten());
             matches!(
-                source.map(|l| l.spec),
-                Some(ferry_model::api::LocationSpec::Agent { .. })
+                store.task_with_locations(&e.task_id),
+                Ok(Some((_, source, _))) if matches!(source.spec, ferry_model::api::LocationSpec::Agent { .. })
             )
         };
         let (ended, resumed) = store.mark_interrupted(of_an_agent)?;
@@ -136,6 +131,7 @@ impl Agent {
             history: config.history,
             destinations: OnceLock::new(),
             board: Default::default(),
+            digests: Default::default(),
             ended: tokio::sync::Notify::new(),
             wake: Mutex::new(wake),
         });
@@ -149,17 +145,18 @@ impl Agent {
         // On the board before the hub serves its agents: their reports and
         // operations find their execution.
         for exec in &resumed {
-            let job = {
-                let store = agent.store.lock().unwrap();
-                let task = store.task(&exec.task_id).ok().flatten();
-                let loc = |id: &str| store.location(id).ok().flatten();
-                task.and_then(|t| {
-                    Some((
-                        loc(&t.source_location_id)?,
-                        loc(&t.destination_location_id)?,
-                    ))
-                })
-                .and_then(|(s, d)| runner::agent_job(exec, &s, &d).ok().flatten())
+            let found = agent
+                .store
+                .lock()
+                .unwrap()
+                .task_with_locations(&exec.task_id);
+            let job = match found {
+                Ok(Some((_, source, destination))) => {
+                    runner::agent_job(exec, &source, &destination)
+                        .ok()
+                        .flatten()
+                }
+                _ => None,
             };
             if let Some(job) = job {
                 agent.board.post_resumed(job);

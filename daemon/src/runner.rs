@@ -13,6 +13,7 @@ pub use super::agent::{Destination, Destinations, Pending};
 use super::dispatch::Job;
 use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::digests;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
 use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
@@ -233,22 +234,18 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
     let id = &exec.task_execution_id;
     let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
 
-    let (task, source, destination) = {
-        let store = agent.store.lock().unwrap();
-        let task = store.task(&exec.task_id).ok().flatten();
-        let loc = |id: Option<&String>| id.and_then(|id| store.location(id).ok().flatten());
-        (
-            task.clone(),
-            loc(task.as_ref().map(|t| &t.source_location_id)),
-            loc(task.as_ref().map(|t| &t.destination_location_id)),
-        )
-    };
-    let (Some(_task), Some(source), Some(destination)) = (task, source, destination) else {
+    let found = agent
+        .store
+        .lock()
+        .unwrap()
+        .task_with_locations(&exec.task_id);
+    let Ok(Some((_, source, destination))) = found else {
         return fail(
             "TaskNotFound",
             "the task or one of its locations is gone".into(),
         );
     };
+    let src_scope = digests::scope_of(&source.location_id);
     // Again now: a location may have changed under the task since.
     if let Err(e) = super::check::task(&source.spec, &destination.spec) {
         return fail("InvalidTask", e);
@@ -287,6 +284,7 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             exec,
             running,
             src_loc,
+            src_scope,
         });
         drop(src);
         let _ = std::fs::remove_dir(&mounts);
@@ -317,7 +315,7 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
             )
         }
     };
-    run_engine(agent, exec, running, src_loc, dst_loc);
+    run_engine(agent, exec, running, (src_loc, src_scope), dst_loc);
     drop((src, dst));
     let _ = std::fs::remove_dir(&mounts);
 }
@@ -411,7 +409,8 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
 /// [`Destination`]).
 impl Pending<'_> {
     pub fn run<D: Location>(self, dst: D) {
-        run_engine(self.agent, self.exec, self.running, self.src_loc, dst);
+        let src = (self.src_loc, self.src_scope);
+        run_engine(self.agent, self.exec, self.running, src, dst);
     }
 }
 
@@ -430,12 +429,13 @@ fn hub_destination(
     destinations.open(location_id, compress, connections)
 }
 
-/// Runs the engine from `src` to `dst` and records the outcome.
+/// Runs the engine from `src` (its location, and its scope in
+/// [`Agent::digests`]) to `dst` and records the outcome.
 fn run_engine<D: Location>(
     agent: &Arc<Agent>,
     exec: &ExecutionRecord,
     running: &Running,
-    src_loc: LocalLocation,
+    (src_loc, src_scope): (LocalLocation, u64),
     dst_loc: D,
 ) {
     let id = &exec.task_execution_id;
@@ -465,7 +465,7 @@ fn run_engine<D: Location>(
         fanout,
         running.cancel.clone(),
     ) {
-        Ok(e) => e,
+        Ok(e) => e.with_source_digests(agent.digests.clone(), src_scope),
         Err(e) => return fail("InvalidOptions", e.to_string()),
     };
     let done = Mutex::new(false);

@@ -256,6 +256,19 @@ impl Store {
         task.transpose()
     }
 
+    /// A task with its source and destination; `None` when any is gone.
+    pub fn task_with_locations(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Task, Location, Location)>, StoreError> {
+        let Some(task) = self.task(id)? else {
+            return Ok(None);
+        };
+        let source = self.location(&task.source_location_id)?;
+        let destination = self.location(&task.destination_location_id)?;
+        Ok(source.zip(destination).map(|(s, d)| (task, s, d)))
+    }
+
     pub fn task_by_name(&self, name: &str) -> Result<Option<Task>, StoreError> {
         let task = self
             .db

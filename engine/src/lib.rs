@@ -16,6 +16,7 @@
 //! and the hub: it has no async runtime, HTTP, TLS, database or command line
 //! of its own (README.md).
 
+pub mod digests;
 pub mod location;
 
 pub use ferry_model::counters;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use self::counters::{CounterSnapshot, Counters};
+use self::digests::DigestCache;
 use self::filter::Filters;
 pub use self::options::Options;
 use self::options::{OptionsError, VerifyMode};
@@ -122,8 +124,11 @@ pub(crate) struct Ctx<S: Location, D: Location> {
     /// Paths transferred, for VerifyMode ONLY_FILES_TRANSFERRED: spooled to a
     /// temporary file so memory does not grow with the tree.
     transferred_log: Option<Mutex<BufWriter<File>>>,
-    /// SHA-256 of source files taken while copying them, by (dev, inode).
+    /// What copies learned for verification, by (dev, inode): source
+    /// digests when no [`DigestCache`] is given, and files read back.
     source_hashes: Mutex<HashMap<(u64, u64), SourceHash>>,
+    /// Source digests kept between executions, and the source's scope.
+    source_digests: Option<(Arc<DigestCache>, u64)>,
 }
 
 /// The content hash of a source file and the attributes it was taken under:
@@ -288,24 +293,58 @@ impl<S: Location, D: Location> Ctx<S, D> {
         }
     }
 
-    pub fn remember_source_hash(&self, meta: &Meta, known: KnownHash) {
+    /// What the copy of a file learned for its verification: the source's
+    /// digest, and whether every range was read back. Nothing if the
+    /// source changed between `before` and `after` the copy.
+    pub fn remember_copy(
+        &self,
+        before: &Meta,
+        after: &Meta,
+        digest: Option<[u8; 32]>,
+        read_back: bool,
+    ) {
+        if plan::changed(before, after) {
+            return;
+        }
+        if let (Some(d), Some((cache, scope))) = (digest, &self.source_digests) {
+            cache.put(*scope, before, after, d);
+        }
+        let known = match digest {
+            _ if read_back => KnownHash::Verified,
+            Some(d) if self.source_digests.is_none() => KnownHash::Source(d),
+            _ => return,
+        };
         let mut hashes = self.source_hashes.lock().unwrap();
         if hashes.len() < MAX_SOURCE_HASHES {
             let hash = SourceHash {
-                size: meta.size,
-                mtime: meta.mtime,
-                ctime: meta.ctime,
+                size: after.size,
+                mtime: after.mtime,
+                ctime: after.ctime,
                 known,
             };
-            hashes.insert((meta.dev, meta.ino), hash);
+            hashes.insert((after.dev, after.ino), hash);
         }
     }
 
-    /// What was learned while copying, if the file is still as it was then.
+    /// What was learned of a source file, while copying it or by an
+    /// earlier execution, if the file is still as it was then.
     pub fn source_hash(&self, meta: &Meta) -> Option<KnownHash> {
         let hashes = self.source_hashes.lock().unwrap();
-        let h = hashes.get(&(meta.dev, meta.ino))?;
-        (h.size == meta.size && h.mtime == meta.mtime && h.ctime == meta.ctime).then_some(h.known)
+        let learned = hashes
+            .get(&(meta.dev, meta.ino))
+            .filter(|h| h.size == meta.size && h.mtime == meta.mtime && h.ctime == meta.ctime);
+        match (learned, &self.source_digests) {
+            (Some(h), _) => Some(h.known),
+            (None, Some((cache, scope))) => cache.get(*scope, meta).map(KnownHash::Source),
+            (None, None) => None,
+        }
+    }
+
+    /// A source digest verification took, between `before` and `after`.
+    pub fn remember_source_digest(&self, before: &Meta, after: &Meta, digest: [u8; 32]) {
+        if let Some((cache, scope)) = &self.source_digests {
+            cache.put(*scope, before, after, digest);
+        }
     }
 
     pub fn temp_name(&self) -> std::ffi::OsString {
@@ -389,8 +428,17 @@ impl<S: Location, D: Location> Execution<S, D> {
                 temp_seq: AtomicU64::new(0),
                 transferred_log,
                 source_hashes: Mutex::new(HashMap::new()),
+                source_digests: None,
             },
         })
+    }
+
+    /// Takes source digests from `cache`, and keeps those it takes there,
+    /// for the source `scope` ([`digests::scope_of`] its location): a file
+    /// unchanged since an earlier execution is not read again to verify it.
+    pub fn with_source_digests(mut self, cache: Arc<DigestCache>, scope: u64) -> Self {
+        self.ctx.source_digests = Some((cache, scope));
+        self
     }
 
     /// The current phase and counters, for progress displays.

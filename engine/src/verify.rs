@@ -14,8 +14,6 @@ use std::io::{self, BufRead, BufReader, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::counters::Counters;
 use super::filter::Verdict;
 use super::options::{
@@ -382,10 +380,11 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             Some(KnownHash::Source(digest)) => (Ok((digest, src_meta.clone())), dst_digest()),
             None => std::thread::scope(|scope| {
                 let d = scope.spawn(dst_digest);
-                let s = ctx
-                    .src
-                    .open_file(src_dir, name)
-                    .and_then(|r| Ok((digest(&r)?, r.meta()?)));
+                let s = ctx.src.open_file(src_dir, name).and_then(|r| {
+                    let (digest, now) = (digest(&r)?, r.meta()?);
+                    ctx.remember_source_digest(src_meta, &now, digest);
+                    Ok((digest, now))
+                });
                 let d = d
                     .join()
                     .unwrap_or_else(|_| Err(io::Error::other("hashing panicked")));
@@ -647,16 +646,5 @@ fn open_below<L: Location>(loc: &L, root: &L::Dir, rel: &[u8]) -> io::Result<L::
 }
 
 fn digest<R: Reader>(reader: &R) -> io::Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = reader.read_at(&mut buf, offset)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hasher.finalize().into())
+    crate::digests::sha256_of(reader, || Ok(()))
 }

@@ -13,10 +13,10 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
+use ferry_engine::digests::{sha256_of, DigestCache};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::{Location, MetaUpdate, Reader, Writer};
 use ferry_wire::proto::{InvalidOp, Op, Reply, Response, WireError, WireMeta, MAX_CHUNK};
@@ -218,31 +218,40 @@ fn done_before(loc: &LocalLocation, op: &Op, e: &WireError) -> bool {
     }
 }
 
-/// SHA-256 of a regular file, refused once `budget` has passed.
-fn digest(loc: &LocalLocation, dir: &[u8], file: &[u8], budget: Duration) -> io::Result<[u8; 32]> {
+/// Digests of the files this hub has read, by (device, inode): verifying
+/// files that have not changed since reads nothing again (see
+/// [`DigestCache`] for when a digest still holds).
+static DIGESTS: LazyLock<DigestCache> = LazyLock::new(DigestCache::default);
+
+/// SHA-256 of a regular file, refused once `budget` has passed. `read`:
+/// read it even if its digest is known (a file just written is read back).
+fn digest(
+    loc: &LocalLocation,
+    dir: &[u8],
+    file: &[u8],
+    budget: Duration,
+    read: bool,
+) -> io::Result<[u8; 32]> {
     let deadline = Instant::now() + budget;
     let d = open_path(loc, dir)?;
     let r = loc.open_file(&d, as_name(file))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        // Checked as it reads: a huge (sparse) file costs at most the budget.
-        if Instant::now() >= deadline {
-            return Err(Refused::DigestBudget {
-                name: String::from_utf8_lossy(file).into_owned(),
-                budget,
-            }
-            .into());
-        }
-        let n = r.read_at(&mut buf, offset)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
+    let before = r.meta()?;
+    if let Some(known) = DIGESTS.get(before.dev, &before).filter(|_| !read) {
+        return Ok(known);
     }
-    Ok(hasher.finalize().into())
+    // Checked as it reads: a huge (sparse) file costs at most the budget.
+    let digest = sha256_of(&r, || {
+        if Instant::now() < deadline {
+            return Ok(());
+        }
+        Err(Refused::DigestBudget {
+            name: String::from_utf8_lossy(file).into_owned(),
+            budget,
+        }
+        .into())
+    })?;
+    DIGESTS.put(before.dev, &before, &r.meta()?, digest);
+    Ok(digest)
 }
 
 fn run(loc: &LocalLocation, op: Op, digest_budget: Duration) -> io::Result<Reply> {
@@ -366,9 +375,9 @@ fn run(loc: &LocalLocation, op: Op, digest_budget: Duration) -> io::Result<Reply
             finish(w, len, &MetaUpdate::from(&update))?;
             // Read back as written: the agent's verification needs no
             // second round trip for it.
-            Reply::Digest(digest(loc, &dir, &name, digest_budget)?)
+            Reply::Digest(digest(loc, &dir, &name, digest_budget, true)?)
         }
-        Op::Digest { dir, name } => Reply::Digest(digest(loc, &dir, &name, digest_budget)?),
+        Op::Digest { dir, name } => Reply::Digest(digest(loc, &dir, &name, digest_budget, false)?),
     })
 }
 
@@ -380,6 +389,7 @@ mod tests {
     use super::*;
     use ferry_engine::location::Kind;
     use ferry_wire::proto::WireUpdate;
+    use sha2::{Digest, Sha256};
 
     const NONE: Policy = Policy {
         special_files: false,
@@ -787,6 +797,31 @@ mod tests {
             Reply::Digest(d) => assert_eq!(d, <[u8; 32]>::from(Sha256::digest(b"abc"))),
             r => panic!("{r:?}"),
         }
+    }
+
+    #[test]
+    fn a_digest_kept_from_before_is_not_given_for_a_changed_file() {
+        let (dir, loc) = location();
+        let path = dir.path().join("f");
+        let digest_of = |loc: &LocalLocation| {
+            let op = Op::Digest {
+                dir: b(""),
+                name: b("f"),
+            };
+            match execute(loc, op, &NONE).unwrap() {
+                Reply::Digest(d) => d,
+                r => panic!("{r:?}"),
+            }
+        };
+        std::fs::write(&path, b"abc").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(digest_of(&loc), <[u8; 32]>::from(Sha256::digest(b"abc")));
+        // The same size and modification time, other bytes: only the
+        // change time tells.
+        std::fs::write(&path, b"xyz").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert_eq!(digest_of(&loc), <[u8; 32]>::from(Sha256::digest(b"xyz")));
     }
 
     #[test]

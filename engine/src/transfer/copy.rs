@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use super::{DirNode, EntryJob, Failure, Job, Transfer};
+use crate::child_path;
 use crate::counters::Counters;
 use crate::location::{Kind, Location, Meta, Reader, Writer};
 use crate::options::VerifyMode;
 use crate::plan::{self, changed};
 use crate::report::{Outcome, Phase, Record};
 use crate::sched::Slot;
-use crate::{child_path, KnownHash};
 
 /// Files at least this large are copied as ranges by several workers.
 const SPLIT_THRESHOLD: u64 = 32 << 20;
@@ -432,15 +432,8 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             Ok(()) => {
                 copy.dir.modified.store(true, Ordering::Relaxed);
                 let now = copy.reader.meta();
-                let known = match digest {
-                    _ if read_back => Some(KnownHash::Verified),
-                    Some(digest) => Some(KnownHash::Source(digest)),
-                    None => None,
-                };
-                if let (Ok(now), Some(known)) = (&now, known) {
-                    if !changed(&copy.src, now) {
-                        ctx.remember_source_hash(now, known);
-                    }
+                if let Ok(now) = &now {
+                    ctx.remember_copy(&copy.src, now, digest, read_back);
                 }
                 match now {
                     Ok(now) if changed(&copy.src, &now) => {
