@@ -236,26 +236,29 @@ class Ferry:
                              stdout=subprocess.PIPE).stdout
         return next(a["AgentId"] for a in json.loads(out)["Agents"] if a["Name"] == "site")
 
-    def sync(self, src, dst, verify, timeout=3600):
+    def task(self, src, dst, verify):
         """A task kept on the hub, the agent's local `src` to the hub's
-        local `dst`, run to its end: (ok, seconds, execution)."""
+        local `dst`: its id."""
+        d = self._post("/v1/locations", {"Type": "LOCAL", "Path": dst})
+        s = self._post("/v1/locations", {"Type": "AGENT", "AgentId": self.agent_id,
+                                         "Location": {"Type": "LOCAL", "Path": src}})
+        task = self._post("/v1/tasks", {"Name": f"wan-{os.path.basename(dst)}", "SourceLocationId": s["LocationId"],
+                                        "DestinationLocationId": d["LocationId"],
+                                        "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT" if verify else "NONE"}})
+        return task["TaskId"]
 
-        def post(path, body):
-            status, answer = api(self.hub_sock, "POST", path, body)
-            if status >= 300:
-                raise BenchError(f"hub: POST {path} answered {status}: {answer}")
-            return answer
+    def _post(self, path, body):
+        status, answer = api(self.hub_sock, "POST", path, body)
+        if status >= 300:
+            raise BenchError(f"hub: POST {path} answered {status}: {answer}")
+        return answer
 
-        d = post("/v1/locations", {"Type": "LOCAL", "Path": dst})
-        s = post("/v1/locations", {"Type": "AGENT", "AgentId": self.agent_id,
-                                   "Location": {"Type": "LOCAL", "Path": src}})
-        task = post("/v1/tasks", {"Name": f"wan-{os.path.basename(dst)}", "SourceLocationId": s["LocationId"],
-                                  "DestinationLocationId": d["LocationId"],
-                                  "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT" if verify else "NONE"}})
+    def run(self, task, timeout=3600):
+        """An execution of `task` run to its end: (ok, seconds, execution)."""
         # Timed as an operator sees it: from the start request to the end
-        # (the agent picks the execution up at its next poll, within a second).
+        # (the hub hands the execution to the agent's held ask for work).
         start = time.monotonic()
-        e = post(f"/v1/tasks/{task['TaskId']}/start", {})
+        e = self._post(f"/v1/tasks/{task}/start", {})
         eid = e["TaskExecutionId"]
         while True:
             _, ex = api(self.hub_sock, "GET", f"/v1/executions/{eid}")
@@ -406,15 +409,28 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
                 rid = run_id(w.name, series.name, tool, r)
                 dst = os.path.join(dst_root, rid)
                 src = os.path.join(src_root, "small" if w.kind.startswith("incr") else w.kind)
+                task = None
                 if w.kind.startswith("incr"):
                     # Its own source copy and a destination already in sync
-                    # (made locally, untimed; every tool compares size and time).
+                    # (made locally, untimed; every tool compares size and
+                    # time), then the tool's own sync of them, untimed: what
+                    # an incremental run follows (ferry's verification keeps
+                    # the digests it took, by inode, size and times).
                     copy = os.path.join(src_root, "incr", rid)  # under the agent's hub_local_sources
                     shutil.rmtree(copy, ignore_errors=True)
                     os.makedirs(os.path.dirname(copy), exist_ok=True)
                     subprocess.run(["cp", "-a", src, copy], check=True)
                     subprocess.run(["cp", "-a", src, dst], check=True)
                     src = copy
+                    if tool.startswith("ferry"):
+                        task = ferry.task(src, dst, verify=tool == "ferry-verify")
+                        ok, _, execution = ferry.run(task)
+                        if not ok:
+                            raise BenchError(f"ferry's sync before {rid} failed: {execution}")
+                    else:
+                        subprocess.run(peer_command(tool, src, dst, sshd, ssh_proxy.port), check=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       env=dict(os.environ, RCLONE_CONFIG="/dev/null"))
                     if w.kind == "incr-1pct":
                         change_1pct(src)
                 else:
@@ -425,7 +441,8 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
                 res = dict(id=rid, workload=w.name, series=series.name, tool=tool, run=r,
                            src_ops=None, dst_ops=None, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
                 if tool.startswith("ferry"):
-                    ok, seconds, execution = ferry.sync(src, dst, verify=tool == "ferry-verify")
+                    task = task or ferry.task(src, dst, verify=tool == "ferry-verify")
+                    ok, seconds, execution = ferry.run(task)
                     res.update(rc=0 if ok else 1, ms=int(seconds * 1000), phases=ferry_phases(execution),
                                execution=execution)
                     if not ok:
