@@ -122,7 +122,7 @@ fn remote(root: PathBuf, ca_dir: PathBuf) -> (RemoteLocation, tokio::runtime::Ru
         let tls = tls::client_config(&ca.cert_der, None).unwrap();
         HubClient::new(format!("https://{addr}"), tls, 8, None)
     };
-    let location = RemoteLocation::new(client, rt, LOCATION.to_string(), true);
+    let location = RemoteLocation::new(client, std::sync::Arc::new(rt), LOCATION.to_string(), true);
     (location, server)
 }
 

@@ -208,7 +208,10 @@ fn verifying_an_unchanged_tree_reads_no_file_again() {
     let after = read();
     assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
     assert_eq!(e["Counters"]["FilesTransferred"], 0, "{e}");
-    assert!(e["Counters"]["FilesVerified"].as_u64().unwrap() > 200, "{e}");
+    assert!(
+        e["Counters"]["FilesVerified"].as_u64().unwrap() > 200,
+        "{e}"
+    );
     let tree = tree_bytes(&src);
     let (agent_read, hub_read) = (after.0 - before.0, after.1 - before.1);
     eprintln!("the tree: {tree} bytes; read again: agent {agent_read}, hub {hub_read}");

@@ -62,9 +62,14 @@ enum Track {
 const DIGESTS_KEPT: usize = 500_000;
 
 /// Directory listings asked for ahead, kept or on the way, at most (one
-/// per lane of the default 64): a tree's scan costs a round trip per level,
-/// not one per directory, and memory a few listings.
+/// per lane of the default 64): memory holds a few listings, and each one
+/// taken makes room for the next wanted, so the scan of a level costs about
+/// one round trip, not one per directory.
 const LISTINGS_AHEAD: usize = 64;
+
+/// Directories whose listings are wanted next, at most; those beyond are
+/// listed when opened.
+const LISTINGS_WANTED: usize = 4096;
 
 /// What happens with an operation's answer.
 enum Done {
@@ -130,6 +135,11 @@ struct Pending {
     listings: HashMap<Vec<u8>, io::Result<Reply>>,
     listing: HashSet<Vec<u8>>,
     stale: HashSet<Vec<u8>>,
+    /// Listings wanted ahead, not asked for yet: in the order they will be
+    /// opened (the next first), and as a set (one opened meanwhile is no
+    /// longer wanted).
+    wanted_order: VecDeque<Vec<u8>>,
+    wanted: HashSet<Vec<u8>>,
 }
 
 impl Pending {
@@ -377,6 +387,9 @@ impl Lanes {
                 }
             }
             p.creating.insert(path.clone());
+            // Made from another lane: a listing of the parent on the way
+            // may come before it.
+            p.changed(parent);
         }
         self.cast_in(
             lane,
@@ -438,20 +451,56 @@ impl Lanes {
         }
     }
 
-    /// Asks ahead for the listings of the directories `dirs`, each in its
-    /// own lane, as long as fewer than [`LISTINGS_AHEAD`] are kept or on
-    /// the way.
+    /// Wants the listings of the directories `dirs` ahead, the first to be
+    /// opened first: they go before those wanted earlier, as the scan
+    /// opens the subdirectories of the last directory it listed first.
     pub fn prefetch_listings(&self, dirs: Vec<Vec<u8>>) {
-        for dir in dirs {
-            {
+        {
+            let mut p = self.shared.pending.lock().unwrap();
+            // Those opened meanwhile are left in the order: dropped now and then.
+            if p.wanted_order.len() >= 2 * LISTINGS_WANTED {
+                let Pending {
+                    wanted_order,
+                    wanted,
+                    ..
+                } = &mut *p;
+                wanted_order.retain(|d| wanted.contains(d));
+            }
+            for dir in dirs.into_iter().rev() {
+                if p.wanted.len() < LISTINGS_WANTED && p.wanted.insert(dir.clone()) {
+                    p.wanted_order.push_front(dir);
+                }
+            }
+        }
+        self.ask_listings();
+    }
+
+    /// Asks for wanted listings, each in its own lane, as long as fewer
+    /// than [`LISTINGS_AHEAD`] are kept or on the way.
+    fn ask_listings(&self) {
+        loop {
+            let dir = {
                 let mut p = self.shared.pending.lock().unwrap();
                 if p.listings.len() + p.listing.len() >= LISTINGS_AHEAD {
                     return;
                 }
-                if p.listings.contains_key(&dir) || !p.listing.insert(dir.clone()) {
+                let Some(dir) = p.wanted_order.pop_front() else {
+                    return;
+                };
+                // Not while changes cast in it (or directories made in it,
+                // from their own lanes) are on the way: the listing could
+                // miss them (one asked for before them is marked stale by
+                // them instead).
+                if !p.wanted.remove(&dir)
+                    || p.by_dir.contains_key(&dir)
+                    || p.creating.iter().any(|c| parent_of(c) == dir)
+                    || p.listings.contains_key(&dir)
+                    || !p.listing.insert(dir.clone())
+                {
                     continue;
                 }
-            }
+                dir
+            };
             let lane = self.lane(&dir);
             let op = Op::List { dir: dir.clone() };
             self.push(lane, op, Done::Listing { dir });
@@ -459,13 +508,19 @@ impl Lanes {
     }
 
     /// The answer to the listing of `dir` asked for ahead (waiting for it
-    /// if on the way), given once; `None` if it was not asked for.
+    /// if on the way), given once; `None` if it was not asked for (nor will
+    /// it be). Each taken makes room for another wanted.
     pub fn take_listing(&self, dir: &[u8]) -> Option<io::Result<Reply>> {
-        let mut p = self.shared.pending.lock().unwrap();
-        while p.listing.contains(dir) {
-            p = self.shared.settled.wait(p).unwrap();
-        }
-        p.listings.remove(dir)
+        let taken = {
+            let mut p = self.shared.pending.lock().unwrap();
+            p.wanted.remove(dir);
+            while p.listing.contains(dir) {
+                p = self.shared.settled.wait(p).unwrap();
+            }
+            p.listings.remove(dir)
+        };
+        self.ask_listings();
+        taken
     }
 
     /// Waits until no cast change is in flight in `top` or below it (before

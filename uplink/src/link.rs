@@ -215,6 +215,28 @@ pub struct Link {
     /// The hub's ids of executions that ended here (never started again).
     done: Mutex<HashSet<String>>,
     policy: LinkPolicy,
+    data_plane: Mutex<Option<DataPlane>>,
+}
+
+/// The data plane's runtime and connections, kept from one execution to
+/// the next: a new connection costs two round trips (TCP, then TLS) and a
+/// handshake before its first request.
+struct DataPlane {
+    /// What it was made for: the hub, the agent's certificate, the
+    /// connections.
+    made_for: (Option<String>, Vec<u8>, usize),
+    client: HubClient,
+    rt: Option<Arc<tokio::runtime::Runtime>>,
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        // Maybe inside the daemon's runtime (at exit), where a runtime may
+        // not be dropped: shut down in the background instead.
+        if let Some(rt) = self.rt.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Says what was being done, and on which path, when an I/O call failed:
@@ -276,6 +298,7 @@ impl Link {
             jobs: Mutex::default(),
             done: Mutex::default(),
             policy,
+            data_plane: Mutex::default(),
         });
         if link.is_activated() {
             link.write_marker()?;
@@ -462,22 +485,40 @@ impl Link {
         compress: bool,
         connections: usize,
     ) -> Result<RemoteLocation, LinkError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferry-hub-io")
-            .enable_all()
-            .build()
-            .map_err(LinkError::Runtime)?;
-        let client = {
-            let _inside = rt.enter();
-            self.client(connections)?
+        let made_for = (
+            self.state.lock().unwrap().hub.clone(),
+            std::fs::read(self.cert_path()).unwrap_or_default(),
+            connections,
+        );
+        let mut kept = self.data_plane.lock().unwrap();
+        let plane = match kept.take() {
+            Some(plane) if plane.made_for == made_for => plane,
+            _ => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("ferry-hub-io")
+                    .enable_all()
+                    .build()
+                    .map_err(LinkError::Runtime)?;
+                let client = {
+                    let _inside = rt.enter();
+                    self.client(connections)?
+                };
+                DataPlane {
+                    made_for,
+                    client,
+                    rt: Some(Arc::new(rt)),
+                }
+            }
         };
-        Ok(RemoteLocation::new(
-            client,
-            rt,
+        let location = RemoteLocation::new(
+            plane.client.sharing_connections(),
+            plane.rt.clone().expect("kept"),
             location_id.to_string(),
             compress,
-        ))
+        );
+        *kept = Some(plane);
+        Ok(location)
     }
 
     /// One step of a pending activation: asks the hub for the certificate.

@@ -35,8 +35,9 @@ struct Inner {
     /// Changes are cast, not called (see [`Location::defer_changes`]).
     deferring: AtomicBool,
     location: String,
-    // Last: the lanes' tasks run on it, and it is dropped after them.
-    _rt: Runtime,
+    // Last: the lanes' tasks run on it (kept by the link between
+    // executions, with its connections).
+    _rt: Arc<Runtime>,
 }
 
 /// A location of the hub, written by an agent.
@@ -109,7 +110,12 @@ impl RemoteLocation {
     /// `location` is the id of a location of the hub. The client's
     /// connections live on a runtime of their own, driven by `rt`; one lane
     /// per connection.
-    pub fn new(client: HubClient, rt: Runtime, location: String, compress: bool) -> RemoteLocation {
+    pub fn new(
+        client: HubClient,
+        rt: Arc<Runtime>,
+        location: String,
+        compress: bool,
+    ) -> RemoteLocation {
         let salt = u64::from_le_bytes(ferry_wire::ca::random_bytes(8).try_into().expect("8 bytes"));
         let seq = AtomicU64::new(0);
         let lanes = Lanes::start(
@@ -175,7 +181,11 @@ impl Location for RemoteLocation {
     fn list(&self, dir: &Vec<u8>) -> io::Result<Vec<Entry>> {
         let answer = match self.inner.lanes.take_listing(dir) {
             Some(asked_ahead) => asked_ahead?,
-            None => self.inner.call(Op::List { dir: dir.clone() })?,
+            None => {
+                // Directories made in it go in their own lanes.
+                self.inner.lanes.wait_subdirs_made(dir);
+                self.inner.call(Op::List { dir: dir.clone() })?
+            }
         };
         match answer {
             Reply::List(entries) => entries

@@ -177,6 +177,16 @@ impl HubClient {
         &self.base
     }
 
+    /// A client on the same connections, with request slots and counters
+    /// of its own (one execution's).
+    pub fn sharing_connections(&self) -> HubClient {
+        HubClient {
+            slots: Arc::new(tokio::sync::Semaphore::new(self.connections)),
+            stats: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     /// One request, once.
     pub async fn send(
         &self,
