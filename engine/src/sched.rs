@@ -68,6 +68,15 @@ impl<J> Scheduler<J> {
         }
     }
 
+    /// Lets scans run as long as fewer than `entries` entry jobs are
+    /// queued (instead of four per worker): the work of directories
+    /// opened ahead (their digests asked for) waits while more open.
+    pub fn with_lookahead(mut self, entries: usize) -> Self {
+        self.low_water = entries;
+        self.high_water = self.high_water.max(entries);
+        self
+    }
+
     pub fn push(&self, slot: Slot, job: J) {
         let mut s = self.state.lock().unwrap();
         match slot {

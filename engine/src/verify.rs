@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::counters::Counters;
@@ -91,15 +92,23 @@ enum Job<S: Location, D: Location> {
 /// time.
 const LOG_PART: usize = 4096;
 
+/// Content checks queued at most while more directories are opened: a
+/// remote destination answers a directory's digests in one round trip, so
+/// many directories' requests must be on the way at once to hide it.
+const HASHES_AHEAD: usize = 4096;
+
 struct Verify<'a, S: Location, D: Location> {
     ctx: &'a Ctx<S, D>,
     sched: Scheduler<Job<S, D>>,
+    /// Keys of the directories whose content checks are queued.
+    dirs: AtomicUsize,
 }
 
 pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
     let v = Verify {
         ctx,
-        sched: Scheduler::new(ctx.workers, ctx.workers),
+        sched: Scheduler::new(ctx.workers, ctx.workers).with_lookahead(HASHES_AHEAD),
+        dirs: AtomicUsize::new(0),
     };
     let roots = (|| -> io::Result<_> {
         let src = ctx.src.root()?;
@@ -308,9 +317,8 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             })
             .collect();
         ctx.dst.prefetch_digests(&dst, &names);
-        for job in hashes {
-            self.sched.push(Slot::Global, job);
-        }
+        let key = self.dirs.fetch_add(1, Ordering::Relaxed);
+        self.sched.push_dir(key, hashes);
     }
 
     /// Compares attributes; true when equal so far (content still to check).
