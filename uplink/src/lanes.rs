@@ -310,11 +310,12 @@ impl Lanes {
     }
 
     /// Queues `op`, a change to the entry `path`, in its directory's lane;
-    /// its failure, if any, comes from [`Lanes::settle`].
-    pub fn cast(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str) {
+    /// its failure, if any, comes from [`Lanes::settle`]. `reserved`: the
+    /// bytes of the budget taken for it already ([`Lanes::reserve`]).
+    pub fn cast(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str, reserved: usize) {
         let dir = dir_of(&op).to_vec();
         let lane = self.lane(&dir);
-        self.cast_in(lane, dir, op, path, kind, what, 0);
+        self.cast_in(lane, dir, op, path, kind, what, reserved);
     }
 
     /// [`Lanes::cast`] in lane `lane`, counted as in flight in `dir` (the

@@ -70,10 +70,24 @@ impl Inner {
     /// A change to the entry `path`: sent and waited for, or (deferring)
     /// queued, its failure reported when the location settles.
     fn change(&self, op: Op, path: Vec<u8>, kind: Kind, what: &'static str) -> io::Result<()> {
+        self.change_reserved(op, path, kind, what, 0)
+    }
+
+    /// [`Inner::change`] of an operation whose room in the budget was
+    /// taken already (`reserved` bytes).
+    fn change_reserved(
+        &self,
+        op: Op,
+        path: Vec<u8>,
+        kind: Kind,
+        what: &'static str,
+        reserved: usize,
+    ) -> io::Result<()> {
         if self.deferring.load(Ordering::Relaxed) {
-            self.lanes.cast(op, path, kind, what);
+            self.lanes.cast(op, path, kind, what, reserved);
             Ok(())
         } else {
+            self.lanes.release(reserved);
             self.done(op)
         }
     }
@@ -605,21 +619,9 @@ impl Writer for RemoteWriter {
                 len: state.len,
                 update: WireUpdate::from(&state.update),
             };
-            if reserved == 0 {
-                return self.inner.change(op, path, Kind::File, "write");
-            }
-            let lanes = &self.inner.lanes;
-            let lane = lanes.lane(&self.dir);
-            lanes.cast_in(
-                lane,
-                self.dir.clone(),
-                op,
-                path,
-                Kind::File,
-                "write",
-                reserved,
-            );
-            return Ok(());
+            return self
+                .inner
+                .change_reserved(op, path, Kind::File, "write", reserved);
         }
         // Its chunks first, from whichever lanes they went in.
         self.inner.lanes.wait_within(&path);

@@ -510,6 +510,7 @@ def markdown(rows, meta):
     out += [f"- {k}: {v}" for k, v in meta.items()]
     out += ["", "Times are medians of the runs (a run longer than the once-over limit is not repeated: `runs` = 1).",
             "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
+            "Ferry with verification is measured against ferry without it: its ratio is what verification costs.",
             "Ferry's time runs from the start request to the end as the hub reports it (the hub hands the",
             "execution to the agent's held ask for work). Peak RSS: the highest VmHWM of the run's",
             "`ferry-agent` processes (the agent, the hub), reset before each run: the first run's / the highest",
