@@ -159,12 +159,14 @@ impl Daemon {
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut s = UnixStream::connect(self.socket()).unwrap();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            s,
+        // One write: `write!` sends each piece on its own, and a body that
+        // arrives after the server has answered (a route that does not
+        // read it) and closed makes the kernel reset the connection.
+        let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
+        );
+        s.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         let status = answer[9..12].parse().unwrap();
