@@ -110,6 +110,7 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
         sched: Scheduler::new(ctx.workers, ctx.workers).with_lookahead(HASHES_AHEAD),
         dirs: AtomicUsize::new(0),
     };
+    ctx.dst.list_with_digests();
     let roots = (|| -> io::Result<_> {
         let src = ctx.src.root()?;
         let dst = ctx.dst.root()?;

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use ferry_engine::digests::{sha256_of, DigestCache};
 use ferry_engine::location::local::LocalLocation;
-use ferry_engine::location::{Location, MetaUpdate, Reader, Writer};
-use ferry_wire::proto::{InvalidOp, Op, Reply, Response, WireError, WireMeta, MAX_CHUNK};
+use ferry_engine::location::{Kind, Location, Meta, MetaUpdate, Reader, Writer};
+use ferry_wire::proto::{
+    InvalidOp, Op, Reply, Response, WireError, WireMeta, LISTED_DIGESTS_MAX, MAX_CHUNK,
+};
 
 /// What a location of the hub lets agents make there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -254,6 +256,41 @@ fn digest(
     Ok(digest)
 }
 
+/// The digest of a regular file in a listing: kept, or taken if it fits in
+/// what is `left` to read before `deadline`; `None` otherwise, or on any
+/// failure (the agent then asks for it alone, and sees the failure).
+fn listed_digest(
+    loc: &LocalLocation,
+    dir: &OwnedFd,
+    name: &OsStr,
+    meta: &Meta,
+    left: &mut u64,
+    deadline: Instant,
+) -> Option<[u8; 32]> {
+    if meta.kind != Kind::File {
+        return None;
+    }
+    if let Some(known) = DIGESTS.get(meta.dev, meta) {
+        return Some(known);
+    }
+    if meta.size > *left || Instant::now() >= deadline {
+        return None;
+    }
+    *left -= meta.size;
+    let r = loc.open_file(dir, name).ok()?;
+    let before = r.meta().ok()?;
+    let digest = sha256_of(&r, || {
+        if Instant::now() < deadline {
+            return Ok(());
+        }
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .ok()?;
+    DIGESTS.put(before.dev, &before, &r.meta().ok()?, digest);
+    // As listed: not if it changed between the listing and the read.
+    (!ferry_engine::plan::changed(meta, &before)).then_some(digest)
+}
+
 fn run(loc: &LocalLocation, op: Op, digest_budget: Duration) -> io::Result<Reply> {
     Ok(match op {
         Op::StatDir { dir } => Reply::Meta(WireMeta::from(&loc.stat_dir(&open_path(loc, &dir)?)?)),
@@ -264,6 +301,21 @@ fn run(loc: &LocalLocation, op: Op, digest_budget: Duration) -> io::Result<Reply
                 entries
                     .into_iter()
                     .map(|e| (e.name.into_vec(), WireMeta::from(&e.meta)))
+                    .collect(),
+            )
+        }
+        Op::ListDigests { dir } => {
+            let d = open_path(loc, &dir)?;
+            let deadline = Instant::now() + digest_budget;
+            let mut left = LISTED_DIGESTS_MAX;
+            let entries = loc.list(&d)?;
+            Reply::ListDigests(
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        let digest = listed_digest(loc, &d, &e.name, &e.meta, &mut left, deadline);
+                        (e.name.into_vec(), WireMeta::from(&e.meta), digest)
+                    })
                     .collect(),
             )
         }
@@ -797,6 +849,36 @@ mod tests {
             Reply::Digest(d) => assert_eq!(d, <[u8; 32]>::from(Sha256::digest(b"abc"))),
             r => panic!("{r:?}"),
         }
+    }
+
+    #[test]
+    fn a_listing_with_digests_gives_those_of_regular_files_within_its_budget() {
+        let (dir, loc) = location();
+        std::fs::write(dir.path().join("small"), b"abc").unwrap();
+        // Holes: nothing to read, but over what one listing may read.
+        let big = std::fs::File::create(dir.path().join("big")).unwrap();
+        big.set_len(LISTED_DIGESTS_MAX + 1).unwrap();
+        std::os::unix::fs::symlink("small", dir.path().join("link")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let op = Op::ListDigests { dir: b("") };
+        let Reply::ListDigests(entries) = execute(&loc, op, &NONE).unwrap() else {
+            panic!("not a listing with digests");
+        };
+        let mut digests: Vec<_> = entries
+            .into_iter()
+            .map(|(name, _, d)| (String::from_utf8(name).unwrap(), d))
+            .collect();
+        digests.sort();
+        let abc = <[u8; 32]>::from(Sha256::digest(b"abc"));
+        assert_eq!(
+            digests,
+            [
+                ("big".to_string(), None),
+                ("link".to_string(), None),
+                ("small".to_string(), Some(abc)),
+                ("sub".to_string(), None),
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use tokio::runtime::Runtime;
@@ -158,6 +159,8 @@ struct Shared {
     total_room: Condvar,
     pending: Mutex<Pending>,
     settled: Condvar,
+    /// Listings are asked for with digests ([`Lanes::list_with_digests`]).
+    with_digests: AtomicBool,
     location: String,
     ids: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -190,7 +193,10 @@ pub(crate) fn hub_io(e: &HubError) -> io::Error {
 /// The directory an operation works in: its lane.
 fn dir_of(op: &Op) -> &[u8] {
     match op {
-        Op::StatDir { dir } | Op::List { dir } | Op::UpdateDir { dir, .. } => dir,
+        Op::StatDir { dir }
+        | Op::List { dir }
+        | Op::ListDigests { dir }
+        | Op::UpdateDir { dir, .. } => dir,
         Op::HardLink { to_dir, .. } => to_dir,
         Op::Stat { dir, .. }
         | Op::ReadLink { dir, .. }
@@ -267,6 +273,7 @@ impl Lanes {
             total_room: Condvar::new(),
             pending: Mutex::new(Pending::default()),
             settled: Condvar::new(),
+            with_digests: AtomicBool::new(false),
             location,
             ids: Box::new(ids),
         });
@@ -503,8 +510,39 @@ impl Lanes {
                 dir
             };
             let lane = self.lane(&dir);
-            let op = Op::List { dir: dir.clone() };
+            let op = self.list_op(dir.clone());
             self.push(lane, op, Done::Listing { dir });
+        }
+    }
+
+    /// From now on listings come with the digests the hub keeps
+    /// (verification: a directory's listing and digests in one batch).
+    pub fn list_with_digests(&self) {
+        self.shared.with_digests.store(true, Ordering::Relaxed);
+    }
+
+    /// The operation that lists `dir`.
+    pub fn list_op(&self, dir: Vec<u8>) -> Op {
+        if self.shared.with_digests.load(Ordering::Relaxed) {
+            Op::ListDigests { dir }
+        } else {
+            Op::List { dir }
+        }
+    }
+
+    /// Keeps the digests a listing of `dir` came with, for
+    /// [`Lanes::take_digest`].
+    pub fn keep_digests<'a>(
+        &self,
+        dir: &[u8],
+        digests: impl Iterator<Item = (&'a [u8], [u8; 32])>,
+    ) {
+        let mut p = self.shared.pending.lock().unwrap();
+        for (name, d) in digests {
+            if p.digests.len() >= DIGESTS_KEPT {
+                break;
+            }
+            p.digests.insert(join(dir, name), d);
         }
     }
 
@@ -796,6 +834,7 @@ mod tests {
                 total_room: Condvar::new(),
                 pending: Mutex::default(),
                 settled: Condvar::new(),
+                with_digests: AtomicBool::new(false),
                 location: String::new(),
                 ids: Box::new(|| 0),
             }),

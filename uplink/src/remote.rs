@@ -198,26 +198,37 @@ impl Location for RemoteLocation {
             None => {
                 // Directories made in it go in their own lanes.
                 self.inner.lanes.wait_subdirs_made(dir);
-                self.inner.call(Op::List { dir: dir.clone() })?
+                self.inner.call(self.inner.lanes.list_op(dir.clone()))?
             }
         };
-        match answer {
-            Reply::List(entries) => entries
-                .into_iter()
-                .map(|(name, meta)| {
-                    // A name the engine would join into a path: one name,
-                    // whatever the hub says.
-                    ferry_wire::proto::name_ok(&name).map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("the hub listed {e}"))
-                    })?;
-                    Ok(Entry {
-                        name: OsString::from_vec(name),
-                        meta: meta.into(),
-                    })
+        let entries = match answer {
+            Reply::List(entries) => entries,
+            Reply::ListDigests(entries) => {
+                let digests = entries
+                    .iter()
+                    .filter_map(|(name, _, d)| Some((name.as_slice(), (*d)?)));
+                self.inner.lanes.keep_digests(dir, digests);
+                entries
+                    .into_iter()
+                    .map(|(name, meta, _)| (name, meta))
+                    .collect()
+            }
+            r => return Err(unexpected(r)),
+        };
+        entries
+            .into_iter()
+            .map(|(name, meta)| {
+                // A name the engine would join into a path: one name,
+                // whatever the hub says.
+                ferry_wire::proto::name_ok(&name).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("the hub listed {e}"))
+                })?;
+                Ok(Entry {
+                    name: OsString::from_vec(name),
+                    meta: meta.into(),
                 })
-                .collect(),
-            r => Err(unexpected(r)),
-        }
+            })
+            .collect()
     }
 
     fn stat_dir(&self, dir: &Vec<u8>) -> io::Result<Meta> {
@@ -430,6 +441,10 @@ impl Location for RemoteLocation {
             .map(|n| join(dir, n.as_bytes()))
             .collect();
         self.inner.lanes.prefetch_listings(dirs);
+    }
+
+    fn list_with_digests(&self) {
+        self.inner.lanes.list_with_digests();
     }
 
     fn prefetch_digests(&self, dir: &Vec<u8>, names: &[&OsStr]) {

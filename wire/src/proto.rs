@@ -236,6 +236,12 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
+    /// A listing with the digests of its regular files the hub keeps or
+    /// can take within [`LISTED_DIGESTS_MAX`] bytes read (verification).
+    ListDigests {
+        #[serde(with = "serde_bytes")]
+        dir: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -246,6 +252,7 @@ impl Op {
             self,
             Op::StatDir { .. }
                 | Op::List { .. }
+                | Op::ListDigests { .. }
                 | Op::Stat { .. }
                 | Op::ReadLink { .. }
                 | Op::Digest { .. }
@@ -258,7 +265,7 @@ impl Op {
     /// (special files, set-id bits) is the hub's policy, not checked here.
     pub fn validate(&self) -> Result<(), InvalidOp> {
         match self {
-            Op::StatDir { dir } | Op::List { dir } => path(dir),
+            Op::StatDir { dir } | Op::List { dir } | Op::ListDigests { dir } => path(dir),
             Op::Stat { dir, name } | Op::ReadLink { dir, name } | Op::Digest { dir, name } => {
                 path(dir)?;
                 name_ok(name)
@@ -392,7 +399,10 @@ impl Op {
     pub fn encoded_bound(&self) -> usize {
         const REST: usize = 96;
         let text = match self {
-            Op::StatDir { dir } | Op::List { dir } | Op::UpdateDir { dir, .. } => dir.len(),
+            Op::StatDir { dir }
+            | Op::List { dir }
+            | Op::ListDigests { dir }
+            | Op::UpdateDir { dir, .. } => dir.len(),
             Op::MakeSymlink { dir, name, target } => dir.len() + name.len() + target.len(),
             Op::HardLink {
                 from_dir,
@@ -486,7 +496,14 @@ pub enum Reply {
     List(Vec<(Vec<u8>, WireMeta)>),
     Target(#[serde(with = "serde_bytes")] Vec<u8>),
     Digest([u8; 32]),
+    /// A listing, each regular file with its digest when the hub gave it.
+    ListDigests(Vec<(Vec<u8>, WireMeta, Option<[u8; 32]>)>),
 }
+
+/// Bytes the hub reads at most for the digests of one listing
+/// ([`Op::ListDigests`]); files beyond are listed without one (the agent
+/// asks for them).
+pub const LISTED_DIGESTS_MAX: u64 = 64 << 20;
 
 /// A refusal from the file system on the hub, with its errno when it had one.
 #[derive(Clone, Debug, Serialize, Deserialize)]

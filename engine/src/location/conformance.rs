@@ -545,6 +545,19 @@ pub fn digest<L: Location>(h: &Harness<L>) -> Checked {
         ok("digest after a change", r)? == sha256(b"changed"),
         "a stale digest"
     );
+    // Listed with the digests: each file's comes with the listing, and one
+    // changed since the last listing is taken anew by the next.
+    loc.list_with_digests();
+    for content in [&b"listed"[..], b"listed again"] {
+        std::fs::write(h.root.join("g"), content).map_err(|e| e.to_string())?;
+        let listed = ok("list", loc.list(&root))?;
+        ensure!(listed.iter().any(|e| e.name == "g"), "g not listed");
+        let r = loc.digest(&root, os(b"g")).expect("some");
+        ensure!(
+            ok("digest after a listing", r)? == sha256(content),
+            "another digest than the file's after a listing"
+        );
+    }
     Ok(Outcome::Passed)
 }
 

@@ -262,6 +262,11 @@ pub trait Location: Send + Sync + 'static {
     /// for (verification); a remote location asks for them all at once.
     fn prefetch_digests(&self, _dir: &Self::Dir, _names: &[&OsStr]) {}
 
+    /// A hint: from now on, the digests of a directory's files will be
+    /// asked for after each listing (verification); a remote location
+    /// lists with the digests it knows, in the same round trip.
+    fn list_with_digests(&self) {}
+
     /// What the wire to a remote location cost.
     fn wire_counters(&self) -> WireCounters {
         WireCounters::default()
