@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 use ferry_engine::location::{DeferredFailure, Kind};
 use ferry_wire::client::{HubClient, HubError};
-use ferry_wire::proto::{Batch, Op, Reply, Response, MAX_BATCH_OPS};
+use ferry_wire::proto::{Batch, Op, Reply, Response, WireMeta, MAX_BATCH_OPS};
 
 /// Encoded bytes of one batch at most: within the hub's body limit
 /// (2 MiB) with room for one more operation of the largest kind.
@@ -62,11 +62,14 @@ enum Track {
 /// the hub.
 const DIGESTS_KEPT: usize = 500_000;
 
-/// Directory listings asked for ahead, kept or on the way, at most (one
-/// per lane of the default 64): memory holds a few listings, and each one
-/// taken makes room for the next wanted, so the scan of a level costs about
-/// one round trip, not one per directory.
-const LISTINGS_AHEAD: usize = 64;
+/// Directory listings asked for ahead, kept or on the way, at most: each
+/// one taken makes room for the next wanted, so the scan of a level costs
+/// about one round trip, not one per directory.
+const LISTINGS_AHEAD: usize = 256;
+
+/// Bytes of listings kept ahead (names and attributes) beyond which no
+/// more are asked for: a level of huge directories does not fill memory.
+const LISTINGS_KEPT_BYTES: usize = 32 << 20;
 
 /// Directories whose listings are wanted next, at most; those beyond are
 /// listed when opened.
@@ -135,6 +138,8 @@ struct Pending {
     /// older than a change since (dropped when answered).
     listings: HashMap<Vec<u8>, io::Result<Reply>>,
     listing: HashSet<Vec<u8>>,
+    /// About the bytes `listings` hold.
+    listed_bytes: usize,
     stale: HashSet<Vec<u8>>,
     /// Listings wanted ahead, not asked for yet: in the order they will be
     /// opened (the next first), and as a set (one opened meanwhile is no
@@ -146,9 +151,48 @@ struct Pending {
 impl Pending {
     /// A change in `dir`: a listing of it asked for ahead is out of date.
     fn changed(&mut self, dir: &[u8]) {
-        if self.listings.remove(dir).is_none() && self.listing.contains(dir) {
+        if self.take_listing(dir).is_none() && self.listing.contains(dir) {
             self.stale.insert(dir.to_vec());
         }
+    }
+
+    /// Whether `dir`'s listing may be asked for ahead now (marked on the
+    /// way if so): not while changes cast in it (or directories made in
+    /// it, from their own lanes) are on the way, as the listing could miss
+    /// them (one asked for before them is marked stale by them instead);
+    /// not twice.
+    fn may_list(&mut self, dir: &[u8]) -> bool {
+        !self.by_dir.contains_key(dir)
+            && !self.creating.iter().any(|c| parent_of(c) == dir)
+            && !self.listings.contains_key(dir)
+            && self.listing.insert(dir.to_vec())
+    }
+
+    /// Whether there is room for one more listing ahead.
+    fn room_to_list(&self) -> bool {
+        self.listings.len() + self.listing.len() < LISTINGS_AHEAD
+            && self.listed_bytes < LISTINGS_KEPT_BYTES
+    }
+
+    fn keep_listing(&mut self, dir: Vec<u8>, answer: io::Result<Reply>) {
+        self.listed_bytes += listing_bytes(&answer);
+        self.listings.insert(dir, answer);
+    }
+
+    fn take_listing(&mut self, dir: &[u8]) -> Option<io::Result<Reply>> {
+        let answer = self.listings.remove(dir)?;
+        self.listed_bytes -= listing_bytes(&answer);
+        Some(answer)
+    }
+}
+
+/// About the bytes a listing's answer holds.
+fn listing_bytes(answer: &io::Result<Reply>) -> usize {
+    const ENTRY: usize = std::mem::size_of::<(Vec<u8>, WireMeta, Option<[u8; 32]>)>();
+    match answer {
+        Ok(Reply::List(entries)) => entries.iter().map(|(n, _)| ENTRY + n.len()).sum(),
+        Ok(Reply::ListDigests(entries)) => entries.iter().map(|(n, _, _)| ENTRY + n.len()).sum(),
+        _ => 0,
     }
 }
 
@@ -483,36 +527,54 @@ impl Lanes {
         self.ask_listings();
     }
 
-    /// Asks for wanted listings, each in its own lane, as long as fewer
-    /// than [`LISTINGS_AHEAD`] are kept or on the way.
+    /// Asks for wanted listings, each in its directory's lane, as long as
+    /// there is room ([`LISTINGS_AHEAD`], [`LISTINGS_KEPT_BYTES`]). Those
+    /// of one lane are queued together: one batch, not one alone and the
+    /// others a round trip later.
     fn ask_listings(&self) {
-        loop {
-            let dir = {
-                let mut p = self.shared.pending.lock().unwrap();
-                if p.listings.len() + p.listing.len() >= LISTINGS_AHEAD {
-                    return;
-                }
+        let mut by_lane: HashMap<usize, Vec<(Op, Done)>> = HashMap::new();
+        {
+            let mut p = self.shared.pending.lock().unwrap();
+            while p.room_to_list() {
                 let Some(dir) = p.wanted_order.pop_front() else {
-                    return;
+                    break;
                 };
-                // Not while changes cast in it (or directories made in it,
-                // from their own lanes) are on the way: the listing could
-                // miss them (one asked for before them is marked stale by
-                // them instead).
-                if !p.wanted.remove(&dir)
-                    || p.by_dir.contains_key(&dir)
-                    || p.creating.iter().any(|c| parent_of(c) == dir)
-                    || p.listings.contains_key(&dir)
-                    || !p.listing.insert(dir.clone())
-                {
-                    continue;
+                if p.wanted.remove(&dir) && p.may_list(&dir) {
+                    by_lane
+                        .entry(self.lane(&dir))
+                        .or_default()
+                        .push((self.list_op(dir.clone()), Done::Listing { dir }));
                 }
-                dir
-            };
-            let lane = self.lane(&dir);
-            let op = self.list_op(dir.clone());
-            self.push(lane, op, Done::Listing { dir });
+            }
         }
+        for (lane, ops) in by_lane {
+            self.push_all(lane, ops, 0);
+        }
+    }
+
+    /// Sends `op` (on a directory) and waits for its answer, with the
+    /// directory's listing asked for in the same batch and kept for
+    /// [`Lanes::take_listing`]: a location's root is listed right after
+    /// it is opened, with no round trip of its own.
+    pub fn call_and_list(&self, op: Op) -> io::Result<Reply> {
+        let dir = dir_of(&op).to_vec();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut ops = vec![(op, Done::Wait(tx))];
+        {
+            let mut p = self.shared.pending.lock().unwrap();
+            p.wanted.remove(&dir);
+            // One kept from an earlier call is older than this one.
+            p.take_listing(&dir);
+            if p.may_list(&dir) {
+                ops.push((
+                    self.list_op(dir.clone()),
+                    Done::Listing { dir: dir.clone() },
+                ));
+            }
+        }
+        self.push_all(self.lane(&dir), ops, 0);
+        rx.recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the hub link was closed")))
     }
 
     /// From now on listings come with the digests the hub keeps
@@ -556,7 +618,7 @@ impl Lanes {
             while p.listing.contains(dir) {
                 p = self.shared.settled.wait(p).unwrap();
             }
-            p.listings.remove(dir)
+            p.take_listing(dir)
         };
         self.ask_listings();
         taken
@@ -594,9 +656,23 @@ impl Lanes {
 
     /// Queues `op`, with `reserved` bytes of the budget taken for it.
     fn push_reserved(&self, lane: usize, op: Op, done: Done, reserved: usize) {
+        self.push_all(lane, vec![(op, done)], reserved)
+    }
+
+    /// Queues `ops` together (so the lane's sender takes them in one
+    /// batch), with `reserved` bytes of the budget taken for them.
+    fn push_all(&self, lane: usize, ops: Vec<(Op, Done)>, reserved: usize) {
         let lane = &self.shared.lanes[lane];
         // Names and paths count as data does: a deep tree's fill memory too.
-        let size = op.encoded_bound();
+        let queued: Vec<_> = ops
+            .into_iter()
+            .map(|(op, done)| Queued {
+                size: op.encoded_bound(),
+                op,
+                done,
+            })
+            .collect();
+        let size: usize = queued.iter().map(|q| q.size).sum();
         // The whole link's budget first (freed by any lane's answers), then
         // the lane's own. What was taken ahead is set right, not waited for.
         if reserved == 0 {
@@ -606,14 +682,16 @@ impl Lanes {
             *total = (*total + size).saturating_sub(reserved);
         }
         let mut q = lane.queue.lock().unwrap();
-        // Always room for one operation, however large, in an empty lane.
-        while (q.bytes > 0 && q.bytes + size > LANE_BYTES || q.ops.len() + q.sent >= LANE_OPS)
+        // Always room for one group, however large, in an empty lane.
+        let count = queued.len();
+        while q.ops.len() + q.sent > 0
+            && (q.bytes + size > LANE_BYTES || q.ops.len() + q.sent + count > LANE_OPS)
             && !q.closed
         {
             q = lane.room.wait(q).unwrap();
         }
         q.bytes += size;
-        q.ops.push_back(Queued { op, size, done });
+        q.ops.extend(queued);
         let room = q.bytes < LANE_BYTES && q.ops.len() + q.sent < LANE_OPS;
         drop(q);
         if room {
@@ -728,7 +806,7 @@ fn finish(shared: &Shared, done: Done, answer: io::Result<Reply>) {
             let mut p = shared.pending.lock().unwrap();
             p.listing.remove(&dir);
             if !p.stale.remove(&dir) {
-                p.listings.insert(dir, answer);
+                p.keep_listing(dir, answer);
             }
         }
         Done::Wait(tx) => {
@@ -928,5 +1006,40 @@ mod tests {
         assert_eq!(take_batch(&mut q).len(), 1);
         assert_eq!(take_batch(&mut q).len(), 2);
         assert!(take_batch(&mut q).is_empty());
+    }
+
+    #[test]
+    fn listings_kept_ahead_stop_the_asking_at_their_bytes() {
+        let meta = WireMeta {
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            blocks: 0,
+            nlink: 1,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            atime: (0, 0),
+            mtime: (0, 0),
+            ctime: (0, 0),
+        };
+        let listing =
+            |entries: usize| Ok(Reply::List(vec![(vec![b'n'; 1000], meta.clone()); entries]));
+        let mut p = Pending::default();
+        assert!(p.room_to_list());
+        // Two listings of huge directories hold more than the limit.
+        let huge = LISTINGS_KEPT_BYTES / 1000 / 2 + 1;
+        p.keep_listing(b"a".to_vec(), listing(huge));
+        assert!(p.room_to_list());
+        p.keep_listing(b"b".to_vec(), listing(huge));
+        assert!(!p.room_to_list(), "{} bytes kept", p.listed_bytes);
+        // Taken (or dropped by a change), they make room again.
+        assert!(p.take_listing(b"a").is_some());
+        assert!(p.room_to_list());
+        p.changed(b"b");
+        assert_eq!(p.listed_bytes, 0);
+        assert!(p.listings.is_empty());
     }
 }

@@ -571,8 +571,10 @@ impl Link {
         Ok(true)
     }
 
-    /// Asks the hub for executions to run (which also tells the hub the
-    /// agent is there), starts new ones, and reports on those running.
+    /// Reports on the executions running here, then asks the hub for
+    /// executions to run (which also tells the hub the agent is there) and
+    /// starts new ones. Reports go first: an execution's end reaches the
+    /// hub one round trip sooner.
     async fn sync_jobs(
         &self,
         client: &mut Option<HubClient>,
@@ -582,6 +584,49 @@ impl Link {
             *client = Some(self.client(1)?);
         }
         let c = client.as_ref().expect("just made");
+        let running: Vec<(String, String)> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect();
+        for (hub_id, local_id) in running {
+            let exec = agent
+                .store
+                .lock()
+                .unwrap()
+                .execution(&local_id)
+                .ok()
+                .flatten();
+            let Some(exec) = exec else {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                continue;
+            };
+            let report = Report {
+                status: exec.status,
+                result: exec.result,
+                counters: exec.counters,
+            };
+            let end = match self.report(c, &hub_id, &report).await {
+                Ok(cancel) => {
+                    if cancel && !report.finished() {
+                        let _ = agent.cancel(&local_id);
+                    }
+                    report.finished()
+                }
+                // The hub forgot it (it restarted): stop it here too.
+                Err(HubError::Refused { status: 404, .. }) => {
+                    let _ = agent.cancel(&local_id);
+                    true
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if end {
+                self.jobs.lock().unwrap().remove(&hub_id);
+                self.done.lock().unwrap().insert(hub_id);
+            }
+        }
         // With nothing to run here, the hub answers when it has something
         // (or after a while): a new execution starts at once.
         let idle = self.jobs.lock().unwrap().is_empty();
@@ -631,49 +676,6 @@ impl Link {
                     self.report(c, &job.execution_id, &report).await?;
                     self.done.lock().unwrap().insert(job.execution_id);
                 }
-            }
-        }
-        let running: Vec<(String, String)> = self
-            .jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(a, b)| (a.clone(), b.clone()))
-            .collect();
-        for (hub_id, local_id) in running {
-            let exec = agent
-                .store
-                .lock()
-                .unwrap()
-                .execution(&local_id)
-                .ok()
-                .flatten();
-            let Some(exec) = exec else {
-                self.jobs.lock().unwrap().remove(&hub_id);
-                continue;
-            };
-            let report = Report {
-                status: exec.status,
-                result: exec.result,
-                counters: exec.counters,
-            };
-            let end = match self.report(c, &hub_id, &report).await {
-                Ok(cancel) => {
-                    if cancel && !report.finished() {
-                        let _ = agent.cancel(&local_id);
-                    }
-                    report.finished()
-                }
-                // The hub forgot it (it restarted): stop it here too.
-                Err(HubError::Refused { status: 404, .. }) => {
-                    let _ = agent.cancel(&local_id);
-                    true
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if end {
-                self.jobs.lock().unwrap().remove(&hub_id);
-                self.done.lock().unwrap().insert(hub_id);
             }
         }
         Ok(())

@@ -170,7 +170,10 @@ impl Location for RemoteLocation {
     }
 
     fn root(&self) -> io::Result<Vec<u8>> {
-        self.inner.call(Op::StatDir { dir: Vec::new() })?;
+        // The scan lists the root next: its listing comes in the same batch.
+        self.inner
+            .lanes
+            .call_and_list(Op::StatDir { dir: Vec::new() })?;
         Ok(Vec::new())
     }
 

@@ -186,6 +186,10 @@ pub trait Location: Send + Sync + 'static {
     /// the engine then keeps many more operations in flight.
     fn is_remote(&self) -> bool;
 
+    /// The location's top directory. A remote location may ask for its
+    /// listing in the same round trip: the next `list` of it then answers
+    /// as it was at this call, with changes made through the location
+    /// since (as after [`Location::prefetch_listings`]).
     fn root(&self) -> io::Result<Self::Dir>;
     fn open_dir(&self, parent: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
     /// All entries of a directory but `.` and `..`, in no particular order.

@@ -268,7 +268,7 @@ class Ferry:
                 raise BenchError(f"ferry's execution {eid} did not end in {timeout} s: {ex}")
             self.hub.check_alive()
             self.agent.check_alive()
-            time.sleep(0.05)
+            time.sleep(0.01)
         return ex["Status"] == "SUCCESS", time.monotonic() - start, ex
 
     def stop(self):
