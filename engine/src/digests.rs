@@ -91,15 +91,16 @@ pub fn scope_of(name: &str) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// SHA-256 of an open file from its start to its end; `check` runs before
-/// each read (a time budget). Reads in parts of up to 1 MiB, no larger than
-/// the file: a buffer filled with zeros for each small file costs more than
-/// hashing it.
+/// SHA-256 of an open file from its start to its end (`size`: its size as
+/// the caller saw it, for the buffer only); `check` runs before each read
+/// (a time budget). Reads in parts of up to 1 MiB, no larger than the file:
+/// a buffer filled with zeros for each small file costs more than hashing
+/// it.
 pub fn sha256_of<R: Reader>(
     reader: &R,
+    size: u64,
     mut check: impl FnMut() -> io::Result<()>,
 ) -> io::Result<[u8; 32]> {
-    let size = reader.meta()?.size;
     let mut buf = vec![
         0u8;
         usize::try_from(size)

@@ -655,5 +655,5 @@ fn open_below<L: Location>(loc: &L, root: &L::Dir, rel: &[u8]) -> io::Result<L::
 }
 
 fn digest<R: Reader>(reader: &R) -> io::Result<[u8; 32]> {
-    crate::digests::sha256_of(reader, || Ok(()))
+    crate::digests::sha256_of(reader, reader.meta()?.size, || Ok(()))
 }

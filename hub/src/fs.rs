@@ -242,7 +242,7 @@ fn digest(
         return Ok(known);
     }
     // Checked as it reads: a huge (sparse) file costs at most the budget.
-    let digest = sha256_of(&r, || {
+    let digest = sha256_of(&r, before.size, || {
         if Instant::now() < deadline {
             return Ok(());
         }
@@ -279,7 +279,7 @@ fn listed_digest(
     *left -= meta.size;
     let r = loc.open_file(dir, name).ok()?;
     let before = r.meta().ok()?;
-    let digest = sha256_of(&r, || {
+    let digest = sha256_of(&r, before.size, || {
         if Instant::now() < deadline {
             return Ok(());
         }
@@ -507,6 +507,61 @@ mod tests {
         };
         let answers = execute_batch(&loc, vec![missing], &NONE, budget, true);
         assert!(answers[0].is_err());
+    }
+
+    #[test]
+    fn a_batch_marked_resent_gains_a_hostile_agent_nothing() {
+        let (dir, loc) = location();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), b"keep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("esc")).unwrap();
+        // A device where a file already is: EEXIST would read as done.
+        std::fs::write(dir.path().join("node"), b"file").unwrap();
+        let hostile = vec![
+            Op::MakeNode {
+                dir: b(""),
+                name: b("node"),
+                kind: Kind::BlockDevice,
+                mode: 0o600,
+                rdev: 0x0801,
+            },
+            Op::Remove {
+                dir: b("esc"),
+                name: b("victim"),
+                kind: Kind::File,
+            },
+            Op::MakeDir {
+                dir: b("esc"),
+                name: b("x"),
+                mode: 0o755,
+            },
+            Op::Rename {
+                dir: b("esc"),
+                from: b("victim"),
+                to: b("moved"),
+            },
+            Op::MakeSymlink {
+                dir: b("esc"),
+                name: b("victim"),
+                target: b("/etc/passwd"),
+            },
+        ];
+        let budget = Duration::from_secs(20);
+        let answers = execute_batch(&loc, hostile, &NONE, budget, true);
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        // Nothing changed outside, and the file stays a file.
+        let left: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["victim"]);
+        assert_eq!(
+            std::fs::read(outside.path().join("victim")).unwrap(),
+            b"keep"
+        );
+        assert!(std::fs::symlink_metadata(dir.path().join("node"))
+            .unwrap()
+            .is_file());
     }
 
     fn refused(loc: &LocalLocation, op: Op, policy: &Policy) -> String {
