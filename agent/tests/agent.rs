@@ -353,6 +353,69 @@ fn a_second_start_queues_and_cancel_stops_running_and_queued_executions() {
 }
 
 #[test]
+fn a_running_execution_takes_a_new_bandwidth_limit_and_task_queueing_disabled_does_not_wait() {
+    let (_tmp, agent, src, dst, task) = setup("limited");
+    make_tree(&src, 16, 1 << 20);
+    // 16 MiB at 64 KiB/s: over four minutes, longer than `wait_end` waits.
+    let first = agent.start_task(
+        &task,
+        &["--bytes-per-second", "65536", "--log-level", "transfer"],
+    );
+    agent.wait(&first, Duration::from_secs(30), |s| s == "TRANSFERRING");
+
+    // TaskQueueing DISABLED: not queued behind the running one.
+    let (code, _, err) = agent.cli(&["task", "start", &task, "--task-queueing", "disabled"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("TaskQueueing is DISABLED"), "{err}");
+    assert!(err.contains(&first), "{err}");
+    // Only BytesPerSecond changes while it runs, and it is checked.
+    let (status, e) = http(
+        &agent.socket(),
+        "PATCH",
+        &format!("/v1/executions/{first}"),
+        r#"{"Options": {"VerifyMode": "NONE"}}"#,
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(e.contains("only BytesPerSecond"), "{e}");
+    let (code, _, err) = agent.cli(&["execution", "update", &first, "--bytes-per-second", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("BytesPerSecond 0 is not valid"), "{err}");
+
+    // Unlimited now: it ends long before four minutes.
+    let e = agent.ok(&["execution", "update", &first, "--bytes-per-second", "-1"]);
+    assert_eq!(e["Options"]["BytesPerSecond"], -1, "{e}");
+    let e = agent.wait_end(&first);
+    assert_eq!(e["Status"], "SUCCESS", "{e}");
+    assert_eq!(e["Options"]["BytesPerSecond"], -1);
+    assert_eq!(common::compare_trees(&src, &dst), Vec::<String>::new());
+    assert!(agent
+        .log()
+        .contains(&format!("{first}: BytesPerSecond is now -1")));
+
+    // LogLevel TRANSFER: a line for each file transferred.
+    let lines = |id: &str, event: &str| {
+        let needle = format!("\"event\":\"{event}\"");
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains(id) && l.contains(&needle))
+            .count()
+    };
+    assert!(lines(&first, "file-transferred") >= 16, "{}", agent.log());
+    assert!(lines(&first, "file-verified") >= 16, "{}", agent.log());
+    // The default (BASIC) logs failed files only.
+    common::write(&src.join("d0/new"), b"new");
+    let second = agent.start_task(&task, &[]);
+    assert_eq!(agent.wait_end(&second)["Status"], "SUCCESS");
+    assert_eq!(lines(&second, "file-transferred"), 0);
+
+    // Ended: nothing to change.
+    let (code, _, err) = agent.cli(&["execution", "update", &first, "--bytes-per-second", "100"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already ended"), "{err}");
+}
+
+#[test]
 fn the_store_survives_restarts_and_a_killed_execution_is_marked_interrupted() {
     let (_tmp, mut agent, src, dst, task) = setup("crash");
     make_tree(&src, 16, 1 << 20);

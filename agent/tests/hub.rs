@@ -39,12 +39,33 @@ fn an_agent_pairs_with_the_hub_and_syncs_through_a_faulty_link() {
 
     // A wrong fingerprint: the agent refuses the hub.
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let (status, _, body) =
+    let (status, location, body) =
         agent.activation_get(&format!("hub={}&hubFingerprint={wrong}", proxy.addr));
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 302, "{body}");
     assert!(body.contains("fingerprint"), "{body}");
+    // The operator lands on the hub's page, which says why.
+    let location = location.unwrap();
+    let page_path = location.split_once(&proxy.addr.to_string()).unwrap().1;
+    assert!(page_path.starts_with("/activate?errorType="), "{location}");
+    let (status, page) = hub
+        .https(&rt, None, None, Method::GET, page_path, None)
+        .unwrap();
+    assert_eq!(status, 200);
+    let page = page.as_str().unwrap().to_string();
+    assert!(
+        page.contains("The agent could not register: ") && page.contains("fingerprint"),
+        "{page}"
+    );
 
+    // DataSync's `no_redirect`: the key in the body, as scripts read it.
+    let (status, _, body) = agent.activation_get(&format!(
+        "hub={}&hubFingerprint={}&no_redirect",
+        proxy.addr,
+        hub.fingerprint()
+    ));
+    assert_eq!(status, 200, "{body}");
     let key = agent.register(proxy.addr, &hub.fingerprint());
+    assert_eq!(body.trim(), key, "the same key pair, the same key");
     // The page the redirect lands on is served without credentials.
     let (status, page) = hub
         .https(
@@ -811,6 +832,23 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
         let (_, e) = call(Method::GET, &format!("/v1/executions/{id}"), None);
         e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 0
     });
+    // A new bandwidth limit on the hub reaches the agent's execution
+    // (with the answer to its next report, one a second).
+    let (status, e) = call(
+        Method::PATCH,
+        &format!("/v1/executions/{id}"),
+        Some(json!({"Options": {"BytesPerSecond": 2097152}})),
+    );
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["Options"]["BytesPerSecond"], 2097152);
+    wait_for(
+        "the new limit on the agent",
+        Duration::from_secs(10),
+        || {
+            let (_, execs) = agent.d.api("GET", "/v1/executions", None);
+            execs["Executions"][0]["Options"]["BytesPerSecond"] == 2097152
+        },
+    );
     let (status, _) = call(
         Method::POST,
         &format!("/v1/executions/{id}/cancel"),
@@ -1841,9 +1879,23 @@ fn bad_activation_requests_are_refused_with_400() {
         agent.d.log()
     );
 
-    // Well formed, but nobody answers there: the hub's fault, 502.
-    let (status, _, body) = agent.activation_get("hub=127.0.0.1:1");
-    assert_eq!(status, 502, "{body}");
+    // Well formed, but nobody answers there: the registration failed. The
+    // operator is sent to the hub's page with why, and the body says it;
+    // with `no_redirect` (scripts), a 502 that says it.
+    let (status, location, body) = agent.activation_get("hub=127.0.0.1:1");
+    assert_eq!(status, 302, "{body}");
+    let location = location.unwrap();
+    assert!(
+        location.starts_with("https://127.0.0.1:1/activate?errorType=HubUnreachable&errorMessage=cannot+reach+the+hub"),
+        "{location}"
+    );
+    assert!(
+        body.contains("errorType=HubUnreachable: cannot reach the hub"),
+        "{body}"
+    );
+    let (status, location, body) = agent.activation_get("hub=127.0.0.1:1&no_redirect");
+    assert_eq!((status, location), (502, None), "{body}");
+    assert!(body.contains("errorType=HubUnreachable"), "{body}");
     let (status, v) = agent.d.api(
         "POST",
         "/v1/activation",

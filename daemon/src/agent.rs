@@ -13,16 +13,40 @@ use super::events::Events;
 use super::store::{Store, StoreError};
 use ferry_engine::digests::DigestCache;
 use ferry_engine::location::local::LocalLocation;
+use ferry_engine::options::TaskQueueing;
+use ferry_engine::throttle::Throttle;
 use ferry_engine::Options;
 use ferry_model::api::Execution as ExecutionRecord;
 use ferry_model::api::{self as records, Task};
 
 /// The execution the runner is working on.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Running {
     pub execution_id: String,
     pub task_id: String,
     pub cancel: Arc<AtomicBool>,
+    /// The engine's bandwidth limit, changed while it runs.
+    pub throttle: Arc<Throttle>,
+}
+
+impl Running {
+    pub fn of(exec: &ExecutionRecord) -> Running {
+        Running {
+            execution_id: exec.task_execution_id.clone(),
+            task_id: exec.task_id.clone(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            throttle: Arc::new(Throttle::new(exec.options.bandwidth_limit())),
+        }
+    }
+}
+
+/// Why a start queued nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("execution {0} is queued or running here, and this start's TaskQueueing is DISABLED: it is not queued behind it (start it again later, or with TaskQueueing ENABLED)")]
+    Busy(String),
 }
 
 pub struct Agent {
@@ -62,23 +86,28 @@ impl Agent {
         let _ = self.wake.lock().unwrap().send(());
     }
 
-    /// Queues an execution of `task` with `options`.
-    pub fn queue(&self, task: &Task, options: &Options) -> Result<String, StoreError> {
-        let id = self
-            .store
-            .lock()
-            .unwrap()
-            .insert_execution(&task.task_id, options)?;
+    /// Queues an execution of `task` with `options`; with TaskQueueing
+    /// DISABLED, only when no other execution is queued or running.
+    pub fn queue(&self, task: &Task, options: &Options) -> Result<String, QueueError> {
+        let id = {
+            let store = self.store.lock().unwrap();
+            if options.task_queueing == TaskQueueing::Disabled {
+                if let Some(busy) = store.active_executions(None)?.into_iter().next() {
+                    return Err(QueueError::Busy(busy.task_execution_id));
+                }
+            }
+            store.insert_execution(&task.task_id, options)?
+        };
         self.events.state(&task.task_id, &id, records::QUEUED, None);
         self.wake_runner();
         Ok(id)
     }
 
     /// A scheduled start: queued unless an execution of the task already waits.
-    pub fn start_scheduled(&self, task_id: &str) -> Result<Option<String>, StoreError> {
+    pub fn start_scheduled(&self, task_id: &str) -> Result<Option<String>, QueueError> {
         let task = {
             let store = self.store.lock().unwrap();
-            let active = store.active_executions(task_id)?;
+            let active = store.active_executions(Some(task_id))?;
             if active.iter().any(|e| e.status == records::QUEUED) {
                 return Ok(None);
             }
@@ -88,6 +117,37 @@ impl Agent {
             }
         };
         self.queue(&task, &task.options).map(Some)
+    }
+
+    /// Changes the bandwidth limit of a queued or running execution
+    /// (DataSync's UpdateTaskExecution): in its stored options, and at once
+    /// in its engine's throttle, or (on the hub) in the job its agent
+    /// hears of with the answer to its next report. `Ok(None)`: it has
+    /// ended (or is not there).
+    pub fn set_bytes_per_second(
+        &self,
+        execution_id: &str,
+        bytes_per_second: i64,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let running = self.running.lock().unwrap();
+        let store = self.store.lock().unwrap();
+        let Some(mut exec) = store.execution(execution_id)? else {
+            return Ok(None);
+        };
+        if records::is_terminal(&exec.status) {
+            return Ok(None);
+        }
+        exec.options.bytes_per_second = bytes_per_second;
+        store.set_options(execution_id, &exec.options)?;
+        if let Some(r) = running.as_ref().filter(|r| r.execution_id == execution_id) {
+            r.throttle.set_limit(exec.options.bandwidth_limit());
+        }
+        self.board
+            .set_bytes_per_second(execution_id, bytes_per_second);
+        self.events.info(&format!(
+            "{execution_id}: BytesPerSecond is now {bytes_per_second}"
+        ));
+        Ok(Some(exec))
     }
 
     /// Cancels a queued or running execution. `Ok(false)`: it had already ended.

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::agent::Agent;
+use super::agent::{Agent, QueueError};
 use super::schedule;
 use super::store::StoreError;
 use ferry_engine::Options;
@@ -51,6 +51,7 @@ routes! {
     post "/v1/tasks/{task}/start" => start_task,
     get "/v1/executions" => list_executions,
     get "/v1/executions/{execution_id}" => describe_execution,
+    patch "/v1/executions/{execution_id}" => update_execution,
     post "/v1/executions/{execution_id}/cancel" => cancel_execution,
     get "/v1/executions/{execution_id}/report" => execution_report,
     get "/metrics" => metrics,
@@ -110,6 +111,15 @@ impl From<StoreError> for ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "InternalError",
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Store(e) => e.into(),
+            busy @ QueueError::Busy(_) => conflict("TaskQueueingDisabled", busy.to_string()),
         }
     }
 }
@@ -385,7 +395,7 @@ async fn update_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes
 async fn delete_task(State(agent): Shared, Path(key): Path<String>) -> Reply {
     let task = find_task(&agent, &key)?;
     let mut store = agent.store.lock().unwrap();
-    if !store.active_executions(&task.task_id)?.is_empty() {
+    if !store.active_executions(Some(&task.task_id))?.is_empty() {
         return Err(conflict(
             "TaskBusy",
             format!(
@@ -439,6 +449,39 @@ async fn describe_execution(State(agent): Shared, Path(id): Path<String>) -> Rep
     match agent.store.lock().unwrap().execution(&id)? {
         Some(e) => ok(e),
         None => Err(unknown_execution(&id)),
+    }
+}
+
+/// `PATCH /v1/executions/{id}`: DataSync's UpdateTaskExecution, whose only
+/// option is BytesPerSecond.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UpdateExecution {
+    options: Map<String, Value>,
+}
+
+async fn update_execution(State(agent): Shared, Path(id): Path<String>, bytes: Bytes) -> Reply {
+    let req: UpdateExecution = body(&bytes)?;
+    let Some(exec) = agent.store.lock().unwrap().execution(&id)? else {
+        return Err(unknown_execution(&id));
+    };
+    if let Some(other) = req.options.keys().find(|k| *k != "BytesPerSecond") {
+        return Err(bad_request(
+            "InvalidRequest",
+            format!("{other} cannot change while an execution runs: only BytesPerSecond can (change the task for its next executions)"),
+        ));
+    }
+    // Checked as a task's options are: -1 or a positive number.
+    let options = exec
+        .options
+        .with(&req.options)
+        .map_err(|m| bad_request("InvalidOptions", m))?;
+    match agent.set_bytes_per_second(&id, options.bytes_per_second)? {
+        Some(exec) => ok(exec),
+        None => Err(conflict(
+            "ExecutionEnded",
+            format!("execution {id} has already ended"),
+        )),
     }
 }
 

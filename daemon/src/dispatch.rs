@@ -55,11 +55,15 @@ pub struct JobList {
     pub executions: Vec<Job>,
 }
 
-/// The hub's answer to a [`Report`]: whether the job is to stop.
+/// The hub's answer to a [`Report`]: whether the job is to stop, and its
+/// bandwidth limit now (changed on the hub while it runs).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReportAnswer {
     pub cancel: bool,
+    /// Absent from an older hub: unchanged.
+    #[serde(default)]
+    pub bytes_per_second: Option<i64>,
 }
 
 /// What an agent says of a job.
@@ -182,23 +186,39 @@ impl Board {
     }
 
     /// Records a report; `None` when `agent_id` has no such job. Answers
-    /// whether the job is cancelled.
-    pub fn report(&self, agent_id: &str, execution_id: &str, report: Report) -> Option<bool> {
+    /// whether the job is cancelled, and its bandwidth limit.
+    pub fn report(
+        &self,
+        agent_id: &str,
+        execution_id: &str,
+        report: Report,
+    ) -> Option<ReportAnswer> {
         let mut slots = self.slots.lock().unwrap();
         let slot = slots
             .get_mut(execution_id)
             .filter(|s| s.job.agent_id == agent_id)?;
+        let answer = ReportAnswer {
+            cancel: slot.job.cancel,
+            bytes_per_second: Some(slot.job.options.bytes_per_second),
+        };
         // A report is only taken from an agent that has the job, and an
         // ended job stays ended (no report reopens its grant).
         if slot.report.as_ref().is_some_and(Report::finished) {
-            return Some(slot.job.cancel);
+            return Some(answer);
         }
         slot.picked_up = true;
         slot.report = Some(report);
-        let cancel = slot.job.cancel;
         drop(slots);
         self.changed.notify_all();
-        Some(cancel)
+        Some(answer)
+    }
+
+    /// A new bandwidth limit for a job, given to its agent with the answer
+    /// to its next report.
+    pub fn set_bytes_per_second(&self, execution_id: &str, bytes_per_second: i64) {
+        if let Some(s) = self.slots.lock().unwrap().get_mut(execution_id) {
+            s.job.options.bytes_per_second = bytes_per_second;
+        }
     }
 
     /// The latest report, after a new one arrives or `timeout` passes.
@@ -232,7 +252,7 @@ mod tests {
             destination_location_id: location.into(),
             compress: false,
             connections: None,
-            options: Options::default(),
+            options: Options::new(),
             cancel: false,
         }
     }
@@ -288,11 +308,15 @@ mod tests {
         assert!(board.grant("agent-b", "loc-1").is_none());
         assert!(board.grant("agent-a", "loc-2").is_none());
         // Another agent cannot report on it.
-        assert_eq!(
-            board.report("agent-b", "exec-1", report(ferry_model::api::SUCCESS)),
-            None
-        );
-        board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert!(board
+            .report("agent-b", "exec-1", report(ferry_model::api::SUCCESS))
+            .is_none());
+        let answer = board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert_eq!(answer.unwrap().bytes_per_second, Some(-1));
+        // A new limit reaches the agent with the answer to its next report.
+        board.set_bytes_per_second("exec-1", 1 << 20);
+        let answer = board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert_eq!(answer.unwrap().bytes_per_second, Some(1 << 20));
         assert!(board.grant("agent-a", "loc-1").is_some());
         // Ended: no more, and a later report does not reopen it.
         board.report("agent-a", "exec-1", report(ferry_model::api::SUCCESS));

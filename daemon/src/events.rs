@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 //! Structured log lines: one JSON object per execution state change and per
-//! failed file, on standard error (ferry-init puts a service's output into
+//! file as the execution's LogLevel asks (OFF: none; BASIC: failed ones;
+//! TRANSFER: those transferred, verified, deleted or failed too), on standard error (ferry-init puts a service's output into
 //! the journal). With CloudWatch embedded metric format enabled, each
 //! execution's end also gives one EMF line a CloudWatch agent picks up.
 
@@ -10,7 +11,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use ferry_engine::counters::CounterSnapshot;
-use ferry_engine::report::Record;
+use ferry_engine::report::{Outcome, Record};
 
 pub struct Events {
     /// Emit CloudWatch embedded-metric-format lines.
@@ -61,14 +62,19 @@ impl Events {
         self.line(&line);
     }
 
-    pub fn file_failed(&self, task_id: &str, execution_id: &str, record: &Record) {
+    /// A file's outcome (`file-failed`, `file-transferred`, …), as the
+    /// execution's LogLevel asks.
+    pub fn file(&self, task_id: &str, execution_id: &str, record: &Record) {
+        let failed = record.outcome == Outcome::Failed;
+        let outcome = serde_json::to_value(record.outcome).unwrap_or_default();
         self.line(&json!({
-            "level": "warn",
-            "event": "file-failed",
+            "level": if failed { "warn" } else { "info" },
+            "event": format!("file-{}", outcome.as_str().unwrap_or("other")),
             "task": task_id,
             "execution": execution_id,
             "path": record.path,
             "phase": record.phase,
+            "bytes": record.bytes,
             "reason": record.reason,
             "errno": record.errno,
         }));

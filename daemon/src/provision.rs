@@ -27,6 +27,8 @@ pub enum ProvisionError {
     Checked(#[from] ferry_model::config::Invalid),
     #[error("provisioning: {0}")]
     Store(#[from] super::store::StoreError),
+    #[error("provisioning: {0}")]
+    Queue(#[from] super::agent::QueueError),
 }
 
 fn version(v: Option<&str>) -> NfsVersion {

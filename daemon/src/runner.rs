@@ -16,6 +16,7 @@ use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::digests;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
+use ferry_engine::options::LogLevel;
 use ferry_engine::report::{Fanout, Observer, Outcome, Phase, Record, ReportWriter};
 use ferry_engine::{Execution, Summary};
 use ferry_model::api::{self as records, Execution as ExecutionRecord, LocationSpec, ResultDetail};
@@ -27,11 +28,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// (executions its agents were running when the hub stopped).
 pub fn run(agent: Arc<Agent>, wake: std::sync::mpsc::Receiver<()>, resumed: Vec<ExecutionRecord>) {
     for exec in resumed {
-        let running = Running {
-            execution_id: exec.task_execution_id.clone(),
-            task_id: exec.task_id.clone(),
-            cancel: Arc::new(AtomicBool::new(false)),
-        };
+        let running = Running::of(&exec);
         *agent.running.lock().unwrap() = Some(running.clone());
         agent.events.info(&format!(
             "{}: taken up again after a restart, as {}",
@@ -71,11 +68,7 @@ fn claim_next(agent: &Agent) -> Option<(ExecutionRecord, Running)> {
             .warn(&format!("cannot start {}: {e}", exec.task_execution_id));
         return None;
     }
-    let r = Running {
-        execution_id: exec.task_execution_id.clone(),
-        task_id: exec.task_id.clone(),
-        cancel: Arc::new(AtomicBool::new(false)),
-    };
+    let r = Running::of(&exec);
     *running = Some(r.clone());
     agent.events.state(
         &exec.task_id,
@@ -153,6 +146,7 @@ struct StoreObserver {
     cancel: Arc<AtomicBool>,
     /// Failed files shown on the console so far (the journal gets them all).
     failures_shown: AtomicU32,
+    log_level: LogLevel,
 }
 
 /// Failed files per execution that reach the console.
@@ -188,14 +182,23 @@ impl Observer for StoreObserver {
     }
 
     fn wants_records(&self) -> bool {
-        true
+        self.log_level != LogLevel::Off
     }
 
     fn record(&self, record: Record) {
-        if record.outcome == Outcome::Failed {
+        let failed = record.outcome == Outcome::Failed;
+        let logged = match self.log_level {
+            LogLevel::Off => false,
+            LogLevel::Basic => failed,
+            // Unchanged files are not news (millions of them, run after run).
+            LogLevel::Transfer => record.outcome != Outcome::Skipped,
+        };
+        if logged {
             self.agent
                 .events
-                .file_failed(&self.task_id, &self.execution_id, &record);
+                .file(&self.task_id, &self.execution_id, &record);
+        }
+        if failed && self.log_level != LogLevel::Off {
             let shown = self.failures_shown.fetch_add(1, Ordering::Relaxed);
             if shown < CONSOLE_FAILURES {
                 self.agent.events.console(&format!(
@@ -456,6 +459,7 @@ fn run_engine<D: Location>(
         execution_id: id.clone(),
         cancel: running.cancel.clone(),
         failures_shown: AtomicU32::new(0),
+        log_level: exec.options.log_level,
     });
     let fanout: Arc<dyn Observer> = Arc::new(Fanout(vec![report.clone(), observer]));
     let engine = match Execution::new(
@@ -465,7 +469,9 @@ fn run_engine<D: Location>(
         fanout,
         running.cancel.clone(),
     ) {
-        Ok(e) => e.with_source_digests(agent.digests.clone(), src_scope),
+        Ok(e) => e
+            .with_source_digests(agent.digests.clone(), src_scope)
+            .with_throttle(running.throttle.clone()),
         Err(e) => return fail("InvalidOptions", e.to_string()),
     };
     let done = Mutex::new(false);

@@ -354,12 +354,22 @@ impl Store {
     }
 
     /// Executions of a task that are queued or running.
-    pub fn active_executions(&self, task_id: &str) -> Result<Vec<Execution>, StoreError> {
+    /// Queued or running executions, oldest first; of one task if given.
+    pub fn active_executions(&self, task_id: Option<&str>) -> Result<Vec<Execution>, StoreError> {
         let mut stmt = self.db.prepare(&format!(
-            "{EXECUTION_COLUMNS} WHERE task_id = ?1 AND status NOT IN ('SUCCESS', 'ERROR') ORDER BY seq"
+            "{EXECUTION_COLUMNS} WHERE (?1 IS NULL OR task_id = ?1) AND status NOT IN ('SUCCESS', 'ERROR') ORDER BY seq"
         ))?;
         let rows = stmt.query_map([task_id], execution_row)?;
         rows.map(|r| r?).collect()
+    }
+
+    /// The options of an execution that has not ended.
+    pub fn set_options(&self, id: &str, options: &Options) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE executions SET options = ?2 WHERE id = ?1 AND status NOT IN ('SUCCESS', 'ERROR')",
+            params![id, serde_json::to_string(options)?],
+        )?;
+        Ok(())
     }
 
     pub fn set_status(&self, id: &str, status: &str) -> Result<(), StoreError> {

@@ -109,7 +109,7 @@ pub(crate) struct Ctx<S: Location, D: Location> {
     pub opts: Options,
     pub filters: Filters,
     pub counters: Counters,
-    pub throttle: Option<Throttle>,
+    pub throttle: Arc<Throttle>,
     pub creator: Creator,
     /// Wall-clock start: a source entry whose ctime is later changed during the run.
     pub started: Timestamp,
@@ -407,7 +407,7 @@ impl<S: Location, D: Location> Execution<S, D> {
         let salt = wall_clock(now).nsec as u64 ^ (u64::from(std::process::id()) << 32);
         Ok(Execution {
             ctx: Ctx {
-                throttle: opts.bandwidth_limit().map(Throttle::new),
+                throttle: Arc::new(Throttle::new(opts.bandwidth_limit())),
                 records: observer.wants_records(),
                 creator: Creator {
                     uid: rustix::process::geteuid().as_raw(),
@@ -446,15 +446,11 @@ impl<S: Location, D: Location> Execution<S, D> {
         (*self.ctx.phase.lock().unwrap(), self.ctx.snapshot())
     }
 
-    /// Changes the bandwidth limit of a running execution.
-    pub fn set_bytes_per_second(&self, rate: u64) -> bool {
-        match &self.ctx.throttle {
-            Some(t) => {
-                t.set_rate(rate);
-                true
-            }
-            None => false,
-        }
+    /// Takes its bandwidth limit from `throttle` (one its runner keeps, to
+    /// change the limit while it runs), not from its options.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.ctx.throttle = throttle;
+        self
     }
 
     /// Runs the execution to its end.

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::state::{ActivationError, HubState};
-use ferry_daemon::dispatch::{JobList, ReportAnswer};
+use ferry_daemon::dispatch::JobList;
 use ferry_daemon::{nfs, Agent};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
@@ -549,9 +549,18 @@ fn escape(s: &str) -> String {
 /// The activation page a browser lands on from the agent's redirect.
 async fn page(Query(q): Query<HashMap<String, String>>) -> Html<String> {
     let key = escape(q.get("activationKey").map(String::as_str).unwrap_or(""));
+    // An agent that could not register sends the operator here with why.
+    let failed = match q.get("errorType") {
+        Some(t) => format!(
+            "<p role=alert>The agent could not register: {} ({})</p>",
+            escape(q.get("errorMessage").map(String::as_str).unwrap_or("")),
+            escape(t)
+        ),
+        None => String::new(),
+    };
     Html(format!(
         "<!doctype html><title>Ferry hub: activate an agent</title>\
-         <h1>Activate an agent</h1>\
+         <h1>Activate an agent</h1>{failed}\
          <form method=post action=/activate>\
          <p>Activation key <input name=activationKey value=\"{key}\" size=30>\
          <p>Agent name <input name=name required>\
@@ -630,7 +639,7 @@ async fn agent_report(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
     match hub.agent.board.report(&id.0, &execution, report) {
-        Some(cancel) => Json(ReportAnswer { cancel }).into_response(),
+        Some(answer) => Json(answer).into_response(),
         None => refuse(
             StatusCode::NOT_FOUND,
             "ExecutionNotFound",

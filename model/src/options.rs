@@ -125,6 +125,27 @@ option_enum!(
     Mtime { Preserve = "PRESERVE", None = "NONE" } default Preserve
 );
 
+option_enum!(
+    /// Whether a start waits behind the agent's other executions.
+    TaskQueueing {
+        /// Queued behind the executions ahead of it: they run in series.
+        Enabled = "ENABLED",
+        /// Refused while the agent has another execution queued or running.
+        Disabled = "DISABLED",
+    } default Enabled
+);
+option_enum!(
+    /// What an execution logs of its files (its states are always logged).
+    LogLevel {
+        /// No line for any file.
+        Off = "OFF",
+        /// A line for each file that failed.
+        Basic = "BASIC",
+        /// A line for each file transferred, verified, deleted or failed.
+        Transfer = "TRANSFER",
+    } default Basic
+);
+
 /// Everything that shapes one execution.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -146,6 +167,8 @@ pub struct Options {
     pub excludes: Vec<String>,
     /// Operations in flight; `None` lets the engine choose.
     pub parallel: Option<usize>,
+    pub task_queueing: TaskQueueing,
+    pub log_level: LogLevel,
 }
 
 /// An option value or combination the engine refuses.
@@ -320,6 +343,8 @@ mod tests {
         assert_eq!(o.atime, Atime::BestEffort);
         assert_eq!(o.mtime, Mtime::Preserve);
         assert_eq!(o.bytes_per_second, -1);
+        assert_eq!(o.task_queueing, TaskQueueing::Enabled);
+        assert_eq!(o.log_level, LogLevel::Basic);
         assert!(o.validate().is_ok());
     }
 
@@ -408,6 +433,8 @@ mod tests {
         names_agree::<IdMode>();
         names_agree::<Atime>();
         names_agree::<Mtime>();
+        names_agree::<TaskQueueing>();
+        names_agree::<LogLevel>();
         assert_eq!(
             VerifyMode::VALUES,
             [

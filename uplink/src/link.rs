@@ -49,6 +49,10 @@ use ferry_wire::ca::{self, write_file};
 use ferry_wire::client::{base_url, HubClient, HubError};
 use ferry_wire::tls;
 
+/// How often, at least, an agent reports on the executions it runs for its
+/// hub.
+const RUNNING_REPORT_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("this agent is already activated with the hub {0}")]
@@ -603,15 +607,23 @@ impl Link {
                 self.jobs.lock().unwrap().remove(&hub_id);
                 continue;
             };
+            let rate = exec.options.bytes_per_second;
             let report = Report {
                 status: exec.status,
                 result: exec.result,
                 counters: exec.counters,
             };
             let end = match self.report(c, &hub_id, &report).await {
-                Ok(cancel) => {
-                    if cancel && !report.finished() {
+                Ok(answer) => {
+                    if answer.cancel && !report.finished() {
                         let _ = agent.cancel(&local_id);
+                    }
+                    // Changed on the hub while it runs (UpdateTaskExecution).
+                    match answer.bytes_per_second {
+                        Some(r) if r != rate && !report.finished() => {
+                            let _ = agent.set_bytes_per_second(&local_id, r);
+                        }
+                        _ => {}
                     }
                     report.finished()
                 }
@@ -681,12 +693,21 @@ impl Link {
         Ok(())
     }
 
-    /// Reports on a job; answers whether the hub cancelled it.
-    async fn report(&self, c: &HubClient, hub_id: &str, report: &Report) -> Result<bool, HubError> {
+    /// Reports on a job; the hub answers whether it cancelled it, and
+    /// its bandwidth limit.
+    async fn report(
+        &self,
+        c: &HubClient,
+        hub_id: &str,
+        report: &Report,
+    ) -> Result<ReportAnswer, HubError> {
         let path = format!("/agent/v1/executions/{hub_id}/report");
         let body = serde_json::to_value(report).expect("serializable");
         let v = c.json(Method::POST, &path, Some(&body)).await?;
-        Ok(serde_json::from_value::<ReportAnswer>(v).is_ok_and(|a| a.cancel))
+        Ok(serde_json::from_value(v).unwrap_or(ReportAnswer {
+            cancel: false,
+            bytes_per_second: None,
+        }))
     }
 
     /// Picks up the certificate while pending; then asks the hub for work
@@ -722,8 +743,15 @@ impl Link {
                 continue;
             }
             let mut activated = self.activated.subscribe();
+            // While executions run, a cancel or a new BytesPerSecond on the
+            // hub comes with the answer to a report: one a second at least.
+            let wait = if idle {
+                self.poll
+            } else {
+                self.poll.min(RUNNING_REPORT_EVERY)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = activated.changed() => {}
                 _ = agent.ended.notified() => {}
             }
@@ -813,7 +841,7 @@ fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<S
             }
         }
     };
-    agent.queue(&task, &job.options).map_err(err)
+    agent.queue(&task, &job.options).map_err(|e| e.to_string())
 }
 
 /// The activation port's budget per request (a registration with the hub
@@ -852,14 +880,20 @@ async fn activation_page(
     let Some(hub) = q.get("hub") else {
         return (
             StatusCode::OK,
-            "This Ferry agent is not activated.\nGET /?hub=HOST[:PORT][&hubFingerprint=sha256:HEX] registers it with a hub and redirects to the hub's activation page.\n",
+            "This Ferry agent is not activated.\nGET /?hub=HOST[:PORT][&hubFingerprint=sha256:HEX] registers it with a hub and redirects to the hub's activation page (with &no_redirect: answers the activation key).\n",
         )
             .into_response();
     };
+    // DataSync's `no_redirect`: the key in the body, as scripts read it.
+    let no_redirect = q.contains_key("no_redirect");
     match link
         .begin(hub, q.get("hubFingerprint").map(String::as_str))
         .await
     {
+        Ok(_) if no_redirect => {
+            let key = link.state.lock().unwrap().activation_key.clone();
+            (StatusCode::OK, format!("{}\n", key.unwrap_or_default())).into_response()
+        }
         Ok(location) => match link.warning() {
             None => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
             // Trusted on first contact: the operator is told before going on.
@@ -874,13 +908,40 @@ async fn activation_page(
                 .into_response()
             }
         },
-        Err(e @ LinkError::AlreadyActivated(_)) => {
-            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        Err(e) => {
+            let (status, error_type) = activation_failure(&e);
+            let body = format!("activation failed: errorType={error_type}: {e}\n");
+            // A registration that failed (not a request refused as it
+            // stands): to the hub's page, which shows why.
+            match base_url(hub) {
+                Ok(base) if !no_redirect && status == StatusCode::BAD_GATEWAY => {
+                    let query = form_urlencoded::Serializer::new(String::new())
+                        .append_pair("errorType", error_type)
+                        .append_pair("errorMessage", &e.to_string())
+                        .finish();
+                    let location = format!("{base}/activate?{query}");
+                    (StatusCode::FOUND, [(header::LOCATION, location)], body).into_response()
+                }
+                _ => (status, body).into_response(),
+            }
         }
-        Err(
-            e @ (LinkError::FingerprintRequired | LinkError::Invalid(_) | LinkError::HubAddress(_)),
-        ) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("activation failed: {e}\n")).into_response(),
+    }
+}
+
+/// The status and the `errorType` of a failed activation.
+fn activation_failure(e: &LinkError) -> (StatusCode, &'static str) {
+    match e {
+        LinkError::AlreadyActivated(_) => (StatusCode::CONFLICT, "AlreadyActivated"),
+        LinkError::FingerprintRequired => (StatusCode::BAD_REQUEST, "FingerprintRequired"),
+        LinkError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+        LinkError::HubAddress(_) => (StatusCode::BAD_REQUEST, "InvalidHubAddress"),
+        LinkError::Hub(HubError::Unreachable { .. }) | LinkError::NoCa => {
+            (StatusCode::BAD_GATEWAY, "HubUnreachable")
+        }
+        LinkError::Hub(HubError::Refused { .. }) => {
+            (StatusCode::BAD_GATEWAY, "RegistrationRefused")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "ActivationFailed"),
     }
 }
 

@@ -304,9 +304,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                     // The file shrank while we copied: noticed at the end.
                     break;
                 }
-                if let Some(t) = &ctx.throttle {
-                    t.take(got as u64);
-                }
+                ctx.throttle.take(got as u64);
                 if let Some(h) = range_hasher.as_mut() {
                     h.update(&buffer[..got]);
                 }
@@ -378,9 +376,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 )));
             }
             let n = (range.end - offset).min(KERNEL_COPY_CHUNK as u64) as usize;
-            if let Some(t) = &ctx.throttle {
-                t.take(n as u64);
-            }
+            ctx.throttle.take(n as u64);
             let got = match writer.copy_from(src, offset, n) {
                 Ok(0) => break, // The file shrank: noticed at the end.
                 Ok(got) => got,

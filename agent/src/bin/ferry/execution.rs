@@ -31,6 +31,13 @@ enum ExecutionCommand {
     Describe { execution: String },
     /// Stop a running execution, or take a queued one off the queue.
     Cancel { execution: String },
+    /// Change a queued or running execution's bandwidth limit (in effect within a second).
+    Update {
+        execution: String,
+        /// Bytes per second for the rest of the execution; -1 is unlimited.
+        #[arg(long, allow_negative_numbers = true, value_name = "N")]
+        bytes_per_second: i64,
+    },
     /// The JSON task report of an ended execution.
     Report {
         execution: String,
@@ -65,6 +72,24 @@ pub fn run(args: ExecutionArgs) -> ExitCode {
                 None,
             )
             .map(|_| println!("cancelling {execution}")),
+        ExecutionCommand::Update {
+            execution,
+            bytes_per_second,
+        } => {
+            let body = serde_json::json!({ "Options": { "BytesPerSecond": bytes_per_second } });
+            client.show(
+                "PATCH",
+                &format!("/v1/executions/{}", segment(&execution)),
+                Some(&body),
+                json,
+                |e: Execution| {
+                    println!(
+                        "{}: BytesPerSecond {}",
+                        e.task_execution_id, e.options.bytes_per_second
+                    )
+                },
+            )
+        }
         ExecutionCommand::Report { execution, output } => client
             .call(
                 "GET",

@@ -13,8 +13,8 @@
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use ferry_engine::options::{
-    Atime, IdMode, Mtime, Naming, OptionValue, OverwriteMode, PosixPermissions,
-    PreserveDeletedFiles, PreserveDevices, TransferMode, VerifyMode,
+    Atime, IdMode, LogLevel, Mtime, Naming, OptionValue, OverwriteMode, PosixPermissions,
+    PreserveDeletedFiles, PreserveDevices, TaskQueueing, TransferMode, VerifyMode,
 };
 use ferry_engine::Options;
 use serde_json::{Map, Value};
@@ -101,6 +101,12 @@ pub struct OptionArgs {
     /// Operations in flight (default: 64 on NFS, a few per CPU on local disks).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// Wait behind the agent's other executions, or be refused while it has one [default: enabled].
+    #[arg(long, value_parser = values::<TaskQueueing>())]
+    pub task_queueing: Option<TaskQueueing>,
+    /// What the execution logs of its files [default: basic].
+    #[arg(long, value_parser = values::<LogLevel>())]
+    pub log_level: Option<LogLevel>,
 }
 
 impl OptionArgs {
@@ -124,6 +130,8 @@ impl OptionArgs {
             includes: self.include.clone(),
             excludes: self.exclude.clone(),
             parallel: self.parallel,
+            task_queueing: self.task_queueing.unwrap_or(d.task_queueing),
+            log_level: self.log_level.unwrap_or(d.log_level),
         }
     }
 
@@ -148,6 +156,8 @@ impl OptionArgs {
             ("Includes", list(&self.include)),
             ("Excludes", list(&self.exclude)),
             ("Parallel", json(&self.parallel)),
+            ("TaskQueueing", json(&self.task_queueing)),
+            ("LogLevel", json(&self.log_level)),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_string(), v?)))
