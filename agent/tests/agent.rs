@@ -692,11 +692,91 @@ fn a_schedule_starts_the_task_every_minute_without_doubling() {
     // One firing, one execution.
     let list = agent.ok(&["execution", "list", "--task", &task]);
     assert_eq!(list["Executions"].as_array().unwrap().len(), 1, "{list}");
+
+    // A rate counts from when it is set: a minute on, not before.
+    let set = Instant::now();
+    agent.ok(&["task", "update", &task, "--schedule", "rate(1 minute)"]);
+    let count = || {
+        agent.ok(&["execution", "list", "--task", &task])["Executions"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    while count() < 2 {
+        assert!(
+            set.elapsed() < Duration::from_secs(90),
+            "the rate never fired:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(set.elapsed() >= Duration::from_secs(59), "fired early");
     agent.ok(&["task", "update", &task, "--schedule", ""]);
     assert_eq!(
         agent.ok(&["task", "describe", &task])["Schedule"],
         Value::Null
     );
+}
+
+#[test]
+fn a_schedule_that_keeps_failing_the_same_way_is_disabled_and_says_why() {
+    let (_tmp, agent, src, _dst, task) = setup("failing");
+    make_tree(&src, 2, 100);
+    agent.ok(&["task", "update", &task, "--schedule", "rate(1 day)"]);
+    let details = |agent: &Agent| agent.ok(&["task", "describe", &task])["ScheduleDetails"].clone();
+    assert_eq!(details(&agent)["Status"], "ENABLED");
+    // The source gone: every start fails the same way.
+    std::fs::rename(&src, src.with_extension("away")).unwrap();
+    let mut code = Value::Null;
+    for run in 1..=3 {
+        assert_eq!(details(&agent)["Status"], "ENABLED", "before run {run}");
+        let e = agent.wait_end(&agent.start_task(&task, &[]));
+        assert_eq!(e["Status"], "ERROR", "{e}");
+        code = e["Result"]["ErrorCode"].clone();
+    }
+    let d = details(&agent);
+    assert_eq!(d["Status"], "DISABLED", "{d}");
+    assert_eq!(d["DisabledBy"], "SERVICE", "{d}");
+    let why = d["DisabledReason"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "the task failed 3 times in a row with {}: ",
+            code.as_str().unwrap()
+        )),
+        "{why}"
+    );
+    assert!(agent.log().contains("its schedule is disabled"));
+    // The list shows it.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["task", "list"])
+        .env("FERRY_AGENT", agent.socket())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("rate(1 day) (DISABLED)"), "{list}");
+
+    // Fixed and enabled again by the operator: from now, nothing left of why.
+    std::fs::rename(src.with_extension("away"), &src).unwrap();
+    agent.ok(&["task", "update", &task, "--schedule-status", "enabled"]);
+    let d = details(&agent);
+    assert_eq!(d["Status"], "ENABLED", "{d}");
+    assert_eq!(d["DisabledReason"], Value::Null, "{d}");
+    // Disabled by the operator, in DataSync's words; a new schedule is enabled.
+    agent.ok(&["task", "update", &task, "--schedule-status", "disabled"]);
+    let d = details(&agent);
+    assert_eq!(
+        (&d["DisabledBy"], &d["DisabledReason"]),
+        (
+            &Value::from("USER"),
+            &Value::from("Manually disabled by user.")
+        )
+    );
+    agent.ok(&["task", "update", &task, "--schedule", "rate(2 days)"]);
+    assert_eq!(details(&agent)["Status"], "ENABLED");
+    // A rate written wrong is refused with why.
+    let (code, _, err) = agent.cli(&["task", "update", &task, "--schedule", "rate(2 day)"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("\"day\" is not a unit here"), "{err}");
 }
 
 #[test]

@@ -746,3 +746,98 @@ fn attribute_updates_never_follow_a_symlink_swapped_in_during_the_run() {
         );
     }
 }
+
+/// All files below `root`, as `/`-separated relative paths, sorted.
+fn files_below(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_manifest_transfers_exactly_what_it_names_and_reports_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let named = [
+        "keep/a.txt",
+        "keep/with,comma.txt",
+        "keep/say \"hi\".txt",
+        "keep/two\nlines",
+        "keep/sub/deep.txt",
+    ];
+    for name in named
+        .iter()
+        .chain(&["keep/not-named.txt", "other/b.txt", "top.txt"])
+    {
+        write(&src.join(name), name.as_bytes());
+    }
+    fs::create_dir_all(&dst).unwrap();
+    // Quoted as DataSync quotes: commas, quotes and newlines in names.
+    let manifest = tmp.path().join("manifest.csv");
+    fs::write(
+        &manifest,
+        "keep/a.txt\n\"keep/with,comma.txt\"\n\"keep/say \"\"hi\"\".txt\"\n\"keep/two\nlines\"\n/keep/sub/deep.txt\nmissing/file.txt\n",
+    )
+    .unwrap();
+    let report = tmp.path().join("report.json");
+    let (code, summary) = sync(
+        &src,
+        &dst,
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    // A named path missing at the source is reported, not fatal.
+    assert_eq!(code, 0, "{summary}");
+    let mut want: Vec<String> = named.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(files_below(&dst), want);
+    assert_eq!(counter(&summary, "FilesSkipped"), 1, "{summary}");
+    assert!(counter(&summary, "FilesVerified") >= 5, "{summary}");
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let missing = report["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/missing/file.txt")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(missing["outcome"], "skipped");
+    assert_eq!(
+        missing["reason"],
+        "named in the manifest, not at the source"
+    );
+
+    // A path that leaves the location: refused before anything is touched.
+    fs::write(&manifest, "keep/a.txt\n../outside.txt\n").unwrap();
+    let dst2 = tmp.path().join("dst2");
+    fs::create_dir_all(&dst2).unwrap();
+    let out = ferry(&[
+        OsStr::new("sync"),
+        OsStr::new("--manifest"),
+        manifest.as_os_str(),
+        src.as_os_str(),
+        dst2.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("manifest.csv, line 2: a . or .. in a path"),
+        "{err}"
+    );
+    assert!(files_below(&dst2).is_empty());
+}

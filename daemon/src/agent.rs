@@ -183,6 +183,70 @@ impl Agent {
     }
 }
 
+/// A schedule whose task failed with the same error this many times in a
+/// row is disabled (as DataSync does), saying why.
+pub const SCHEDULE_FAILURES_IN_A_ROW: usize = 3;
+
+impl Agent {
+    /// After an execution of `task_id` failed: disables its schedule (by
+    /// SERVICE) if its last [`SCHEDULE_FAILURES_IN_A_ROW`] executions
+    /// failed with the same error code (a cancel is not a failure).
+    pub(super) fn check_schedule(&self, task_id: &str) {
+        let disabled = (|| -> Result<Option<String>, StoreError> {
+            let store = self.store.lock().unwrap();
+            let Some(task) = store.task(task_id)? else {
+                return Ok(None);
+            };
+            if task
+                .schedule_details
+                .is_none_or(|d| d.status != records::ENABLED)
+            {
+                return Ok(None);
+            }
+            let last = store.last_ended_executions(task_id, SCHEDULE_FAILURES_IN_A_ROW)?;
+            let code = |e: &ExecutionRecord| match e.status == records::ERROR {
+                true => e.result.error_code.clone(),
+                false => None,
+            };
+            let Some(first) = last.first() else {
+                return Ok(None);
+            };
+            let Some(failed_with) = code(first).filter(|c| c != "Cancelled") else {
+                return Ok(None);
+            };
+            if last.len() < SCHEDULE_FAILURES_IN_A_ROW
+                || last.iter().any(|e| code(e).as_ref() != Some(&failed_with))
+            {
+                return Ok(None);
+            }
+            let detail: String = first
+                .result
+                .error_detail
+                .as_deref()
+                .unwrap_or("no detail")
+                .chars()
+                .take(1000)
+                .collect();
+            let reason = format!(
+                "the task failed {SCHEDULE_FAILURES_IN_A_ROW} times in a row with {failed_with}: {detail}"
+            );
+            store.set_schedule_status(task_id, Some(("SERVICE", &reason)))?;
+            Ok(Some(reason))
+        })();
+        match disabled {
+            Ok(Some(reason)) => {
+                let line = format!("task {task_id}: its schedule is disabled: {reason}");
+                self.events.warn(&line);
+                self.events.console(&line);
+            }
+            Ok(None) => {}
+            Err(e) => self
+                .events
+                .warn(&format!("cannot check the schedule of task {task_id}: {e}")),
+        }
+    }
+}
+
 pub(super) fn remove_reports(reports: &[String]) {
     for r in reports {
         let _ = std::fs::remove_file(Path::new(r));

@@ -226,6 +226,9 @@ struct UpdateTask {
     /// An empty string removes the schedule.
     #[serde(default)]
     schedule: Option<String>,
+    /// ENABLED or DISABLED (by USER).
+    #[serde(default)]
+    schedule_status: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +356,7 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         destination_location_id: req.destination_location_id,
         options,
         schedule,
+        schedule_details: None,
         status: "AVAILABLE".into(),
         current_task_execution_id: None,
         creation_time: String::new(),
@@ -381,6 +385,23 @@ async fn update_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes
         None => task.schedule.clone(),
     };
     check_schedule(schedule.as_deref())?;
+    let disable = match req.schedule_status.as_deref() {
+        None => None,
+        Some(records::ENABLED) => Some(false),
+        Some(records::DISABLED) => Some(true),
+        Some(other) => {
+            return Err(bad_request(
+                "InvalidScheduleStatus",
+                format!("ScheduleStatus {other:?} is neither ENABLED nor DISABLED"),
+            ))
+        }
+    };
+    if disable.is_some() && schedule.is_none() {
+        return Err(bad_request(
+            "InvalidScheduleStatus",
+            "the task has no schedule to enable or disable",
+        ));
+    }
     let store = agent.store.lock().unwrap();
     if name != task.name && store.task_by_name(&name)?.is_some() {
         return Err(conflict(
@@ -389,6 +410,13 @@ async fn update_task(State(agent): Shared, Path(key): Path<String>, bytes: Bytes
         ));
     }
     store.update_task(&task.task_id, &name, &options, schedule.as_deref())?;
+    match disable {
+        // DataSync's words for a schedule an operator disabled.
+        Some(true) => store
+            .set_schedule_status(&task.task_id, Some(("USER", "Manually disabled by user.")))?,
+        Some(false) => store.set_schedule_status(&task.task_id, None)?,
+        None => {}
+    }
     ok(store.task(&task.task_id)?)
 }
 

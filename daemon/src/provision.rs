@@ -137,6 +137,7 @@ pub fn apply(agent: &Agent, doc: &Provision) -> Result<Vec<String>, ProvisionErr
                         destination_location_id: destination,
                         options,
                         schedule: t.schedule.clone(),
+                        schedule_details: None,
                         status: String::new(),
                         current_task_execution_id: None,
                         creation_time: String::new(),

@@ -564,6 +564,9 @@ fn finish(
         .events
         .finished(&exec.task_id, id, status, counters, result.total_duration);
     agent.ended.notify_one();
+    if status == records::ERROR {
+        agent.check_schedule(&exec.task_id);
+    }
     agent.events.console(&format!(
         "{id}: {} files listed, {} transferred ({} bytes), {} verified, {} failed; \
          prepare {} ms, transfer {} ms, verify {} ms, total {} ms",

@@ -13,7 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::Options;
-use ferry_model::api::{self as records, Execution, Location, LocationSpec, ResultDetail, Task};
+use ferry_model::api::{
+    self as records, Execution, Location, LocationSpec, ResultDetail, ScheduleDetails, Task,
+};
 
 /// Schema steps; `MIGRATIONS[n]` takes version n to n + 1. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -52,6 +54,12 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         location_id TEXT NOT NULL UNIQUE REFERENCES locations(id)
     );",
+    // 3: a schedule's state: ENABLED or DISABLED (by USER or SERVICE, and
+    // why), since when (a rate counts from there).
+    "ALTER TABLE tasks ADD COLUMN schedule_status TEXT NOT NULL DEFAULT 'ENABLED';
+    ALTER TABLE tasks ADD COLUMN schedule_status_ms INTEGER;
+    ALTER TABLE tasks ADD COLUMN schedule_disabled_by TEXT;
+    ALTER TABLE tasks ADD COLUMN schedule_disabled_reason TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -206,8 +214,8 @@ impl Store {
 
     pub fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
         self.db.execute(
-            "INSERT INTO tasks (id, name, source, destination, options, schedule, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO tasks (id, name, source, destination, options, schedule, created_ms, schedule_status_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             params![
                 task.task_id,
                 task.name,
@@ -228,9 +236,41 @@ impl Store {
         options: &Options,
         schedule: Option<&str>,
     ) -> Result<(), StoreError> {
+        // A schedule changed is enabled, from now; one kept keeps its state
+        // (the right-hand sides see the row as it was).
         self.db.execute(
-            "UPDATE tasks SET name = ?2, options = ?3, schedule = ?4 WHERE id = ?1",
-            params![id, name, serde_json::to_string(options)?, schedule],
+            "UPDATE tasks SET name = ?2, options = ?3, schedule = ?4,
+                schedule_status = CASE WHEN schedule IS ?4 THEN schedule_status ELSE 'ENABLED' END,
+                schedule_status_ms = CASE WHEN schedule IS ?4 THEN schedule_status_ms ELSE ?5 END,
+                schedule_disabled_by = CASE WHEN schedule IS ?4 THEN schedule_disabled_by END,
+                schedule_disabled_reason = CASE WHEN schedule IS ?4 THEN schedule_disabled_reason END
+             WHERE id = ?1",
+            params![
+                id,
+                name,
+                serde_json::to_string(options)?,
+                schedule,
+                records::now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Enables a task's schedule, or disables it `by` USER or SERVICE with
+    /// `reason`; from now.
+    pub fn set_schedule_status(
+        &self,
+        id: &str,
+        disabled: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let (status, by, reason) = match disabled {
+            Some((by, reason)) => (records::DISABLED, Some(by), Some(reason)),
+            None => (records::ENABLED, None, None),
+        };
+        self.db.execute(
+            "UPDATE tasks SET schedule_status = ?2, schedule_status_ms = ?3,
+                schedule_disabled_by = ?4, schedule_disabled_reason = ?5 WHERE id = ?1",
+            params![id, status, records::now_ms(), by, reason],
         )?;
         Ok(())
     }
@@ -354,6 +394,19 @@ impl Store {
     }
 
     /// Executions of a task that are queued or running.
+    /// The task's last `n` ended executions, newest first.
+    pub fn last_ended_executions(
+        &self,
+        task_id: &str,
+        n: usize,
+    ) -> Result<Vec<Execution>, StoreError> {
+        let mut stmt = self.db.prepare(&format!(
+            "{EXECUTION_COLUMNS} WHERE task_id = ?1 AND status IN ('SUCCESS', 'ERROR') ORDER BY seq DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![task_id, n as i64], execution_row)?;
+        rows.map(|r| r?).collect()
+    }
+
     /// Queued or running executions, oldest first; of one task if given.
     pub fn active_executions(&self, task_id: Option<&str>) -> Result<Vec<Execution>, StoreError> {
         let mut stmt = self.db.prepare(&format!(
@@ -534,7 +587,8 @@ fn task_query(tail: &str) -> String {
         "SELECT t.id, t.name, t.source, t.destination, t.options, t.schedule, t.created_ms,
             (SELECT e.status || ' ' || e.id FROM executions e
               WHERE e.task_id = t.id AND e.status NOT IN ('SUCCESS', 'ERROR')
-              ORDER BY (e.status = 'QUEUED'), e.seq LIMIT 1)
+              ORDER BY (e.status = 'QUEUED'), e.seq LIMIT 1),
+            t.schedule_status, t.schedule_status_ms, t.schedule_disabled_by, t.schedule_disabled_reason
          FROM tasks t {tail}"
     )
 }
@@ -551,16 +605,28 @@ fn task_row(r: &Row) -> rusqlite::Result<Result<Task, StoreError>> {
         Ok(o) => o,
         Err(e) => return Ok(Err(e.into())),
     };
+    let schedule: Option<String> = r.get(5)?;
+    let created: i64 = r.get(6)?;
+    let schedule_details = match schedule {
+        Some(_) => Some(ScheduleDetails {
+            status: r.get(8)?,
+            status_update_time: records::rfc3339(r.get::<_, Option<i64>>(9)?.unwrap_or(created)),
+            disabled_by: r.get(10)?,
+            disabled_reason: r.get(11)?,
+        }),
+        None => None,
+    };
     Ok(Ok(Task {
         task_id: r.get(0)?,
         name: r.get(1)?,
         source_location_id: r.get(2)?,
         destination_location_id: r.get(3)?,
         options,
-        schedule: r.get(5)?,
+        schedule,
+        schedule_details,
         status: status.into(),
         current_task_execution_id: current,
-        creation_time: records::rfc3339(r.get(6)?),
+        creation_time: records::rfc3339(created),
     }))
 }
 
@@ -663,6 +729,7 @@ mod tests {
             destination_location_id: b.location_id,
             options: Options::new(),
             schedule: None,
+            schedule_details: None,
             status: String::new(),
             current_task_execution_id: None,
             creation_time: String::new(),

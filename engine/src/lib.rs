@@ -18,6 +18,7 @@
 
 pub mod digests;
 pub mod location;
+pub mod manifest;
 
 pub use ferry_model::counters;
 /// The task options and their filters are defined in ferry-model (which
@@ -30,11 +31,12 @@ pub mod throttle;
 mod transfer;
 mod verify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,6 +58,8 @@ use crate::location::{Kind, Location, Meta, Timestamp};
 pub enum EngineError {
     #[error(transparent)]
     Options(#[from] OptionsError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -129,6 +133,9 @@ pub(crate) struct Ctx<S: Location, D: Location> {
     source_hashes: Mutex<HashMap<(u64, u64), SourceHash>>,
     /// Source digests kept between executions, and the source's scope.
     source_digests: Option<(Arc<DigestCache>, u64)>,
+    /// The manifest's paths found at the source (with a manifest): those
+    /// it names and not found are reported.
+    manifest_found: Option<Mutex<HashSet<Vec<u8>>>>,
 }
 
 /// The content hash of a source file and the attributes it was taken under:
@@ -274,6 +281,30 @@ impl<S: Location, D: Location> Ctx<S, D> {
         self.record(|| Record::new(path, kind, Outcome::Failed, phase).error(what, err));
     }
 
+    /// A source entry the filters let through: found, if the manifest
+    /// names it.
+    pub fn found_at_source(&self, path: &[u8]) {
+        if let (Some(found), Some(m)) = (&self.manifest_found, self.filters.manifest()) {
+            if m.files.contains(path) {
+                found.lock().unwrap().insert(path.to_vec());
+            }
+        }
+    }
+
+    /// Reports each path the manifest names that the source does not have
+    /// (skipped, not failed: DataSync's way), in order.
+    fn report_not_found(&self) {
+        let (Some(found), Some(m)) = (&self.manifest_found, self.filters.manifest()) else {
+            return;
+        };
+        let found = found.lock().unwrap();
+        let mut missing: Vec<&Vec<u8>> = m.files.iter().filter(|p| !found.contains(*p)).collect();
+        missing.sort();
+        for path in missing {
+            self.skip(path, Kind::File, SkipReason::NotAtSource);
+        }
+    }
+
     pub fn skip(&self, path: &[u8], kind: Kind, reason: SkipReason) {
         Counters::inc(&self.counters.files_skipped);
         self.record(|| {
@@ -387,7 +418,11 @@ impl<S: Location, D: Location> Execution<S, D> {
         observer: Arc<dyn Observer>,
         cancel: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
-        let filters = opts.validate()?;
+        let mut filters = opts.validate()?;
+        if let Some(path) = &opts.manifest {
+            filters = filters.with_manifest(Arc::new(manifest::load(Path::new(path))?));
+        }
+        let manifest_found = filters.manifest().map(|_| Mutex::new(HashSet::new()));
         let workers = opts.parallel.unwrap_or_else(|| {
             if src.is_remote() || dst.is_remote() {
                 REMOTE_WORKERS
@@ -429,6 +464,7 @@ impl<S: Location, D: Location> Execution<S, D> {
                 transferred_log,
                 source_hashes: Mutex::new(HashMap::new()),
                 source_digests: None,
+                manifest_found,
             },
         })
     }
@@ -485,6 +521,9 @@ impl<S: Location, D: Location> Execution<S, D> {
                 |n| n.checked_sub(1),
             );
             ctx.fail(Phase::Transferring, &f.path, f.kind, f.what, &f.error);
+        }
+        if error_detail.is_none() && !ctx.cancelled() {
+            ctx.report_not_found();
         }
         let transfer_end = Instant::now();
         let prepared = transfer.prepared_at.lock().unwrap().unwrap_or(transfer_end);

@@ -23,6 +23,8 @@ pub enum CopyReason {
 pub enum SkipReason {
     OverwriteNever,
     DeviceNotPreserved,
+    /// Named in the manifest, and not at the source.
+    NotAtSource,
 }
 
 impl SkipReason {
@@ -30,6 +32,7 @@ impl SkipReason {
         match self {
             SkipReason::OverwriteNever => "destination differs and OverwriteMode is NEVER",
             SkipReason::DeviceNotPreserved => "special file and PreserveDevices is NONE",
+            SkipReason::NotAtSource => "named in the manifest, not at the source",
         }
     }
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-//! Schedules: a task's cron expression (API, configuration document), and
-//! the next firings the scheduler computes from it, from a few instants
-//! (month and year ends, a leap day, the far end of a 32-bit clock).
+//! Schedules: a task's cron or rate expression (API, configuration
+//! document), and the next firings the scheduler computes from it, from a
+//! few instants (month and year ends, a leap day, the far end of a 32-bit
+//! clock), a rate counted from the first.
 //!
 //! Input: the expression.
 #![no_main]
@@ -18,14 +19,15 @@ const FROM: [i64; 4] = [
 ];
 
 fuzz_target!(|expr: &str| {
-    let Ok(cron) = schedule::parse(expr) else {
+    let Ok(schedule) = schedule::parse(expr) else {
         return;
     };
+    let since = DateTime::<Utc>::from_timestamp(FROM[0], 0).expect("in range");
     for secs in FROM {
         let mut t = DateTime::<Utc>::from_timestamp(secs, 0).expect("in range");
         // the scheduler's steps: next, then next after that
         for _ in 0..3 {
-            match schedule::next_after(&cron, &t) {
+            match schedule.next_after(&t, &since) {
                 Some(next) => t = next,
                 None => break,
             }

@@ -27,6 +27,11 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (OsString::from_vec(name), Meta::from(meta));
             }
         }
+        Ok(Reply::ListDigests(entries)) => {
+            for (name, meta, _digest) in entries {
+                let _ = (OsString::from_vec(name), Meta::from(meta));
+            }
+        }
         Ok(Reply::Target(t)) => {
             let _ = OsString::from_vec(t);
         }

@@ -188,12 +188,35 @@ pub struct Task {
     pub options: Options,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The schedule's state, when there is one (DataSync's
+    /// `TaskScheduleDetails`, with its status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_details: Option<ScheduleDetails>,
     /// AVAILABLE, QUEUED (an execution waits) or RUNNING.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_task_execution_id: Option<String>,
     pub creation_time: String,
 }
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleDetails {
+    /// ENABLED or DISABLED.
+    pub status: String,
+    /// When it was set, enabled or disabled (a rate counts from there).
+    pub status_update_time: String,
+    /// USER (by an update) or SERVICE (the task failed the same way
+    /// several times in a row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+}
+
+/// The states of a task's schedule.
+pub const ENABLED: &str = "ENABLED";
+pub const DISABLED: &str = "DISABLED";
 
 /// The states of an execution. The engine's phases, plus CANCELLING.
 pub const QUEUED: &str = "QUEUED";

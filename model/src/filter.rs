@@ -8,6 +8,9 @@
 //! matches any run of bytes, `/` included. A pattern that matches a directory
 //! matches everything below it.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 /// A filter string the engine refuses.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -18,6 +21,31 @@ pub enum FilterError {
         which: &'static str,
         pattern: String,
     },
+}
+
+/// The paths a manifest names (rooted, `/a/b`), and the directories above
+/// them: only these are transferred and verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestPaths {
+    pub files: HashSet<Vec<u8>>,
+    pub dirs: HashSet<Vec<u8>>,
+}
+
+impl ManifestPaths {
+    /// Adds a rooted path (`/a/b/c`) and the directories above it.
+    pub fn insert(&mut self, path: Vec<u8>) {
+        let mut end = path.len();
+        while let Some(i) = path[..end].iter().rposition(|&b| b == b'/') {
+            if i == 0 {
+                break;
+            }
+            if !self.dirs.insert(path[..i].to_vec()) {
+                break; // and those above it, by an earlier path
+            }
+            end = i;
+        }
+        self.files.insert(path);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,11 +137,12 @@ fn split(which: &'static str, values: &[String]) -> Result<Vec<Pattern>, FilterE
     Ok(patterns)
 }
 
-/// The include and exclude filters of a task.
+/// The include and exclude filters of a task, and its manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filters {
     includes: Vec<Pattern>,
     excludes: Vec<Pattern>,
+    manifest: Option<Arc<ManifestPaths>>,
 }
 
 /// What the filters say of one path.
@@ -133,12 +162,25 @@ impl Filters {
         Ok(Filters {
             includes: split("include", includes)?,
             excludes: split("exclude", excludes)?,
+            manifest: None,
         })
     }
 
-    /// Whether the root itself is included (no include filter narrows it).
+    /// Only what `manifest` names (and the directories above it), less
+    /// what the excludes leave out.
+    pub fn with_manifest(mut self, manifest: Arc<ManifestPaths>) -> Filters {
+        self.manifest = Some(manifest);
+        self
+    }
+
+    pub fn manifest(&self) -> Option<&ManifestPaths> {
+        self.manifest.as_deref()
+    }
+
+    /// Whether the root itself is included (no include filter or manifest
+    /// narrows it).
     pub fn root_included(&self) -> bool {
-        self.includes.is_empty()
+        self.includes.is_empty() && self.manifest.is_none()
     }
 
     /// Judges `path` (rooted, e.g. `/a/b`). `parent_included` is true when an
@@ -146,6 +188,15 @@ impl Filters {
     pub fn judge(&self, path: &[u8], is_dir: bool, parent_included: bool) -> Verdict {
         if self.excludes.iter().any(|p| p.matches(path)) {
             return Verdict::Excluded;
+        }
+        // A directory is never included whole: below it, only what is named.
+        if let Some(m) = &self.manifest {
+            let named = m.files.contains(path);
+            return match (is_dir, named || m.dirs.contains(path)) {
+                (true, true) => Verdict::Traverse,
+                (false, true) if named => Verdict::Included,
+                _ => Verdict::Excluded,
+            };
         }
         if parent_included
             || self.includes.is_empty()
@@ -226,6 +277,33 @@ mod tests {
         let f = filters(&["/data"], &["*.tmp"]);
         assert_eq!(f.judge(b"/data/x.tmp", false, true), Verdict::Excluded);
         assert_eq!(f.judge(b"/data/x.txt", false, true), Verdict::Included);
+    }
+
+    #[test]
+    fn a_manifest_includes_what_it_names_and_the_directories_above() {
+        let mut m = ManifestPaths::default();
+        m.insert(b"/a/b/c.txt".to_vec());
+        m.insert(b"/a/d.txt".to_vec());
+        m.insert(b"/e".to_vec());
+        assert_eq!(m.dirs.len(), 2);
+        let f = filters(&[], &["*.tmp"]).with_manifest(Arc::new(m));
+        assert!(!f.root_included());
+        assert_eq!(f.judge(b"/a", true, false), Verdict::Traverse);
+        assert_eq!(f.judge(b"/a/b", true, false), Verdict::Traverse);
+        assert_eq!(f.judge(b"/a/b/c.txt", false, false), Verdict::Included);
+        assert_eq!(f.judge(b"/a/d.txt", false, false), Verdict::Included);
+        assert_eq!(f.judge(b"/a/other.txt", false, false), Verdict::Excluded);
+        assert_eq!(f.judge(b"/a/other", true, false), Verdict::Excluded);
+        // A named directory is made, and nothing below it that is not named.
+        assert_eq!(f.judge(b"/e", true, false), Verdict::Traverse);
+        assert_eq!(f.judge(b"/e/x", false, true), Verdict::Excluded);
+        // A file where a directory above a named path is expected.
+        assert_eq!(f.judge(b"/a", false, false), Verdict::Excluded);
+        // Excludes still apply.
+        let mut m = ManifestPaths::default();
+        m.insert(b"/x.tmp".to_vec());
+        let f = filters(&[], &["*.tmp"]).with_manifest(Arc::new(m));
+        assert_eq!(f.judge(b"/x.tmp", false, false), Verdict::Excluded);
     }
 
     #[test]

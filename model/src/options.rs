@@ -169,6 +169,10 @@ pub struct Options {
     pub parallel: Option<usize>,
     pub task_queueing: TaskQueueing,
     pub log_level: LogLevel,
+    /// A manifest (DataSync's): an absolute path, on the machine that runs
+    /// the execution, to a CSV of paths relative to the source; only those
+    /// are transferred and verified.
+    pub manifest: Option<String>,
 }
 
 /// An option value or combination the engine refuses.
@@ -186,6 +190,10 @@ pub enum OptionsError {
     BadBandwidth(i64),
     /// A `Parallel` out of 1 to [`MAX_PARALLEL`].
     BadParallel(usize),
+    /// A `Manifest` that is not an absolute path.
+    ManifestNotAbsolute(String),
+    /// A `Manifest` with `Includes` or with `PreserveDeletedFiles` `REMOVE`.
+    ManifestWith(&'static str),
     Filter(FilterError),
 }
 
@@ -236,6 +244,20 @@ impl OptionsError {
             OptionsError::BadParallel(n) => format!(
                 "{} {n} is not valid: give a number from 1 to {MAX_PARALLEL}",
                 names.option("Parallel")
+            ),
+            OptionsError::ManifestNotAbsolute(p) => format!(
+                "{} {p:?} is not an absolute path: give the manifest's full path on the machine that runs the execution",
+                names.option("Manifest")
+            ),
+            OptionsError::ManifestWith("Includes") => format!(
+                "{} cannot go with {}: the manifest names what is transferred",
+                names.option("Manifest"),
+                names.option("Includes")
+            ),
+            OptionsError::ManifestWith(_) => format!(
+                "{} cannot go with {}: a manifest names some files, so what it does not name is not gone from the source",
+                names.option("Manifest"),
+                set("PreserveDeletedFiles", PreserveDeletedFiles::Remove.name()),
             ),
             OptionsError::Filter(e) => e.to_string(),
         }
@@ -290,6 +312,17 @@ impl Options {
         if let Some(n) = self.parallel {
             if n == 0 || n > MAX_PARALLEL {
                 return Err(OptionsError::BadParallel(n));
+            }
+        }
+        if let Some(m) = &self.manifest {
+            if !m.starts_with('/') {
+                return Err(OptionsError::ManifestNotAbsolute(m.clone()));
+            }
+            if !self.includes.is_empty() {
+                return Err(OptionsError::ManifestWith("Includes"));
+            }
+            if self.preserve_deleted_files == PreserveDeletedFiles::Remove {
+                return Err(OptionsError::ManifestWith("PreserveDeletedFiles"));
             }
         }
         Ok(Filters::parse(&self.includes, &self.excludes)?)
@@ -375,6 +408,29 @@ mod tests {
         let mut o = Options::new();
         o.parallel = Some(0);
         assert_eq!(o.validate().unwrap_err(), OptionsError::BadParallel(0));
+
+        let mut o = Options::new();
+        o.manifest = Some("list.csv".into());
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not an absolute path"));
+        o.manifest = Some("/data/list.csv".into());
+        assert!(o.validate().is_ok());
+        o.includes = vec!["/a".into()];
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot go with Includes"));
+        o.includes.clear();
+        o.preserve_deleted_files = PreserveDeletedFiles::Remove;
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot go with PreserveDeletedFiles REMOVE"));
     }
 
     #[test]

@@ -832,6 +832,7 @@ fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<S
                     destination_location_id: dst,
                     options: job.options.clone(),
                     schedule: None,
+                    schedule_details: None,
                     status: "AVAILABLE".into(),
                     current_task_execution_id: None,
                     creation_time: String::new(),

@@ -170,6 +170,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             if verdict == Verdict::Excluded {
                 continue;
             }
+            ctx.found_at_source(&path);
             Counters::inc(&c.files_listed_source);
             if s.kind == Kind::File {
                 Counters::add(&c.bytes_prepared_source, s.size);

@@ -107,6 +107,9 @@ pub struct OptionArgs {
     /// What the execution logs of its files [default: basic].
     #[arg(long, value_parser = values::<LogLevel>())]
     pub log_level: Option<LogLevel>,
+    /// Only the files a CSV manifest names (paths relative to the source, one per line; a task's is read where it runs).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
 }
 
 impl OptionArgs {
@@ -132,7 +135,15 @@ impl OptionArgs {
             parallel: self.parallel,
             task_queueing: self.task_queueing.unwrap_or(d.task_queueing),
             log_level: self.log_level.unwrap_or(d.log_level),
+            manifest: self.manifest_path(),
         }
+    }
+
+    /// The manifest's path, made absolute (the engine takes only those).
+    fn manifest_path(&self) -> Option<String> {
+        let path = self.manifest.as_deref()?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Some(absolute.to_string_lossy().into_owned())
     }
 
     /// Only the options given, under their API (DataSync) names.
@@ -158,6 +169,7 @@ impl OptionArgs {
             ("Parallel", json(&self.parallel)),
             ("TaskQueueing", json(&self.task_queueing)),
             ("LogLevel", json(&self.log_level)),
+            ("Manifest", json(&self.manifest_path())),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_string(), v?)))

@@ -36,7 +36,7 @@ enum TaskCommand {
         destination: String,
         #[command(flatten)]
         options: OptionArgs,
-        /// Start on a schedule: five cron fields in UTC, e.g. "0 2 * * *" (every minute at most).
+        /// Start on a schedule: five cron fields in UTC, e.g. "0 2 * * *", or a rate, e.g. "rate(12 hours)" (every minute at most).
         #[arg(long, value_name = "CRON")]
         schedule: Option<String>,
     },
@@ -54,6 +54,9 @@ enum TaskCommand {
         options: OptionArgs,
         #[arg(long, value_name = "CRON")]
         schedule: Option<String>,
+        /// Enable the schedule again (from now), or disable it.
+        #[arg(long, value_parser = ["enabled", "disabled"])]
+        schedule_status: Option<String>,
     },
     /// Delete a task and its execution history.
     Delete {
@@ -106,7 +109,12 @@ pub fn run(args: TaskArgs) -> ExitCode {
                         t.status,
                         t.source_location_id,
                         t.destination_location_id,
-                        text(&t.schedule).into(),
+                        match &t.schedule_details {
+                            Some(d) if d.status != "ENABLED" => {
+                                format!("{} ({})", text(&t.schedule), d.status)
+                            }
+                            _ => text(&t.schedule).into(),
+                        },
                     ]
                 })
                 .collect();
@@ -130,8 +138,12 @@ pub fn run(args: TaskArgs) -> ExitCode {
             name,
             options,
             schedule,
+            schedule_status,
         } => {
             let mut body = json!({});
+            if let Some(s) = schedule_status {
+                body["ScheduleStatus"] = s.to_ascii_uppercase().into();
+            }
             if let Some(n) = name {
                 body["Name"] = n.into();
             }
@@ -193,6 +205,16 @@ fn describe(t: &Task) {
         ("CreationTime", &t.creation_time),
     ] {
         println!("{key:<24} {value}");
+    }
+    if let Some(d) = &t.schedule_details {
+        let by = match (&d.disabled_by, &d.disabled_reason) {
+            (Some(by), Some(why)) => format!(" by {by}: {why}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<24} {} since {}{by}",
+            "ScheduleStatus", d.status, d.status_update_time
+        );
     }
     // Every option under its API name.
     if let Ok(Value::Object(opts)) = serde_json::to_value(&t.options) {
