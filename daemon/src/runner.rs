@@ -374,6 +374,9 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
     if !agent.board.has(id) {
         agent.board.post(job);
     }
+    // A limit changed between the claim and the post reached the throttle only.
+    let limit = running.throttle.limit().map_or(-1, |r| r as i64);
+    agent.board.set_bytes_per_second(id, limit);
     let mut status = records::LAUNCHING.to_string();
     let mut cancel_deadline: Option<std::time::Instant> = None;
     loop {
