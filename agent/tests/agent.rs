@@ -300,6 +300,13 @@ fn an_execution_runs_to_success_with_report_metrics_and_an_incremental_rerun() {
         );
     }
     assert!(log.contains("\"CloudWatchMetrics\""), "{log}");
+
+    // TaskReportConfig, overridden for one execution: the summary alone.
+    let fourth = agent.start_task(&task, &["--report-output-type", "summary-only"]);
+    assert_eq!(agent.wait_end(&fourth)["Status"], "SUCCESS");
+    let report = agent.ok(&["execution", "report", &fourth]);
+    assert_eq!(report["Summary"]["Status"], "SUCCESS", "{report}");
+    assert!(report.get("Entries").is_none(), "{report}");
 }
 
 #[test]

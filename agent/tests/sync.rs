@@ -841,3 +841,51 @@ fn a_manifest_transfers_exactly_what_it_names_and_reports_what_is_missing() {
     );
     assert!(files_below(&dst2).is_empty());
 }
+
+#[test]
+fn the_task_report_keeps_what_its_output_type_and_levels_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..5 {
+        write(&src.join(format!("f{i}")), b"data");
+    }
+    let outcomes = |extra: &[&str]| {
+        let dst = tempfile::tempdir_in(tmp.path()).unwrap();
+        let report = dst.path().join("../report.json");
+        let mut args = vec!["--report", report.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, summary) = sync(&src, dst.path(), &args);
+        assert_eq!(code, 0, "{summary}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+        assert_eq!(report["Summary"]["Status"], "SUCCESS", "{report}");
+        report.get("Entries").map(|entries| {
+            let mut kinds: Vec<String> = entries
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["outcome"].as_str().unwrap().to_string())
+                .collect();
+            kinds.sort();
+            kinds.dedup();
+            kinds
+        })
+    };
+    assert_eq!(outcomes(&[]).unwrap(), ["transferred", "verified"]);
+    // Errors only: none here.
+    assert_eq!(
+        outcomes(&["--report-level", "errors-only"]).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        outcomes(&[
+            "--report-level",
+            "errors-only",
+            "--report-verified",
+            "successes-and-errors"
+        ])
+        .unwrap(),
+        ["verified"]
+    );
+    assert_eq!(outcomes(&["--report-output-type", "summary-only"]), None);
+}

@@ -448,7 +448,7 @@ fn run_engine<D: Location>(
     let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
     let report_path = agent.reports_dir.join(format!("{id}.json"));
     let report = match ReportWriter::create(&report_path) {
-        Ok(r) => Arc::new(r),
+        Ok(r) => Arc::new(r.with_config(exec.options.task_report_config)),
         Err(e) => {
             return fail(
                 "ReportUnavailable",

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::CounterSnapshot;
 use crate::location::Kind;
+use crate::options::{ReportKind, TaskReportConfig};
 
 /// The states of an execution, as DataSync names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +145,7 @@ pub struct ReportWriter {
     target: PathBuf,
     spool: Mutex<BufWriter<File>>,
     error: Mutex<Option<io::Error>>,
+    config: TaskReportConfig,
 }
 
 impl ReportWriter {
@@ -159,10 +161,31 @@ impl ReportWriter {
             target: target.to_path_buf(),
             spool: Mutex::new(BufWriter::new(spool)),
             error: Mutex::new(None),
+            config: TaskReportConfig::default(),
         })
     }
 
-    /// Writes `{"Summary": summary, "Entries": [records...]}` atomically.
+    /// Keeps only what `config` asks for (every entry by default).
+    pub fn with_config(mut self, config: TaskReportConfig) -> ReportWriter {
+        self.config = config;
+        self
+    }
+
+    /// Whether the report keeps `record`: a failure whenever it has
+    /// entries, a success as its kind's report level says.
+    fn keeps(&self, record: &Record) -> bool {
+        let kind = match record.outcome {
+            Outcome::Transferred => ReportKind::Transferred,
+            Outcome::Verified => ReportKind::Verified,
+            Outcome::Deleted => ReportKind::Deleted,
+            Outcome::Skipped => ReportKind::Skipped,
+            Outcome::Failed | Outcome::ChangedAtSource => return self.config.has_entries(),
+        };
+        self.config.keeps_successes(kind)
+    }
+
+    /// Writes `{"Summary": summary, "Entries": [records...]}` atomically
+    /// (the summary alone for SUMMARY_ONLY).
     pub fn finish<T: Serialize>(&self, summary: &T) -> io::Result<()> {
         if let Some(e) = self.error.lock().unwrap().take() {
             return Err(e);
@@ -192,12 +215,15 @@ impl ReportWriter {
         let mut out = BufWriter::new(file);
         out.write_all(b"{\"Summary\":")?;
         serde_json::to_writer(&mut out, summary)?;
-        out.write_all(b",\n\"Entries\":[")?;
-        for (i, line) in records.lines().enumerate() {
-            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-            out.write_all(line?.as_bytes())?;
+        if self.config.has_entries() {
+            out.write_all(b",\n\"Entries\":[")?;
+            for (i, line) in records.lines().enumerate() {
+                out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+                out.write_all(line?.as_bytes())?;
+            }
+            out.write_all(b"\n]")?;
         }
-        out.write_all(b"\n]}\n")?;
+        out.write_all(b"}\n")?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, &self.target)
     }
@@ -205,10 +231,13 @@ impl ReportWriter {
 
 impl Observer for ReportWriter {
     fn wants_records(&self) -> bool {
-        true
+        self.config.has_entries()
     }
 
     fn record(&self, record: Record) {
+        if !self.keeps(&record) {
+            return;
+        }
         let mut spool = self.spool.lock().unwrap();
         let result = serde_json::to_writer(&mut *spool, &record)
             .map_err(io::Error::from)
@@ -216,5 +245,63 @@ impl Observer for ReportWriter {
         if let Err(e) = result {
             self.error.lock().unwrap().get_or_insert(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{ReportLevel, ReportOverride};
+
+    /// The outcomes a report written under `config` keeps, and whether it
+    /// has entries at all.
+    fn kept(config: TaskReportConfig) -> Option<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("report.json");
+        let w = ReportWriter::create(&target).unwrap().with_config(config);
+        for outcome in [
+            Outcome::Transferred,
+            Outcome::Verified,
+            Outcome::Deleted,
+            Outcome::Skipped,
+            Outcome::Failed,
+        ] {
+            if w.wants_records() {
+                w.record(Record::new(b"/f", Kind::File, outcome, Phase::Transferring));
+            }
+        }
+        w.finish(&serde_json::json!({"Status": "SUCCESS"})).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+        assert_eq!(report["Summary"]["Status"], "SUCCESS");
+        let entries = report.get("Entries")?.as_array().unwrap();
+        Some(
+            entries
+                .iter()
+                .map(|e| e["outcome"].as_str().unwrap().to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_report_keeps_what_its_levels_say() {
+        assert_eq!(
+            kept(TaskReportConfig::default()).unwrap(),
+            ["transferred", "verified", "deleted", "skipped", "failed"]
+        );
+        let mut errors_only = TaskReportConfig {
+            report_level: ReportLevel::ErrorsOnly,
+            ..Default::default()
+        };
+        assert_eq!(kept(errors_only).unwrap(), ["failed"]);
+        errors_only.overrides.verified = Some(ReportOverride {
+            report_level: ReportLevel::SuccessesAndErrors,
+        });
+        assert_eq!(kept(errors_only).unwrap(), ["verified", "failed"]);
+        let summary_only = TaskReportConfig {
+            output_type: crate::options::OutputType::SummaryOnly,
+            ..Default::default()
+        };
+        assert_eq!(kept(summary_only), None, "the summary alone");
     }
 }

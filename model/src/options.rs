@@ -146,6 +146,86 @@ option_enum!(
     } default Basic
 );
 
+option_enum!(
+    /// What the task report holds (DataSync's TaskReportConfig).
+    OutputType {
+        /// The execution's summary only.
+        SummaryOnly = "SUMMARY_ONLY",
+        /// The summary and the entries the report levels keep.
+        Standard = "STANDARD",
+    } default Standard
+);
+option_enum!(
+    /// Which entries of a kind a STANDARD report keeps.
+    ReportLevel {
+        /// Those that failed.
+        ErrorsOnly = "ERRORS_ONLY",
+        /// Every one.
+        SuccessesAndErrors = "SUCCESSES_AND_ERRORS",
+    } default SuccessesAndErrors
+);
+
+/// A report level for one kind of entry, over the report's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ReportOverride {
+    pub report_level: ReportLevel,
+}
+
+/// DataSync's per-kind report levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct ReportOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transferred: Option<ReportOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<ReportOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<ReportOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<ReportOverride>,
+}
+
+/// What an execution's task report holds (DataSync's TaskReportConfig,
+/// less its S3 destination: the report is kept on the agent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct TaskReportConfig {
+    pub output_type: OutputType,
+    pub report_level: ReportLevel,
+    pub overrides: ReportOverrides,
+}
+
+/// The kinds of entries a report level is given for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Transferred,
+    Verified,
+    Deleted,
+    Skipped,
+}
+
+impl TaskReportConfig {
+    /// Whether the report keeps entries at all.
+    pub fn has_entries(&self) -> bool {
+        self.output_type == OutputType::Standard
+    }
+
+    /// Whether it keeps an entry of `kind` that succeeded (those that
+    /// failed are kept whenever entries are).
+    pub fn keeps_successes(&self, kind: ReportKind) -> bool {
+        let o = &self.overrides;
+        let over = match kind {
+            ReportKind::Transferred => o.transferred,
+            ReportKind::Verified => o.verified,
+            ReportKind::Deleted => o.deleted,
+            ReportKind::Skipped => o.skipped,
+        };
+        let level = over.map_or(self.report_level, |o| o.report_level);
+        self.has_entries() && level == ReportLevel::SuccessesAndErrors
+    }
+}
+
 /// Everything that shapes one execution.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -173,6 +253,9 @@ pub struct Options {
     /// the execution, to a CSV of paths relative to the source; only those
     /// are transferred and verified.
     pub manifest: Option<String>,
+    /// What the task report holds (DataSync's TaskReportConfig, carried
+    /// with the options so a start can override it).
+    pub task_report_config: TaskReportConfig,
 }
 
 /// An option value or combination the engine refuses.
@@ -434,6 +517,28 @@ mod tests {
     }
 
     #[test]
+    fn a_task_report_keeps_what_its_levels_say() {
+        let all = TaskReportConfig::default();
+        assert!(all.keeps_successes(ReportKind::Verified));
+        let config: TaskReportConfig = serde_json::from_value(serde_json::json!({
+            "ReportLevel": "ERRORS_ONLY",
+            "Overrides": {"Deleted": {"ReportLevel": "SUCCESSES_AND_ERRORS"}}
+        }))
+        .unwrap();
+        assert!(config.has_entries());
+        assert!(!config.keeps_successes(ReportKind::Transferred));
+        assert!(config.keeps_successes(ReportKind::Deleted));
+        let summary: TaskReportConfig =
+            serde_json::from_value(serde_json::json!({"OutputType": "SUMMARY_ONLY"})).unwrap();
+        assert!(!summary.has_entries());
+        assert!(!summary.keeps_successes(ReportKind::Deleted));
+        // DataSync's spelling only.
+        let e =
+            serde_json::from_value::<TaskReportConfig>(serde_json::json!({"Level": "ERRORS_ONLY"}));
+        assert!(e.is_err());
+    }
+
+    #[test]
     fn json_uses_datasync_spelling() {
         let o = Options::new();
         let v = serde_json::to_value(&o).unwrap();
@@ -491,6 +596,8 @@ mod tests {
         names_agree::<Mtime>();
         names_agree::<TaskQueueing>();
         names_agree::<LogLevel>();
+        names_agree::<OutputType>();
+        names_agree::<ReportLevel>();
         assert_eq!(
             VerifyMode::VALUES,
             [

@@ -13,8 +13,9 @@
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use ferry_engine::options::{
-    Atime, IdMode, LogLevel, Mtime, Naming, OptionValue, OverwriteMode, PosixPermissions,
-    PreserveDeletedFiles, PreserveDevices, TaskQueueing, TransferMode, VerifyMode,
+    Atime, IdMode, LogLevel, Mtime, Naming, OptionValue, OutputType, OverwriteMode,
+    PosixPermissions, PreserveDeletedFiles, PreserveDevices, ReportLevel, ReportOverride,
+    TaskQueueing, TaskReportConfig, TransferMode, VerifyMode,
 };
 use ferry_engine::Options;
 use serde_json::{Map, Value};
@@ -110,6 +111,24 @@ pub struct OptionArgs {
     /// Only the files a CSV manifest names (paths relative to the source, one per line; a task's is read where it runs).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<std::path::PathBuf>,
+    /// The task report: the summary only, or with its entries [default: standard].
+    #[arg(long, value_parser = values::<OutputType>())]
+    pub report_output_type: Option<OutputType>,
+    /// Which entries the report keeps: failed ones, or all [default: successes-and-errors].
+    #[arg(long, value_parser = values::<ReportLevel>())]
+    pub report_level: Option<ReportLevel>,
+    /// The report level for transferred entries, over --report-level.
+    #[arg(long, value_parser = values::<ReportLevel>())]
+    pub report_transferred: Option<ReportLevel>,
+    /// The report level for verified entries, over --report-level.
+    #[arg(long, value_parser = values::<ReportLevel>())]
+    pub report_verified: Option<ReportLevel>,
+    /// The report level for deleted entries, over --report-level.
+    #[arg(long, value_parser = values::<ReportLevel>())]
+    pub report_deleted: Option<ReportLevel>,
+    /// The report level for skipped entries, over --report-level.
+    #[arg(long, value_parser = values::<ReportLevel>())]
+    pub report_skipped: Option<ReportLevel>,
 }
 
 impl OptionArgs {
@@ -136,7 +155,32 @@ impl OptionArgs {
             task_queueing: self.task_queueing.unwrap_or(d.task_queueing),
             log_level: self.log_level.unwrap_or(d.log_level),
             manifest: self.manifest_path(),
+            task_report_config: self.report_config().unwrap_or_default(),
         }
+    }
+
+    /// The task report's configuration, if any of its flags was given.
+    fn report_config(&self) -> Option<TaskReportConfig> {
+        let levels = [
+            self.report_level,
+            self.report_transferred,
+            self.report_verified,
+            self.report_deleted,
+            self.report_skipped,
+        ];
+        if self.report_output_type.is_none() && levels.iter().all(Option::is_none) {
+            return None;
+        }
+        let over =
+            |level: Option<ReportLevel>| level.map(|report_level| ReportOverride { report_level });
+        let mut c = TaskReportConfig::default();
+        c.output_type = self.report_output_type.unwrap_or(c.output_type);
+        c.report_level = self.report_level.unwrap_or(c.report_level);
+        c.overrides.transferred = over(self.report_transferred);
+        c.overrides.verified = over(self.report_verified);
+        c.overrides.deleted = over(self.report_deleted);
+        c.overrides.skipped = over(self.report_skipped);
+        Some(c)
     }
 
     /// The manifest's path, made absolute (the engine takes only those).
@@ -170,6 +214,7 @@ impl OptionArgs {
             ("TaskQueueing", json(&self.task_queueing)),
             ("LogLevel", json(&self.log_level)),
             ("Manifest", json(&self.manifest_path())),
+            ("TaskReportConfig", json(&self.report_config())),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_string(), v?)))

@@ -161,7 +161,7 @@ pub fn run(args: SyncArgs) -> ExitCode {
     }
     let report = match &args.report {
         Some(path) => match ReportWriter::create(path) {
-            Ok(r) => Some(Arc::new(r)),
+            Ok(r) => Some(Arc::new(r.with_config(opts.task_report_config))),
             Err(e) => return usage(format!("cannot write the report {}: {e}", path.display())),
         },
         None => None,
