@@ -2,12 +2,8 @@
 //! Publishes a raw disk image as an EC2 AMI without S3 or a vmimport role:
 //! the EBS direct APIs write the snapshot block by block, EC2 registers it.
 //!
-//! Requests are signed with `aws-sigv4` (AWS's own signing crate); the two
-//! APIs are small enough that the full SDKs (minutes of compile time on two
-//! cores) are not worth it.
+//! Requests go through `ferry-aws` (signed with AWS's own `aws-sigv4`).
 
-pub mod aws;
-pub mod credentials;
 pub mod image;
 pub mod publish;
 pub mod state;
@@ -25,26 +21,10 @@ pub enum Error {
     },
     #[error("image {path}: {why}")]
     BadImage { path: PathBuf, why: String },
-    #[error("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")]
-    NoCredentials,
-    #[error("no AWS region: pass --region, or set AWS_REGION or a region in ~/.aws/config")]
-    NoRegion,
-    #[error("{action} at {url}: cannot connect: {why}")]
-    Unreachable {
-        action: &'static str,
-        url: String,
-        why: String,
-    },
-    #[error("{action}: AWS answered HTTP {status}: {message}")]
-    Api {
-        action: &'static str,
-        status: u16,
-        message: String,
-    },
+    #[error(transparent)]
+    Aws(#[from] ferry_aws::AwsError),
     #[error("{action}: unexpected answer: {why}")]
     BadAnswer { action: &'static str, why: String },
-    #[error("request signing: {0}")]
-    Signing(String),
     #[error("{0}; cleaned up: {1}")]
     CleanedUp(Box<Error>, String),
     #[error("upload state {path}: {why}")]

@@ -14,11 +14,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::aws::{xml_text, Client};
 use crate::image::{Image, BLOCK};
 use crate::state::{self, ImageId, Journal, Upload};
 use crate::Context;
-use crate::{credentials, Error};
+use crate::Error;
+use ferry_aws::client::{xml_text, Client};
+use ferry_aws::credentials;
 
 pub struct Options {
     pub image: std::path::PathBuf,
@@ -52,12 +53,13 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
     let previous = state::load(&state_path)?;
     let image_id_now =
         ImageId::of(&opts.image).ctx(|| format!("stat image {}", opts.image.display()))?;
-    let credentials = credentials::credentials()?;
+    let credentials = credentials::from_environment()?;
     let region = credentials::region(opts.region.as_deref())?;
     let client = Client::new(credentials, region, opts.endpoint.clone());
 
     // Also proves the endpoint and credentials work before any upload.
-    let existing = client.ec2(
+    let existing = ec2(
+        &client,
         "DescribeImages",
         &[
             ("Owner.1".into(), "self".into()),
@@ -156,8 +158,7 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
         log,
     ) {
         let interrupted = match &e {
-            Error::Unreachable { .. } => true,
-            Error::Api { status, .. } => *status == 429 || *status >= 500,
+            Error::Aws(e) => e.transient(),
             _ => false,
         };
         if interrupted {
@@ -186,7 +187,8 @@ pub fn publish(opts: &Options, log: &dyn Fn(&str)) -> Result<String, Error> {
     };
     log(&format!("image {image_id} registered"));
     if opts.public {
-        if let Err(e) = client.ec2(
+        if let Err(e) = ec2(
+            &client,
             "ModifyImageAttribute",
             &[
                 ("ImageId".into(), image_id.clone()),
@@ -215,7 +217,7 @@ pub fn cleanup_interrupted(opts: &Options, log: &dyn Fn(&str)) -> Result<String,
             state_path.display()
         ));
     };
-    let credentials = credentials::credentials()?;
+    let credentials = credentials::from_environment()?;
     let region = credentials::region(opts.region.as_deref())?;
     let client = Client::new(credentials, region, opts.endpoint.clone());
     log(&format!(
@@ -232,21 +234,26 @@ pub fn cleanup_interrupted(opts: &Options, log: &dyn Fn(&str)) -> Result<String,
 /// The snapshot's EC2 state (`pending`, `completed`, `error`); `None` when
 /// there is no such snapshot.
 fn snapshot_status(client: &Client, snapshot: &str) -> Result<Option<String>, Error> {
-    match client.ec2(
+    match ec2(
+        client,
         "DescribeSnapshots",
         &[("SnapshotId.1".into(), snapshot.into())],
     ) {
         Ok(xml) => Ok(xml_text(&xml, "status")),
-        Err(Error::Api { message, .. }) if message.contains("NotFound") => Ok(None),
+        Err(Error::Aws(e)) if e.is_api("NotFound") => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// Deletes a snapshot; one already gone is fine.
 fn delete_snapshot(client: &Client, snapshot: &str) -> Result<(), Error> {
-    match client.ec2("DeleteSnapshot", &[("SnapshotId".into(), snapshot.into())]) {
+    match ec2(
+        client,
+        "DeleteSnapshot",
+        &[("SnapshotId".into(), snapshot.into())],
+    ) {
         Ok(_) => Ok(()),
-        Err(Error::Api { message, .. }) if message.contains("NotFound") => Ok(()),
+        Err(Error::Aws(e)) if e.is_api("NotFound") => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -255,12 +262,16 @@ fn delete_snapshot(client: &Client, snapshot: &str) -> Result<(), Error> {
 fn cleanup(client: &Client, error: Error, image_id: Option<&str>, snapshot: &str) -> Error {
     let mut done = Vec::new();
     if let Some(id) = image_id {
-        match client.ec2("DeregisterImage", &[("ImageId".into(), id.into())]) {
+        match ec2(client, "DeregisterImage", &[("ImageId".into(), id.into())]) {
             Ok(_) => done.push(format!("image {id} deregistered")),
             Err(e) => done.push(format!("image {id} NOT deregistered ({e})")),
         }
     }
-    match client.ec2("DeleteSnapshot", &[("SnapshotId".into(), snapshot.into())]) {
+    match ec2(
+        client,
+        "DeleteSnapshot",
+        &[("SnapshotId".into(), snapshot.into())],
+    ) {
         Ok(_) => done.push(format!("snapshot {snapshot} deleted")),
         Err(e) => done.push(format!("snapshot {snapshot} NOT deleted ({e})")),
     }
@@ -323,8 +334,7 @@ fn with_retries<T>(mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> 
             Ok(v) => return Ok(v),
             Err(e) => {
                 let transient = match &e {
-                    Error::Unreachable { .. } => true,
-                    Error::Api { status, .. } => *status == 429 || *status >= 500,
+                    Error::Aws(e) => e.transient(),
                     _ => false,
                 };
                 attempt += 1;
@@ -379,7 +389,9 @@ fn upload(
                         ];
                         let path = format!("/snapshots/{snapshot}/blocks/{index}");
                         with_retries(|| {
-                            client.send("PutSnapshotBlock", "ebs", "PUT", &path, &headers, &data)
+                            client
+                                .send("PutSnapshotBlock", "ebs", "PUT", &path, &headers, &data)
+                                .map_err(Error::from)
                         })?;
                         journal.block(index, &digest)?;
                         digests.lock().unwrap().insert(index, digest);
@@ -433,7 +445,8 @@ fn upload(
 fn wait_completed(client: &Client, snapshot: &str) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let xml = client.ec2(
+        let xml = ec2(
+            client,
             "DescribeSnapshots",
             &[("SnapshotId.1".into(), snapshot.into())],
         )?;
@@ -463,7 +476,8 @@ fn register(
     opts: &Options,
 ) -> Result<String, Error> {
     let p = |k: &str, v: &str| (k.to_string(), v.to_string());
-    let xml = client.ec2(
+    let xml = ec2(
+        client,
         "RegisterImage",
         &[
             p("Name", &opts.name),
@@ -488,4 +502,15 @@ fn register(
         action: "RegisterImage",
         why: "no imageId in the answer".into(),
     })
+}
+
+const EC2_VERSION: &str = "2016-11-15";
+
+/// An EC2 Query API call; returns the XML answer.
+fn ec2(
+    client: &Client,
+    action: &'static str,
+    params: &[(String, String)],
+) -> Result<String, Error> {
+    Ok(client.query("ec2", action, EC2_VERSION, params)?)
 }

@@ -55,7 +55,7 @@ pub struct Agent {
     pub running: Mutex<Option<Running>>,
     pub reports_dir: PathBuf,
     pub mounts_dir: PathBuf,
-    pub events: Events,
+    pub events: Arc<Events>,
     pub history: Duration,
     /// How the runner reaches a hub's locations: set by the `ferry-agent`
     /// binary to the agent's link to its hub (an agent started with

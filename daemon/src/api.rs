@@ -590,7 +590,8 @@ async fn metrics(State(agent): Shared) -> Reply {
             latest.push(e.clone());
         }
     }
-    let text = super::metrics::render(&tasks, &latest, &all);
+    let cloud = agent.events.cloud.get().map(|c| c.counts());
+    let text = super::metrics::render(&tasks, &latest, &all, cloud);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -14,6 +14,7 @@
 //! | [`api`] | the HTTP routes (described in `agent/openapi.yaml`) |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //! | [`events`] | structured log lines and CloudWatch EMF |
+//! | [`cloud`] | where log lines, metrics and reports also go (CloudWatch and S3, injected) |
 //! | [`dispatch`] | on the hub: executions handed to the agents that own their sources; what they may write |
 //! | [`config`] | `--config`: the appliance's configuration document |
 //! | [`check`] | what a location or a task's pair of locations must be |
@@ -21,6 +22,7 @@
 pub mod agent;
 pub mod api;
 pub mod check;
+pub mod cloud;
 pub mod config;
 pub mod dispatch;
 pub mod events;
@@ -79,10 +81,11 @@ impl Agent {
             .console
             .as_ref()
             .and_then(|p| std::fs::OpenOptions::new().append(true).open(p).ok());
-        let events = Events {
+        let events = Arc::new(Events {
             emf: config.emf,
             console: console.map(Mutex::new),
-        };
+            cloud: OnceLock::new(),
+        });
         // Private, whatever the umask (0: see secure): checked, repaired or
         // refused before anything in it is read.
         let mut repaired = Vec::new();

@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use ferry_model::api::{Execution, Task};
 
+use super::cloud::CloudCounts;
+
 /// The metric families: name, help, and how to read the value.
 type Read = fn(&Execution) -> u64;
 const COUNTERS: &[(&str, &str, Read)] = &[
@@ -81,8 +83,14 @@ fn escape(v: &str) -> String {
 }
 
 /// The text exposition format. `latest` holds each task's newest execution;
-/// `all` every execution kept (for the per-status count).
-pub fn render(tasks: &[Task], latest: &[Execution], all: &[Execution]) -> String {
+/// `all` every execution kept (for the per-status count); `cloud` what went
+/// to CloudWatch and what was dropped, when `daemon.aws` is set.
+pub fn render(
+    tasks: &[Task],
+    latest: &[Execution],
+    all: &[Execution],
+    cloud: Option<CloudCounts>,
+) -> String {
     let mut out = String::new();
     let labels = |e: &Execution| {
         let name = tasks
@@ -143,5 +151,32 @@ pub fn render(tasks: &[Task], latest: &[Execution], all: &[Execution]) -> String
     let _ = writeln!(out, "# HELP ferry_tasks Tasks defined on this agent.");
     let _ = writeln!(out, "# TYPE ferry_tasks gauge");
     let _ = writeln!(out, "ferry_tasks {}", tasks.len());
+    if let Some(c) = cloud {
+        for (name, help, sent, dropped) in [
+            (
+                "log_lines",
+                "Log lines",
+                c.log_lines_sent,
+                c.log_lines_dropped,
+            ),
+            (
+                "metrics",
+                "Metric values",
+                c.metrics_sent,
+                c.metrics_dropped,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP ferry_cloudwatch_{name}_total {help} sent to CloudWatch, or dropped (its queue full, or CloudWatch unreachable through the retries).");
+            let _ = writeln!(out, "# TYPE ferry_cloudwatch_{name}_total counter");
+            let _ = writeln!(
+                out,
+                "ferry_cloudwatch_{name}_total{{outcome=\"sent\"}} {sent}"
+            );
+            let _ = writeln!(
+                out,
+                "ferry_cloudwatch_{name}_total{{outcome=\"dropped\"}} {dropped}"
+            );
+        }
+    }
     out
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::agent::{Agent, Running};
 pub use super::agent::{Destination, Destinations, Pending};
+use super::cloud::Ended;
 use super::dispatch::Job;
+use super::events::execution_metrics;
 use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::digests;
@@ -229,7 +231,15 @@ fn fail_execution(agent: &Arc<Agent>, exec: &ExecutionRecord, code: &str, detail
         }
         result.error_code = Some(code.into());
         result.error_detail = Some(detail.clone());
-        finish(agent, exec, records::ERROR, &result, &exec.counters, None);
+        finish(
+            agent,
+            exec,
+            records::ERROR,
+            &result,
+            &exec.counters,
+            None,
+            None,
+        );
     }
 }
 
@@ -371,6 +381,7 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
         .events
         .info(&format!("{id}: handed to the agent {}", job.agent_id));
     // Posted already when taken up again after a restart.
+    let agent_id = job.agent_id.clone();
     if !agent.board.has(id) {
         agent.board.post(job);
     }
@@ -382,7 +393,15 @@ fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job
     loop {
         if let Some(r) = agent.board.wait(id, PROGRESS_EVERY) {
             if r.finished() {
-                finish(agent, exec, &r.status, &r.result, &r.counters, None);
+                finish(
+                    agent,
+                    exec,
+                    &r.status,
+                    &r.result,
+                    &r.counters,
+                    None,
+                    Some(&agent_id),
+                );
                 break;
             }
             let store = agent.store.lock().unwrap();
@@ -448,7 +467,7 @@ fn run_engine<D: Location>(
     let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
     let report_path = agent.reports_dir.join(format!("{id}.json"));
     let report = match ReportWriter::create(&report_path) {
-        Ok(r) => Arc::new(r.with_config(exec.options.task_report_config)),
+        Ok(r) => Arc::new(r.with_config(exec.options.task_report_config.clone())),
         Err(e) => {
             return fail(
                 "ReportUnavailable",
@@ -526,6 +545,7 @@ fn run_engine<D: Location>(
         &result_of(&summary),
         &summary.counters,
         report_saved.as_deref(),
+        None,
     );
 }
 
@@ -541,6 +561,8 @@ fn store_result(agent: &Agent, id: &str) -> ResultDetail {
         .unwrap_or_else(super::store::pending_result)
 }
 
+/// Records an execution's end, and tells the cloud; `agent_id` names the
+/// agent that ran it when it is not this machine.
 fn finish(
     agent: &Agent,
     exec: &ExecutionRecord,
@@ -548,6 +570,7 @@ fn finish(
     result: &ResultDetail,
     counters: &CounterSnapshot,
     report: Option<&str>,
+    agent_id: Option<&str>,
 ) {
     let id = &exec.task_execution_id;
     if let Err(e) = agent
@@ -566,6 +589,7 @@ fn finish(
     agent
         .events
         .finished(&exec.task_id, id, status, counters, result.total_duration);
+    to_cloud(agent, exec, result, counters, report, agent_id);
     agent.ended.notify_one();
     if status == records::ERROR {
         agent.check_schedule(&exec.task_id);
@@ -583,6 +607,43 @@ fn finish(
         result.verify_duration,
         result.total_duration
     ));
+}
+
+/// Hands the execution's metrics, and its report when the task names a
+/// bucket, to the cloud.
+fn to_cloud(
+    agent: &Agent,
+    exec: &ExecutionRecord,
+    result: &ResultDetail,
+    counters: &CounterSnapshot,
+    report: Option<&str>,
+    agent_id: Option<&str>,
+) {
+    let id = &exec.task_execution_id;
+    let destination = exec.options.task_report_config.destination.clone();
+    let Some(cloud) = agent.events.cloud.get() else {
+        if destination.is_some() && report.is_some() {
+            agent.events.warn(&format!(
+                "{id}: the task report names an S3 bucket, but daemon.aws is not set here: the report stays on this machine"
+            ));
+        }
+        return;
+    };
+    let events = agent.events.clone();
+    let execution_id = id.clone();
+    cloud.ended(Ended {
+        task_id: exec.task_id.clone(),
+        execution_id: id.clone(),
+        agent_id: agent_id.map(str::to_string),
+        metrics: execution_metrics(counters, result.total_duration),
+        report: report
+            .zip(destination)
+            .map(|(p, d)| (PathBuf::from(p), d.s3)),
+        uploaded: Box::new(move |r| match r {
+            Ok(uri) => events.info(&format!("{execution_id}: report uploaded to {uri}")),
+            Err(e) => events.warn(&format!("{execution_id}: cannot upload the report: {e}")),
+        }),
+    });
 }
 
 /// DataSync's per-phase statuses from the engine's summary.

@@ -293,7 +293,7 @@ mod tests {
             report_level: ReportLevel::ErrorsOnly,
             ..Default::default()
         };
-        assert_eq!(kept(errors_only).unwrap(), ["failed"]);
+        assert_eq!(kept(errors_only.clone()).unwrap(), ["failed"]);
         errors_only.overrides.verified = Some(ReportOverride {
             report_level: ReportLevel::SuccessesAndErrors,
         });

@@ -153,7 +153,7 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
         }
         None => {
             if v.compare(b"/", &src_meta, Some(&dst_meta), None) {
-                v.verified(b"/", Kind::Dir);
+                v.verified(b"/", Kind::Dir, 0);
             }
             v.sched.push(
                 Slot::Scan,
@@ -260,7 +260,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     }
                     match s.kind {
                         Kind::Dir => {
-                            self.verified(&path, Kind::Dir);
+                            self.verified(&path, Kind::Dir, 0);
                             subdirs.push(name.clone());
                             self.sched.push(
                                 Slot::Scan,
@@ -281,7 +281,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                             rel: path,
                             src_meta: s,
                         }),
-                        kind => self.verified(&path, kind),
+                        kind => self.verified(&path, kind, 0),
                     }
                 }
                 (None, Some(d)) => {
@@ -385,7 +385,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             // Read back and compared right after it was written, and neither
             // side's size or modification time has moved since (compared
             // before this job was queued).
-            Some(KnownHash::Verified) => return self.verified(path, Kind::File),
+            Some(KnownHash::Verified) => return self.verified(path, Kind::File, src_meta.size),
             Some(KnownHash::Source(digest)) => (Ok((digest, src_meta.clone())), dst_digest()),
             None => std::thread::scope(|scope| {
                 let d = scope.spawn(dst_digest);
@@ -403,7 +403,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         match (s, d) {
             (Ok((a, now)), Ok(b)) => {
                 if a == b {
-                    self.verified(path, Kind::File);
+                    self.verified(path, Kind::File, src_meta.size);
                 } else if now.ctime >= ctx.started || plan::changed(src_meta, &now) {
                     self.changed_at_source(path, Kind::File, "changed at source during the run");
                 } else {
@@ -512,7 +512,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             match (ctx.src.stat_dir(&s_dir), ctx.dst.stat_dir(&d_dir)) {
                 (Ok(s), Ok(d)) => {
                     if self.compare(b"/", &s, Some(&d), None) {
-                        self.verified(b"/", Kind::Dir);
+                        self.verified(b"/", Kind::Dir, 0);
                     }
                 }
                 (Err(e), _) | (_, Err(e)) => {
@@ -552,13 +552,15 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     },
                 );
             } else {
-                self.verified(&path, src_meta.kind);
+                self.verified(&path, src_meta.kind, 0);
             }
         }
     }
 
-    fn verified(&self, path: &[u8], kind: Kind) {
+    /// `path` is equal on both sides; `bytes` of data were compared.
+    fn verified(&self, path: &[u8], kind: Kind, bytes: u64) {
         Counters::inc(&self.ctx.counters.files_verified);
+        Counters::add(&self.ctx.counters.bytes_verified, bytes);
         self.ctx
             .record(|| Record::new(path, kind, Outcome::Verified, Phase::Verifying));
     }

@@ -60,6 +60,8 @@ counters!(
     files_deleted,
     /// Entries verified equal.
     files_verified,
+    /// Data bytes of the files verified equal (compared on both sides).
+    bytes_verified,
     /// Entries that changed at the source while the execution ran: reported,
     /// and copied by the next execution.
     files_changed_at_source,

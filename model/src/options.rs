@@ -186,14 +186,114 @@ pub struct ReportOverrides {
     pub skipped: Option<ReportOverride>,
 }
 
-/// What an execution's task report holds (DataSync's TaskReportConfig,
-/// less its S3 destination: the report is kept on the agent).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What an execution's task report holds, and where it is uploaded
+/// besides the data partition of the machine that runs the execution
+/// (DataSync's TaskReportConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct TaskReportConfig {
     pub output_type: OutputType,
     pub report_level: ReportLevel,
     pub overrides: ReportOverrides,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<ReportDestination>,
+}
+
+/// Where a task report is uploaded (DataSync's ReportDestination).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportDestination {
+    #[serde(rename = "S3")]
+    pub s3: ReportDestinationS3,
+}
+
+/// A bucket, a folder in it, and the role that may write there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ReportDestinationS3 {
+    /// `arn:aws:s3:::BUCKET`.
+    pub s3_bucket_arn: String,
+    /// A folder in the bucket (`reports/nightly`); the report's key is
+    /// `SUBDIRECTORY/TASK-ID/EXECUTION-ID.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
+    /// A role assumed for the upload; without it, the machine's own
+    /// credentials write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_access_role_arn: Option<String>,
+}
+
+impl ReportDestinationS3 {
+    /// The bucket's name from the ARN (in any partition), or why it is not
+    /// one S3 takes.
+    pub fn bucket(&self) -> Result<&str, String> {
+        let arn = &self.s3_bucket_arn;
+        let name = arn
+            .strip_prefix("arn:")
+            .and_then(|r| r.split_once(":s3:::"))
+            .filter(|(partition, _)| partition.starts_with("aws"))
+            .map(|(_, name)| name)
+            .ok_or_else(|| format!("{arn:?} is not an S3 bucket ARN (arn:aws:s3:::BUCKET)"))?;
+        let b = name.as_bytes();
+        let ok = (3..=63).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric();
+        if ok {
+            Ok(name)
+        } else {
+            Err(format!(
+                "{name:?} is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens"
+            ))
+        }
+    }
+
+    /// The object key of one execution's report.
+    pub fn key(&self, task_id: &str, execution_id: &str) -> String {
+        let mut key = self
+            .subdirectory
+            .as_deref()
+            .map(|s| s.trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        if !key.is_empty() {
+            key.push('/');
+        }
+        key.push_str(&format!("{task_id}/{execution_id}.json"));
+        key
+    }
+
+    /// The ARN, folder and role, or what is wrong with them.
+    pub fn check(&self) -> Result<(), String> {
+        self.bucket()?;
+        if let Some(dir) = &self.subdirectory {
+            let ok = !dir.is_empty()
+                && dir.len() <= 512
+                && !dir.starts_with('/')
+                && !dir.chars().any(char::is_control)
+                && dir
+                    .trim_end_matches('/')
+                    .split('/')
+                    .all(|p| !p.is_empty() && p != "." && p != "..");
+            if !ok {
+                return Err(format!(
+                    "Subdirectory {dir:?} is not a folder in a bucket: give names joined by /, without . or .. and not starting with /"
+                ));
+            }
+        }
+        if let Some(role) = &self.bucket_access_role_arn {
+            let ok = role.starts_with("arn:aws")
+                && role.contains(":iam::")
+                && role.contains(":role/")
+                && !role.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(format!(
+                    "BucketAccessRoleArn {role:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The kinds of entries a report level is given for.
@@ -277,6 +377,8 @@ pub enum OptionsError {
     ManifestNotAbsolute(String),
     /// A `Manifest` with `Includes` or with `PreserveDeletedFiles` `REMOVE`.
     ManifestWith(&'static str),
+    /// A task report's S3 destination S3 would refuse.
+    ReportDestination(String),
     Filter(FilterError),
 }
 
@@ -341,6 +443,10 @@ impl OptionsError {
                 "{} cannot go with {}: a manifest names some files, so what it does not name is not gone from the source",
                 names.option("Manifest"),
                 set("PreserveDeletedFiles", PreserveDeletedFiles::Remove.name()),
+            ),
+            OptionsError::ReportDestination(why) => format!(
+                "{}: {why}",
+                names.option("TaskReportConfig")
             ),
             OptionsError::Filter(e) => e.to_string(),
         }
@@ -407,6 +513,9 @@ impl Options {
             if self.preserve_deleted_files == PreserveDeletedFiles::Remove {
                 return Err(OptionsError::ManifestWith("PreserveDeletedFiles"));
             }
+        }
+        if let Some(d) = &self.task_report_config.destination {
+            d.s3.check().map_err(OptionsError::ReportDestination)?;
         }
         Ok(Filters::parse(&self.includes, &self.excludes)?)
     }

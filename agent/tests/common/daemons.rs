@@ -205,8 +205,20 @@ impl Hub {
         nofile: Option<u64>,
         port: u16,
     ) -> Hub {
+        Hub::start_configured(bins, dir, key_seconds, nofile, port, "")
+    }
+
+    /// `extra`: more lines of the `daemon:` section.
+    pub fn start_configured(
+        bins: &Binaries,
+        dir: &Path,
+        key_seconds: u64,
+        nofile: Option<u64>,
+        port: u16,
+        extra: &str,
+    ) -> Hub {
         let yaml = format!(
-            "version: 2\nrole: hub\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  https_listen: 127.0.0.1:{port}\n  operator_token_file: {token}\n  activation_key_seconds: {key_seconds}\n",
+            "version: 2\nrole: hub\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  https_listen: 127.0.0.1:{port}\n  operator_token_file: {token}\n  activation_key_seconds: {key_seconds}\n{extra}",
             data = dir.join("data").display(),
             sock = dir.join("api.sock").display(),
             token = dir.join("token").display(),

@@ -14,6 +14,7 @@
 //!   https_listen: 0.0.0.0:443       # hub: agents and operators
 //!   hub_names: [hub.example.com]    # hub: names in its TLS certificate
 //!   operator_token_file: /data/agent/hub/operator-token
+//!   aws: { region: eu-west-1, cloudwatch_metrics: true }  # see aws
 //! ```
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::aws::Aws;
 use super::Invalid;
 use crate::paths;
 
@@ -64,6 +66,8 @@ pub struct Daemon {
     pub hub_local_sources: Vec<PathBuf>,
     /// Agent: refuse an activation without the hub's CA fingerprint.
     pub require_hub_fingerprint: bool,
+    /// CloudWatch metrics and logs, task reports to S3 (none without it).
+    pub aws: Option<Aws>,
 }
 
 impl Default for Daemon {
@@ -84,6 +88,7 @@ impl Default for Daemon {
             activation_key_seconds: 30 * 60,
             hub_local_sources: Vec::new(),
             require_hub_fingerprint: false,
+            aws: None,
         }
     }
 }
@@ -151,6 +156,9 @@ impl Daemon {
                     format!("{addr} has no port: give a port from 1 to 65535, such as :443"),
                 ));
             }
+        }
+        if let Some(aws) = &self.aws {
+            aws.check()?;
         }
         for name in &self.hub_names {
             let ok = !name.is_empty()

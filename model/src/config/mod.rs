@@ -19,6 +19,7 @@
 //! ```
 
 pub mod agent;
+pub mod aws;
 pub mod daemon;
 
 use serde::{Deserialize, Deserializer};

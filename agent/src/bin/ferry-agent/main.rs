@@ -4,6 +4,8 @@
 //! `--config` it reads the appliance's configuration document and runs as
 //! an agent (with its activation port and its link to a hub) or as the hub.
 
+mod cloud;
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -229,6 +231,9 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
     let d = &doc.daemon;
     let events = agent.clone();
     let log = std::sync::Arc::new(move |line: &str| events.events.info(line));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferry".into());
     match doc.role {
         Role::Agent => {
             let link = Link::open(
@@ -244,6 +249,13 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
             .map_err(|e| e.to_string())?;
             // The runner reaches the hub's locations through the link.
             let _ = agent.destinations.set(link.clone());
+            let (l, h) = (link.clone(), host.clone());
+            start_cloud(
+                agent,
+                d,
+                &host,
+                Box::new(move || l.status().agent_id.unwrap_or_else(|| h.clone())),
+            );
             let api = api(agent, Some(link.clone()));
             tokio::spawn(link.clone().run(agent.clone()));
             let addr = d.activation_listen;
@@ -257,6 +269,8 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
             Ok(api)
         }
         Role::Hub => {
+            let h = host.clone();
+            start_cloud(agent, d, &host, Box::new(move || h.clone()));
             let dir = d.data_dir.join("hub");
             let token = d
                 .operator_token_file
@@ -282,6 +296,30 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
             });
             Ok(api)
         }
+    }
+}
+
+/// CloudWatch and S3 as `daemon.aws` asks, the log stream named `host`;
+/// a cloud that cannot start is logged and left off (the transfers go on).
+fn start_cloud(
+    agent: &std::sync::Arc<Agent>,
+    d: &ferry_model::config::Daemon,
+    host: &str,
+    agent_id: Box<dyn Fn() -> String + Send + Sync>,
+) {
+    let Some(aws) = &d.aws else { return };
+    match cloud::start(aws, host, agent_id) {
+        Ok(c) => {
+            let _ = agent.events.cloud.set(std::sync::Arc::new(c));
+            agent.events.info(&format!(
+                "daemon.aws: metrics to CloudWatch {}, logs {}, task reports to S3 when a task names a bucket",
+                if aws.cloudwatch_metrics { aws.cloudwatch_namespace.as_str() } else { "off" },
+                aws.cloudwatch_log_group.as_deref().unwrap_or("off"),
+            ));
+        }
+        Err(e) => agent
+            .events
+            .warn(&format!("daemon.aws: {e}; CloudWatch and S3 are off")),
     }
 }
 

@@ -14,8 +14,9 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use ferry_engine::options::{
     Atime, IdMode, LogLevel, Mtime, Naming, OptionValue, OutputType, OverwriteMode,
-    PosixPermissions, PreserveDeletedFiles, PreserveDevices, ReportLevel, ReportOverride,
-    TaskQueueing, TaskReportConfig, TransferMode, VerifyMode,
+    PosixPermissions, PreserveDeletedFiles, PreserveDevices, ReportDestination,
+    ReportDestinationS3, ReportLevel, ReportOverride, TaskQueueing, TaskReportConfig, TransferMode,
+    VerifyMode,
 };
 use ferry_engine::Options;
 use serde_json::{Map, Value};
@@ -129,6 +130,18 @@ pub struct OptionArgs {
     /// The report level for skipped entries, over --report-level.
     #[arg(long, value_parser = values::<ReportLevel>())]
     pub report_skipped: Option<ReportLevel>,
+    /// Also upload each execution's report to this S3 bucket
+    /// (arn:aws:s3:::BUCKET), with the credentials of the agent's
+    /// daemon.aws section.
+    #[arg(long, value_name = "ARN")]
+    pub report_s3_bucket_arn: Option<String>,
+    /// The folder in the bucket for the reports.
+    #[arg(long, value_name = "PREFIX", requires = "report_s3_bucket_arn")]
+    pub report_s3_subdirectory: Option<String>,
+    /// A role the agent assumes to upload the report (DataSync's
+    /// BucketAccessRoleArn).
+    #[arg(long, value_name = "ARN", requires = "report_s3_bucket_arn")]
+    pub report_s3_role_arn: Option<String>,
 }
 
 impl OptionArgs {
@@ -168,7 +181,10 @@ impl OptionArgs {
             self.report_deleted,
             self.report_skipped,
         ];
-        if self.report_output_type.is_none() && levels.iter().all(Option::is_none) {
+        if self.report_output_type.is_none()
+            && levels.iter().all(Option::is_none)
+            && self.report_s3_bucket_arn.is_none()
+        {
             return None;
         }
         let over =
@@ -180,6 +196,16 @@ impl OptionArgs {
         c.overrides.verified = over(self.report_verified);
         c.overrides.deleted = over(self.report_deleted);
         c.overrides.skipped = over(self.report_skipped);
+        c.destination = self
+            .report_s3_bucket_arn
+            .clone()
+            .map(|arn| ReportDestination {
+                s3: ReportDestinationS3 {
+                    s3_bucket_arn: arn,
+                    subdirectory: self.report_s3_subdirectory.clone(),
+                    bucket_access_role_arn: self.report_s3_role_arn.clone(),
+                },
+            });
         Some(c)
     }
 

@@ -159,9 +159,12 @@ pub fn run(args: SyncArgs) -> ExitCode {
     if let Err(e) = opts.validate() {
         return usage(e.message(&Flags));
     }
+    if opts.task_report_config.destination.is_some() {
+        return usage("--report-s3-bucket-arn is for tasks (their agent uploads the report); ferry sync writes it to --report".into());
+    }
     let report = match &args.report {
         Some(path) => match ReportWriter::create(path) {
-            Ok(r) => Some(Arc::new(r.with_config(opts.task_report_config))),
+            Ok(r) => Some(Arc::new(r.with_config(opts.task_report_config.clone()))),
             Err(e) => return usage(format!("cannot write the report {}: {e}", path.display())),
         },
         None => None,

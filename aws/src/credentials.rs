@@ -1,16 +1,22 @@
 // SPDX-License-Identifier: MIT
-//! Credentials and region from the usual places: environment variables,
-//! then the shared files (`~/.aws/credentials`, `~/.aws/config`) for
-//! `AWS_PROFILE` (default `default`).
+//! Credentials: from the environment variables, then the shared files
+//! (`~/.aws/credentials`, `~/.aws/config`) for `AWS_PROFILE` (default
+//! `default`), as AWS's command-line tools read them; or given in a
+//! configuration; or the instance role's, read from IMDSv2 and renewed
+//! before they expire.
 
 use std::collections::HashMap;
 use std::env;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
-use crate::Error;
+use chrono::{DateTime, Duration, Utc};
 
-#[derive(Clone)]
+use crate::imds::Imds;
+use crate::AwsError;
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -21,6 +27,47 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // never print the secret
         write!(f, "Credentials({})", self.access_key_id)
+    }
+}
+
+/// Where a client's credentials come from.
+pub enum Provider {
+    /// Given once (the environment, a file, a configuration, an assumed role).
+    Static(Credentials),
+    /// The EC2 instance role's, kept until five minutes before they expire.
+    InstanceRole {
+        imds: Imds,
+        cached: Mutex<Option<(Credentials, DateTime<Utc>)>>,
+    },
+}
+
+/// Instance-role credentials are renewed this long before they expire.
+const RENEW_BEFORE: Duration = Duration::minutes(5);
+
+impl Provider {
+    pub fn instance_role(imds: Imds) -> Provider {
+        Provider::InstanceRole {
+            imds,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The credentials to sign with now.
+    pub fn get(&self) -> Result<Credentials, AwsError> {
+        match self {
+            Provider::Static(c) => Ok(c.clone()),
+            Provider::InstanceRole { imds, cached } => {
+                let mut cached = cached.lock().unwrap();
+                match &*cached {
+                    Some((c, expires)) if Utc::now() + RENEW_BEFORE < *expires => Ok(c.clone()),
+                    _ => {
+                        let (c, expires) = imds.role_credentials()?;
+                        *cached = Some((c.clone(), expires));
+                        Ok(c)
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -65,7 +112,8 @@ fn shared(file: &str, section: &str) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-pub fn credentials() -> Result<Credentials, Error> {
+/// The credentials of the environment or the shared files.
+pub fn from_environment() -> Result<Credentials, AwsError> {
     let var = |k: &str| env::var(k).ok().filter(|v| !v.is_empty());
     if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
         return Ok(Credentials {
@@ -84,11 +132,12 @@ pub fn credentials() -> Result<Credentials, Error> {
             secret_access_key: secret,
             session_token: s.remove("aws_session_token"),
         }),
-        _ => Err(Error::NoCredentials),
+        _ => Err(AwsError::NoCredentials),
     }
 }
 
-pub fn region(explicit: Option<&str>) -> Result<String, Error> {
+/// The region given, else the environment's or the shared config's.
+pub fn region(explicit: Option<&str>) -> Result<String, AwsError> {
     if let Some(r) = explicit {
         return Ok(r.to_string());
     }
@@ -107,5 +156,29 @@ pub fn region(explicit: Option<&str>) -> Result<String, Error> {
     };
     shared("config", &section)
         .remove("region")
-        .ok_or(Error::NoRegion)
+        .ok_or(AwsError::NoRegion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_never_printed() {
+        let c = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI".into(),
+            session_token: Some("token".into()),
+        };
+        let shown = format!("{c:?}");
+        assert_eq!(shown, "Credentials(AKIDEXAMPLE)");
+    }
+
+    #[test]
+    fn reads_sections_of_an_ini_file() {
+        let ini =
+            parse_ini("# c\n[default]\naws_access_key_id = A\n[profile x]\nregion=eu-west-1\n");
+        assert_eq!(ini["default"]["aws_access_key_id"], "A");
+        assert_eq!(ini["profile x"]["region"], "eu-west-1");
+    }
 }
