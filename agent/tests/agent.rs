@@ -310,6 +310,86 @@ fn an_execution_runs_to_success_with_report_metrics_and_an_incremental_rerun() {
 }
 
 #[test]
+fn a_dry_run_plans_without_changing_anything_and_the_next_execution_shows_its_estimate() {
+    let (_tmp, agent, src, dst, _task) = setup("planned");
+    make_tree(&src, 40, 5000);
+    common::write(&dst.join("stale"), b"gone from the source");
+    std::os::unix::fs::symlink("x", dst.join("link-only-here")).unwrap();
+    let before = common::compare_trees(&src, &dst);
+    let plan = agent.start_task(
+        "planned",
+        &["--dry-run", "--preserve-deleted-files", "remove"],
+    );
+    let e = agent.wait_end(&plan);
+    assert_eq!(e["Status"], "SUCCESS", "{e}");
+    assert_eq!(e["Options"]["DryRun"], true, "{e}");
+    // Nothing changed at the destination (the write probe is gone too).
+    assert_eq!(common::compare_trees(&src, &dst), before);
+    assert!(common::temp_files(&dst).is_empty());
+    assert_eq!(counter(&e, "FilesTransferred"), 0);
+    // 40 files and their 4 directories (and the top's attributes); the
+    // two entries only at the destination.
+    let planned = counter(&e, "EstimatedFilesToTransfer");
+    assert!(planned == 44 || planned == 45, "{e}");
+    assert_eq!(counter(&e, "EstimatedBytesToTransfer"), 40 * 5000, "{e}");
+    assert_eq!(counter(&e, "EstimatedFilesToDelete"), 2, "{e}");
+    let estimate = e["Result"]["EstimatedDuration"]
+        .as_u64()
+        .expect("an estimate");
+    // The report is the plan.
+    let report = agent.ok(&["execution", "report", &plan]);
+    assert_eq!(report["Total"]["FilesToTransfer"], 44, "{report}");
+    assert_eq!(
+        report["ByTopLevel"]["d0"]["FilesToTransfer"], 11,
+        "{report}"
+    );
+    assert_eq!(report["ByTopLevel"]["/"]["FilesToDelete"], 2, "{report}");
+    assert_eq!(report["ByTopLevel"]["/"]["FilesToTransfer"], 0, "{report}");
+    assert_eq!(report["Estimate"]["Basis"], "MEASURED", "{report}");
+    assert!(
+        report["Measured"]["SourceReadBytesPerSecond"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        report["Measured"]["DestinationWriteBytesPerSecond"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    // The next execution does what the plan said and shows its estimate
+    // beside its own time, in its result and its report.
+    let run = agent.start_task("planned", &["--preserve-deleted-files", "remove"]);
+    let e = agent.wait_end(&run);
+    assert_eq!(e["Status"], "SUCCESS", "{e}");
+    assert_eq!(counter(&e, "FilesTransferred"), planned, "{e}");
+    assert_eq!(counter(&e, "FilesDeleted"), 2, "{e}");
+    assert_eq!(e["Result"]["EstimatedDuration"], estimate, "{e}");
+    let report = agent.ok(&["execution", "report", &run]);
+    assert_eq!(report["Summary"]["EstimatedDuration"], estimate, "{report}");
+    assert!(report["Summary"]["TotalDuration"].is_u64());
+    // Used once: the run after has none; a plan now rests on that run's rates.
+    common::write(&src.join("d0/new"), b"new");
+    let plan = agent.start_task("planned", &["--dry-run"]);
+    assert_eq!(agent.wait_end(&plan)["Status"], "SUCCESS");
+    let report = agent.ok(&["execution", "report", &plan]);
+    assert_eq!(report["Total"]["FilesToTransfer"], 1, "{report}");
+    assert_eq!(
+        report["Total"]["MetadataOnly"], 1,
+        "its directory's times: {report}"
+    );
+    assert_eq!(report["Estimate"]["Basis"], "LAST_EXECUTION", "{report}");
+    let again = agent.start_task("planned", &[]);
+    let e = agent.wait_end(&again);
+    assert!(e["Result"]["EstimatedDuration"].is_u64(), "{e}");
+    let after = agent.start_task("planned", &[]);
+    let e = agent.wait_end(&after);
+    assert!(e["Result"].get("EstimatedDuration").is_none(), "{e}");
+}
+
+#[test]
 fn a_second_start_queues_and_cancel_stops_running_and_queued_executions() {
     let (_tmp, agent, src, dst, task) = setup("slow");
     make_tree(&src, 24, 1 << 20);

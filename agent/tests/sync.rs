@@ -889,3 +889,116 @@ fn the_task_report_keeps_what_its_output_type_and_levels_say() {
     );
     assert_eq!(outcomes(&["--report-output-type", "summary-only"]), None);
 }
+
+#[test]
+fn a_plan_says_what_a_sync_will_do_and_what_the_destination_cannot_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("docs/old")).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    write(&src.join("docs/a.txt"), &common::bytes(1, 3000));
+    write(&src.join("docs/old/b.txt"), &common::bytes(2, 5000));
+    write(&src.join("big.bin"), &common::bytes(3, 200_000));
+    write(&src.join("top.txt"), b"top");
+    // A hard link whose other name is outside the task's root.
+    fs::hard_link(src.join("docs/a.txt"), tmp.path().join("elsewhere")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &src.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("plan"), OsStr::new("--json")];
+        args.extend(extra.iter().map(OsStr::new));
+        args.extend([src.as_os_str(), dst.as_os_str()]);
+        let out = ferry(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let p = plan(&["--max-file-size", "100000"]);
+    assert!(
+        fs::read_dir(&dst).unwrap().next().is_none(),
+        "a plan changes nothing"
+    );
+    let total = &p["Total"];
+    // docs, docs/old, three files; the FIFO is skipped (PreserveDevices NONE).
+    assert_eq!(total["FilesToTransfer"], 6, "{p}");
+    assert_eq!(total["BytesToTransfer"], 3000 + 5000 + 200_000 + 3, "{p}");
+    assert_eq!(total["Skipped"], 1, "{p}");
+    assert_eq!(p["ByTopLevel"]["docs"]["FilesToTransfer"], 4, "{p}");
+    assert_eq!(p["ByTopLevel"]["/"]["FilesToTransfer"], 2, "{p}");
+    let issues: Vec<(String, String)> = p["Issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["Problem"].as_str().unwrap().into(),
+                i["Path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        issues,
+        [
+            ("FILE_TOO_LARGE".to_string(), "/big.bin".to_string()),
+            ("HARD_LINK_OUTSIDE_ROOT".into(), "/docs/a.txt".into()),
+            ("SPECIAL_FILE_NOT_COPIED".into(), "/pipe".into()),
+        ],
+        "{p}"
+    );
+    assert_eq!(p["Estimate"]["Basis"], "MEASURED");
+
+    // The sync does what the plan said (the top's attributes as well).
+    let (code, s) = sync(&src, &dst, &[]);
+    assert_eq!(code, 0, "{s}");
+    let planned =
+        total["FilesToTransfer"].as_u64().unwrap() + total["MetadataOnly"].as_u64().unwrap();
+    assert_eq!(counter(&s, "FilesTransferred"), planned, "{s}");
+    assert_eq!(
+        counter(&s, "BytesTransferred"),
+        3000 + 5000 + 200_000 + 3,
+        "{s}"
+    );
+
+    // Then: one file changed, one gone, and `sync -n` (rsync's dry run) plans.
+    write(&src.join("docs/old/b.txt"), &common::bytes(4, 6000));
+    fs::remove_file(src.join("top.txt")).unwrap();
+    let out = ferry(&[
+        OsStr::new("sync"),
+        OsStr::new("-n"),
+        OsStr::new("--json"),
+        OsStr::new("--preserve-deleted-files"),
+        OsStr::new("remove"),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["Total"]["FilesToTransfer"], 1, "{p}");
+    assert_eq!(p["Total"]["BytesToTransfer"], 6000, "{p}");
+    assert_eq!(p["Total"]["FilesToDelete"], 1, "{p}");
+    assert!(dst.join("top.txt").exists(), "a dry run deletes nothing");
+    assert!(temp_files(&dst).is_empty());
+
+    // Without a destination, a plan says so and makes none.
+    let out = ferry(&[
+        OsStr::new("plan"),
+        src.as_os_str(),
+        tmp.path().join("none").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(!tmp.path().join("none").exists());
+}

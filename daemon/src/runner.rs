@@ -16,6 +16,7 @@ use super::events::execution_metrics;
 use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::digests;
+use ferry_engine::dry_run::{self, Hints, History};
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::location::Location;
 use ferry_engine::options::LogLevel;
@@ -466,6 +467,15 @@ fn run_engine<D: Location>(
     let id = &exec.task_execution_id;
     let fail = |code: &str, detail: String| fail_execution(agent, exec, code, detail);
     let report_path = agent.reports_dir.join(format!("{id}.json"));
+    if exec.options.dry_run {
+        return run_plan(agent, exec, running, &src_loc, dst_loc, &report_path);
+    }
+    let planned = agent
+        .store
+        .lock()
+        .unwrap()
+        .take_planned(&exec.task_id)
+        .unwrap_or(None);
     let report = match ReportWriter::create(&report_path) {
         Ok(r) => Arc::new(r.with_config(exec.options.task_report_config.clone())),
         Err(e) => {
@@ -520,10 +530,11 @@ fn run_engine<D: Location>(
         done_signal.notify_all();
         outcome
     });
-    let summary = match outcome {
+    let mut summary = match outcome {
         Ok(s) => s,
         Err(e) => return fail("LocationUnavailable", e.to_string()),
     };
+    summary.estimated_duration = planned;
     let report_saved = match report.finish(&summary) {
         Ok(()) => Some(report_path.to_string_lossy().into_owned()),
         Err(e) => {
@@ -538,13 +549,152 @@ fn run_engine<D: Location>(
     } else {
         records::ERROR
     };
+    let mut result = result_of(&summary);
+    result.estimated_duration = planned;
     finish(
         agent,
         exec,
         status,
-        &result_of(&summary),
+        &result,
         &summary.counters,
         report_saved.as_deref(),
+        None,
+    );
+}
+
+/// The rates of the task's last execution that transferred something, for
+/// a plan's estimate.
+fn history_of(agent: &Agent, task_id: &str) -> Option<History> {
+    let ended = agent
+        .store
+        .lock()
+        .unwrap()
+        .last_ended_executions(task_id, 10)
+        .ok()?;
+    let e = ended.iter().find(|e| {
+        e.status == records::SUCCESS
+            && !e.options.dry_run
+            && e.counters.files_transferred > 0
+            && e.result.transfer_duration > 0
+    })?;
+    let c = &e.counters;
+    let transfer_s = e.result.transfer_duration as f64 / 1000.0;
+    Some(History {
+        files_per_second: c.files_transferred as f64 / transfer_s,
+        bytes_per_second: (c.bytes_transferred as f64 / transfer_s).max(1.0),
+        verify_seconds_per_file: if c.files_verified > 0 {
+            e.result.verify_duration as f64 / 1000.0 / c.files_verified as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// A dry run: the migration plan from `src_loc` to `dst_loc`, kept as the
+/// execution's report; its estimate waits for the task's next execution.
+fn run_plan<D: Location>(
+    agent: &Arc<Agent>,
+    exec: &ExecutionRecord,
+    running: &Running,
+    src_loc: &LocalLocation,
+    dst_loc: D,
+    report_path: &Path,
+) {
+    let id = &exec.task_execution_id;
+    let started = std::time::Instant::now();
+    {
+        let _ = agent
+            .store
+            .lock()
+            .unwrap()
+            .set_status(id, &ferry_engine::report::Phase::Preparing.to_string());
+        agent.events.state(
+            &exec.task_id,
+            id,
+            &ferry_engine::report::Phase::Preparing.to_string(),
+            None,
+        );
+    }
+    let hints = Hints {
+        history: history_of(agent, &exec.task_id),
+        file_size_max: None,
+    };
+    let plan = match dry_run::plan(src_loc, &dst_loc, &exec.options, hints, &running.cancel) {
+        Ok(p) => p,
+        Err(e) => return fail_execution(agent, exec, "LocationUnavailable", e.to_string()),
+    };
+    let saved = serde_json::to_vec_pretty(&plan)
+        .map_err(std::io::Error::other)
+        .and_then(|json| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(report_path)?;
+            f.write_all(&json)
+        });
+    let report = match saved {
+        Ok(()) => Some(report_path.to_string_lossy().into_owned()),
+        Err(e) => {
+            agent
+                .events
+                .warn(&format!("cannot write the plan of {id}: {e}"));
+            None
+        }
+    };
+    let t = &plan.total;
+    let counters = CounterSnapshot {
+        files_listed_source: t.files_listed,
+        estimated_files_to_transfer: t.files_to_transfer + t.metadata_only,
+        estimated_bytes_to_transfer: t.bytes_to_transfer,
+        estimated_files_to_delete: t.files_to_delete,
+        files_unchanged: t.unchanged,
+        files_skipped: t.skipped,
+        ..CounterSnapshot::default()
+    };
+    let cancelled = running.cancel.load(Ordering::Relaxed);
+    let (status, code, detail) = if cancelled {
+        (
+            records::ERROR,
+            Some("Cancelled"),
+            Some("the plan was cancelled".to_string()),
+        )
+    } else if !plan.unreadable.is_empty() {
+        (
+            records::ERROR,
+            Some("SourceOrDestinationUnreadable"),
+            Some(format!(
+                "{} unreadable: {}",
+                plan.unreadable.len(),
+                plan.unreadable[0]
+            )),
+        )
+    } else {
+        (records::SUCCESS, None, None)
+    };
+    let scan_ms = (plan.measured.scan_seconds * 1000.0) as u64;
+    let result = ResultDetail {
+        prepare_status: status.into(),
+        prepare_duration: scan_ms,
+        transfer_status: records::SUCCESS.into(),
+        verify_status: records::SUCCESS.into(),
+        total_duration: started.elapsed().as_millis() as u64,
+        estimated_duration: Some((plan.estimate.seconds * 1000.0).round() as u64),
+        error_code: code.map(str::to_string),
+        error_detail: detail,
+        ..ResultDetail::default()
+    };
+    finish(
+        agent,
+        exec,
+        status,
+        &result,
+        &counters,
+        report.as_deref(),
         None,
     );
 }
@@ -590,6 +740,12 @@ fn finish(
         .events
         .finished(&exec.task_id, id, status, counters, result.total_duration);
     to_cloud(agent, exec, result, counters, report, agent_id);
+    // A plan's estimate waits for the task's next execution.
+    if let (true, records::SUCCESS, Some(ms)) =
+        (exec.options.dry_run, status, result.estimated_duration)
+    {
+        let _ = agent.store.lock().unwrap().set_planned(&exec.task_id, ms);
+    }
     agent.ended.notify_one();
     if status == records::ERROR {
         agent.check_schedule(&exec.task_id);
@@ -679,6 +835,7 @@ pub fn result_of(s: &Summary) -> ResultDetail {
         .into(),
         verify_duration: s.verify_duration,
         total_duration: s.total_duration,
+        estimated_duration: None,
         error_code: s.error_code.clone(),
         error_detail: s.error_detail.clone(),
     }

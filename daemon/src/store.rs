@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN schedule_status_ms INTEGER;
     ALTER TABLE tasks ADD COLUMN schedule_disabled_by TEXT;
     ALTER TABLE tasks ADD COLUMN schedule_disabled_reason TEXT;",
+    // 4: the estimate of the task's last plan, for its next execution.
+    "ALTER TABLE tasks ADD COLUMN planned_ms INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +433,33 @@ impl Store {
             params![id, status],
         )?;
         Ok(())
+    }
+
+    /// Keeps a plan's estimate for the task's next execution.
+    pub fn set_planned(&self, task_id: &str, ms: u64) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE tasks SET planned_ms = ?2 WHERE id = ?1",
+            params![task_id, ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The estimate kept for the task's next execution, taken (once).
+    pub fn take_planned(&self, task_id: &str) -> Result<Option<u64>, StoreError> {
+        let ms: Option<i64> = self
+            .db
+            .query_row(
+                "SELECT planned_ms FROM tasks WHERE id = ?1",
+                [task_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        self.db.execute(
+            "UPDATE tasks SET planned_ms = NULL WHERE id = ?1",
+            [task_id],
+        )?;
+        Ok(ms.map(|m| m.max(0) as u64))
     }
 
     pub fn mark_started(&self, id: &str) -> Result<(), StoreError> {

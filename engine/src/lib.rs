@@ -17,6 +17,7 @@
 //! of its own (README.md).
 
 pub mod digests;
+pub mod dry_run;
 pub mod location;
 pub mod manifest;
 
@@ -99,6 +100,10 @@ pub struct Summary {
     pub transfer_duration: u64,
     pub verify_duration: u64,
     pub total_duration: u64,
+    /// Milliseconds a plan estimated for this execution (set by whoever
+    /// kept the plan: the engine does not know it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_duration: Option<u64>,
     pub counters: CounterSnapshot,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
@@ -578,6 +583,7 @@ impl<S: Location, D: Location> Execution<S, D> {
             transfer_duration: millis(transfer_end - prepare_start),
             verify_duration: millis(verify_duration),
             total_duration: millis(start.elapsed()),
+            estimated_duration: None,
             counters,
             error_code: error_code.map(str::to_string),
             error_detail,

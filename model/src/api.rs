@@ -241,6 +241,10 @@ pub struct ResultDetail {
     pub verify_status: String,
     pub verify_duration: u64,
     pub total_duration: u64,
+    /// Milliseconds the task's last plan estimated for this execution (of a
+    /// dry run: its own estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -356,6 +356,10 @@ pub struct Options {
     /// What the task report holds (DataSync's TaskReportConfig, carried
     /// with the options so a start can override it).
     pub task_report_config: TaskReportConfig,
+    /// Ferry's: plan the run instead (PREPARING alone, nothing changed):
+    /// the report is the migration plan, and its estimate is shown beside
+    /// the next execution's time. A start sets it (`OverrideOptions`).
+    pub dry_run: bool,
 }
 
 /// An option value or combination the engine refuses.

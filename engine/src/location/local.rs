@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, StatxFlags, Timespec};
 use sha2::{Digest, Sha256};
 
-use super::{Entry, Kind, Location, Meta, MetaUpdate, Reader, Timestamp, Writer};
+use super::{Entry, Kind, Limits, Location, Meta, MetaUpdate, Reader, Timestamp, Writer};
 
 /// `statfs` magic numbers of file systems where every call is a network round trip.
 const NFS_SUPER_MAGIC: i64 = 0x6969;
@@ -349,6 +349,20 @@ impl Location for LocalLocation {
 
     fn is_remote(&self) -> bool {
         self.remote
+    }
+
+    fn limits(&self) -> Limits {
+        let name_max = rustix::fs::statvfs(&self.root)
+            .ok()
+            .and_then(|s| usize::try_from(s.f_namemax).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(255);
+        Limits {
+            name_max,
+            // Only root gives files to others (CAP_CHOWN).
+            can_chown: rustix::process::geteuid().is_root(),
+            ..Limits::default()
+        }
     }
 
     fn root(&self) -> io::Result<OwnedFd> {

@@ -92,6 +92,31 @@ impl Meta {
 }
 
 /// One name in a directory listing, with its attributes.
+/// What a destination can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes in one name.
+    pub name_max: usize,
+    /// Bytes in a path from the location's top (programs that open a file
+    /// by its full path fail beyond Linux's PATH_MAX).
+    pub path_max: usize,
+    /// Bytes in one file, when known.
+    pub file_size_max: Option<u64>,
+    /// Whether entries can be given another owner.
+    pub can_chown: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            name_max: 255,
+            path_max: 4096,
+            file_size_max: None,
+            can_chown: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub name: OsString,
@@ -185,6 +210,12 @@ pub trait Location: Send + Sync + 'static {
     /// True when every operation is a network round trip (NFS, the hub):
     /// the engine then keeps many more operations in flight.
     fn is_remote(&self) -> bool;
+
+    /// What this location can hold as a destination (a migration plan
+    /// lists what it cannot); Linux's usual limits unless it knows better.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 
     /// The location's top directory. A remote location may ask for its
     /// listing in the same round trip: the next `list` of it then answers

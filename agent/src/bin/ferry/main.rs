@@ -2,7 +2,8 @@
 //! `ferry`: the command-line tool.
 //!
 //! `ferry sync SOURCE DEST` runs the sync engine between two directories
-//! (local, or NFS mounts) without an appliance. `ferry location`, `ferry
+//! (local, or NFS mounts) without an appliance; `ferry plan SOURCE DEST`
+//! says what it would do and how long it would take. `ferry location`, `ferry
 //! task` and `ferry execution` drive a `ferry-agent` through its API.
 
 mod client;
@@ -10,6 +11,7 @@ mod execution;
 mod hub;
 mod location;
 mod options;
+mod plan;
 mod progress;
 mod sync;
 mod task;
@@ -32,6 +34,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Sync(sync::SyncArgs),
+    Plan(plan::PlanArgs),
     /// Locations of the agent: NFS exports and local directories.
     Location(location::LocationArgs),
     /// Tasks of the agent: create, list, describe, update, delete, start.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Sync(args) => sync::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Location(args) => location::run(args),
         Command::Task(args) => task::run(args),
         Command::Execution(args) => execution::run(args),

@@ -130,6 +130,11 @@ pub struct OptionArgs {
     /// The report level for skipped entries, over --report-level.
     #[arg(long, value_parser = values::<ReportLevel>())]
     pub report_skipped: Option<ReportLevel>,
+    /// Plan instead of copying (`-n`, as rsync's): what a run would do,
+    /// what the destination cannot hold, how long it would take; nothing
+    /// is changed (see `ferry plan`).
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     /// Also upload each execution's report to this S3 bucket
     /// (arn:aws:s3:::BUCKET), with the credentials of the agent's
     /// daemon.aws section.
@@ -169,6 +174,7 @@ impl OptionArgs {
             log_level: self.log_level.unwrap_or(d.log_level),
             manifest: self.manifest_path(),
             task_report_config: self.report_config().unwrap_or_default(),
+            dry_run: self.dry_run,
         }
     }
 
@@ -241,6 +247,7 @@ impl OptionArgs {
             ("LogLevel", json(&self.log_level)),
             ("Manifest", json(&self.manifest_path())),
             ("TaskReportConfig", json(&self.report_config())),
+            ("DryRun", self.dry_run.then_some(Value::Bool(true))),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_string(), v?)))

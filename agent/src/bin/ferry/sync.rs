@@ -80,8 +80,13 @@ pub fn rsync_habit(args: &[OsString]) -> Option<String> {
     })
 }
 
-/// Checks the two directories and opens them; creates DEST if needed.
-fn open_locations(source: &Path, dest: &Path) -> Result<(LocalLocation, LocalLocation), String> {
+/// Checks the two directories and opens them; creates DEST if needed and
+/// `create` (else a missing DEST is an error).
+pub fn open_locations(
+    source: &Path,
+    dest: &Path,
+    create: bool,
+) -> Result<(LocalLocation, LocalLocation), String> {
     let src = source
         .canonicalize()
         .map_err(|e| format!("the source {} cannot be used: {e}", source.display()))?;
@@ -139,6 +144,12 @@ fn open_locations(source: &Path, dest: &Path) -> Result<(LocalLocation, LocalLoc
             dst.display()
         ));
     }
+    if !dst.exists() && !create {
+        return Err(format!(
+            "the destination {} does not exist: make it first (a plan changes nothing)",
+            dst.display()
+        ));
+    }
     if !dst.exists() {
         std::fs::create_dir(&dst)
             .map_err(|e| format!("cannot create the destination {}: {e}", dst.display()))?;
@@ -159,6 +170,9 @@ pub fn run(args: SyncArgs) -> ExitCode {
     if let Err(e) = opts.validate() {
         return usage(e.message(&Flags));
     }
+    if opts.dry_run {
+        return crate::plan::plan_between(&args.source, &args.dest, &opts, None, args.json);
+    }
     if opts.task_report_config.destination.is_some() {
         return usage("--report-s3-bucket-arn is for tasks (their agent uploads the report); ferry sync writes it to --report".into());
     }
@@ -169,7 +183,7 @@ pub fn run(args: SyncArgs) -> ExitCode {
         },
         None => None,
     };
-    let (src, dst) = match open_locations(&args.source, &args.dest) {
+    let (src, dst) = match open_locations(&args.source, &args.dest, true) {
         Ok(pair) => pair,
         Err(msg) => return usage(msg),
     };
