@@ -904,7 +904,7 @@ fn a_plan_says_what_a_sync_will_do_and_what_the_destination_cannot_hold() {
     fs::hard_link(src.join("docs/a.txt"), tmp.path().join("elsewhere")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("pipe"),
+        src.join("pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
