@@ -814,9 +814,29 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
         }
     };
 
+    // A dry run started on the hub: the agent plans through the link, and
+    // nothing is written (the write probe is removed).
+    let plan = wait(&run(json!({"OverrideOptions": {"DryRun": true}})));
+    assert_eq!(plan["Status"], "SUCCESS", "{plan}\n{}", agent.d.log());
+    assert!(
+        plan["Counters"]["EstimatedFilesToTransfer"]
+            .as_u64()
+            .unwrap()
+            > 200,
+        "{plan}"
+    );
+    assert_eq!(plan["Counters"]["FilesTransferred"], 0, "{plan}");
+    assert!(plan["Result"]["EstimatedDuration"].is_u64(), "{plan}");
+    assert!(
+        std::fs::read_dir(&dst).map_or(true, |mut d| d.next().is_none()),
+        "a plan writes nothing"
+    );
+
     let e = wait(&run(json!({})));
     assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", agent.d.log());
     assert!(common::compare_trees(&src, &dst).is_empty());
+    // Beside its time, what the plan estimated.
+    assert!(e["Result"]["EstimatedDuration"].is_u64(), "{e}");
     assert!(
         e["Counters"]["FilesVerified"].as_u64().unwrap() > 200,
         "{e}"

@@ -23,6 +23,12 @@ def _run_ops(run):
     return sum(_ops_by_name(run).values())
 
 
+def _median_present(values):
+    """The median of the values that are there; None when none is."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def summarize(results, files_per_workload):
     """Groups runs by (workload, series, tool): median time, runs, NFS
     operations per file; and per peer the median of run-by-run ratios."""
@@ -37,7 +43,7 @@ def summarize(results, files_per_workload):
         ops = [_run_ops(r) for r in ok if r.get("src_ops") is not None]
         phases = [r["phases"] for r in ok if r.get("phases")]
         rows.append({
-            "phases_ms": {p: statistics.median(x[p] for x in phases) for p in phases[0]} if phases else None,
+            "phases_ms": {p: _median_present(x.get(p) for x in phases) for p in phases[0]} if phases else None,
             "ops_per_file": _median_ops(ok, files),
             "workload": workload,
             "series": series,

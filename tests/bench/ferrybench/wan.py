@@ -253,12 +253,13 @@ class Ferry:
             raise BenchError(f"hub: POST {path} answered {status}: {answer}")
         return answer
 
-    def run(self, task, timeout=3600):
-        """An execution of `task` run to its end: (ok, seconds, execution)."""
+    def run(self, task, timeout=3600, dry_run=False):
+        """An execution of `task` run to its end: (ok, seconds, execution);
+        with `dry_run`, its plan (the estimate waits for the next run)."""
         # Timed as an operator sees it: from the start request to the end
         # (the hub hands the execution to the agent's held ask for work).
         start = time.monotonic()
-        e = self._post(f"/v1/tasks/{task}/start", {})
+        e = self._post(f"/v1/tasks/{task}/start", {"OverrideOptions": {"DryRun": True}} if dry_run else {})
         eid = e["TaskExecutionId"]
         while True:
             _, ex = api(self.hub_sock, "GET", f"/v1/executions/{eid}")
@@ -435,6 +436,13 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
                         change_1pct(src)
                 else:
                     os.makedirs(dst)
+                if tool.startswith("ferry"):
+                    # The plan first (untimed; the caches it warmed are
+                    # dropped): the run shows its estimate beside its time.
+                    task = task or ferry.task(src, dst, verify=tool == "ferry-verify")
+                    ok, _, planned = ferry.run(task, dry_run=True)
+                    if not ok:
+                        raise BenchError(f"ferry's plan before {rid} failed: {planned}")
                 drop_caches()
                 for p in (ferry.hub, ferry.agent):
                     p.peak_rss_reset()
@@ -483,7 +491,7 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
 def ferry_phases(execution):
     """Milliseconds of each phase, where the hub's execution gives them."""
     result = (execution or {}).get("Result") or {}
-    phases = {p: result.get(f"{p.capitalize()}Duration") for p in ("prepare", "transfer", "verify", "total")}
+    phases = {p: result.get(f"{p.capitalize()}Duration") for p in ("prepare", "transfer", "verify", "total", "estimated")}
     return phases if any(v is not None for v in phases.values()) else None
 
 
@@ -530,13 +538,18 @@ def _phases_table(rows):
         return []
     out = ["## Where ferry's time goes", "",
            "Medians of the execution's own phase timings (the hub's record); PREPARING and TRANSFERRING overlap.",
-           "`execution` is its own total; `wall` adds the pick-up (the agent's held ask for work) and the reports' way back.", "",
-           "| workload | series | tool | prepare | transfer | verify | execution | wall |",
-           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+           "`execution` is its own total; `wall` adds the pick-up (the agent's held ask for work) and the reports' way back.",
+           "`plan` is what the task's dry run just before (`ferry plan`'s estimate, on the agent through the link) said the",
+           "execution would take; `plan / execution` is how close it came.", "",
+           "| workload | series | tool | prepare | transfer | verify | execution | wall | plan | plan / execution |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in ferry:
         p = r["phases_ms"]
+        est, total = p.get("estimated"), p.get("total")
+        accuracy = f"{est / total:.2f}" if est is not None and total else "—"
         out.append(f"| {r['workload']} | {r['series']} | {LABELS[r['tool']]} | {report.fmt_ms(p['prepare'])} "
-                   f"| {report.fmt_ms(p['transfer'])} | {report.fmt_ms(p['verify'])} | {report.fmt_ms(p.get('total'))} | {report.fmt_ms(r['median_ms'])} |")
+                   f"| {report.fmt_ms(p['transfer'])} | {report.fmt_ms(p['verify'])} | {report.fmt_ms(total)} "
+                   f"| {report.fmt_ms(r['median_ms'])} | {report.fmt_ms(est)} | {accuracy} |")
     return out + [""]
 
 
