@@ -72,6 +72,10 @@ pub struct Agent {
     pub(super) wake: Mutex<mpsc::Sender<()>>,
 }
 
+/// A schedule whose task failed with the same error this many times in a
+/// row is disabled (as DataSync does), saying why.
+pub const SCHEDULE_FAILURES_IN_A_ROW: usize = 3;
+
 impl Agent {
     pub(super) fn expire_history(&self) {
         let keep = i64::try_from(self.history.as_millis()).unwrap_or(i64::MAX);
@@ -181,13 +185,7 @@ impl Agent {
             _ => Ok(false),
         }
     }
-}
 
-/// A schedule whose task failed with the same error this many times in a
-/// row is disabled (as DataSync does), saying why.
-pub const SCHEDULE_FAILURES_IN_A_ROW: usize = 3;
-
-impl Agent {
     /// After an execution of `task_id` failed: disables its schedule (by
     /// SERVICE) if its last [`SCHEDULE_FAILURES_IN_A_ROW`] executions
     /// failed with the same error code (a cancel is not a failure).

@@ -801,6 +801,34 @@ mod tests {
     use std::future::Future;
 
     #[test]
+    fn the_activation_page_shows_why_a_registration_failed_escaped() {
+        let q: HashMap<String, String> = [
+            ("activationKey", "K\"><script>x()</script>"),
+            ("errorType", "HubUnreachable<b>"),
+            (
+                "errorMessage",
+                "cannot reach <img src=x onerror=alert(1)> & more",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let Html(html) = rt.block_on(page(Query(q)));
+        assert!(
+            html.contains("cannot reach &lt;img src=x onerror=alert(1)&gt; &amp; more (HubUnreachable&lt;b&gt;)"),
+            "{html}"
+        );
+        assert!(html.contains("value=\"K&quot;&gt;&lt;script&gt;"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
+    }
+
+    #[test]
     fn special_files_need_the_task_to_ask_and_the_location_to_allow() {
         let job = |preserve: PreserveDevices| ferry_daemon::dispatch::Job {
             execution_id: "exec-1".into(),
