@@ -13,11 +13,10 @@ mod common;
 mod daemons;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ferry_aws::moto::Moto;
 use serde_json::{json, Value};
 
 use daemons::{
@@ -25,81 +24,18 @@ use daemons::{
     Agent, Binaries, Daemon, Hub,
 };
 
-struct Moto {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
+/// Runs `script` with boto3 clients `s3`, `cw` and `logs` on moto.
+fn boto3(moto: &Moto, script: &str) -> String {
+    moto.python(
+        &format!(
+            "s3 = boto3.client('s3', **kw); cw = boto3.client('cloudwatch', **kw); logs = boto3.client('logs', **kw)\n{script}"
+        ),
+        &[],
+    )
 }
 
-impl Moto {
-    /// moto on a free loopback port, recording the requests it gets.
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m moto.server (scripts/setup installs moto[server])");
-        wait_for("moto", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        let moto = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        moto.python("urllib.request.urlopen(urllib.request.Request(url + '/moto-api/recorder/start-recording', method='POST')).read()");
-        moto
-    }
-
-    /// Runs `script` with boto3 clients (s3, cw, logs) on moto; its output.
-    fn python(&self, script: &str) -> String {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "import boto3, json, sys, urllib.request, datetime\n\
-                 url = '{url}'\n\
-                 kw = dict(endpoint_url=url, region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-                 s3 = boto3.client('s3', **kw); cw = boto3.client('cloudwatch', **kw); logs = boto3.client('logs', **kw)\n\
-                 {script}",
-                url = self.url
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, script: &str) -> Value {
-        serde_json::from_str(&self.python(script)).unwrap()
-    }
-
-    /// The requests moto got, in order.
-    fn recording(&self) -> Vec<Value> {
-        self.python("sys.stdout.write(urllib.request.urlopen(url + '/moto-api/recorder/download-recording').read().decode())")
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn boto3_json(moto: &Moto, script: &str) -> Value {
+    serde_json::from_str(&boto3(moto, script)).unwrap()
 }
 
 /// `GET /metrics` on the daemon's socket: the Prometheus text.
@@ -129,7 +65,7 @@ fn header<'a>(request: &'a Value, name: &str) -> &'a str {
 #[test]
 fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_role() {
     let moto = Moto::start();
-    moto.python("s3.create_bucket(Bucket='ferry-reports')");
+    boto3(&moto, "s3.create_bucket(Bucket='ferry-reports')");
     let tmp = tempfile::tempdir().unwrap();
     // No region and no keys: both come from the instance (moto's IMDS).
     let aws = format!(
@@ -173,7 +109,7 @@ fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_ro
     // The report: in the bucket, under the folder, as the agent wrote it.
     let mut keys = Vec::new();
     wait_for("the report in S3", Duration::from_secs(60), || {
-        keys = moto.json("print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket='ferry-reports').get('Contents', [])]))")
+        keys = boto3_json(&moto, "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket='ferry-reports').get('Contents', [])]))")
             .as_array()
             .unwrap()
             .iter()
@@ -189,7 +125,7 @@ fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_ro
     );
     let file = key.rsplit('/').next().unwrap();
     let local = std::fs::read(tmp.path().join("agent/data/reports").join(file)).unwrap();
-    let uploaded = moto.python(&format!(
+    let uploaded = boto3(&moto, &format!(
         "sys.stdout.write(s3.get_object(Bucket='ferry-reports', Key='{key}')['Body'].read().decode())"
     ));
     assert_eq!(
@@ -201,7 +137,7 @@ fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_ro
     // Metrics: DataSync's names; the hub's with its task and the agent
     // that ran the execution.
     let stat = |name: &str, task: &str, agent: &str| {
-        moto.json(&format!(
+        boto3_json(&moto, &format!(
             "now = datetime.datetime.now(datetime.timezone.utc)\n\
              r = cw.get_metric_statistics(Namespace='FerryTest', MetricName='{name}', \
              Dimensions=[{{'Name': 'TaskId', 'Value': '{task}'}}, {{'Name': 'AgentId', 'Value': '{agent}'}}], \
@@ -221,7 +157,7 @@ fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_ro
     let verified = stat("BytesVerifiedSource", &task, &agent_id);
     assert!(verified >= 600_000, "both big files verified: {verified}");
     // The agent's own, under its task for the hub's.
-    let names = moto.json("print(json.dumps(cw.list_metrics(Namespace='FerryTest', MetricName='FilesTransferred')['Metrics']))");
+    let names = boto3_json(&moto, "print(json.dumps(cw.list_metrics(Namespace='FerryTest', MetricName='FilesTransferred')['Metrics']))");
     let tasks: Vec<&str> = names
         .as_array()
         .unwrap()
@@ -246,7 +182,7 @@ fn a_hub_and_its_agent_publish_to_cloudwatch_and_the_report_goes_to_s3_as_the_ro
 
     // Logs: the hub's state lines for its execution, the agent's upload.
     let lines = || -> Vec<String> {
-        moto.json("print(json.dumps([e['message'] for e in logs.filter_log_events(logGroupName='/ferry/test')['events']]))")
+        boto3_json(&moto, "print(json.dumps([e['message'] for e in logs.filter_log_events(logGroupName='/ferry/test')['events']]))")
             .as_array()
             .unwrap()
             .iter()

@@ -3,73 +3,15 @@
 //! AWS API emulator started here on 127.0.0.1), read back with boto3.
 
 use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use ferry_aws::moto::Moto;
 
 const GIB: u64 = 1 << 30;
 const BLOCK: u64 = 512 * 1024;
-
-struct Moto {
-    child: Child,
-    url: String,
-    /// moto's working directory (its request recording goes there).
-    _dir: tempfile::TempDir,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .current_dir(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m moto.server (scripts/setup installs moto[server])");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let url = format!("http://127.0.0.1:{port}");
-        // moto records the requests it gets: its RegisterImage keeps only the
-        // name and description, so the parameters are read from the record.
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(format!("import urllib.request; urllib.request.urlopen(urllib.request.Request('{url}/moto-api/recorder/start-recording', method='POST')).read()"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Moto {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A 1 GiB sparse disk: GPT signatures in sector 1 and the last sector,
 /// data in a few blocks, one block written as zeros (must be skipped).
@@ -119,23 +61,11 @@ fn publish(moto_url: &str, home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn boto3(moto_url: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import boto3, sys, json\n\
-             kw = dict(endpoint_url='{moto_url}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             ebs = boto3.client('ebs', **kw); ec2 = boto3.client('ec2', **kw)\n{script}"
-        ))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 check failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn boto3(moto: &Moto, script: &str, args: &[&str]) -> String {
+    moto.python(
+        &format!("ebs = boto3.client('ebs', **kw); ec2 = boto3.client('ec2', **kw)\n{script}"),
+        args,
+    )
 }
 
 const COUNT_SNAPSHOTS_AND_IMAGES: &str = "print(len(ec2.describe_snapshots(OwnerIds=['self'])['Snapshots']), len(ec2.describe_images(Owners=['self'])['Images']))";
@@ -169,7 +99,7 @@ fn publish_uploads_blocks_registers_and_makes_public() {
 
     // Every block read back equals the image; exactly the non-zero ones.
     let check = boto3(
-        &moto.url,
+        &moto,
         r#"
 import urllib.request, urllib.parse
 image_id, path, snap = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -240,7 +170,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let (image, _) = test_image(dir.path());
-    let before = boto3(&moto.url, COUNT_SNAPSHOTS_AND_IMAGES, &[]);
+    let before = boto3(&moto, COUNT_SNAPSHOTS_AND_IMAGES, &[]);
 
     let missing = dir.path().join("nope.raw");
     let out = publish(
@@ -325,7 +255,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     let counts =
         |s: &str| -> Vec<u64> { s.split_whitespace().map(|n| n.parse().unwrap()).collect() };
     assert_eq!(
-        counts(&boto3(&moto.url, COUNT_SNAPSHOTS_AND_IMAGES, &[])),
+        counts(&boto3(&moto, COUNT_SNAPSHOTS_AND_IMAGES, &[])),
         counts(&before),
         "a refused publish left a snapshot or an image"
     );
@@ -337,7 +267,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         &["--image", image.to_str().unwrap(), "--name", "taken"],
     );
     assert!(ok.status.success());
-    let after_first = boto3(&moto.url, COUNT_SNAPSHOTS_AND_IMAGES, &[]);
+    let after_first = boto3(&moto, COUNT_SNAPSHOTS_AND_IMAGES, &[]);
     let out = publish(
         &moto.url,
         dir.path(),
@@ -348,7 +278,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     assert!(err.contains("already exists"), "{err}");
 
     assert_eq!(
-        counts(&boto3(&moto.url, COUNT_SNAPSHOTS_AND_IMAGES, &[])),
+        counts(&boto3(&moto, COUNT_SNAPSHOTS_AND_IMAGES, &[])),
         counts(&after_first),
         "the refused publish left a snapshot or an image"
     );
@@ -400,9 +330,9 @@ fn an_interrupted_upload_is_resumed_abandoned_or_cleaned_up() {
     let state = dir.path().join("disk.raw.ferry-ami");
     let kill_after = |n: &'static str| [("FERRY_AMI_TEST_KILL_AFTER_BLOCKS", n)];
     // moto lists snapshots of its own too: ours are those added since
-    let before = boto3(&moto.url, SNAPSHOT_IDS, &[]);
+    let before = boto3(&moto, SNAPSHOT_IDS, &[]);
     let ours = || -> Vec<String> {
-        boto3(&moto.url, SNAPSHOT_IDS, &[])
+        boto3(&moto, SNAPSHOT_IDS, &[])
             .split_whitespace()
             .filter(|id| !before.split_whitespace().any(|b| b == *id))
             .map(str::to_string)
@@ -459,7 +389,7 @@ fn an_interrupted_upload_is_resumed_abandoned_or_cleaned_up() {
         "{err}"
     );
     assert!(!state.exists(), "state removed once registered");
-    let blocks = boto3(&moto.url, READ_BACK, &[&snap, img]);
+    let blocks = boto3(&moto, READ_BACK, &[&snap, img]);
     let blocks: Vec<u64> = blocks
         .split_whitespace()
         .map(|b| b.parse().unwrap())

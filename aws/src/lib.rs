@@ -13,6 +13,7 @@
 //! | [`sts`] | AssumeRole (the role a task report's bucket names) |
 //! | [`cloudwatch`] | PutMetricData |
 //! | [`logs`] | CloudWatch Logs: a group, a stream, PutLogEvents |
+//! | `moto` | (feature `moto`, for tests) moto's server started and read back with boto3 |
 //! | [`publisher`] | a thread that sends metrics, logs and uploads, batched and retried, and drops (and counts) rather than block its caller |
 
 pub mod client;
@@ -20,6 +21,8 @@ pub mod cloudwatch;
 pub mod credentials;
 pub mod imds;
 pub mod logs;
+#[cfg(feature = "moto")]
+pub mod moto;
 pub mod publisher;
 pub mod s3;
 pub mod sts;

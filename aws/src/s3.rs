@@ -12,30 +12,6 @@ use crate::AwsError;
 /// Objects larger than this need a multipart upload, which is not built.
 pub const MAX_PUT: u64 = 5 << 30;
 
-/// A bucket's name from DataSync's `S3BucketArn` (`arn:aws:s3:::NAME`, in
-/// any partition), checked against S3's naming rules.
-pub fn bucket_of_arn(arn: &str) -> Result<&str, String> {
-    let name = arn
-        .strip_prefix("arn:")
-        .and_then(|r| r.split_once(":s3:::"))
-        .filter(|(partition, _)| partition.starts_with("aws"))
-        .map(|(_, name)| name)
-        .ok_or_else(|| format!("{arn:?} is not an S3 bucket ARN (arn:aws:s3:::BUCKET)"))?;
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(name)
-    } else {
-        Err(format!(
-            "{name:?} is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens"
-        ))
-    }
-}
-
 /// The URL of `key` in `bucket`: path style at a given endpoint, else
 /// S3's virtual-hosted name (path style for names with dots, which
 /// TLS names cannot hold).
@@ -96,25 +72,6 @@ pub fn put_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_bucket_arn_gives_its_name_or_says_why_not() {
-        assert_eq!(
-            bucket_of_arn("arn:aws:s3:::my-reports").unwrap(),
-            "my-reports"
-        );
-        assert_eq!(bucket_of_arn("arn:aws-us-gov:s3:::a.b.c").unwrap(), "a.b.c");
-        assert!(bucket_of_arn("my-reports")
-            .unwrap_err()
-            .contains("not an S3 bucket ARN"));
-        assert!(bucket_of_arn("arn:aws:s3:::Upper")
-            .unwrap_err()
-            .contains("not a bucket name"));
-        assert!(bucket_of_arn("arn:aws:s3:::ab")
-            .unwrap_err()
-            .contains("not a bucket name"));
-        assert!(bucket_of_arn("arn:aws:s3:::b/../x").is_err());
-    }
 
     #[test]
     fn keys_are_encoded_segment_by_segment() {

@@ -560,6 +560,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_report_destination_names_a_bucket_a_folder_and_a_role_s3_takes() {
+        let s3 = |arn: &str, dir: Option<&str>, role: Option<&str>| ReportDestinationS3 {
+            s3_bucket_arn: arn.into(),
+            subdirectory: dir.map(str::to_string),
+            bucket_access_role_arn: role.map(str::to_string),
+        };
+        let ok = s3(
+            "arn:aws:s3:::my-reports",
+            Some("nightly/"),
+            Some("arn:aws:iam::123456789012:role/r"),
+        );
+        assert_eq!(ok.check(), Ok(()));
+        assert_eq!(ok.bucket(), Ok("my-reports"));
+        assert_eq!(ok.key("task-1", "exec-2"), "nightly/task-1/exec-2.json");
+        assert_eq!(
+            s3("arn:aws:s3:::b.c.d", None, None).key("t", "e"),
+            "t/e.json"
+        );
+        assert_eq!(
+            s3("arn:aws-us-gov:s3:::a.b.c", None, None).bucket(),
+            Ok("a.b.c")
+        );
+        let err = |d: ReportDestinationS3| d.check().unwrap_err();
+        assert!(err(s3("my-reports", None, None)).contains("not an S3 bucket ARN"));
+        assert!(err(s3("arn:aws:s3:::Upper", None, None)).contains("not a bucket name"));
+        assert!(err(s3("arn:aws:s3:::ab", None, None)).contains("not a bucket name"));
+        assert!(err(s3("arn:aws:s3:::b/../x", None, None)).contains("not a bucket name"));
+        assert!(err(s3("arn:aws:s3:::bkt", Some("../x"), None)).starts_with("Subdirectory"));
+        assert!(err(s3("arn:aws:s3:::bkt", Some("/abs"), None)).starts_with("Subdirectory"));
+        assert!(err(s3("arn:aws:s3:::bkt", None, Some("admin"))).starts_with("BucketAccessRoleArn"));
+        // In the options, the message names the option.
+        let opts = Options {
+            task_report_config: TaskReportConfig {
+                destination: Some(ReportDestination {
+                    s3: s3("bucket", None, None),
+                }),
+                ..TaskReportConfig::default()
+            },
+            ..Options::new()
+        };
+        assert!(opts
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("TaskReportConfig: "));
+    }
+
+    #[test]
     fn defaults_are_datasyncs() {
         let o = Options::new();
         assert_eq!(o.verify_mode, VerifyMode::PointInTimeConsistent);
