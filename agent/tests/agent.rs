@@ -323,7 +323,7 @@ fn a_dry_run_plans_without_changing_anything_and_the_next_execution_shows_its_es
     let e = agent.wait_end(&plan);
     assert_eq!(e["Status"], "SUCCESS", "{e}");
     assert_eq!(e["Options"]["DryRun"], true, "{e}");
-    // Nothing changed at the destination (the write probe is gone too).
+    // Nothing changed at the destination (the probes are gone too).
     assert_eq!(common::compare_trees(&src, &dst), before);
     assert!(common::temp_files(&dst).is_empty());
     assert_eq!(counter(&e, "FilesTransferred"), 0);

@@ -815,7 +815,7 @@ fn the_hub_runs_its_task_on_the_agent_that_owns_the_source() {
     };
 
     // A dry run started on the hub: the agent plans through the link, and
-    // nothing is written (the write probe is removed).
+    // nothing is written (the probes are removed).
     let plan = wait(&run(json!({"OverrideOptions": {"DryRun": true}})));
     assert_eq!(plan["Status"], "SUCCESS", "{plan}\n{}", agent.d.log());
     assert!(

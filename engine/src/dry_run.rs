@@ -8,14 +8,15 @@
 //! throughput measured on both locations while planning, or from the rates
 //! of the task's last execution when there is one.
 //!
-//! Nothing is changed at the destination but one probe: a temporary file
-//! (the engine's temporary name, so an interrupted plan's is cleaned up by
-//! the next run) written at its top to measure the write rate, then
-//! removed.
+//! Nothing is changed at the destination but two probes at its top, under
+//! the engine's temporary names (an interrupted plan's are cleaned up by
+//! the next run), then removed: a file, for the write rate, and a
+//! directory of small files written as a run writes them, for the rate of
+//! new files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,10 @@ use crate::{child_path, is_temp_name, list_pair, manifest, Context, EngineError,
 const READ_PROBE: u64 = 64 << 20;
 /// Bytes written at the destination to measure its write rate, at most.
 const WRITE_PROBE: u64 = 16 << 20;
+/// Small files written at the destination to measure its rate of new
+/// files, at most, and the most bytes each.
+const FILES_PROBE: u64 = 256;
+const FILES_PROBE_SIZE: u64 = 64 << 10;
 /// Round trips timed on each side (the median is kept).
 const ROUND_TRIPS: usize = 7;
 /// Fidelity issues listed one by one; beyond, they are only counted.
@@ -105,6 +110,10 @@ pub struct Measured {
     /// Bytes per second written to a temporary file at the destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_write_bytes_per_second: Option<f64>,
+    /// New files per second the destination took, written as a run writes
+    /// them (in a temporary directory, removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_files_per_second: Option<f64>,
 }
 
 /// The rates of a task's last execution that transferred something.
@@ -509,13 +518,7 @@ fn round_trip(mut op: impl FnMut()) -> f64 {
 /// Writes up to [`WRITE_PROBE`] bytes to a temporary file at the top of
 /// `dst` and removes it; the bytes per second.
 fn probe_write<D: Location>(dst: &D, root: &D::Dir, bytes: u64) -> Option<f64> {
-    let salt = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let name = std::ffi::OsString::from(format!(
-        ".ferry~{:016x}~tmp",
-        salt ^ u64::from(std::process::id())
-    ));
+    let name = probe_name(0);
     let len = bytes.clamp(1 << 20, WRITE_PROBE);
     let block = vec![0x5a_u8; 1 << 20];
     let started = Instant::now();
@@ -532,6 +535,84 @@ fn probe_write<D: Location>(dst: &D, root: &D::Dir, bytes: u64) -> Option<f64> {
     written
         .ok()
         .map(|()| len as f64 / elapsed.as_secs_f64().max(1e-6))
+}
+
+/// The engine's temporary name for a probe (an interrupted plan's is
+/// cleaned up by the next run, as any leftover).
+fn probe_name(n: u64) -> std::ffi::OsString {
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        ".ferry~{:016x}~tmp",
+        salt ^ u64::from(std::process::id()) ^ n
+    )
+    .into()
+}
+
+/// Writes `count` files of `size` bytes as a run writes new files (under a
+/// temporary name, attributes, renamed into place; `workers` at once, the
+/// destination's changes deferred as in a run) in a temporary directory
+/// at the top of `dst`, then removes them; new files per second.
+fn probe_files<D: Location>(
+    dst: &D,
+    root: &D::Dir,
+    count: u64,
+    size: u64,
+    workers: usize,
+) -> Option<f64> {
+    let dir_name = probe_name(1);
+    dst.make_dir(root, &dir_name, 0o700).ok()?;
+    let dir = dst.open_dir(root, &dir_name).ok();
+    let data = vec![0x5a_u8; size as usize];
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let mtime = Some(crate::location::Timestamp {
+        sec: 1_700_000_000,
+        nsec: 0,
+    });
+    dst.defer_changes();
+    let started = Instant::now();
+    if let Some(dir) = &dir {
+        std::thread::scope(|scope| {
+            for _ in 0..workers.min(count as usize) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let (tmp, name) = (format!("t{i}"), format!("f{i}"));
+                    let wrote = (|| {
+                        let w = dst.create_file(dir, OsStr::new(&tmp), 0o600)?;
+                        w.write_at(&data, 0)?;
+                        w.update(&crate::location::MetaUpdate {
+                            mtime,
+                            ..Default::default()
+                        })?;
+                        w.finish()?;
+                        dst.rename(dir, OsStr::new(&tmp), OsStr::new(&name))
+                    })();
+                    if wrote.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+    }
+    let settled = dst.settle().is_empty();
+    let elapsed = started.elapsed();
+    if let Some(dir) = &dir {
+        for i in 0..count {
+            for name in [format!("f{i}"), format!("t{i}")] {
+                let _ = dst.remove(dir, OsStr::new(&name), Kind::File);
+            }
+        }
+    }
+    let _ = dst.settle();
+    let _ = dst.remove(root, &dir_name, Kind::Dir);
+    let _ = dst.settle();
+    (dir.is_some() && settled && !failed.load(Ordering::Relaxed))
+        .then(|| count as f64 / elapsed.as_secs_f64().max(1e-6))
 }
 
 /// Estimates a run from what planning measured, or from `history`.
@@ -561,11 +642,15 @@ fn estimate(
             verified * h.verify_seconds_per_file,
         ),
         None => {
-            // A copy costs about two round trips at the source (open, read)
-            // and four at the destination (create, write, attributes,
-            // rename), `workers` of them at once.
-            let per_file =
-                (2.0 * m.source_round_trip_ms + 4.0 * m.destination_round_trip_ms) / 1000.0;
+            // A copy costs about two round trips at the source (open, read),
+            // `workers` at once, and at the destination what its probe
+            // measured (else four round trips: create, write, attributes,
+            // rename).
+            let source = 2.0 * m.source_round_trip_ms / 1000.0 / workers as f64;
+            let destination = match m.destination_files_per_second {
+                Some(rate) => 1.0 / rate.max(1e-9),
+                None => 4.0 * m.destination_round_trip_ms / 1000.0 / workers as f64,
+            };
             let rate = [
                 m.source_read_bytes_per_second,
                 m.destination_write_bytes_per_second,
@@ -582,7 +667,7 @@ fn estimate(
             // Verifying lists both sides again; hashing reads the data back
             // (files read back while copying are not read again).
             let rescan = m.scan_seconds * verified / (total.files_listed.max(1) as f64);
-            ("MEASURED", files * per_file / workers as f64, data, rescan)
+            ("MEASURED", files * source.max(destination), data, rescan)
         }
     };
     let (bound, transfer) = [
@@ -701,6 +786,11 @@ pub fn plan<S: Location, D: Location>(
         measured.destination_write_bytes_per_second =
             probe_write(dst, &dst_root, total.bytes_to_transfer);
     }
+    if total.files_to_transfer > 0 && !cancel.load(Ordering::Relaxed) {
+        let size = (total.bytes_to_transfer / total.files_to_transfer).min(FILES_PROBE_SIZE);
+        let count = total.files_to_transfer.min(FILES_PROBE);
+        measured.destination_files_per_second = probe_files(dst, &dst_root, count, size, workers);
+    }
     let (mut issues, issue_counts) = planner.issues.into_inner().unwrap();
     issues.sort_by(|a, b| a.path.cmp(&b.path).then(a.problem.cmp(&b.problem)));
     let estimate = estimate(&total, &measured, opts, workers, hints.history);
@@ -735,6 +825,7 @@ mod tests {
             destination_round_trip_ms: 2.0,
             source_read_bytes_per_second: Some(100e6),
             destination_write_bytes_per_second: Some(50e6),
+            destination_files_per_second: None,
         }
     }
 
@@ -750,16 +841,24 @@ mod tests {
             bytes_to_transfer: 10_000,
             ..Tally::default()
         };
-        // 10,000 × (2 × 1 ms + 4 × 2 ms) / 10 workers = 10 s.
+        // The slower side: 10,000 × 4 round trips of 2 ms / 10 workers = 8 s
+        // at the destination (2 of 1 ms at the source).
         let e = estimate(&many_small, &measured(1.0), &opts, 10, None);
         assert_eq!((e.bound, e.basis), ("FILES", "MEASURED"));
-        assert!((e.seconds - 10.0).abs() < 1e-9, "{e:?}");
+        assert!((e.seconds - 8.0).abs() < 1e-9, "{e:?}");
         let few_large = Tally {
             files_listed: 2,
             files_to_transfer: 2,
             bytes_to_transfer: 1_000_000_000,
             ..Tally::default()
         };
+        // A measured rate of new files takes the round trips' place.
+        let probed = Measured {
+            destination_files_per_second: Some(2000.0),
+            ..measured(1.0)
+        };
+        let e = estimate(&many_small, &probed, &opts, 10, None);
+        assert!((e.seconds - 5.0).abs() < 1e-9, "{e:?}");
         // The destination's 50 MB/s bounds it, or a lower limit.
         let e = estimate(&few_large, &measured(1.0), &opts, 10, None);
         assert_eq!(e.bound, "DATA");

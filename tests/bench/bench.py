@@ -41,6 +41,9 @@ def parse_args():
     p.add_argument("--large-mib", type=int,
                    help="size of each of the 4 large files in MiB (64 by default, --wan 256; the one-connection file is half)")
     p.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3)")
+    p.add_argument("--plan", action="store_true",
+                   help="--wan: plan each ferry run first (a dry run, untimed) and report its estimate beside the run's time; "
+                        "the plan's connections are the run's, warm")
     p.add_argument("--once-over", type=int, default=60, help="a run longer than this many seconds is not repeated (default 60)")
     p.add_argument("--workloads", help="comma-separated workload names to run (default: all)")
     p.add_argument("--tools", help="comma-separated tools to run, e.g. 'cp,ferry' (default: each workload's own)")

@@ -436,7 +436,7 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
                         change_1pct(src)
                 else:
                     os.makedirs(dst)
-                if tool.startswith("ferry"):
+                if tool.startswith("ferry") and args.plan:
                     # The plan first (untimed; the caches it warmed are
                     # dropped): the run shows its estimate beside its time.
                     task = task or ferry.task(src, dst, verify=tool == "ferry-verify")
