@@ -28,13 +28,23 @@ use crate::options::{IdMode, Options, PreserveDeletedFiles, VerifyMode};
 use crate::plan::{self, Decision, DirDecision};
 use crate::{child_path, is_temp_name, list_pair, manifest, Context, EngineError, REMOTE_WORKERS};
 
-/// Source bytes read to measure its read rate, at most.
+/// Source bytes read to measure its read rate, at most, from large files.
 const READ_PROBE: u64 = 64 << 20;
-/// Bytes written at the destination to measure its write rate, at most.
-const WRITE_PROBE: u64 = 16 << 20;
+/// A file this large costs its data's time; a smaller one its round trips'.
+const LARGE: u64 = 1 << 20;
+/// Bytes written at the destination to measure its write rate, at most
+/// (and an eighth of it first: the extra bytes over the extra time is the
+/// rate, whatever the first write's latency).
+const WRITE_PROBE: u64 = 32 << 20;
 /// Small files written at the destination to measure its rate of new
-/// files, at most, and the most bytes each.
-const FILES_PROBE: u64 = 256;
+/// files: two rounds (the second's extra files over its extra time is the
+/// rate, whatever the first file's latency), and the most bytes each.
+const FILES_PROBE: [u64; 2] = [512, 4096];
+/// Bytes the second round writes, at most.
+const FILES_PROBE_BYTES: u64 = 32 << 20;
+/// Probe files in one directory (trees spread their files, and a remote
+/// destination its directories over its connections).
+const PROBE_DIR_FILES: u64 = 32;
 const FILES_PROBE_SIZE: u64 = 64 << 10;
 /// Round trips timed on each side (the median is kept).
 const ROUND_TRIPS: usize = 7;
@@ -59,6 +69,12 @@ pub struct Tally {
     pub unchanged: u64,
     /// Left alone by a rule (OverwriteMode NEVER, special files not kept).
     pub skipped: u64,
+    /// Of those to transfer, files of at least 1 MiB and their bytes: their
+    /// time is their data's, a small file's its round trips'.
+    #[serde(skip)]
+    pub large_files: u64,
+    #[serde(skip)]
+    pub large_bytes: u64,
 }
 
 impl Tally {
@@ -70,6 +86,8 @@ impl Tally {
         self.files_to_delete += o.files_to_delete;
         self.unchanged += o.unchanged;
         self.skipped += o.skipped;
+        self.large_files += o.large_files;
+        self.large_bytes += o.large_bytes;
     }
 }
 
@@ -103,17 +121,20 @@ pub struct Measured {
     /// Median of a few metadata round trips, in milliseconds.
     pub source_round_trip_ms: f64,
     pub destination_round_trip_ms: f64,
-    /// Bytes per second read from source files to be transferred (none
-    /// when there are none).
+    /// Bytes per second read from source files of 1 MiB or more to be
+    /// transferred (none when there are none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_read_bytes_per_second: Option<f64>,
     /// Bytes per second written to a temporary file at the destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_write_bytes_per_second: Option<f64>,
     /// New files per second the destination took, written as a run writes
-    /// them (in a temporary directory, removed).
+    /// them (in a temporary directory, removed), once under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_files_per_second: Option<f64>,
+    /// What the first of them waited before the rate held, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_files_latency_seconds: Option<f64>,
 }
 
 /// The rates of a task's last execution that transferred something.
@@ -169,11 +190,25 @@ pub struct MigrationPlan {
 
 /// A directory of both trees to list.
 struct DirJob<S: Location, D: Location> {
-    src: S::Dir,
-    /// `None`: the destination has no such directory (all of it is new).
-    dst: Option<D::Dir>,
+    at: Place<S, D>,
+    /// Whether the destination has it (if not, all of it is new).
+    at_destination: bool,
     rel: Vec<u8>,
     included: bool,
+}
+
+/// Where a job's directory is: opened (the roots), or a name in an opened
+/// parent, opened by the worker that lists it (on NFS or the hub an open
+/// is a round trip: one parent's children are opened in parallel).
+enum Place<S: Location, D: Location> {
+    Open(Opened<S, D>),
+    In(Arc<Opened<S, D>>, std::ffi::OsString),
+}
+
+/// A directory opened on both sides (the destination's if it has it).
+struct Opened<S: Location, D: Location> {
+    src: S::Dir,
+    dst: Option<D::Dir>,
 }
 
 /// A hard-linked inode: the names it has, those found, one path.
@@ -300,6 +335,8 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
     }
 
     /// Reads a file to be transferred, while the read probe wants bytes.
+    /// Only large ones: a small file's cost is its round trips (counted
+    /// apart), not its bytes.
     fn probe_read(&self, dir: &S::Dir, name: &OsStr, size: u64) {
         let want = {
             let p = self.read_probe.lock().unwrap();
@@ -347,13 +384,40 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
 
     fn dir(&self, job: DirJob<S, D>) -> Vec<DirJob<S, D>> {
         let mut found = Vec::new();
-        let pairs = match list_pair(self.src, &job.src, self.dst, job.dst.as_ref()) {
+        let unreadable = |what: &str, e: std::io::Error| {
+            self.unreadable
+                .lock()
+                .unwrap()
+                .push(format!("{}: {what}: {e}", text(&job.rel)))
+        };
+        let here = match job.at {
+            Place::Open(o) => o,
+            Place::In(parent, name) => {
+                let src = match self.src.open_dir(&parent.src, &name) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        unreadable("open source directory", e);
+                        return found;
+                    }
+                };
+                let dst = match (&parent.dst, job.at_destination) {
+                    (Some(p), true) => match self.dst.open_dir(p, &name) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            unreadable("open destination directory", e);
+                            return found;
+                        }
+                    },
+                    _ => None,
+                };
+                Opened { src, dst }
+            }
+        };
+        let here = Arc::new(here);
+        let pairs = match list_pair(self.src, &here.src, self.dst, here.dst.as_ref()) {
             Ok(p) => p,
             Err((what, e)) => {
-                self.unreadable
-                    .lock()
-                    .unwrap()
-                    .push(format!("{}: {what}: {e}", text(&job.rel)));
+                unreadable(what, e);
                 return found;
             }
         };
@@ -376,7 +440,7 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                 if !excluded && self.opts.preserve_deleted_files == PreserveDeletedFiles::Remove {
                     t.files_to_delete += 1;
                     if d.kind == Kind::Dir {
-                        if let Some(dst) = &job.dst {
+                        if let Some(dst) = &here.dst {
                             t.files_to_delete += self.count_doomed(dst, &p.name);
                         }
                     }
@@ -404,33 +468,20 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                         } else {
                             t.unchanged += 1;
                         }
-                        let dst_dir = match (&job.dst, create) {
-                            (Some(parent), false) if dst.is_some() => {
-                                self.dst.open_dir(parent, &p.name).ok()
-                            }
-                            _ => None,
-                        };
-                        match self.src.open_dir(&job.src, &p.name) {
-                            Ok(src) => found.push(DirJob {
-                                src,
-                                dst: dst_dir,
-                                rel: path,
-                                included: verdict == Verdict::Included,
-                            }),
-                            Err(e) => self
-                                .unreadable
-                                .lock()
-                                .unwrap()
-                                .push(format!("{}: open source directory: {e}", text(&path))),
-                        }
+                        found.push(DirJob {
+                            at: Place::In(here.clone(), p.name.clone()),
+                            at_destination: !create && dst.is_some() && here.dst.is_some(),
+                            rel: path,
+                            included: verdict == Verdict::Included,
+                        });
                     }
                     DirDecision::Skip(_) => t.skipped += 1,
                 }
                 continue;
             }
-            let targets = match (&s.kind, p.dst.as_ref().map(|d| d.kind), &job.dst) {
+            let targets = match (&s.kind, p.dst.as_ref().map(|d| d.kind), &here.dst) {
                 (Kind::Symlink, Some(Kind::Symlink), Some(dst)) => match (
-                    self.src.read_link(&job.src, &p.name),
+                    self.src.read_link(&here.src, &p.name),
                     self.dst.read_link(dst, &p.name),
                 ) {
                     (Ok(a), Ok(b)) => Some((a, b)),
@@ -449,7 +500,11 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                     t.files_to_transfer += 1;
                     if s.kind == Kind::File {
                         t.bytes_to_transfer += s.size;
-                        self.probe_read(&job.src, &p.name, s.size);
+                        if s.size >= LARGE {
+                            t.large_files += 1;
+                            t.large_bytes += s.size;
+                            self.probe_read(&here.src, &p.name, s.size);
+                        }
                     }
                 }
             }
@@ -457,6 +512,21 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
         let mut all = self.tallies.lock().unwrap();
         for (top, t) in tallies {
             all.entry(top).or_default().add(&t);
+        }
+        drop(all);
+        // The destination's listings of the directories listed next, asked
+        // for together (a remote destination sends them in one batch).
+        if let Some(dst) = &here.dst {
+            let ahead: Vec<&OsStr> = found
+                .iter()
+                .rev()
+                .filter(|j| j.at_destination)
+                .filter_map(|j| match &j.at {
+                    Place::In(_, name) => Some(name.as_os_str()),
+                    Place::Open(_) => None,
+                })
+                .collect();
+            self.dst.prefetch_listings(dst, &ahead);
         }
         found
     }
@@ -515,11 +585,24 @@ fn round_trip(mut op: impl FnMut()) -> f64 {
     t[ROUND_TRIPS / 2]
 }
 
-/// Writes up to [`WRITE_PROBE`] bytes to a temporary file at the top of
-/// `dst` and removes it; the bytes per second.
-fn probe_write<D: Location>(dst: &D, root: &D::Dir, bytes: u64) -> Option<f64> {
+/// The destination's write rate in bytes per second, from two files of up
+/// to [`WRITE_PROBE`] bytes (no more than a run writes, but 4 MiB at least).
+fn write_rate<D: Location>(dst: &D, root: &D::Dir, bytes: u64) -> Option<f64> {
+    let b = bytes.clamp(4 << 20, WRITE_PROBE);
+    let a = b / 8;
+    let ta = probe_write(dst, root, a)?;
+    let tb = probe_write(dst, root, b)?;
+    Some(if tb > ta {
+        (b - a) as f64 / (tb - ta)
+    } else {
+        b as f64 / tb
+    })
+}
+
+/// Writes `len` bytes to a temporary file at the top of `dst` and removes
+/// it; the seconds it took.
+fn probe_write<D: Location>(dst: &D, root: &D::Dir, len: u64) -> Option<f64> {
     let name = probe_name(0);
-    let len = bytes.clamp(1 << 20, WRITE_PROBE);
     let block = vec![0x5a_u8; 1 << 20];
     let started = Instant::now();
     let written = (|| {
@@ -532,9 +615,7 @@ fn probe_write<D: Location>(dst: &D, root: &D::Dir, bytes: u64) -> Option<f64> {
     })();
     let elapsed = started.elapsed();
     let _ = dst.remove(root, &name, Kind::File);
-    written
-        .ok()
-        .map(|()| len as f64 / elapsed.as_secs_f64().max(1e-6))
+    written.ok().map(|()| elapsed.as_secs_f64().max(1e-6))
 }
 
 /// The engine's temporary name for a probe (an interrupted plan's is
@@ -550,10 +631,11 @@ fn probe_name(n: u64) -> std::ffi::OsString {
     .into()
 }
 
-/// Writes `count` files of `size` bytes as a run writes new files (under a
-/// temporary name, attributes, renamed into place; `workers` at once, the
-/// destination's changes deferred as in a run) in a temporary directory
-/// at the top of `dst`, then removes them; new files per second.
+/// Writes `count` files of `size` bytes as a run writes new files into
+/// new directories (attributes, `workers` at once, the destination's
+/// changes deferred as in a run), [`PROBE_DIR_FILES`] to a directory, in a
+/// temporary directory at the top of `dst`; removes them; the seconds the
+/// files took (their directories are made beforehand).
 fn probe_files<D: Location>(
     dst: &D,
     root: &D::Dir,
@@ -561,58 +643,105 @@ fn probe_files<D: Location>(
     size: u64,
     workers: usize,
 ) -> Option<f64> {
-    let dir_name = probe_name(1);
-    dst.make_dir(root, &dir_name, 0o700).ok()?;
-    let dir = dst.open_dir(root, &dir_name).ok();
+    let top_name = probe_name(1);
+    dst.make_dir(root, &top_name, 0o700).ok()?;
+    let top = dst.open_dir(root, &top_name).ok();
+    let dirs: Vec<D::Dir> = match &top {
+        Some(top) => (0..count.div_ceil(PROBE_DIR_FILES))
+            .map_while(|d| {
+                let name = format!("d{d}");
+                dst.make_dir(top, OsStr::new(&name), 0o700).ok()?;
+                dst.open_dir(top, OsStr::new(&name)).ok()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let complete = dirs.len() as u64 == count.div_ceil(PROBE_DIR_FILES);
     let data = vec![0x5a_u8; size as usize];
-    let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let mtime = Some(crate::location::Timestamp {
         sec: 1_700_000_000,
         nsec: 0,
     });
     dst.defer_changes();
+    let _ = dst.settle();
     let started = Instant::now();
-    if let Some(dir) = &dir {
-        std::thread::scope(|scope| {
-            for _ in 0..workers.min(count as usize) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return;
-                    }
-                    let (tmp, name) = (format!("t{i}"), format!("f{i}"));
-                    let wrote = (|| {
-                        let w = dst.create_file(dir, OsStr::new(&tmp), 0o600)?;
-                        w.write_at(&data, 0)?;
-                        w.update(&crate::location::MetaUpdate {
-                            mtime,
-                            ..Default::default()
-                        })?;
-                        w.finish()?;
-                        dst.rename(dir, OsStr::new(&tmp), OsStr::new(&name))
-                    })();
-                    if wrote.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                });
+    if complete {
+        in_parallel(workers, count, |i| {
+            let dir = &dirs[(i / PROBE_DIR_FILES) as usize];
+            let wrote = (|| {
+                let w = dst.create_file(dir, OsStr::new(&format!("f{i}")), 0o600)?;
+                w.write_at(&data, 0)?;
+                w.update(&crate::location::MetaUpdate {
+                    mtime,
+                    ..Default::default()
+                })?;
+                w.finish()
+            })();
+            if wrote.is_err() {
+                failed.store(true, Ordering::Relaxed);
             }
         });
     }
     let settled = dst.settle().is_empty();
     let elapsed = started.elapsed();
-    if let Some(dir) = &dir {
-        for i in 0..count {
-            for name in [format!("f{i}"), format!("t{i}")] {
-                let _ = dst.remove(dir, OsStr::new(&name), Kind::File);
-            }
-        }
+    if complete {
+        in_parallel(workers, count, |i| {
+            let dir = &dirs[(i / PROBE_DIR_FILES) as usize];
+            let _ = dst.remove(dir, OsStr::new(&format!("f{i}")), Kind::File);
+        });
     }
     let _ = dst.settle();
-    let _ = dst.remove(root, &dir_name, Kind::Dir);
+    if let Some(top) = &top {
+        in_parallel(workers, dirs.len() as u64, |d| {
+            let _ = dst.remove(top, OsStr::new(&format!("d{d}")), Kind::Dir);
+        });
+    }
     let _ = dst.settle();
-    (dir.is_some() && settled && !failed.load(Ordering::Relaxed))
-        .then(|| count as f64 / elapsed.as_secs_f64().max(1e-6))
+    let _ = dst.remove(root, &top_name, Kind::Dir);
+    let _ = dst.settle();
+    (complete && settled && !failed.load(Ordering::Relaxed))
+        .then(|| elapsed.as_secs_f64().max(1e-6))
+}
+
+/// Calls `work` with 0 to `count` - 1 on `workers` threads.
+fn in_parallel(workers: usize, count: u64, work: impl Fn(u64) + Sync) {
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(count as usize) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                work(i);
+            });
+        }
+    });
+}
+
+/// The destination's rate of new files and the latency before it holds,
+/// from two rounds of [`probe_files`] (one, when there are few files).
+fn files_rate<D: Location>(
+    dst: &D,
+    root: &D::Dir,
+    files: u64,
+    size: u64,
+    workers: usize,
+) -> Option<(f64, f64)> {
+    let most = files.min(FILES_PROBE_BYTES / size.max(1)).max(1);
+    let [a, b] = FILES_PROBE.map(|n| n.min(most));
+    let ta = probe_files(dst, root, a, size, workers)?;
+    if b == a {
+        return Some((a as f64 / ta, 0.0));
+    }
+    let tb = probe_files(dst, root, b, size, workers)?;
+    let rate = if tb > ta {
+        (b - a) as f64 / (tb - ta)
+    } else {
+        b as f64 / tb
+    };
+    Some((rate, (ta - a as f64 / rate).max(0.0)))
 }
 
 /// Estimates a run from what planning measured, or from `history`.
@@ -642,14 +771,18 @@ fn estimate(
             verified * h.verify_seconds_per_file,
         ),
         None => {
-            // A copy costs about two round trips at the source (open, read),
-            // `workers` at once, and at the destination what its probe
-            // measured (else four round trips: create, write, attributes,
-            // rename).
-            let source = 2.0 * m.source_round_trip_ms / 1000.0 / workers as f64;
+            // A small file costs about two round trips at the source (open,
+            // read), `workers` at once, and at the destination what its
+            // probe measured (else four round trips: create, write,
+            // attributes, rename); a large one its data, at the slowest of
+            // the rates measured and the limit.
+            let small = files - total.large_files as f64;
+            let source = small * 2.0 * m.source_round_trip_ms / 1000.0 / workers as f64;
             let destination = match m.destination_files_per_second {
-                Some(rate) => 1.0 / rate.max(1e-9),
-                None => 4.0 * m.destination_round_trip_ms / 1000.0 / workers as f64,
+                Some(rate) => {
+                    small / rate.max(1e-9) + m.destination_files_latency_seconds.unwrap_or(0.0)
+                }
+                None => small * 4.0 * m.destination_round_trip_ms / 1000.0 / workers as f64,
             };
             let rate = [
                 m.source_read_bytes_per_second,
@@ -659,15 +792,23 @@ fn estimate(
             .into_iter()
             .flatten()
             .fold(f64::INFINITY, f64::min);
-            let data = if rate.is_finite() {
-                bytes / rate.max(1.0)
+            let large = if rate.is_finite() {
+                total.large_bytes as f64 / rate.max(1.0)
             } else {
                 0.0
+            };
+            // Small and large files share the link; all of it within the limit.
+            let files_s = source.max(destination);
+            let all = limit.map_or(0.0, |l| bytes / l.max(1.0));
+            let (files_s, data_s) = if files_s >= large {
+                ((files_s + large).max(all), large)
+            } else {
+                (files_s, (files_s + large).max(all))
             };
             // Verifying lists both sides again; hashing reads the data back
             // (files read back while copying are not read again).
             let rescan = m.scan_seconds * verified / (total.files_listed.max(1) as f64);
-            ("MEASURED", files * source.max(destination), data, rescan)
+            ("MEASURED", files_s, data_s, rescan)
         }
     };
     let (bound, transfer) = [
@@ -755,11 +896,14 @@ pub fn plan<S: Location, D: Location>(
         }
     }
     planner.queue.lock().unwrap().0.push(DirJob {
-        src: src_root,
-        dst: Some(
-            dst.root()
-                .ctx(|| format!("open the destination {}", dst.describe()))?,
-        ),
+        at: Place::Open(Opened {
+            src: src_root,
+            dst: Some(
+                dst.root()
+                    .ctx(|| format!("open the destination {}", dst.describe()))?,
+            ),
+        }),
+        at_destination: true,
         rel: b"/".to_vec(),
         included: false,
     });
@@ -782,14 +926,17 @@ pub fn plan<S: Location, D: Location>(
     let (read, took) = *planner.read_probe.lock().unwrap();
     measured.source_read_bytes_per_second =
         (read > 0).then(|| read as f64 / took.as_secs_f64().max(1e-6));
-    if total.bytes_to_transfer > 0 && !cancel.load(Ordering::Relaxed) {
-        measured.destination_write_bytes_per_second =
-            probe_write(dst, &dst_root, total.bytes_to_transfer);
+    if total.large_bytes > 0 && !cancel.load(Ordering::Relaxed) {
+        measured.destination_write_bytes_per_second = write_rate(dst, &dst_root, total.large_bytes);
     }
     if total.files_to_transfer > 0 && !cancel.load(Ordering::Relaxed) {
         let size = (total.bytes_to_transfer / total.files_to_transfer).min(FILES_PROBE_SIZE);
-        let count = total.files_to_transfer.min(FILES_PROBE);
-        measured.destination_files_per_second = probe_files(dst, &dst_root, count, size, workers);
+        if let Some((rate, latency)) =
+            files_rate(dst, &dst_root, total.files_to_transfer, size, workers)
+        {
+            measured.destination_files_per_second = Some(rate);
+            measured.destination_files_latency_seconds = Some(latency);
+        }
     }
     let (mut issues, issue_counts) = planner.issues.into_inner().unwrap();
     issues.sort_by(|a, b| a.path.cmp(&b.path).then(a.problem.cmp(&b.problem)));
@@ -826,6 +973,7 @@ mod tests {
             source_read_bytes_per_second: Some(100e6),
             destination_write_bytes_per_second: Some(50e6),
             destination_files_per_second: None,
+            destination_files_latency_seconds: None,
         }
     }
 
@@ -850,6 +998,8 @@ mod tests {
             files_listed: 2,
             files_to_transfer: 2,
             bytes_to_transfer: 1_000_000_000,
+            large_files: 2,
+            large_bytes: 1_000_000_000,
             ..Tally::default()
         };
         // A measured rate of new files takes the round trips' place.
