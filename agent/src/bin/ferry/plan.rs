@@ -104,12 +104,15 @@ pub fn print(plan: &MigrationPlan) {
     }
     let m = &plan.measured;
     println!(
-        "measured: scan {:.2} s; round trip {:.2} ms at the source, {:.2} ms at the destination; reading {}, writing {}",
+        "measured: scan {:.2} s; round trip {:.2} ms at the source, {:.2} ms at the destination; \
+         large files: reading {}, writing {}; new small files: {}",
         m.scan_seconds,
         m.source_round_trip_ms,
         m.destination_round_trip_ms,
         rate(m.source_read_bytes_per_second),
         rate(m.destination_write_bytes_per_second),
+        m.destination_files_per_second
+            .map_or("-".into(), |r| format!("{r:.0}/s")),
     );
     let e = &plan.estimate;
     println!(
