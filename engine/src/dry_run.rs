@@ -26,7 +26,10 @@ use crate::filter::{Filters, Verdict};
 use crate::location::{Kind, Limits, Location, Meta, Reader, Writer};
 use crate::options::{IdMode, Options, PreserveDeletedFiles, VerifyMode};
 use crate::plan::{self, Decision, DirDecision};
-use crate::{child_path, is_temp_name, list_pair, manifest, Context, EngineError, REMOTE_WORKERS};
+use crate::{
+    child_path, is_temp_name, list_pair, manifest, symlink_targets, Context, EngineError,
+    REMOTE_WORKERS,
+};
 
 /// Source bytes read to measure its read rate, at most, from large files.
 const READ_PROBE: u64 = 64 << 20;
@@ -479,16 +482,8 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                 }
                 continue;
             }
-            let targets = match (&s.kind, p.dst.as_ref().map(|d| d.kind), &here.dst) {
-                (Kind::Symlink, Some(Kind::Symlink), Some(dst)) => match (
-                    self.src.read_link(&here.src, &p.name),
-                    self.dst.read_link(dst, &p.name),
-                ) {
-                    (Ok(a), Ok(b)) => Some((a, b)),
-                    _ => None,
-                },
-                _ => None,
-            };
+            let both = (self.src, &here.src, self.dst, here.dst.as_ref());
+            let targets = symlink_targets(both, &s, p.dst.as_ref(), &p.name);
             let links = targets
                 .as_ref()
                 .map(|(a, b)| (a.as_os_str(), b.as_os_str()));

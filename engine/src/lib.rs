@@ -220,6 +220,32 @@ pub(crate) fn list_pair<S: Location, D: Location>(
     Ok(pairs)
 }
 
+/// A directory on both sides: each location with its directory (the
+/// destination's, if it has it).
+pub(crate) type Both<'a, S, D> = (
+    &'a S,
+    &'a <S as Location>::Dir,
+    &'a D,
+    Option<&'a <D as Location>::Dir>,
+);
+
+/// The targets of `name` on both sides when it is a symlink on both
+/// (`s`, `d` its attributes there), for [`plan::decide`] to compare.
+pub(crate) fn symlink_targets<S: Location, D: Location>(
+    (src, src_dir, dst, dst_dir): Both<'_, S, D>,
+    s: &Meta,
+    d: Option<&Meta>,
+    name: &OsStr,
+) -> Option<(OsString, OsString)> {
+    if s.kind != Kind::Symlink || d.map(|d| d.kind) != Some(Kind::Symlink) {
+        return None;
+    }
+    match (src.read_link(src_dir, name), dst.read_link(dst_dir?, name)) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        _ => None,
+    }
+}
+
 /// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
 const TEMP_PREFIX: &[u8] = b".ferry~";
 const TEMP_SUFFIX: &[u8] = b"~tmp";

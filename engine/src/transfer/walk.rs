@@ -19,7 +19,7 @@ use crate::options::PreserveDeletedFiles;
 use crate::plan::{self, Decision, DirDecision};
 use crate::report::Phase;
 use crate::sched::Slot;
-use crate::{child_path, is_temp_name, list_pair, Pair};
+use crate::{child_path, is_temp_name, list_pair, symlink_targets, Pair};
 
 impl<S: Location, D: Location> Transfer<'_, S, D> {
     pub(super) fn scan_finished(&self) {
@@ -215,18 +215,8 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 }
                 continue;
             }
-            let targets = match (&s.kind, d_meta.as_ref().map(|d| d.kind)) {
-                (Kind::Symlink, Some(Kind::Symlink)) => {
-                    match (
-                        ctx.src.read_link(&node.src, &name),
-                        ctx.dst.read_link(&node.dst, &name),
-                    ) {
-                        (Ok(a), Ok(b)) => Some((a, b)),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
+            let both = (&ctx.src, &node.src, &ctx.dst, Some(&node.dst));
+            let targets = symlink_targets(both, &s, d_meta.as_ref(), &name);
             let links = targets
                 .as_ref()
                 .map(|(a, b)| (a.as_os_str(), b.as_os_str()));
