@@ -6,6 +6,7 @@
 //! and counted ([`Counts`]) rather than held: a transfer never slows down
 //! for CloudWatch.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
@@ -78,7 +79,7 @@ impl Publisher {
             counts: counts.clone(),
             events: Vec::new(),
             events_bytes: 0,
-            stream_ready: false,
+            stream_ready: Cell::new(false),
         };
         std::thread::Builder::new()
             .name("ferry-aws".into())
@@ -89,10 +90,6 @@ impl Publisher {
             counts,
             settings,
         }
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// Queues a log event (when logs are on); never waits.
@@ -124,18 +121,14 @@ impl Publisher {
 
     /// Queues an upload; never waits (a full queue fails it at once).
     pub fn upload(&self, upload: Upload) {
-        match self.tx.try_send(Item::Upload(upload)) {
-            Ok(()) => {}
-            Err(
-                TrySendError::Full(Item::Upload(u)) | TrySendError::Disconnected(Item::Upload(u)),
-            ) => {
-                let why = "the AWS publisher's queue is full".to_string();
-                (u.done)(Err(AwsError::BadAnswer {
-                    action: "S3 PutObject",
-                    why,
-                }))
-            }
-            Err(_) => unreachable!("an upload was sent"),
+        if let Err(
+            TrySendError::Full(Item::Upload(u)) | TrySendError::Disconnected(Item::Upload(u)),
+        ) = self.tx.try_send(Item::Upload(upload))
+        {
+            (u.done)(Err(AwsError::BadAnswer {
+                action: "S3 PutObject",
+                why: "the AWS publisher's queue is full".into(),
+            }))
         }
     }
 }
@@ -162,13 +155,20 @@ struct Worker {
     counts: Arc<Counts>,
     events: Vec<Event>,
     events_bytes: usize,
-    stream_ready: bool,
+    /// The log group and stream are made.
+    stream_ready: Cell<bool>,
 }
 
 impl Worker {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Item>) {
         let mut flush_at: Option<Instant> = None;
         loop {
+            // Due whether or not more items keep arriving: a steady stream
+            // of them must not hold the batch back.
+            if flush_at.is_some_and(|t| Instant::now() >= t) {
+                self.flush_logs();
+                flush_at = None;
+            }
             let wait = flush_at.map_or(Duration::from_secs(3600), |t| {
                 t.saturating_duration_since(Instant::now())
             });
@@ -185,10 +185,7 @@ impl Worker {
                 }
                 Ok(Item::Metrics(data)) => self.put_metrics(&data),
                 Ok(Item::Upload(u)) => self.upload(u),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush_logs();
-                    flush_at = None;
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush_logs();
                     return;
@@ -223,27 +220,16 @@ impl Worker {
         // PutLogEvents takes a batch in time order only.
         events.sort_by_key(|e| e.timestamp_ms);
         let stream = self.settings.log_stream.clone();
-        let client = &self.client;
-        let ensure = |ready: &mut bool| -> Result<(), AwsError> {
-            if !*ready {
-                with_retries(|| logs::ensure_stream(client, &group, &stream))?;
-                *ready = true;
-            }
-            Ok(())
+        let put = || {
+            self.ensure_stream(&group, &stream)?;
+            with_retries(|| logs::put_log_events(&self.client, &group, &stream, &events))
         };
-        let mut ready = self.stream_ready;
-        let sent = ensure(&mut ready).and_then(|()| {
-            match with_retries(|| logs::put_log_events(client, &group, &stream, &events)) {
-                // Deleted since it was made: once more, from the start.
-                Err(e) if e.is_api("ResourceNotFoundException") => {
-                    ready = false;
-                    ensure(&mut ready)?;
-                    with_retries(|| logs::put_log_events(client, &group, &stream, &events))
-                }
-                other => other,
-            }
-        });
-        self.stream_ready = ready;
+        let mut sent = put();
+        if matches!(&sent, Err(e) if e.is_api("ResourceNotFoundException")) {
+            // Deleted since it was made: once more, from the start.
+            self.stream_ready.set(false);
+            sent = put();
+        }
         let n = events.len() as u64;
         match sent {
             Ok(()) => self.counts.log_events_sent.fetch_add(n, Ordering::Relaxed),
@@ -254,6 +240,16 @@ impl Worker {
                     .fetch_add(n, Ordering::Relaxed)
             }
         };
+    }
+
+    /// Makes the log group and stream, once (again after
+    /// `stream_ready` is cleared).
+    fn ensure_stream(&self, group: &str, stream: &str) -> Result<(), AwsError> {
+        if !self.stream_ready.get() {
+            with_retries(|| logs::ensure_stream(&self.client, group, stream))?;
+            self.stream_ready.set(true);
+        }
+        Ok(())
     }
 
     fn upload(&self, u: Upload) {
