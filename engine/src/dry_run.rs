@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::filter::{Filters, Verdict};
 use crate::location::{Kind, Limits, Location, Meta, Reader, Writer};
 use crate::options::{IdMode, Options, PreserveDeletedFiles, VerifyMode};
-use crate::plan::{self, Decision, DirDecision};
+use crate::plan::{self, Creator, Decision, DirDecision, SkipReason};
 use crate::{
     child_path, is_temp_name, list_pair, manifest, symlink_targets, Context, EngineError,
     REMOTE_WORKERS,
@@ -204,7 +204,7 @@ struct DirJob<S: Location, D: Location> {
 /// parent, opened by the worker that lists it (on NFS or the hub an open
 /// is a round trip: one parent's children are opened in parallel).
 enum Place<S: Location, D: Location> {
-    Open(Opened<S, D>),
+    Open(Arc<Opened<S, D>>),
     In(Arc<Opened<S, D>>, std::ffi::OsString),
 }
 
@@ -224,7 +224,7 @@ struct Planner<'a, S: Location, D: Location> {
     opts: &'a Options,
     filters: Filters,
     limits: Limits,
-    creator: (u32, u32),
+    creator: Creator,
     cancel: &'a AtomicBool,
     queue: Mutex<(Vec<DirJob<S, D>>, usize)>,
     more: Condvar,
@@ -290,25 +290,16 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                 ),
             );
         }
-        let keep_uid = self.opts.uid == IdMode::IntValue && s.uid != self.creator.0;
-        let keep_gid = self.opts.gid == IdMode::IntValue && s.gid != self.creator.1;
+        let keep_uid = self.opts.uid == IdMode::IntValue && s.uid != self.creator.uid;
+        let keep_gid = self.opts.gid == IdMode::IntValue && s.gid != self.creator.gid;
         if !l.can_chown && (keep_uid || keep_gid) {
             self.issue(
                 path,
                 Problem::OwnerNotKept,
                 format!(
                     "owned by {}:{}; the destination is written by {}:{}, which cannot give entries to others",
-                    s.uid, s.gid, self.creator.0, self.creator.1
+                    s.uid, s.gid, self.creator.uid, self.creator.gid
                 ),
-            );
-        }
-        if s.kind.is_special()
-            && self.opts.preserve_devices == crate::options::PreserveDevices::None
-        {
-            self.issue(
-                path,
-                Problem::SpecialFileNotCopied,
-                format!("a {}, and PreserveDevices is NONE", s.kind.noun()),
             );
         }
         if let Some(max) = l
@@ -413,10 +404,9 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                     },
                     _ => None,
                 };
-                Opened { src, dst }
+                Arc::new(Opened { src, dst })
             }
         };
-        let here = Arc::new(here);
         let pairs = match list_pair(self.src, &here.src, self.dst, here.dst.as_ref()) {
             Ok(p) => p,
             Err((what, e)) => {
@@ -488,7 +478,16 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                 .as_ref()
                 .map(|(a, b)| (a.as_os_str(), b.as_os_str()));
             match plan::decide(&s, p.dst.as_ref(), links, self.opts) {
-                Decision::Skip(_) => t.skipped += 1,
+                Decision::Skip(reason) => {
+                    t.skipped += 1;
+                    if reason == SkipReason::DeviceNotPreserved {
+                        self.issue(
+                            &path,
+                            Problem::SpecialFileNotCopied,
+                            format!("a {}, and PreserveDevices is NONE", s.kind.noun()),
+                        );
+                    }
+                }
                 Decision::Unchanged => t.unchanged += 1,
                 Decision::UpdateMeta(_) => t.metadata_only += 1,
                 Decision::Copy(_) => {
@@ -533,6 +532,8 @@ impl<S: Location, D: Location> Planner<'_, S, D> {
                 let mut q = self.queue.lock().unwrap();
                 loop {
                     if self.cancel.load(Ordering::Relaxed) {
+                        // Dropped jobs are no longer outstanding.
+                        q.1 -= q.0.len();
                         q.0.clear();
                     }
                     if let Some(j) = q.0.pop() {
@@ -864,10 +865,7 @@ pub fn plan<S: Location, D: Location>(
             file_size_max: hints.file_size_max.or(dst.limits().file_size_max),
             ..dst.limits()
         },
-        creator: (
-            rustix::process::geteuid().as_raw(),
-            rustix::process::getegid().as_raw(),
-        ),
+        creator: Creator::this_process(),
         cancel,
         queue: Mutex::new((Vec::new(), 1)),
         more: Condvar::new(),
@@ -890,20 +888,19 @@ pub fn plan<S: Location, D: Location>(
                 .metadata_only += 1;
         }
     }
+    let root = Arc::new(Opened {
+        src: src_root,
+        dst: Some(dst_root),
+    });
     planner.queue.lock().unwrap().0.push(DirJob {
-        at: Place::Open(Opened {
-            src: src_root,
-            dst: Some(
-                dst.root()
-                    .ctx(|| format!("open the destination {}", dst.describe()))?,
-            ),
-        }),
+        at: Place::Open(root.clone()),
         at_destination: true,
         rel: b"/".to_vec(),
         included: false,
     });
     planner.run(workers);
     measured.scan_seconds = started.elapsed().as_secs_f64();
+    let root_dst = root.dst.as_ref().expect("the top is at the destination");
     for (nlink, found, path) in planner.linked.lock().unwrap().values() {
         if found < nlink {
             planner.issue(
@@ -922,13 +919,13 @@ pub fn plan<S: Location, D: Location>(
     measured.source_read_bytes_per_second =
         (read > 0).then(|| read as f64 / took.as_secs_f64().max(1e-6));
     if total.large_bytes > 0 && !cancel.load(Ordering::Relaxed) {
-        measured.destination_write_bytes_per_second = write_rate(dst, &dst_root, total.large_bytes);
+        measured.destination_write_bytes_per_second = write_rate(dst, root_dst, total.large_bytes);
     }
-    if total.files_to_transfer > 0 && !cancel.load(Ordering::Relaxed) {
-        let size = (total.bytes_to_transfer / total.files_to_transfer).min(FILES_PROBE_SIZE);
-        if let Some((rate, latency)) =
-            files_rate(dst, &dst_root, total.files_to_transfer, size, workers)
-        {
+    let small_files = total.files_to_transfer - total.large_files;
+    if small_files > 0 && !cancel.load(Ordering::Relaxed) {
+        let size =
+            ((total.bytes_to_transfer - total.large_bytes) / small_files).min(FILES_PROBE_SIZE);
+        if let Some((rate, latency)) = files_rate(dst, root_dst, small_files, size, workers) {
             measured.destination_files_per_second = Some(rate);
             measured.destination_files_latency_seconds = Some(latency);
         }
@@ -952,6 +949,29 @@ pub fn plan<S: Location, D: Location>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_plan_ends() {
+        use crate::location::local::LocalLocation;
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        for d in 0..4 {
+            std::fs::create_dir_all(src.join(format!("d{d}/e"))).unwrap();
+        }
+        std::fs::create_dir(&dst).unwrap();
+        let (src, dst) = (
+            LocalLocation::open(&src).unwrap(),
+            LocalLocation::open(&dst).unwrap(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Cancelled before it starts: the queued directories are dropped.
+            let cancel = AtomicBool::new(true);
+            let _ = tx.send(plan(&src, &dst, &Options::new(), Hints::default(), &cancel).is_ok());
+        });
+        let ended = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(ended, Ok(true), "the plan did not end");
+    }
 
     #[test]
     fn an_entry_counts_in_its_top_level_directory() {

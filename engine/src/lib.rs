@@ -475,10 +475,7 @@ impl<S: Location, D: Location> Execution<S, D> {
             ctx: Ctx {
                 throttle: Arc::new(Throttle::new(opts.bandwidth_limit())),
                 records: observer.wants_records(),
-                creator: Creator {
-                    uid: rustix::process::geteuid().as_raw(),
-                    gid: rustix::process::getegid().as_raw(),
-                },
+                creator: Creator::this_process(),
                 started: wall_clock(now),
                 workers,
                 per_dir_limit: PER_DIR_LIMIT,

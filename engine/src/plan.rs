@@ -68,6 +68,16 @@ pub struct Creator {
     pub gid: u32,
 }
 
+impl Creator {
+    /// This process's effective ids.
+    pub fn this_process() -> Creator {
+        Creator {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        }
+    }
+}
+
 /// The mode an entry is created with.
 pub fn create_mode(src: &Meta, opts: &Options) -> u32 {
     match opts.posix_permissions {
