@@ -549,13 +549,11 @@ fn run_engine<D: Location>(
     } else {
         records::ERROR
     };
-    let mut result = result_of(&summary);
-    result.estimated_duration = planned;
     finish(
         agent,
         exec,
         status,
-        &result,
+        &result_of(&summary),
         &summary.counters,
         report_saved.as_deref(),
         None,
@@ -602,19 +600,9 @@ fn run_plan<D: Location>(
 ) {
     let id = &exec.task_execution_id;
     let started = std::time::Instant::now();
-    {
-        let _ = agent
-            .store
-            .lock()
-            .unwrap()
-            .set_status(id, &ferry_engine::report::Phase::Preparing.to_string());
-        agent.events.state(
-            &exec.task_id,
-            id,
-            &ferry_engine::report::Phase::Preparing.to_string(),
-            None,
-        );
-    }
+    let preparing = Phase::Preparing.to_string();
+    let _ = agent.store.lock().unwrap().set_status(id, &preparing);
+    agent.events.state(&exec.task_id, id, &preparing, None);
     let hints = Hints {
         history: history_of(agent, &exec.task_id),
         file_size_max: None,
@@ -835,7 +823,7 @@ pub fn result_of(s: &Summary) -> ResultDetail {
         .into(),
         verify_duration: s.verify_duration,
         total_duration: s.total_duration,
-        estimated_duration: None,
+        estimated_duration: s.estimated_duration,
         error_code: s.error_code.clone(),
         error_detail: s.error_detail.clone(),
     }

@@ -20,8 +20,9 @@ use crate::{EXIT_ERROR, EXIT_USAGE};
 /// options would: files and bytes to transfer, metadata-only updates and
 /// deletions, by top-level directory; every entry DEST cannot hold as it
 /// is; and an estimate of the time, from the round trips and rates
-/// measured on both sides (a temporary file of up to 16 MiB is written at
-/// DEST's top and removed).
+/// measured on both sides (probes are written at DEST's top, under
+/// temporary names, and removed: files of up to 32 MiB, and up to 4,096
+/// small files in a temporary directory).
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     /// The directory to copy from.
