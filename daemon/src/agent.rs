@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::dispatch;
 use super::events::Events;
+use super::mount::EfsTunnels;
 use super::store::{Store, StoreError};
 use ferry_engine::digests::DigestCache;
 use ferry_engine::location::local::LocalLocation;
@@ -70,6 +71,8 @@ pub struct Agent {
     /// once instead of at its next poll.
     pub ended: tokio::sync::Notify,
     pub(super) wake: Mutex<mpsc::Sender<()>>,
+    /// How EFS is reached over TLS ([`crate::Config::efs_tunnels`]).
+    pub efs_tunnels: Option<Arc<dyn EfsTunnels>>,
 }
 
 /// A schedule whose task failed with the same error this many times in a

@@ -323,12 +323,12 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         store
             .location(&req.destination_location_id)?
             .map(|l| l.spec),
-        Some(LocationSpec::Local { .. } | LocationSpec::Nfs { .. })
+        Some(LocationSpec::Local { .. } | LocationSpec::Nfs { .. } | LocationSpec::Efs { .. })
     );
     if source_on_agent && !destination_local {
         return Err(bad_request(
             "InvalidTask",
-            "a task from an agent's location writes to a LOCAL or NFS location of the hub",
+            "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub",
         ));
     }
     if req.source_location_id == req.destination_location_id {

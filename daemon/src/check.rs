@@ -39,6 +39,22 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
             )
             .map_err(|(_, why)| why)
         }
+        LocationSpec::Efs {
+            file_system_id,
+            region,
+            access_point_id,
+            subdirectory,
+            in_transit_encryption,
+            mount_target_address,
+        } => ferry_model::efs::check(
+            file_system_id,
+            region,
+            access_point_id.as_deref(),
+            subdirectory.as_deref(),
+            *in_transit_encryption,
+            mount_target_address.as_deref(),
+        )
+        .map_err(|(_, why)| why),
         LocationSpec::Hub {
             hub_location_id,
             connections,
@@ -113,7 +129,7 @@ pub fn task(source: &LocationSpec, destination: &LocationSpec) -> Result<(), Str
         {
             local_relation(Path::new(s), Path::new(d))
         }
-        (s @ LocationSpec::Nfs { .. }, d @ LocationSpec::Nfs { .. }) => nfs_relation(s, d),
+        (s, d) if s.is_mounted() && d.is_mounted() => nfs_relation(s, d),
         _ => None,
     };
     let (s, d) = (source.uri(), destination.uri());
@@ -168,16 +184,27 @@ fn local_relation(source: &Path, destination: &Path) -> Option<Relation> {
     }
 }
 
-/// Server and path components of an NFS location.
+/// Server and path components of an NFS location (an EFS file system's
+/// server is its mount target's name, its export `/`).
 fn nfs_place(spec: &LocationSpec) -> Option<(String, Vec<String>)> {
-    let LocationSpec::Nfs {
-        server,
-        export,
-        subdirectory,
-        ..
-    } = spec
-    else {
-        return None;
+    let (server, export, subdirectory) = match spec {
+        LocationSpec::Nfs {
+            server,
+            export,
+            subdirectory,
+            ..
+        } => (server.clone(), export.as_str(), subdirectory),
+        LocationSpec::Efs {
+            file_system_id,
+            region,
+            subdirectory,
+            ..
+        } => (
+            ferry_model::efs::mount_target_name(file_system_id, region),
+            "/",
+            subdirectory,
+        ),
+        _ => return None,
     };
     let parts = export
         .split('/')

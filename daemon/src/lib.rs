@@ -27,6 +27,7 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod metrics;
+pub mod mount;
 pub mod nfs;
 pub mod provision;
 pub mod runner;
@@ -63,6 +64,9 @@ pub struct Config {
     pub console: Option<PathBuf>,
     /// Locations and tasks declared by the configuration document itself.
     pub declared: Option<Arc<provision::Provision>>,
+    /// How EFS is reached over TLS: the `ferry-agent` binary's (ferry-efs);
+    /// the daemon has no TLS of its own. Without it, TLS1_2 is refused.
+    pub efs_tunnels: Option<Arc<dyn mount::EfsTunnels>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,7 @@ impl Agent {
             digests: Default::default(),
             ended: tokio::sync::Notify::new(),
             wake: Mutex::new(wake),
+            efs_tunnels: config.efs_tunnels.clone(),
         });
         agent.expire_history();
         if let Some(path) = &config.provision {

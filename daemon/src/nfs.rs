@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
 use ferry_model::api::NfsVersion;
@@ -51,27 +51,33 @@ pub fn mount(
     mount_options: Option<&str>,
     target: &Path,
 ) -> Result<&'static str, NfsError> {
-    let addr = (server, 2049)
+    let addr = resolve(server)?;
+    mount_at(
+        addr,
+        &export_path(export, subdirectory),
+        version,
+        mount_options,
+        target,
+    )
+}
+
+/// The first address of `server`.
+pub fn resolve(server: &str) -> Result<IpAddr, NfsError> {
+    (server, 2049)
         .to_socket_addrs()
         .and_then(|mut a| {
             a.next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
         })
+        .map(|a| a.ip())
         .map_err(|source| NfsError::Io {
             what: format!("resolve the NFS server {server}"),
             source,
-        })?
-        .ip();
-    // The mount points are the daemon's, below its private directory.
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(ferry_secure::DIR_MODE)
-        .create(target)
-        .map_err(|source| NfsError::Io {
-            what: format!("create the mount point {}", target.display()),
-            source,
-        })?;
+        })
+}
+
+/// `export[/subdirectory]`, `/` when both are empty.
+pub fn export_path(export: &str, subdirectory: Option<&str>) -> String {
     let mut path = export.trim_end_matches('/').to_string();
     if let Some(sub) = subdirectory
         .map(|s| s.trim_matches('/'))
@@ -83,6 +89,28 @@ pub fn mount(
     if path.is_empty() {
         path.push('/');
     }
+    path
+}
+
+/// Mounts `path` of the server at `addr` on `target` (`mount_options` may
+/// name its `port`); returns the version used.
+pub fn mount_at(
+    addr: IpAddr,
+    path: &str,
+    version: NfsVersion,
+    mount_options: Option<&str>,
+    target: &Path,
+) -> Result<&'static str, NfsError> {
+    // The mount points are the daemon's, below its private directory.
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(ferry_secure::DIR_MODE)
+        .create(target)
+        .map_err(|source| NfsError::Io {
+            what: format!("create the mount point {}", target.display()),
+            source,
+        })?;
     let host = if addr.is_ipv6() {
         format!("[{addr}]")
     } else {

@@ -39,8 +39,8 @@ fn version(v: Option<&str>) -> NfsVersion {
 /// A checked location's record, and what this machine can tell of it (a
 /// local directory exists).
 fn spec(loc: &AgentLocation) -> Result<LocationSpec, String> {
-    let spec = match (&loc.nfs, &loc.local) {
-        (Some(n), _) => LocationSpec::Nfs {
+    let spec = match (&loc.nfs, &loc.efs, &loc.local) {
+        (Some(n), _, _) => LocationSpec::Nfs {
             server: n.server.clone(),
             export: n.export.clone(),
             subdirectory: n.subdirectory.clone(),
@@ -48,11 +48,19 @@ fn spec(loc: &AgentLocation) -> Result<LocationSpec, String> {
             mount_options: n.mount_options.clone(),
             allow_special_files: n.allow_special_files,
         },
-        (None, Some(l)) => LocationSpec::Local {
+        (None, Some(e), _) => LocationSpec::Efs {
+            file_system_id: e.file_system_id.clone(),
+            region: e.region.clone(),
+            access_point_id: e.access_point_id.clone(),
+            subdirectory: e.subdirectory.clone(),
+            in_transit_encryption: e.in_transit_encryption,
+            mount_target_address: e.mount_target_address.clone(),
+        },
+        (None, None, Some(l)) => LocationSpec::Local {
             path: l.path.clone(),
             allow_special_files: l.allow_special_files,
         },
-        (None, None) => return Err("give exactly one of nfs or local".into()),
+        (None, None, None) => return Err("give exactly one of nfs, efs or local".into()),
     };
     super::check::location(&spec)?;
     Ok(spec)

@@ -13,6 +13,7 @@ pub use super::agent::{Destination, Destinations, Pending};
 use super::cloud::Ended;
 use super::dispatch::Job;
 use super::events::execution_metrics;
+use super::mount::Mounted;
 use super::nfs;
 use ferry_engine::counters::CounterSnapshot;
 use ferry_engine::digests;
@@ -82,10 +83,11 @@ fn claim_next(agent: &Agent) -> Option<(ExecutionRecord, Running)> {
     Some((exec, r))
 }
 
-/// A location made ready for one execution: mounted if it is NFS.
+/// A location made ready for one execution: mounted if it is NFS or EFS
+/// (unmounted when dropped).
 struct Prepared {
     path: PathBuf,
-    mounted: bool,
+    _mounted: Option<Mounted>,
 }
 
 impl Prepared {
@@ -97,46 +99,15 @@ impl Prepared {
             LocationSpec::Agent { .. } => Err("an agent's location is read by that agent".into()),
             LocationSpec::Local { path, .. } => Ok(Prepared {
                 path: PathBuf::from(path),
-                mounted: false,
+                _mounted: None,
             }),
-            LocationSpec::Nfs {
-                server,
-                export,
-                subdirectory,
-                version,
-                mount_options,
-                ..
-            } => {
-                let vers = nfs::mount(
-                    server,
-                    export,
-                    subdirectory.as_deref(),
-                    *version,
-                    mount_options.as_deref(),
-                    &mount_point,
-                )
-                .map_err(|e| e.to_string())?;
-                agent.events.info(&format!(
-                    "mounted {} (NFS {vers}) on {}",
-                    spec.uri(),
-                    mount_point.display()
-                ));
+            LocationSpec::Nfs { .. } | LocationSpec::Efs { .. } => {
+                let m = agent.mount(spec, mount_point)?;
                 Ok(Prepared {
-                    path: mount_point,
-                    mounted: true,
+                    path: m.path.clone(),
+                    _mounted: Some(m),
                 })
             }
-        }
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = nfs::unmount(&self.path) {
-                eprintln!("cannot unmount {}: {e}", self.path.display());
-            }
-            let _ = std::fs::remove_dir(&self.path);
         }
     }
 }
@@ -350,12 +321,10 @@ pub fn agent_job(
     else {
         return Ok(None);
     };
-    if !matches!(
-        destination.spec,
-        LocationSpec::Local { .. } | LocationSpec::Nfs { .. }
-    ) {
+    if !(destination.spec.is_mounted() || matches!(destination.spec, LocationSpec::Local { .. })) {
         return Err(
-            "a task from an agent's location writes to a LOCAL or NFS location of the hub".into(),
+            "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub"
+                .into(),
         );
     }
     Ok(Some(Job {

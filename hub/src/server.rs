@@ -33,7 +33,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::state::{ActivationError, HubState};
 use ferry_daemon::dispatch::JobList;
-use ferry_daemon::{nfs, Agent};
+use ferry_daemon::mount::Mounted;
+use ferry_daemon::Agent;
 use ferry_engine::location::local::LocalLocation;
 use ferry_engine::options::PreserveDevices;
 use ferry_model::api::{AgentRecord, LocationSpec, Refusal};
@@ -106,8 +107,8 @@ pub struct Hub {
     /// The daemon's API as the binary composed it, served to operators.
     api: Router,
     answers: Mutex<Answers>,
-    /// NFS locations of the hub, mounted at first use.
-    mounts: Mutex<HashMap<String, PathBuf>>,
+    /// NFS and EFS locations of the hub, mounted at first use.
+    mounts: Mutex<HashMap<String, Mounted>>,
     fs_slots: FsSlots,
 }
 
@@ -240,42 +241,26 @@ impl Hub {
         }))
     }
 
-    /// Where a location of the hub is: its path, or where its NFS export
-    /// is mounted (once, at first use, until the hub stops).
+    /// Where a location of the hub is: its path, or where its NFS export or
+    /// EFS file system is mounted (once, at first use, until the hub stops).
     fn location_root(&self, id: &str, spec: &LocationSpec) -> std::io::Result<PathBuf> {
-        let (server, export, subdirectory, version, mount_options) = match spec {
+        match spec {
             LocationSpec::Local { path, .. } => return Ok(PathBuf::from(path)),
-            LocationSpec::Nfs {
-                server,
-                export,
-                subdirectory,
-                version,
-                mount_options,
-                ..
-            } => (server, export, subdirectory, version, mount_options),
+            s if s.is_mounted() => {}
             _ => return Err(std::io::ErrorKind::Unsupported.into()),
-        };
+        }
         let mut mounts = self.mounts.lock().unwrap();
-        if let Some(p) = mounts.get(id) {
-            return Ok(p.clone());
+        if let Some(m) = mounts.get(id) {
+            return Ok(m.path.clone());
         }
         let point = self.agent.mounts_dir.join(format!("hub-{id}"));
-        let vers = nfs::mount(
-            server,
-            export,
-            subdirectory.as_deref(),
-            *version,
-            mount_options.as_deref(),
-            &point,
-        )
-        .map_err(std::io::Error::other)?;
-        self.agent.events.info(&format!(
-            "hub: mounted {} (NFS {vers}) on {}",
-            spec.uri(),
-            point.display()
-        ));
-        mounts.insert(id.to_string(), point.clone());
-        Ok(point)
+        let mounted = self
+            .agent
+            .mount(spec, point)
+            .map_err(std::io::Error::other)?;
+        let path = mounted.path.clone();
+        mounts.insert(id.to_string(), mounted);
+        Ok(path)
     }
 
     /// Serves the hub's API on `addr` until the process ends.
@@ -710,11 +695,11 @@ async fn fs_batch(
             )
         }
     };
-    if !matches!(spec, LocationSpec::Local { .. } | LocationSpec::Nfs { .. }) {
+    if !(spec.is_mounted() || matches!(spec, LocationSpec::Local { .. })) {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidLocation",
-            format!("{location} is not a local or NFS location of the hub"),
+            format!("{location} is not a local, NFS or EFS location of the hub"),
         );
     }
     let policy = super::fs::Policy {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CounterSnapshot;
+pub use crate::efs::InTransitEncryption;
 use crate::options::Options;
 
 /// Which NFS protocol version to mount with.
@@ -65,6 +66,25 @@ pub enum LocationSpec {
         #[serde(default, skip_serializing_if = "is_false")]
         allow_special_files: bool,
     },
+    /// An Amazon EFS file system (DataSync's EFS location): NFS 4.1 at its
+    /// mount target, through TLS when `InTransitEncryption` is `TLS1_2`.
+    Efs {
+        /// `fs-…`.
+        file_system_id: String,
+        region: String,
+        /// `fsap-…`: named in the TLS tunnel's client certificate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_point_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdirectory: Option<String>,
+        #[serde(default)]
+        in_transit_encryption: InTransitEncryption,
+        /// The mount target's IP address (and port), when its name does not
+        /// resolve where the agent runs; the certificate is still checked
+        /// against the name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mount_target_address: Option<String>,
+    },
     /// A directory that is already there (a local disk, or a file system
     /// mounted another way).
     Local {
@@ -113,6 +133,11 @@ impl LocationSpec {
         }
     }
 
+    /// Whether the location is a file system the agent mounts (NFS, EFS).
+    pub fn is_mounted(&self) -> bool {
+        matches!(self, LocationSpec::Nfs { .. } | LocationSpec::Efs { .. })
+    }
+
     /// Whether the hub lets agents make special files in this location.
     pub fn allows_special_files(&self) -> bool {
         matches!(
@@ -131,6 +156,7 @@ impl LocationSpec {
     pub fn type_name(&self) -> &'static str {
         match self {
             LocationSpec::Nfs { .. } => "NFS",
+            LocationSpec::Efs { .. } => "EFS",
             LocationSpec::Local { .. } => "LOCAL",
             LocationSpec::Hub { .. } => "HUB",
             LocationSpec::Agent { .. } => "AGENT",
@@ -157,6 +183,16 @@ impl LocationSpec {
                     sub.trim_matches('/')
                 )
             }
+            // DataSync's form: efs://REGION.FS/SUBDIRECTORY
+            LocationSpec::Efs {
+                file_system_id,
+                region,
+                subdirectory,
+                ..
+            } => format!(
+                "efs://{region}.{file_system_id}/{}",
+                subdirectory.as_deref().unwrap_or("").trim_matches('/')
+            ),
             LocationSpec::Local { path, .. } => format!("file://{path}"),
             LocationSpec::Hub {
                 hub_location_id, ..

@@ -11,6 +11,7 @@
 //! | [`filter`] | the options' include and exclude filters (DataSync SIMPLE_PATTERN) |
 //! | [`schedule`] | a task's schedule: standard five-field cron, checked |
 //! | [`nfs`] | what an NFS location may say, and the options the agent mounts it with |
+//! | [`efs`] | what an EFS location may say, and its mount target's name |
 //! | [`paths`] | the appliance's paths both name |
 //!
 //! MIT, with serde, serde_json, thiserror, chrono and croner only (README.md):
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod counters;
+pub mod efs;
 pub mod filter;
 pub mod nfs;
 pub mod options;

@@ -117,6 +117,11 @@ mod tests {
         let nas = a.locations["nas"].nfs.as_ref().unwrap();
         assert_eq!(nas.version.as_deref(), Some("4.1"));
         assert!(!nas.allow_special_files);
+        let efs = a.locations["efs"].efs.as_ref().unwrap();
+        assert_eq!(
+            efs.in_transit_encryption,
+            ferry_model::efs::InTransitEncryption::Tls1_2
+        );
         assert!(
             a.locations["scratch"]
                 .local
@@ -171,7 +176,7 @@ mod tests {
             .to_string();
         assert!(e.contains("five cron fields"), "{e}");
         let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e }, local: { path: /a } }\n", "f").unwrap_err().to_string();
-        assert!(e.contains("exactly one of nfs or local"), "{e}");
+        assert!(e.contains("exactly one of nfs, efs or local"), "{e}");
         let e = parse("version: 2\nagent:\n  locations:\n    a: { nfs: { server: s, export: /e, verson: \"3\" } }\n", "f").unwrap_err().to_string();
         assert!(e.contains("verson"), "{e}");
         let e = parse("version: 2\nagent:\n  locations:\n    a: { local: { path: /a, allow_special_files: yes please } }\n", "f").unwrap_err().to_string();

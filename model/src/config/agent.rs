@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Invalid;
-use crate::{nfs, options, schedule};
+use crate::{efs, nfs, options, schedule};
 
 /// ```yaml
 /// agent:
 ///   locations:
 ///     nas:    { nfs: { server: 192.0.2.20, export: /exports/data, version: "4.1" } }
-///     efs:    { nfs: { server: fs-1.efs.example, export: /, mount_options: "nconnect=16" } }
+///     efs:    { efs: { file_system_id: fs-0123456789abcdef0, region: eu-west-1, in_transit_encryption: TLS1_2 } }
+///     nas2:   { nfs: { server: nas2.example, export: /, mount_options: "nconnect=16" } }
 ///     devs:   { local: { path: /mnt/devs, allow_special_files: true } }   # a hub's: devices from agents
 ///   tasks:
 ///     nightly:
@@ -36,12 +37,14 @@ pub struct AgentSection {
     pub tasks: BTreeMap<String, AgentTask>,
 }
 
-/// Exactly one of `nfs` or `local`.
+/// Exactly one of `nfs`, `efs` or `local`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AgentLocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs: Option<NfsLocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efs: Option<EfsLocation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalLocation>,
 }
@@ -63,6 +66,24 @@ pub struct NfsLocation {
     /// files here (ferry-agent's `AllowSpecialFiles`; false by default).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_special_files: bool,
+}
+
+/// An Amazon EFS file system ([`efs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EfsLocation {
+    pub file_system_id: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_point_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
+    /// NONE (default) or TLS1_2.
+    #[serde(default)]
+    pub in_transit_encryption: efs::InTransitEncryption,
+    /// IP[:PORT] of the mount target, when its name does not resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_target_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -136,21 +157,25 @@ fn place(l: &AgentLocation) -> (String, Vec<String>) {
             .map(str::to_string)
             .collect()
     };
-    match (&l.nfs, &l.local) {
-        (Some(n), _) => (
+    match (&l.nfs, &l.efs, &l.local) {
+        (Some(n), _, _) => (
             n.server.trim_end_matches('.').to_ascii_lowercase(),
             parts(&[&n.export, n.subdirectory.as_deref().unwrap_or("")]),
         ),
-        (None, Some(p)) => (String::new(), parts(&[&p.path])),
-        (None, None) => (String::new(), Vec::new()),
+        (None, Some(e), _) => (
+            efs::mount_target_name(&e.file_system_id, &e.region),
+            parts(&[e.subdirectory.as_deref().unwrap_or("")]),
+        ),
+        (None, None, Some(p)) => (String::new(), parts(&[&p.path])),
+        (None, None, None) => (String::new(), Vec::new()),
     }
 }
 
 impl AgentLocation {
     /// Checks one location; `key` is its own (`agent.locations.nas`).
     pub fn check(&self, key: &str) -> Result<(), Invalid> {
-        match (&self.nfs, &self.local) {
-            (Some(n), None) => {
+        match (&self.nfs, &self.efs, &self.local) {
+            (Some(n), None, None) => {
                 nfs::check(
                     &n.server,
                     &n.export,
@@ -168,7 +193,16 @@ impl AgentLocation {
                 }
                 Ok(())
             }
-            (None, Some(local)) => {
+            (None, Some(e), None) => efs::check(
+                &e.file_system_id,
+                &e.region,
+                e.access_point_id.as_deref(),
+                e.subdirectory.as_deref(),
+                e.in_transit_encryption,
+                e.mount_target_address.as_deref(),
+            )
+            .map_err(|(field, why)| Invalid::new(format!("{key}.efs.{field}"), why)),
+            (None, None, Some(local)) => {
                 let p = &local.path;
                 if !p.starts_with('/')
                     || p.split('/').any(|c| c == "..")
@@ -183,7 +217,7 @@ impl AgentLocation {
                 }
                 Ok(())
             }
-            _ => Err(Invalid::new(key, "give exactly one of nfs or local")),
+            _ => Err(Invalid::new(key, "give exactly one of nfs, efs or local")),
         }
     }
 }
@@ -330,7 +364,10 @@ mod tests {
             "{e}"
         );
         let e = loc(serde_json::json!({})).unwrap_err();
-        assert_eq!(e, "agent.locations.x: give exactly one of nfs or local");
+        assert_eq!(
+            e,
+            "agent.locations.x: give exactly one of nfs, efs or local"
+        );
         let e = check(serde_json::json!({"tasks": {"t": {"source": "a", "destination": "b"}}}))
             .unwrap_err();
         assert_eq!(

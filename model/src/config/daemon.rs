@@ -15,6 +15,9 @@
 //!   hub_names: [hub.example.com]    # hub: names in its TLS certificate
 //!   operator_token_file: /data/agent/hub/operator-token
 //!   aws: { region: eu-west-1, cloudwatch_metrics: true }  # see aws
+//!   efs_ca_certificates: |          # EFS's TLS: trust these instead of the built-in roots
+//!     -----BEGIN CERTIFICATE-----
+//!     …
 //! ```
 
 use std::net::SocketAddr;
@@ -68,6 +71,10 @@ pub struct Daemon {
     pub require_hub_fingerprint: bool,
     /// CloudWatch metrics and logs, task reports to S3 (none without it).
     pub aws: Option<Aws>,
+    /// PEM certificates an EFS mount target's must chain to, instead of
+    /// Mozilla's roots built into the agent (which hold Amazon's): for an
+    /// EFS-compatible server with a private CA, and for tests.
+    pub efs_ca_certificates: Option<String>,
 }
 
 impl Default for Daemon {
@@ -89,6 +96,7 @@ impl Default for Daemon {
             hub_local_sources: Vec::new(),
             require_hub_fingerprint: false,
             aws: None,
+            efs_ca_certificates: None,
         }
     }
 }
@@ -159,6 +167,14 @@ impl Daemon {
         }
         if let Some(aws) = &self.aws {
             aws.check()?;
+        }
+        if let Some(pem) = &self.efs_ca_certificates {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Invalid::new(
+                    key("efs_ca_certificates"),
+                    "give PEM certificates (-----BEGIN CERTIFICATE----- …)",
+                ));
+            }
         }
         for name in &self.hub_names {
             let ok = !name.is_empty()

@@ -5,6 +5,7 @@
 //! an agent (with its activation port and its link to a hub) or as the hub.
 
 mod cloud;
+mod efs;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -114,6 +115,16 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    let efs_pem = doc
+        .as_ref()
+        .and_then(|d| d.daemon.efs_ca_certificates.as_deref());
+    let efs_tunnels = match ferry_efs::roots(efs_pem) {
+        Ok(roots) => Some(efs::tunnels(roots)),
+        Err(e) => {
+            eprintln!("ferry-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (config, socket) = match &doc {
         Some(doc) => {
             let d = &doc.daemon;
@@ -124,6 +135,7 @@ fn main() -> ExitCode {
                 provision: args.provision.clone(),
                 console: args.console.clone().or_else(|| d.console.clone()),
                 declared: None,
+                efs_tunnels,
             };
             (config, d.socket.clone())
         }
@@ -135,6 +147,7 @@ fn main() -> ExitCode {
                 provision: args.provision.clone(),
                 console: args.console.clone(),
                 declared: None,
+                efs_tunnels,
             },
             args.socket.clone(),
         ),

@@ -50,6 +50,9 @@ pub enum ClientError {
     /// The agent refused the request; its message says why.
     #[error("{message} ({code})")]
     Refused { code: String, message: String },
+    /// The command's arguments do not fit together.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Says what was being done, and on which path, when an I/O call failed:

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use ferry_model::api::{Location, LocationList, LocationSpec, NfsVersion};
+use ferry_model::api::{InTransitEncryption, Location, LocationList, LocationSpec, NfsVersion};
+use ferry_model::efs;
 use serde_json::Value;
 
 use crate::client::{fail, print_json, segment, table, AgentArgs, Client, ClientError};
@@ -39,6 +40,29 @@ enum LocationCommand {
         /// Mount options added to the agent's defaults (nconnect=8, 1 MiB rsize/wsize, hard), e.g. nconnect=16.
         #[arg(long, value_name = "OPTIONS")]
         mount_options: Option<String>,
+    },
+    /// An Amazon EFS file system: NFS 4.1 at its mount target
+    /// (FS.efs.REGION.amazonaws.com), over TLS with TLS1_2.
+    CreateEfs {
+        /// fs-…, or the file system's ARN (which gives the region too).
+        #[arg(long, value_name = "ID|ARN")]
+        file_system_id: String,
+        /// The file system's region (not needed with an ARN).
+        #[arg(long)]
+        region: Option<String>,
+        /// fsap-…, or its ARN: mount through this access point (needs TLS1_2).
+        #[arg(long, value_name = "ID|ARN")]
+        access_point: Option<String>,
+        /// A directory inside the file system to use as the root.
+        #[arg(long, value_name = "PATH")]
+        subdirectory: Option<String>,
+        /// TLS1_2 carries NFS over TLS and checks the mount target's certificate; NONE does not.
+        #[arg(long, value_name = "TLS1_2|NONE", default_value = "NONE")]
+        in_transit_encryption: InTransitEncryption,
+        /// The mount target's IP[:PORT], when its name does not resolve where the agent runs
+        /// (the certificate is still checked against the name).
+        #[arg(long, value_name = "IP[:PORT]")]
+        mount_target_address: Option<String>,
     },
     /// A directory that is already there (a local disk, or mounted another way).
     CreateLocal {
@@ -89,6 +113,22 @@ pub fn run(args: LocationArgs) -> ExitCode {
                 allow_special_files: false,
             },
         ),
+        LocationCommand::CreateEfs {
+            file_system_id,
+            region,
+            access_point,
+            subdirectory,
+            in_transit_encryption,
+            mount_target_address,
+        } => efs_spec(
+            file_system_id,
+            region,
+            access_point,
+            subdirectory,
+            in_transit_encryption,
+            mount_target_address,
+        )
+        .and_then(|spec| create(&client, json, spec)),
         LocationCommand::CreateLocal { path } => {
             let path = if path.is_absolute() {
                 path
@@ -151,6 +191,40 @@ pub fn run(args: LocationArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("location", e),
     }
+}
+
+/// The EFS location the options describe: an ARN gives the id and the
+/// region (a --region that differs is refused).
+fn efs_spec(
+    file_system: String,
+    region: Option<String>,
+    access_point: Option<String>,
+    subdirectory: Option<String>,
+    in_transit_encryption: InTransitEncryption,
+    mount_target_address: Option<String>,
+) -> Result<LocationSpec, ClientError> {
+    let (file_system_id, region) = match (efs::parse_arn(&file_system), region) {
+        (Some((_, r)), Some(given)) if r != given => {
+            return Err(ClientError::Usage(format!(
+                "the ARN {file_system} is in {r}, not --region {given}"
+            )))
+        }
+        (Some(arn), _) => arn,
+        (None, Some(r)) => (file_system, r),
+        (None, None) => {
+            return Err(ClientError::Usage(
+                "give --region with a file system id (or the file system's ARN)".into(),
+            ))
+        }
+    };
+    Ok(LocationSpec::Efs {
+        file_system_id,
+        region,
+        access_point_id: access_point.map(|a| efs::access_point_id(&a).to_string()),
+        subdirectory,
+        in_transit_encryption,
+        mount_target_address,
+    })
 }
 
 fn create(client: &Client, json: bool, spec: LocationSpec) -> Result<(), ClientError> {
