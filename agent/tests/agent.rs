@@ -750,6 +750,101 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
 }
 
 #[test]
+fn an_efs_location_is_datasyncs_and_a_mount_target_out_of_reach_ends_the_execution_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let agent = Agent::launch(tmp.path());
+    let refused = |args: &[&str], words: &str| {
+        let (code, _, err) = agent.cli(args);
+        assert_eq!(code, 2, "ferry {args:?} was accepted");
+        assert!(
+            err.contains(words),
+            "ferry {args:?}: {err:?} does not say {words:?}"
+        );
+    };
+    fn efs<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["location", "create-efs"][..], extra].concat()
+    }
+    refused(
+        &efs(&["--file-system-id", "fs-12345678"]),
+        "give --region with a file system id",
+    );
+    refused(
+        &efs(&["--file-system-id", "fs-nothex!", "--region", "us-east-1"]),
+        "is not an EFS file system id",
+    );
+    refused(
+        &efs(&[
+            "--file-system-id",
+            "fs-12345678",
+            "--region",
+            "us-east-1",
+            "--access-point",
+            "fsap-12345678",
+        ]),
+        "give TLS1_2 with an access point",
+    );
+    refused(
+        &efs(&[
+            "--file-system-id",
+            "arn:aws:elasticfilesystem:eu-west-1:111122223333:file-system/fs-12345678",
+            "--region",
+            "us-east-1",
+        ]),
+        "is in eu-west-1, not --region us-east-1",
+    );
+
+    // By its ARN, as DataSync names it; the access point by its ARN too.
+    let loc = agent.ok(&efs(&[
+        "--file-system-id",
+        "arn:aws:elasticfilesystem:eu-west-1:111122223333:file-system/fs-0123456789abcdef0",
+        "--access-point",
+        "arn:aws:elasticfilesystem:eu-west-1:111122223333:access-point/fsap-0123456789abcdef0",
+        "--subdirectory",
+        "/migrated",
+        "--in-transit-encryption",
+        "TLS1_2",
+        "--mount-target-address",
+        "127.0.0.1",
+    ]));
+    let id = loc["LocationId"].as_str().unwrap();
+    let described = agent.ok(&["location", "describe", id]);
+    assert_eq!(described["Type"], "EFS", "{described}");
+    assert_eq!(
+        described["LocationUri"],
+        "efs://eu-west-1.fs-0123456789abcdef0/migrated"
+    );
+    assert_eq!(described["FileSystemId"], "fs-0123456789abcdef0");
+    assert_eq!(described["AccessPointId"], "fsap-0123456789abcdef0");
+    assert_eq!(described["InTransitEncryption"], "TLS1_2");
+
+    // Nothing answers TLS at 127.0.0.1:2049 (or something that is not EFS
+    // does): the execution ends in ERROR, the mount target named.
+    let s = agent.location(&src);
+    agent.ok(&[
+        "task",
+        "create",
+        "--name",
+        "to-efs",
+        "--source",
+        &s,
+        "--destination",
+        id,
+    ]);
+    let exec = agent.start_task("to-efs", &[]);
+    let e = agent.wait_end(&exec);
+    assert_eq!(e["Status"], "ERROR", "{e}");
+    let detail = e["Result"]["ErrorDetail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(
+            "the mount target fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com at 127.0.0.1:2049"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_schedule_starts_the_task_every_minute_without_doubling() {
     let (_tmp, agent, src, dst, task) = setup("cron");
     make_tree(&src, 4, 1000);

@@ -91,14 +91,12 @@ impl Agent {
                 mount_target_address,
             } => {
                 let name = model::mount_target_name(file_system_id, region);
-                let addr = match mount_target_address {
+                let ip = match mount_target_address {
                     Some(a) => model::parse_mount_target_address(a)
                         .ok_or_else(|| format!("{a:?} is not a mount target's address"))?,
-                    None => SocketAddr::new(
-                        nfs::resolve(&name).map_err(|e| e.to_string())?,
-                        model::PORT,
-                    ),
+                    None => nfs::resolve(&name).map_err(|e| e.to_string())?,
                 };
+                let addr = SocketAddr::new(ip, model::PORT);
                 let path = nfs::export_path("/", subdirectory.as_deref());
                 // The EFS mount helper's options: a new source port on each
                 // reconnection, so a mount target's failover is followed.
@@ -124,8 +122,8 @@ impl Agent {
                         )
                     }
                     InTransitEncryption::None => (
-                        addr.ip(),
-                        format!("noresvport,port={}", addr.port()),
+                        ip,
+                        format!("noresvport,port={}", model::PORT),
                         format!("NFS 4.1 to {name} at {addr}"),
                         None,
                     ),

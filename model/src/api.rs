@@ -79,9 +79,9 @@ pub enum LocationSpec {
         subdirectory: Option<String>,
         #[serde(default)]
         in_transit_encryption: InTransitEncryption,
-        /// The mount target's IP address (and port), when its name does not
-        /// resolve where the agent runs; the certificate is still checked
-        /// against the name.
+        /// The mount target's IP address, when its name does not resolve
+        /// where the agent runs (the mount helper's `mounttargetip`); the
+        /// certificate is still checked against the name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mount_target_address: Option<String>,
     },

@@ -8,7 +8,7 @@
 //! server's certificate against that name. An access point is named in the
 //! tunnel's client certificate, so it needs TLS (as with DataSync).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,13 +89,9 @@ pub fn is_region(r: &str) -> bool {
 }
 
 /// The mount target's address when its name does not resolve where the
-/// agent runs (the mount helper's `mounttargetip`): an IP address, with a
-/// port when it is not 2049.
-pub fn parse_mount_target_address(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, PORT)))
-        .filter(|a| a.port() != 0)
+/// agent runs (the mount helper's `mounttargetip`).
+pub fn parse_mount_target_address(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
 }
 
 /// Checks what can be checked of an EFS location before anything is
@@ -152,7 +148,7 @@ pub fn check(
         if parse_mount_target_address(a).is_none() {
             return Err((
                 "mount_target_address",
-                format!("{a:?} is not an IP address (or IP:PORT) of a mount target"),
+                format!("{a:?} is not the IP address of a mount target"),
             ));
         }
     }
@@ -202,7 +198,7 @@ mod tests {
             Some("fsap-0123456789abcdef0"),
             None,
             InTransitEncryption::Tls1_2,
-            Some("10.0.2.2:12449"),
+            Some("10.0.2.101"),
         )
         .unwrap();
         let field = |r: Result<(), (&'static str, String)>| r.unwrap_err().0;
@@ -251,8 +247,13 @@ mod tests {
             "mount_target_address"
         );
         assert_eq!(
-            parse_mount_target_address("192.0.2.7"),
-            Some("192.0.2.7:2049".parse().unwrap())
+            field(ok(
+                None,
+                None,
+                InTransitEncryption::None,
+                Some("10.0.2.101:2049")
+            )),
+            "mount_target_address"
         );
         assert_eq!(
             "TLS1_2".parse::<InTransitEncryption>(),

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod nfs;
 pub mod ovf;
 pub mod ssh;
+pub mod stunnel;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -81,7 +81,7 @@ pub struct EfsLocation {
     /// NONE (default) or TLS1_2.
     #[serde(default)]
     pub in_transit_encryption: efs::InTransitEncryption,
-    /// IP[:PORT] of the mount target, when its name does not resolve.
+    /// The mount target's IP address, when its name does not resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_target_address: Option<String>,
 }

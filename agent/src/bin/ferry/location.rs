@@ -59,9 +59,9 @@ enum LocationCommand {
         /// TLS1_2 carries NFS over TLS and checks the mount target's certificate; NONE does not.
         #[arg(long, value_name = "TLS1_2|NONE", default_value = "NONE")]
         in_transit_encryption: InTransitEncryption,
-        /// The mount target's IP[:PORT], when its name does not resolve where the agent runs
+        /// The mount target's IP address, when its name does not resolve where the agent runs
         /// (the certificate is still checked against the name).
-        #[arg(long, value_name = "IP[:PORT]")]
+        #[arg(long, value_name = "IP")]
         mount_target_address: Option<String>,
     },
     /// A directory that is already there (a local disk, or mounted another way).
