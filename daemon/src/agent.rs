@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::dispatch;
 use super::events::Events;
-use super::mount::EfsTunnels;
+use super::mount::{self, EfsTunnels, Mounted};
 use super::store::{Store, StoreError};
 use ferry_engine::digests::DigestCache;
 use ferry_engine::location::local::LocalLocation;
@@ -18,7 +18,7 @@ use ferry_engine::options::TaskQueueing;
 use ferry_engine::throttle::Throttle;
 use ferry_engine::Options;
 use ferry_model::api::Execution as ExecutionRecord;
-use ferry_model::api::{self as records, Task};
+use ferry_model::api::{self as records, LocationSpec, Task};
 
 /// The execution the runner is working on.
 #[derive(Clone)]
@@ -87,6 +87,11 @@ impl Agent {
             Ok(reports) => remove_reports(&reports),
             Err(e) => self.events.warn(&format!("cannot expire the history: {e}")),
         }
+    }
+
+    /// Mounts an NFS or EFS location on `point` ([`mount::mount`]).
+    pub fn mount(&self, spec: &LocationSpec, point: PathBuf) -> Result<Mounted, String> {
+        mount::mount(spec, point, self.efs_tunnels.as_deref(), &self.events)
     }
 
     fn wake_runner(&self) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ferry_model::api::{InTransitEncryption, LocationSpec, NfsVersion};
 use ferry_model::efs as model;
 
-use super::agent::Agent;
+use super::events::Events;
 use super::nfs;
 
 /// What an EFS tunnel connects to.
@@ -59,89 +59,90 @@ impl Drop for Mounted {
     }
 }
 
-impl Agent {
-    /// Mounts an NFS or EFS location on `point`, and logs where.
-    pub fn mount(&self, spec: &LocationSpec, point: PathBuf) -> Result<Mounted, String> {
-        let (how, tunnel) = match spec {
-            LocationSpec::Nfs {
+/// Mounts an NFS or EFS location on `point`, and logs where; EFS with TLS
+/// through `tunnels`.
+pub fn mount(
+    spec: &LocationSpec,
+    point: PathBuf,
+    tunnels: Option<&dyn EfsTunnels>,
+    events: &Arc<Events>,
+) -> Result<Mounted, String> {
+    let (how, tunnel) = match spec {
+        LocationSpec::Nfs {
+            server,
+            export,
+            subdirectory,
+            version,
+            mount_options,
+            ..
+        } => {
+            let vers = nfs::mount(
                 server,
                 export,
-                subdirectory,
-                version,
-                mount_options,
-                ..
-            } => {
-                let vers = nfs::mount(
-                    server,
-                    export,
-                    subdirectory.as_deref(),
-                    *version,
-                    mount_options.as_deref(),
-                    &point,
-                )
+                subdirectory.as_deref(),
+                *version,
+                mount_options.as_deref(),
+                &point,
+            )
+            .map_err(|e| e.to_string())?;
+            (format!("NFS {vers}"), None)
+        }
+        LocationSpec::Efs {
+            file_system_id,
+            region,
+            access_point_id,
+            subdirectory,
+            in_transit_encryption,
+            mount_target_address,
+        } => {
+            let name = model::mount_target_name(file_system_id, region);
+            let ip = match mount_target_address {
+                Some(a) => model::parse_mount_target_address(a)
+                    .ok_or_else(|| format!("{a:?} is not a mount target's address"))?,
+                None => nfs::resolve(&name).map_err(|e| e.to_string())?,
+            };
+            let addr = SocketAddr::new(ip, model::PORT);
+            let path = nfs::export_path("/", subdirectory.as_deref());
+            // The EFS mount helper's options: a new source port on each
+            // reconnection, so a mount target's failover is followed.
+            let (server, options, how, tunnel) = match in_transit_encryption {
+                InTransitEncryption::Tls1_2 => {
+                    let tunnels = tunnels.ok_or("this agent has no TLS tunnel for EFS")?;
+                    let target = EfsTarget {
+                        name: name.clone(),
+                        addr,
+                        file_system_id: file_system_id.clone(),
+                        access_point_id: access_point_id.clone(),
+                    };
+                    let events = events.clone();
+                    let tunnel = tunnels.open(target, Arc::new(move |m| events.warn(&m)))?;
+                    (
+                        IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        format!("noresvport,port={}", tunnel.port()),
+                        format!("NFS 4.1 over TLS to {name} at {addr}"),
+                        Some(tunnel),
+                    )
+                }
+                InTransitEncryption::None => (
+                    ip,
+                    format!("noresvport,port={}", model::PORT),
+                    format!("NFS 4.1 to {name} at {addr}"),
+                    None,
+                ),
+            };
+            nfs::mount_at(server, &path, NfsVersion::Nfs4_1, Some(&options), &point)
                 .map_err(|e| e.to_string())?;
-                (format!("NFS {vers}"), None)
-            }
-            LocationSpec::Efs {
-                file_system_id,
-                region,
-                access_point_id,
-                subdirectory,
-                in_transit_encryption,
-                mount_target_address,
-            } => {
-                let name = model::mount_target_name(file_system_id, region);
-                let ip = match mount_target_address {
-                    Some(a) => model::parse_mount_target_address(a)
-                        .ok_or_else(|| format!("{a:?} is not a mount target's address"))?,
-                    None => nfs::resolve(&name).map_err(|e| e.to_string())?,
-                };
-                let addr = SocketAddr::new(ip, model::PORT);
-                let path = nfs::export_path("/", subdirectory.as_deref());
-                // The EFS mount helper's options: a new source port on each
-                // reconnection, so a mount target's failover is followed.
-                let (server, options, how, tunnel) = match in_transit_encryption {
-                    InTransitEncryption::Tls1_2 => {
-                        let tunnels = self
-                            .efs_tunnels
-                            .as_ref()
-                            .ok_or("this agent has no TLS tunnel for EFS")?;
-                        let target = EfsTarget {
-                            name: name.clone(),
-                            addr,
-                            file_system_id: file_system_id.clone(),
-                            access_point_id: access_point_id.clone(),
-                        };
-                        let events = self.events.clone();
-                        let tunnel = tunnels.open(target, Arc::new(move |m| events.warn(&m)))?;
-                        (
-                            IpAddr::V4(Ipv4Addr::LOCALHOST),
-                            format!("noresvport,port={}", tunnel.port()),
-                            format!("NFS 4.1 over TLS to {name} at {addr}"),
-                            Some(tunnel),
-                        )
-                    }
-                    InTransitEncryption::None => (
-                        ip,
-                        format!("noresvport,port={}", model::PORT),
-                        format!("NFS 4.1 to {name} at {addr}"),
-                        None,
-                    ),
-                };
-                nfs::mount_at(server, &path, NfsVersion::Nfs4_1, Some(&options), &point)
-                    .map_err(|e| e.to_string())?;
-                (how, tunnel)
-            }
-            other => return Err(format!("{} is not mounted", other.uri())),
-        };
-        self.events.info(&format!(
-            "mounted {} ({how}) on {}",
-            spec.uri(),
-            point.display()
-        ));
-        Ok(Mounted {
-            path: point,
-            _tunnel: tunnel,
-        })
-    }
+            (how, tunnel)
+        }
+        other => return Err(format!("{} is not mounted", other.uri())),
+    };
+    events.info(&format!(
+        "mounted {} ({how}) on {}",
+        spec.uri(),
+        point.display()
+    ));
+    Ok(Mounted {
+        path: point,
+        _tunnel: tunnel,
+    })
 }

@@ -289,7 +289,8 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
         }
     };
     let dst_loc = match LocalLocation::open(&dst.path) {
-        Ok(l) => l,
+        // The plan's fidelity check knows EFS's largest file.
+        Ok(l) => l.with_file_size_max(destination.spec.file_size_max()),
         Err(e) => {
             return fail(
                 "DestinationUnavailable",

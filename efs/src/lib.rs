@@ -29,6 +29,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Threads serving the kernel's connections (nconnect of them per mount).
 const TUNNEL_THREADS: usize = 2;
+/// Each direction's buffer: NFS moves 1 MiB per READ or WRITE, and larger
+/// writes make full 16 KiB TLS records (tokio's default is 8 KiB).
+const COPY_BUFFER: usize = 256 << 10;
 
 /// The mount helper's object identifiers: the access point and the file
 /// system a client certificate is for.
@@ -273,7 +276,13 @@ async fn serve(
             match connect(&target, &connector, name).await {
                 Ok(mut remote) => {
                     // Either side closing ends both: the kernel reconnects.
-                    let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut local,
+                        &mut remote,
+                        COPY_BUFFER,
+                        COPY_BUFFER,
+                    )
+                    .await;
                 }
                 Err(e) => warn(e.to_string()),
             }

@@ -138,6 +138,12 @@ impl LocationSpec {
         matches!(self, LocationSpec::Nfs { .. } | LocationSpec::Efs { .. })
     }
 
+    /// The largest file the location's file system takes, when its kind
+    /// says (EFS's).
+    pub fn file_size_max(&self) -> Option<u64> {
+        matches!(self, LocationSpec::Efs { .. }).then_some(crate::efs::FILE_SIZE_MAX)
+    }
+
     /// Whether the hub lets agents make special files in this location.
     pub fn allows_special_files(&self) -> bool {
         matches!(

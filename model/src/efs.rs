@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 /// EFS's NFS port.
 pub const PORT: u16 = 2049;
 
+/// The largest file EFS stores: 47.9 TiB (its quotas).
+pub const FILE_SIZE_MAX: u64 = 52_673_613_135_872;
+
 /// DataSync's `InTransitEncryption`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InTransitEncryption {
@@ -169,6 +172,21 @@ mod tests {
             mount_target_name("fs-12345678", "cn-north-1"),
             "fs-12345678.efs.cn-north-1.amazonaws.com.cn"
         );
+    }
+
+    #[test]
+    fn an_efs_location_knows_the_largest_file() {
+        let efs = crate::api::LocationSpec::Efs {
+            file_system_id: "fs-12345678".into(),
+            region: "us-east-1".into(),
+            access_point_id: None,
+            subdirectory: None,
+            in_transit_encryption: InTransitEncryption::None,
+            mount_target_address: None,
+        };
+        assert_eq!(efs.file_size_max(), Some(FILE_SIZE_MAX));
+        assert_eq!(efs.uri(), "efs://us-east-1.fs-12345678/");
+        assert_eq!(crate::api::LocationSpec::local("/a").file_size_max(), None);
     }
 
     #[test]

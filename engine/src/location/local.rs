@@ -80,6 +80,9 @@ fn display(name: &OsStr) -> String {
 pub struct LocalLocation {
     root: PathBuf,
     remote: bool,
+    /// The largest file the file system takes, when the caller knows it
+    /// (EFS's): statvfs does not say.
+    file_size_max: Option<u64>,
 }
 
 /// Stats in flight for the listings of network locations (see `list`).
@@ -111,7 +114,16 @@ impl LocalLocation {
         Ok(Self {
             root: root.to_path_buf(),
             remote,
+            file_size_max: None,
         })
+    }
+
+    /// The same location, known to take files of `max` bytes at most.
+    pub fn with_file_size_max(self, max: Option<u64>) -> Self {
+        Self {
+            file_size_max: max,
+            ..self
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -361,6 +373,7 @@ impl Location for LocalLocation {
             name_max,
             // Only root gives files to others (CAP_CHOWN).
             can_chown: rustix::process::geteuid().is_root(),
+            file_size_max: self.file_size_max,
             ..Limits::default()
         }
     }
