@@ -110,6 +110,16 @@ impl Agent {
         v
     }
 
+    /// A CLI call the agent must refuse, saying `words`.
+    fn refused(&self, args: &[&str], words: &str) {
+        let (code, _, err) = self.cli(args);
+        assert_eq!(code, 2, "ferry {args:?} was accepted");
+        assert!(
+            err.contains(words),
+            "ferry {args:?}: {err:?} does not say {words:?}"
+        );
+    }
+
     /// A raw HTTP GET; (status, body).
     fn get(&self, path: &str) -> (u16, String) {
         let mut s = UnixStream::connect(self.socket()).unwrap();
@@ -563,14 +573,7 @@ fn bad_requests_are_refused_with_a_clear_message_and_nothing_is_stored() {
     let dst = agent.location(&tmp.path().join("out"));
     let inner = agent.location(&tmp.path().join("in/sub"));
 
-    let refused = |args: &[&str], words: &str| {
-        let (code, _, err) = agent.cli(args);
-        assert_eq!(code, 2, "ferry {args:?} was accepted");
-        assert!(
-            err.contains(words),
-            "ferry {args:?}: {err:?} does not say {words:?}"
-        );
-    };
+    let refused = |args: &[&str], words: &str| agent.refused(args, words);
     let refused_task = |extra: &[&str], words: &str| {
         let mut args = vec!["task", "create", "--name", "t"];
         args.extend_from_slice(extra);
@@ -755,14 +758,7 @@ fn an_efs_location_is_datasyncs_and_a_mount_target_out_of_reach_ends_the_executi
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let agent = Agent::launch(tmp.path());
-    let refused = |args: &[&str], words: &str| {
-        let (code, _, err) = agent.cli(args);
-        assert_eq!(code, 2, "ferry {args:?} was accepted");
-        assert!(
-            err.contains(words),
-            "ferry {args:?}: {err:?} does not say {words:?}"
-        );
-    };
+    let refused = |args: &[&str], words: &str| agent.refused(args, words);
     fn efs<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         [&["location", "create-efs"][..], extra].concat()
     }

@@ -43,27 +43,7 @@ enum LocationCommand {
     },
     /// An Amazon EFS file system: NFS 4.1 at its mount target
     /// (FS.efs.REGION.amazonaws.com), over TLS with TLS1_2.
-    CreateEfs {
-        /// fs-…, or the file system's ARN (which gives the region too).
-        #[arg(long, value_name = "ID|ARN")]
-        file_system_id: String,
-        /// The file system's region (not needed with an ARN).
-        #[arg(long)]
-        region: Option<String>,
-        /// fsap-…, or its ARN: mount through this access point (needs TLS1_2).
-        #[arg(long, value_name = "ID|ARN")]
-        access_point: Option<String>,
-        /// A directory inside the file system to use as the root.
-        #[arg(long, value_name = "PATH")]
-        subdirectory: Option<String>,
-        /// TLS1_2 carries NFS over TLS and checks the mount target's certificate; NONE does not.
-        #[arg(long, value_name = "TLS1_2|NONE", default_value = "NONE")]
-        in_transit_encryption: InTransitEncryption,
-        /// The mount target's IP address, when its name does not resolve where the agent runs
-        /// (the certificate is still checked against the name).
-        #[arg(long, value_name = "IP")]
-        mount_target_address: Option<String>,
-    },
+    CreateEfs(EfsArgs),
     /// A directory that is already there (a local disk, or mounted another way).
     CreateLocal {
         #[arg(long)]
@@ -91,6 +71,29 @@ enum LocationCommand {
     },
 }
 
+#[derive(Args, Debug)]
+struct EfsArgs {
+    /// fs-…, or the file system's ARN (which gives the region too).
+    #[arg(long, value_name = "ID|ARN")]
+    file_system_id: String,
+    /// The file system's region (not needed with an ARN).
+    #[arg(long)]
+    region: Option<String>,
+    /// fsap-…, or its ARN: mount through this access point (needs TLS1_2).
+    #[arg(long, value_name = "ID|ARN")]
+    access_point: Option<String>,
+    /// A directory inside the file system to use as the root.
+    #[arg(long, value_name = "PATH")]
+    subdirectory: Option<String>,
+    /// TLS1_2 carries NFS over TLS and checks the mount target's certificate; NONE does not.
+    #[arg(long, value_name = "TLS1_2|NONE", default_value = "NONE")]
+    in_transit_encryption: InTransitEncryption,
+    /// The mount target's IP address, when its name does not resolve where the agent runs
+    /// (the certificate is still checked against the name).
+    #[arg(long, value_name = "IP")]
+    mount_target_address: Option<String>,
+}
+
 pub fn run(args: LocationArgs) -> ExitCode {
     let client = Client::new(&args.agent);
     let json = args.agent.json;
@@ -113,22 +116,9 @@ pub fn run(args: LocationArgs) -> ExitCode {
                 allow_special_files: false,
             },
         ),
-        LocationCommand::CreateEfs {
-            file_system_id,
-            region,
-            access_point,
-            subdirectory,
-            in_transit_encryption,
-            mount_target_address,
-        } => efs_spec(
-            file_system_id,
-            region,
-            access_point,
-            subdirectory,
-            in_transit_encryption,
-            mount_target_address,
-        )
-        .and_then(|spec| create(&client, json, spec)),
+        LocationCommand::CreateEfs(efs) => {
+            efs_spec(efs).and_then(|spec| create(&client, json, spec))
+        }
         LocationCommand::CreateLocal { path } => {
             let path = if path.is_absolute() {
                 path
@@ -195,14 +185,15 @@ pub fn run(args: LocationArgs) -> ExitCode {
 
 /// The EFS location the options describe: an ARN gives the id and the
 /// region (a --region that differs is refused).
-fn efs_spec(
-    file_system: String,
-    region: Option<String>,
-    access_point: Option<String>,
-    subdirectory: Option<String>,
-    in_transit_encryption: InTransitEncryption,
-    mount_target_address: Option<String>,
-) -> Result<LocationSpec, ClientError> {
+fn efs_spec(args: EfsArgs) -> Result<LocationSpec, ClientError> {
+    let EfsArgs {
+        file_system_id: file_system,
+        region,
+        access_point,
+        subdirectory,
+        in_transit_encryption,
+        mount_target_address,
+    } = args;
     let (file_system_id, region) = match (efs::parse_arn(&file_system), region) {
         (Some((_, r)), Some(given)) if r != given => {
             return Err(ClientError::Usage(format!(
