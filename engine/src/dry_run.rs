@@ -793,9 +793,14 @@ fn estimate(
             } else {
                 0.0
             };
-            // Small and large files share the link; all of it within the limit.
+            // Small and large files share the link: all the bytes at the
+            // slowest rate (the measured ones and the limit).
             let files_s = source.max(destination);
-            let all = limit.map_or(0.0, |l| bytes / l.max(1.0));
+            let all = if rate.is_finite() {
+                bytes / rate.max(1.0)
+            } else {
+                0.0
+            };
             let (files_s, data_s) = if files_s >= large {
                 ((files_s + large).max(all), large)
             } else {
@@ -1035,6 +1040,17 @@ mod tests {
         assert!(
             (estimate(&few_large, &measured(1.0), &limited, 10, None).seconds - 100.0).abs() < 1e-9
         );
+        // Small files' bytes cross the link too: 400 MB of them beside the
+        // large files' 1 GB take 28 s at 50 MB/s, not the 20 s of the large.
+        let mixed = Tally {
+            files_listed: 1_002,
+            files_to_transfer: 1_002,
+            bytes_to_transfer: 1_400_000_000,
+            ..few_large
+        };
+        let e = estimate(&mixed, &probed, &opts, 10, None);
+        assert_eq!(e.bound, "DATA");
+        assert!((e.seconds - 28.0).abs() < 1e-9, "{e:?}");
         // Nothing to do: the scan.
         let e = estimate(&Tally::default(), &measured(3.0), &opts, 10, None);
         assert_eq!((e.bound, e.seconds), ("SCAN", 3.0));
