@@ -25,14 +25,25 @@ impl Moto {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
+        // moto's own `moto.server`, but serving one request at a time: its
+        // recorder appends each request to a file in pieces of 8 KiB, so
+        // two requests at once (a hub's and an agent's) interleave and
+        // spoil both lines.
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg("-c")
+            .arg(
+                "import sys\n\
+                 from werkzeug.serving import run_simple\n\
+                 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+                 run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)",
+            )
             .arg(port.to_string())
+            .env("MOTO_PORT", port.to_string())
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 -m moto.server (scripts/setup installs moto[server])");
+            .expect("python3 with moto's server (scripts/setup installs moto[server])");
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -86,7 +97,10 @@ impl Moto {
             &[],
         )
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("moto recorded a line that is not JSON ({e}): {l:.200}"))
+        })
         .collect()
     }
 }
