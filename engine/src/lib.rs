@@ -28,6 +28,7 @@ pub use ferry_model::{filter, options};
 pub mod plan;
 pub mod report;
 pub mod sched;
+pub mod share;
 pub mod throttle;
 mod transfer;
 mod verify;
@@ -51,6 +52,7 @@ pub use self::options::Options;
 use self::options::{OptionsError, VerifyMode};
 use self::plan::{Creator, SkipReason};
 use self::report::{Observer, Outcome, Phase, Record};
+use self::share::WorkShare;
 use self::throttle::Throttle;
 use crate::location::{Kind, Location, Meta, Timestamp};
 
@@ -141,6 +143,9 @@ pub(crate) struct Ctx<S: Location, D: Location> {
     /// The manifest's paths found at the source (with a manifest): those
     /// it names and not found are reported.
     manifest_found: Option<Mutex<HashSet<Vec<u8>>>>,
+    /// Several agents on the execution: units leased from their
+    /// coordinator instead of a walk from the root ([`share`]).
+    share: Option<Arc<dyn WorkShare>>,
 }
 
 /// The content hash of a source file and the attributes it was taken under:
@@ -244,6 +249,23 @@ pub(crate) fn symlink_targets<S: Location, D: Location>(
         (Ok(a), Ok(b)) => Some((a, b)),
         _ => None,
     }
+}
+
+/// The directory `names` lead to below `root`, opened one name at a time
+/// (a location's operations take one name).
+pub(crate) fn open_below<L: Location>(
+    loc: &L,
+    root: &L::Dir,
+    names: &[&OsStr],
+) -> io::Result<L::Dir> {
+    let (first, rest) = names
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty path"))?;
+    let mut dir = loc.open_dir(root, first)?;
+    for name in rest {
+        dir = loc.open_dir(&dir, name)?;
+    }
+    Ok(dir)
 }
 
 /// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
@@ -493,6 +515,7 @@ impl<S: Location, D: Location> Execution<S, D> {
                 source_hashes: Mutex::new(HashMap::new()),
                 source_digests: None,
                 manifest_found,
+                share: None,
             },
         })
     }
@@ -502,6 +525,13 @@ impl<S: Location, D: Location> Execution<S, D> {
     /// unchanged since an earlier execution is not read again to verify it.
     pub fn with_source_digests(mut self, cache: Arc<DigestCache>, scope: u64) -> Self {
         self.ctx.source_digests = Some((cache, scope));
+        self
+    }
+
+    /// Runs as one of several agents on the execution: its work comes in
+    /// units leased from `share` ([`share`]).
+    pub fn with_share(mut self, share: Arc<dyn WorkShare>) -> Self {
+        self.ctx.share = Some(share);
         self
     }
 
@@ -550,7 +580,8 @@ impl<S: Location, D: Location> Execution<S, D> {
             );
             ctx.fail(Phase::Transferring, &f.path, f.kind, f.what, &f.error);
         }
-        if error_detail.is_none() && !ctx.cancelled() {
+        // With several agents, each knows only the paths it found.
+        if error_detail.is_none() && !ctx.cancelled() && ctx.share.is_none() {
             ctx.report_not_found();
         }
         let transfer_end = Instant::now();

@@ -174,6 +174,14 @@ impl<J> Scheduler<J> {
         None
     }
 
+    /// Keeps the workers from finishing while the guard lives, as a job
+    /// running would: work may still come from elsewhere (a coordinator's
+    /// units).
+    pub fn hold(&self) -> Hold<'_, J> {
+        self.state.lock().unwrap().active += 1;
+        Hold(self)
+    }
+
     /// Marks a job taken by [`Self::next`] as done.
     pub fn done(&self, slot: Slot) {
         let mut s = self.state.lock().unwrap();
@@ -196,6 +204,15 @@ impl<J> Scheduler<J> {
         } else if freed {
             self.wake.notify_one();
         }
+    }
+}
+
+/// See [`Scheduler::hold`].
+pub struct Hold<'a, J>(&'a Scheduler<J>);
+
+impl<J> Drop for Hold<'_, J> {
+    fn drop(&mut self) {
+        self.0.done(Slot::Global);
     }
 }
 
@@ -242,5 +259,23 @@ mod tests {
         });
         // 1 + 2 + 4 + 8 scans and 1 + 2 + 4 entry jobs.
         assert_eq!(ran.load(Ordering::Relaxed), 15 + 7);
+    }
+
+    #[test]
+    fn a_hold_keeps_idle_workers_waiting_for_work_to_come() {
+        let s = Scheduler::new(1, 1);
+        let hold = s.hold();
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let (slot, job) = s.next().expect("the job pushed later");
+                s.done(slot);
+                assert_eq!(s.next(), None);
+                job
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s.push(Slot::Scan, 7);
+            drop(hold);
+            assert_eq!(worker.join().unwrap(), 7);
+        });
     }
 }

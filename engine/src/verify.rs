@@ -23,7 +23,8 @@ use super::options::{
 use super::plan;
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
-use super::{child_path, is_temp_name, list_pair, Ctx, KnownHash, Pair};
+use super::share::{Feeder, SharedPhase, Unit, WorkShare};
+use super::{child_path, is_temp_name, list_pair, open_below, Ctx, KnownHash, Pair};
 use crate::location::{Kind, Location, Meta, Reader};
 
 /// Why an entry failed verification.
@@ -70,7 +71,11 @@ enum Job<S: Location, D: Location> {
         name: OsString,
         rel: Vec<u8>,
         src_meta: Meta,
+        /// The unit the file is in, done when its last check is.
+        ticket: Option<Arc<Ticket>>,
     },
+    /// A unit leased from the coordinator: one directory to check.
+    Unit(Unit),
     /// ONLY_FILES_TRANSFERRED: the rest of the transfer log, read a part
     /// at a time (memory stays bounded whatever its length).
     Log {
@@ -102,6 +107,22 @@ struct Verify<'a, S: Location, D: Location> {
     sched: Scheduler<Job<S, D>>,
     /// Keys of the directories whose content checks are queued.
     dirs: AtomicUsize,
+    feeder: Arc<Feeder>,
+}
+
+/// A unit being checked: reported done to the coordinator when the last
+/// of its jobs is over and drops it.
+struct Ticket {
+    unit: Unit,
+    share: Arc<dyn WorkShare>,
+    feeder: Arc<Feeder>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.share.done(SharedPhase::Verifying, &self.unit);
+        self.feeder.finished_one();
+    }
 }
 
 pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
@@ -109,6 +130,9 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
         ctx,
         sched: Scheduler::new(ctx.workers, ctx.workers).with_lookahead(HASHES_AHEAD),
         dirs: AtomicUsize::new(0),
+        // Checking a unit is mostly hashing its files: a few at once
+        // keep every worker busy.
+        feeder: Arc::new(Feeder::new(ctx.workers.div_ceil(8))),
     };
     ctx.dst.list_with_digests();
     let roots = (|| -> io::Result<_> {
@@ -122,8 +146,25 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
         Ok(r) => r,
         Err(e) => return ctx.fail(Phase::Verifying, b"/", Kind::Dir, "open the roots", &e),
     };
-    match &ctx.transferred_log {
-        Some(log) => {
+    match (&ctx.share, &ctx.transferred_log) {
+        (Some(share), _) => {
+            // Units are checked whole, as POINT_IN_TIME_CONSISTENT does
+            // (an agent knows only what it wrote itself).
+            let hold = v.sched.hold();
+            let v = &v;
+            return std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    let cancelled = || ctx.cancelled();
+                    v.feeder
+                        .run(share.as_ref(), SharedPhase::Verifying, cancelled, |unit| {
+                            v.sched.push(Slot::Scan, Job::Unit(unit))
+                        });
+                    drop(hold);
+                });
+                v.work(&src, &dst);
+            });
+        }
+        (None, Some(log)) => {
             let mut log = log.lock().unwrap();
             let file = match log
                 .get_mut()
@@ -146,20 +187,20 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
                 Slot::Scan,
                 Job::Log {
                     log: BufReader::new(file),
-                    src,
-                    dst,
+                    src: src.clone(),
+                    dst: dst.clone(),
                 },
             );
         }
-        None => {
+        (None, None) => {
             if v.compare(b"/", &src_meta, Some(&dst_meta), None) {
                 v.verified(b"/", Kind::Dir, 0);
             }
             v.sched.push(
                 Slot::Scan,
                 Job::Dir {
-                    src,
-                    dst,
+                    src: src.clone(),
+                    dst: dst.clone(),
                     rel: b"/".to_vec(),
                     src_meta,
                     included: ctx.filters.root_included(),
@@ -167,27 +208,77 @@ pub(crate) fn run<S: Location, D: Location>(ctx: &Ctx<S, D>) {
             );
         }
     }
-    ctx.run_workers(|| {
-        while let Some((slot, job)) = v.sched.next() {
-            if !ctx.cancelled() {
-                v.run_job(job);
-            }
-            v.sched.done(slot);
-        }
-    });
+    v.work(&src, &dst);
 }
 
 impl<S: Location, D: Location> Verify<'_, S, D> {
-    fn run_job(&self, job: Job<S, D>) {
+    /// Runs the queued jobs on every worker until all are done; `src` and
+    /// `dst` are the roots units are opened below.
+    fn work(&self, src: &Arc<S::Dir>, dst: &Arc<D::Dir>) {
+        let ctx = self.ctx;
+        ctx.run_workers(|| {
+            while let Some((slot, job)) = self.sched.next() {
+                if !ctx.cancelled() {
+                    self.run_job(job, src, dst);
+                }
+                self.sched.done(slot);
+            }
+        });
+    }
+
+    /// Checks a unit's directory: its own attributes and its entries but
+    /// the subdirectories (units of their own).
+    fn unit(&self, unit: Unit, src_root: &S::Dir, dst_root: &D::Dir) {
+        let ctx = self.ctx;
+        let share = ctx.share.clone().expect("units come from a coordinator");
+        let ticket = Arc::new(Ticket {
+            unit: unit.clone(),
+            share,
+            feeder: self.feeder.clone(),
+        });
+        let opened = (|| -> io::Result<_> {
+            let names = unit
+                .names()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let (src, dst) = match names.as_slice() {
+                [] => (ctx.src.root()?, ctx.dst.root()?),
+                names => (
+                    open_below(&ctx.src, src_root, names)?,
+                    open_below(&ctx.dst, dst_root, names)?,
+                ),
+            };
+            let (src_meta, dst_meta) = (ctx.src.stat_dir(&src)?, ctx.dst.stat_dir(&dst)?);
+            Ok((src, dst, src_meta, dst_meta))
+        })();
+        match opened {
+            Ok((src, dst, src_meta, dst_meta)) => {
+                if self.compare(&unit.path, &src_meta, Some(&dst_meta), None) {
+                    self.verified(&unit.path, Kind::Dir, 0);
+                }
+                let (src, dst) = (Arc::new(src), Arc::new(dst));
+                self.dir(src, dst, &unit.path, &src_meta, unit.included, Some(ticket));
+            }
+            Err(e) => ctx.fail(
+                Phase::Verifying,
+                &unit.path,
+                Kind::Dir,
+                "open directory",
+                &e,
+            ),
+        }
+    }
+
+    fn run_job(&self, job: Job<S, D>, src_root: &S::Dir, dst_root: &D::Dir) {
         let ctx = self.ctx;
         match job {
+            Job::Unit(unit) => self.unit(unit, src_root, dst_root),
             Job::Dir {
                 src,
                 dst,
                 rel,
                 src_meta,
                 included,
-            } => self.dir(src, dst, &rel, &src_meta, included),
+            } => self.dir(src, dst, &rel, &src_meta, included, None),
             Job::Open {
                 src_parent,
                 dst_parent,
@@ -201,7 +292,9 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     .open_dir(&src_parent, &name)
                     .and_then(|s| Ok((s, ctx.dst.open_dir(&dst_parent, &name)?)));
                 match opened {
-                    Ok((s, d)) => self.dir(Arc::new(s), Arc::new(d), &rel, &src_meta, included),
+                    Ok((s, d)) => {
+                        self.dir(Arc::new(s), Arc::new(d), &rel, &src_meta, included, None)
+                    }
                     Err(e) => ctx.fail(Phase::Verifying, &rel, Kind::Dir, "open directory", &e),
                 }
             }
@@ -211,6 +304,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                 name,
                 rel,
                 src_meta,
+                ticket: _ticket,
             } => self.hash(&src_dir, &dst_dir, &name, &rel, &src_meta),
             Job::Log { log, src, dst } => self.log_part(log, src, dst),
             Job::Written {
@@ -222,7 +316,17 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         }
     }
 
-    fn dir(&self, src: Arc<S::Dir>, dst: Arc<D::Dir>, rel: &[u8], src_meta: &Meta, included: bool) {
+    /// Checks the entries of a directory; with a `ticket`, a unit's: its
+    /// subdirectories are units of their own, not walked.
+    fn dir(
+        &self,
+        src: Arc<S::Dir>,
+        dst: Arc<D::Dir>,
+        rel: &[u8],
+        src_meta: &Meta,
+        included: bool,
+        ticket: Option<Arc<Ticket>>,
+    ) {
         let ctx = self.ctx;
         let pairs = match list_pair(&ctx.src, &src, &ctx.dst, Some(&*dst)) {
             Ok(p) => p,
@@ -253,6 +357,10 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     if s.kind.is_special() && ctx.opts.preserve_devices == PreserveDevices::None {
                         continue;
                     }
+                    // Its own unit checks it (one missing is reported here).
+                    if ticket.is_some() && s.kind == Kind::Dir && d.is_some() {
+                        continue;
+                    }
                     let links = (s.kind == Kind::Symlink).then_some((&*src, &*dst, &*name));
                     let same = self.compare(&path, &s, d.as_ref(), links);
                     if !same {
@@ -280,6 +388,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                             name,
                             rel: path,
                             src_meta: s,
+                            ticket: ticket.clone(),
                         }),
                         kind => self.verified(&path, kind, 0),
                     }
@@ -480,13 +589,18 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         mut names: Vec<OsString>,
     ) {
         let ctx = self.ctx;
-        let dirs = if parent.is_empty() {
+        let below: Vec<&OsStr> = parent
+            .split(|&b| b == b'/')
+            .filter(|n| !n.is_empty())
+            .map(OsStr::from_bytes)
+            .collect();
+        let dirs = if below.is_empty() {
             Ok((src_root, dst_root))
         } else {
-            open_below(&ctx.src, &src_root, parent).and_then(|s| {
+            open_below(&ctx.src, &src_root, &below).and_then(|s| {
                 Ok((
                     Arc::new(s),
-                    Arc::new(open_below(&ctx.dst, &dst_root, parent)?),
+                    Arc::new(open_below(&ctx.dst, &dst_root, &below)?),
                 ))
             })
         };
@@ -549,6 +663,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                         name,
                         rel: path,
                         src_meta,
+                        ticket: None,
                     },
                 );
             } else {
@@ -637,23 +752,6 @@ fn meta_difference<S: Location, D: Location>(
         return Some("modification time".into());
     }
     None
-}
-
-/// The directory `rel` (`/a/b`) below `root`, opened one name at a time
-/// (a location's operations take one name).
-fn open_below<L: Location>(loc: &L, root: &L::Dir, rel: &[u8]) -> io::Result<L::Dir> {
-    let mut names = rel
-        .split(|&b| b == b'/')
-        .filter(|n| !n.is_empty())
-        .map(OsStr::from_bytes);
-    let first = names
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty path"))?;
-    let mut dir = loc.open_dir(root, first)?;
-    for name in names {
-        dir = loc.open_dir(&dir, name)?;
-    }
-    Ok(dir)
 }
 
 fn digest<R: Reader>(reader: &R) -> io::Result<[u8; 32]> {

@@ -284,6 +284,11 @@ pub trait Location: Send + Sync + 'static {
     /// in it instead. Off unless asked.
     fn defer_changes(&self) {}
 
+    /// Waits until the changes made in `dir` (its entries, and the
+    /// directories made in it) are done; their failures are still
+    /// [`Location::settle`]'s to report.
+    fn wait_settled(&self, _dir: &Self::Dir) {}
+
     /// Waits until every change is done; the deferred ones that failed.
     fn settle(&self) -> Vec<DeferredFailure> {
         Vec::new()

@@ -34,7 +34,7 @@ use std::ffi::OsString;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use self::copy::FileCopy;
@@ -44,6 +44,7 @@ use super::options::OverwriteMode;
 use super::plan::{self, Decision};
 use super::report::Phase;
 use super::sched::{Scheduler, Slot};
+use super::share::{Feeder, SharedPhase, Unit, WorkShare};
 use super::{child_path, Ctx};
 use crate::location::{Kind, Location, Meta};
 
@@ -69,6 +70,15 @@ pub(crate) struct DirNode<S: Location, D: Location> {
     included: bool,
     keep_meta: bool,
     setgid: bool,
+    /// Set on the directory of a unit leased from the coordinator.
+    unit: Option<UnitRoot>,
+}
+
+/// The directory of a unit, and the subdirectories it found, handed to
+/// the coordinator once the unit's changes are done (they exist then).
+pub(crate) struct UnitRoot {
+    unit: Unit,
+    found: Mutex<Vec<Unit>>,
 }
 
 impl<S: Location, D: Location> DirNode<S, D> {
@@ -88,6 +98,8 @@ struct ScanJob<S: Location, D: Location> {
     clear: Option<Kind>,
     keep_meta: bool,
     included: bool,
+    /// A unit for the coordinator: made (if new), not walked here.
+    give_away: bool,
 }
 
 struct EntryJob<S: Location, D: Location> {
@@ -111,6 +123,8 @@ impl<S: Location, D: Location> EntryJob<S, D> {
 }
 
 enum Job<S: Location, D: Location> {
+    /// A unit leased from the coordinator, to open and list.
+    Unit(Unit),
     List(Arc<DirNode<S, D>>),
     Scan(ScanJob<S, D>),
     Entry(EntryJob<S, D>),
@@ -135,6 +149,10 @@ pub(crate) struct Transfer<'a, S: Location, D: Location> {
     /// Whether data is copied inside the kernel: not between two network
     /// file systems; cleared when the kernel refuses to copy between the two.
     kernel_copy: AtomicBool,
+    /// With a coordinator: the roots units are opened below, and the
+    /// units in work.
+    roots: OnceLock<(S::Dir, D::Dir)>,
+    feeder: Feeder,
 }
 
 type Failure = (&'static str, io::Error);
@@ -157,11 +175,19 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             // the copy buffer asks for 1 MiB at a time: measured over NFS 4.1
             // at 20 ms, a fifth of the READs for the same time.
             kernel_copy: AtomicBool::new(!(ctx.src.is_remote() && ctx.dst.is_remote())),
+            roots: OnceLock::new(),
+            // A unit is one directory, at most `per_dir` of its entries in
+            // flight: twice as many units as that keeps the workers busy.
+            feeder: Feeder::new(2 * ctx.workers.div_ceil(per_dir)),
         }
     }
 
     /// Runs both phases to the end with `ctx.workers` threads.
     pub fn run(&self, src_root: S::Dir, dst_root: D::Dir) -> io::Result<()> {
+        if let Some(share) = &self.ctx.share {
+            self.run_shared(share.as_ref(), src_root, dst_root);
+            return Ok(());
+        }
         let src_meta = self.ctx.src.stat_dir(&src_root)?;
         let dst_meta = self.ctx.dst.stat_dir(&dst_root)?;
         let keep_meta = self.ctx.opts.overwrite_mode == OverwriteMode::Never;
@@ -183,6 +209,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             modified: AtomicBool::new(false),
             included: self.ctx.filters.root_included(),
             keep_meta,
+            unit: None,
         });
         self.scans_outstanding.store(1, Ordering::SeqCst);
         self.sched.push(Slot::Scan, Job::List(root));
@@ -195,8 +222,33 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
         Ok(())
     }
 
+    /// Both phases as one of several agents: units leased from `share`
+    /// and carried out until the coordinator says all are done.
+    fn run_shared(&self, share: &dyn WorkShare, src_root: S::Dir, dst_root: D::Dir) {
+        let _ = self.roots.set((src_root, dst_root));
+        let hold = self.sched.hold();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let cancelled = || self.ctx.cancelled();
+                self.feeder
+                    .run(share, SharedPhase::Transferring, cancelled, |unit| {
+                        self.sched.push(Slot::Scan, Job::Unit(unit))
+                    });
+                drop(hold);
+            });
+            self.ctx.run_workers(|| {
+                while let Some((slot, job)) = self.sched.next() {
+                    self.run_job(job);
+                    self.sched.done(slot);
+                }
+            });
+        });
+        *self.prepared_at.lock().unwrap() = Some(Instant::now());
+    }
+
     fn run_job(&self, job: Job<S, D>) {
         match job {
+            Job::Unit(unit) => self.open_unit(unit),
             Job::List(node) => self.list(node),
             Job::Scan(scan) => self.scan(scan),
             Job::Entry(entry) => self.entry(entry),
@@ -216,7 +268,7 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             self.finish_dir(&node);
             match &node.parent {
                 Some(parent) => node = parent.clone(),
-                None => return,
+                None => return self.unit_done(&node),
             }
         }
     }

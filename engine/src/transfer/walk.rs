@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{DirNode, EntryJob, Failure, Job, ScanJob, Transfer};
+use std::sync::Mutex;
+
+use super::{DirNode, EntryJob, Failure, Job, ScanJob, Transfer, UnitRoot};
 use crate::counters::Counters;
 use crate::filter::Verdict;
 use crate::location::{Kind, Location, Meta};
@@ -19,14 +21,105 @@ use crate::options::PreserveDeletedFiles;
 use crate::plan::{self, Decision, DirDecision};
 use crate::report::Phase;
 use crate::sched::Slot;
-use crate::{child_path, is_temp_name, list_pair, symlink_targets, Pair};
+use crate::share::{SharedPhase, Unit};
+use crate::{child_path, is_temp_name, list_pair, open_below, symlink_targets, Pair};
 
 impl<S: Location, D: Location> Transfer<'_, S, D> {
     pub(super) fn scan_finished(&self) {
         if self.scans_outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.prepared_at.lock().unwrap() = Some(Instant::now());
-            self.ctx.set_phase(Phase::Transferring);
+            let mut prepared = self.prepared_at.lock().unwrap();
+            // With units, the scans run out once per unit: the first is
+            // the phase's change.
+            if prepared.is_none() {
+                *prepared = Some(Instant::now());
+                drop(prepared);
+                self.ctx.set_phase(Phase::Transferring);
+            }
         }
+    }
+
+    /// Opens a unit leased from the coordinator on both sides and lists it.
+    pub(super) fn open_unit(&self, unit: Unit) {
+        let ctx = self.ctx;
+        let (src_root, dst_root) = self.roots.get().expect("set before units come");
+        let opened = (|| -> Result<DirNode<S, D>, Failure> {
+            let names = unit.names().map_err(|e| {
+                (
+                    "take the unit",
+                    io::Error::new(io::ErrorKind::InvalidInput, e),
+                )
+            })?;
+            let (src, dst) = match names.as_slice() {
+                [] => (ctx.src.root(), ctx.dst.root()),
+                names => (
+                    open_below(&ctx.src, src_root, names),
+                    open_below(&ctx.dst, dst_root, names),
+                ),
+            };
+            let src = src.map_err(|e| ("open source directory", e))?;
+            let dst = dst.map_err(|e| ("open destination directory", e))?;
+            let src_meta = ctx
+                .src
+                .stat_dir(&src)
+                .map_err(|e| ("stat source directory", e))?;
+            let dst_meta = ctx
+                .dst
+                .stat_dir(&dst)
+                .map_err(|e| ("stat destination directory", e))?;
+            Ok(DirNode {
+                rel: unit.path.clone(),
+                name: names
+                    .last()
+                    .map_or_else(OsString::new, |n| n.to_os_string()),
+                staged: None,
+                hidden: false,
+                src,
+                dst,
+                setgid: dst_meta.mode & 0o2000 != 0,
+                src_meta,
+                dst_meta: Some(dst_meta),
+                parent: None,
+                pending: AtomicUsize::new(1),
+                modified: AtomicBool::new(false),
+                included: unit.included,
+                keep_meta: unit.keep_meta,
+                unit: Some(UnitRoot {
+                    unit: unit.clone(),
+                    found: Mutex::new(Vec::new()),
+                }),
+            })
+        })();
+        match opened {
+            Ok(node) => {
+                self.scans_outstanding.fetch_add(1, Ordering::AcqRel);
+                self.list(Arc::new(node));
+            }
+            Err((what, e)) => {
+                ctx.fail(Phase::Preparing, &unit.path, Kind::Dir, what, &e);
+                self.unit_over(&unit);
+            }
+        }
+    }
+
+    /// A unit's directory is done: once its changes are done at the
+    /// destination, the subdirectories it made go to the coordinator, and
+    /// the unit is done.
+    pub(super) fn unit_done(&self, node: &DirNode<S, D>) {
+        let (Some(share), Some(root)) = (&self.ctx.share, &node.unit) else {
+            return;
+        };
+        self.ctx.dst.wait_settled(&node.dst);
+        for found in std::mem::take(&mut *root.found.lock().unwrap()) {
+            share.found(&root.unit, found);
+        }
+        self.unit_over(&root.unit);
+    }
+
+    fn unit_over(&self, unit: &Unit) {
+        if let Some(share) = &self.ctx.share {
+            share.done(SharedPhase::Transferring, unit);
+        }
+        self.feeder.finished_one();
     }
 
     /// Opens (creating if needed) a directory found by its parent's scan.
@@ -42,9 +135,13 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             clear,
             keep_meta,
             included,
+            give_away,
         } = job;
         let rel = child_path(&parent.rel, &name);
         let at = staged.clone().unwrap_or_else(|| name.clone());
+        if give_away {
+            return self.give_away(parent, name, rel, create, clear, included, keep_meta);
+        }
         let opened = (|| -> Result<DirNode<S, D>, Failure> {
             if ctx.cancelled() {
                 return Err(("cancelled", io::Error::from(io::ErrorKind::Interrupted)));
@@ -84,6 +181,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 modified: AtomicBool::new(false),
                 included,
                 keep_meta,
+                unit: None,
             })
         })();
         match opened {
@@ -96,6 +194,46 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 self.release(parent);
             }
         }
+    }
+
+    /// A subdirectory of a unit: made at its final name if new (another
+    /// agent may fill it), and kept for the coordinator as a unit.
+    #[allow(clippy::too_many_arguments)]
+    fn give_away(
+        &self,
+        parent: Arc<DirNode<S, D>>,
+        name: OsString,
+        rel: Vec<u8>,
+        create: bool,
+        clear: Option<Kind>,
+        included: bool,
+        keep_meta: bool,
+    ) {
+        let ctx = self.ctx;
+        if !ctx.cancelled() {
+            if let Some(kind) = clear {
+                self.remove_tree(&parent.dst, &name, kind, &rel, false);
+            }
+            let made = match create {
+                true => ctx.dst.make_dir(&parent.dst, &name, 0o700),
+                false => Ok(()),
+            };
+            match made {
+                Ok(()) => {
+                    parent.modified.fetch_or(create, Ordering::Relaxed);
+                    if let Some(root) = &parent.unit {
+                        root.found.lock().unwrap().push(Unit {
+                            path: rel,
+                            included,
+                            keep_meta,
+                        });
+                    }
+                }
+                Err(e) => ctx.fail(Phase::Preparing, &rel, Kind::Dir, "create directory", &e),
+            }
+        }
+        self.scan_finished();
+        self.release(parent);
     }
 
     /// Lists both sides of a directory, compares them and queues the work.
@@ -189,9 +327,11 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                             Counters::inc(&c.estimated_files_to_transfer);
                         }
                         // A new directory in a visible one is staged; one
-                        // staged by an interrupted run is adopted.
+                        // staged by an interrupted run is adopted. Not a
+                        // unit's: another agent may fill it.
+                        let give_away = ctx.share.is_some();
                         let (mut create, mut d_meta, mut staged) = (create, d_meta, None);
-                        if create && !node.hidden {
+                        if create && !node.hidden && !give_away {
                             let tmp = staging_name(&name);
                             if let Some(m) = leftovers.remove(&tmp).filter(|m| m.kind == Kind::Dir)
                             {
@@ -209,6 +349,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                             clear,
                             keep_meta,
                             included: verdict == Verdict::Included,
+                            give_away,
                         }));
                     }
                     DirDecision::Skip(reason) => ctx.skip(&path, s.kind, reason),
@@ -258,7 +399,9 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             .rev()
             .filter_map(|job| match job {
                 Job::Scan(s)
-                    if !s.create && s.dst.as_ref().is_some_and(|m| m.kind == Kind::Dir) =>
+                    if !s.create
+                        && !s.give_away
+                        && s.dst.as_ref().is_some_and(|m| m.kind == Kind::Dir) =>
                 {
                     Some(s.staged.as_deref().unwrap_or(&s.name))
                 }
