@@ -271,6 +271,13 @@ pub trait Destinations: Send + Sync {
         compress: bool,
         connections: usize,
     ) -> Result<Box<dyn Destination>, String>;
+
+    /// When the local execution `execution_id` runs a job its hub shares
+    /// among several agents: the hub's units, leased to this agent
+    /// ([`ferry_engine::share`]).
+    fn share(&self, _execution_id: &str) -> Option<Arc<dyn ferry_engine::share::WorkShare>> {
+        None
+    }
 }
 
 /// A destination opened by [`Destinations`]. A

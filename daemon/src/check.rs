@@ -73,15 +73,28 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
         }
         LocationSpec::Agent {
             agent_id,
+            additional_agent_ids,
             location: inner,
             connections,
             ..
         } => {
-            let rest = agent_id.strip_prefix("agent-").unwrap_or("");
-            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if additional_agent_ids.len() >= AGENTS_MAX {
                 return Err(format!(
-                    "{agent_id:?} is not an agent id (agent-...; see ferry agent list)"
+                    "an agent's location names at most {AGENTS_MAX} agents"
                 ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for id in std::iter::once(agent_id).chain(additional_agent_ids) {
+                let rest = id.strip_prefix("agent-").unwrap_or("");
+                if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(format!(
+                        "{id:?} is not an agent id (agent-...; see ferry agent list)"
+                    ));
+                }
+                if !seen.insert(id) {
+                    return Err(format!("the agent {id} is named twice"));
+                }
             }
             check_connections(*connections)?;
             match inner.as_ref() {
@@ -93,6 +106,9 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
         }
     }
 }
+
+/// Agents on one location at most (DataSync takes four).
+pub const AGENTS_MAX: usize = 16;
 
 fn local_shape(path: &str) -> Result<(), String> {
     if !Path::new(path).is_absolute() || path.contains('\0') {

@@ -14,17 +14,19 @@
 //! gave up on it). A job posted but not yet picked up grants nothing, nor
 //! does one that ended.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
 use ferry_engine::counters::CounterSnapshot;
+use ferry_engine::options::VerifyMode;
+use ferry_engine::share::{Lease, SharedPhase, Unit, UnitError, Units};
 use ferry_engine::Options;
-use ferry_model::api::{LocationSpec, ResultDetail};
+use ferry_model::api::{LocationSpec, ResultDetail, ERROR, SUCCESS};
 
 /// One execution for an agent, as the agent receives it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,6 +47,10 @@ pub struct Job {
     /// Set once an operator cancelled the execution on the hub.
     #[serde(default)]
     pub cancel: bool,
+    /// Several agents share the execution: the agent leases its work in
+    /// units (`POST /agent/v1/executions/{id}/units`).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// `GET /agent/v1/tasks` on the hub: the executions for the agent asking.
@@ -81,22 +87,271 @@ impl Report {
     }
 }
 
-struct Slot {
-    job: Job,
+/// One agent's part in a job.
+struct Part {
     report: Option<Report>,
     /// The agent has received the job (`GET /agent/v1/tasks`).
     picked_up: bool,
+    /// When the hub last heard from the agent about the job.
+    seen: Instant,
+    /// The agent's run of a shared job, which holds its units: a
+    /// restarted agent runs the job anew, and its former units are free.
+    session: Option<String>,
+}
+
+impl Part {
+    fn finished(&self) -> bool {
+        self.report.as_ref().is_some_and(Report::finished)
+    }
+
+    fn running(&self) -> bool {
+        self.picked_up && !self.finished()
+    }
+
+    fn lost(&self, now: Instant) -> bool {
+        now.duration_since(self.seen) > LOST_AFTER
+    }
+}
+
+struct Slot {
+    /// The job as its first agent gets it (the others get it with their id).
+    job: Job,
+    parts: BTreeMap<String, Part>,
+    /// Several agents: the units they lease.
+    units: Option<Units>,
 }
 
 impl Slot {
-    fn running(&self) -> bool {
-        self.picked_up && !self.report.as_ref().is_some_and(Report::finished)
+    /// The job as `agent_id` gets it: with its id, and its share of the
+    /// bandwidth limit (one budget for all the agents of the job).
+    fn job_for(&self, agent_id: &str) -> Job {
+        let mut job = self.job.clone();
+        job.agent_id = agent_id.to_string();
+        job.options.bytes_per_second = self.limit_for();
+        job
+    }
+
+    fn limit_for(&self) -> i64 {
+        match self.job.options.bytes_per_second {
+            limit if limit > 0 => (limit / self.parts.len().max(1) as i64).max(1),
+            limit => limit,
+        }
+    }
+
+    /// Frees the units of agents not heard of for [`LOST_AFTER`].
+    fn release_lost(&mut self, now: Instant) -> usize {
+        let Some(units) = &mut self.units else {
+            return 0;
+        };
+        let holders: Vec<String> = units.holders().into_iter().map(String::from).collect();
+        holders
+            .iter()
+            .filter(|a| self.parts.get(*a).is_none_or(|p| p.lost(now)))
+            .map(|a| units.release(a))
+            .sum()
+    }
+
+    /// The execution as its agents' reports say: the one agent's report,
+    /// or for several, their counters summed, the phase the units are in,
+    /// and an end once every unit is done and every agent that took part
+    /// has ended (or is lost).
+    fn merged(&self, now: Instant) -> Option<Report> {
+        let Some(units) = &self.units else {
+            return self.parts.values().next()?.report.clone();
+        };
+        let reports: Vec<&Report> = self
+            .parts
+            .values()
+            .filter_map(|p| p.report.as_ref())
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let mut counters = CounterSnapshot::default();
+        for r in &reports {
+            counters.add(&r.counters);
+        }
+        let (agents, released) = units.agents();
+        // An agent that failed before it did any unit (its mount, say)
+        // leaves the work to the others; one that failed after, fails it.
+        let failed = self.parts.iter().find_map(|(id, p)| {
+            let r = p.report.as_ref().filter(|r| r.status == ERROR)?;
+            agents
+                .get(id)
+                .is_some_and(|a| a.units_leased > 0)
+                .then_some(r)
+        });
+        let ended = self.parts.values().all(|p| !p.running() || p.lost(now));
+        let nobody = self.parts.values().all(|p| p.finished());
+        let mut result = match (units.is_over(), failed) {
+            (true, Some(r)) if ended => r.result.clone(),
+            (true, None) if ended => {
+                let mut result = reports[0].result.clone();
+                result.error_code = None;
+                result.error_detail = None;
+                result
+            }
+            // No agent left to do the units: the first's reason.
+            (false, _) if nobody => match failed {
+                Some(r) => r.result.clone(),
+                None => reports[0].result.clone(),
+            },
+            _ => ResultDetail {
+                prepare_status: "PENDING".into(),
+                transfer_status: "PENDING".into(),
+                verify_status: "PENDING".into(),
+                ..ResultDetail::default()
+            },
+        };
+        let status = if units.is_over() && ended || nobody {
+            match failed.or(reports
+                .iter()
+                .copied()
+                .find(|r| r.status == ERROR && nobody))
+            {
+                Some(_) => ERROR,
+                None => SUCCESS,
+            }
+        } else if units.phase() == SharedPhase::Verifying {
+            "VERIFYING"
+        } else {
+            "TRANSFERRING"
+        };
+        for r in &reports {
+            result.prepare_duration = result.prepare_duration.max(r.result.prepare_duration);
+            result.transfer_duration = result.transfer_duration.max(r.result.transfer_duration);
+            result.verify_duration = result.verify_duration.max(r.result.verify_duration);
+            result.total_duration = result.total_duration.max(r.result.total_duration);
+        }
+        result.agents = agents.clone();
+        result.released_units = released.to_vec();
+        Some(Report {
+            status: status.into(),
+            result,
+            counters,
+        })
     }
 }
+
+/// How long an agent of a shared job may go unheard (it reports every
+/// second while it runs) before its units are leased to others.
+pub const LOST_AFTER: Duration = Duration::from_secs(10);
 
 /// How long an agent's ask for work may wait for one at most
 /// ([`Board::wait_for_jobs`]): within the agent's time for an answer.
 pub const JOBS_WAIT_MAX: Duration = Duration::from_secs(20);
+
+/// Units an agent may lease at once, and found units or done units it may
+/// send in one request.
+pub const UNITS_MAX: usize = 256;
+
+/// A unit on the wire (`POST /agent/v1/executions/{id}/units`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireUnit {
+    /// Bytes: a name need not be UTF-8.
+    pub path: Vec<u8>,
+    pub included: bool,
+    #[serde(default)]
+    pub keep_meta: bool,
+}
+
+impl From<Unit> for WireUnit {
+    fn from(u: Unit) -> Self {
+        WireUnit {
+            path: u.path,
+            included: u.included,
+            keep_meta: u.keep_meta,
+        }
+    }
+}
+
+impl From<WireUnit> for Unit {
+    fn from(u: WireUnit) -> Self {
+        Unit {
+            path: u.path,
+            included: u.included,
+            keep_meta: u.keep_meta,
+        }
+    }
+}
+
+/// The two phases of units, on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnitPhase {
+    Transferring,
+    Verifying,
+}
+
+impl From<SharedPhase> for UnitPhase {
+    fn from(p: SharedPhase) -> Self {
+        match p {
+            SharedPhase::Transferring => UnitPhase::Transferring,
+            SharedPhase::Verifying => UnitPhase::Verifying,
+        }
+    }
+}
+
+impl From<UnitPhase> for SharedPhase {
+    fn from(p: UnitPhase) -> Self {
+        match p {
+            UnitPhase::Transferring => SharedPhase::Transferring,
+            UnitPhase::Verifying => SharedPhase::Verifying,
+        }
+    }
+}
+
+/// An agent's request about the units of a shared job: what it found and
+/// did since its last, and units it wants.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UnitsRequest {
+    /// The agent's run of the job (random, new when it runs it anew).
+    pub session: String,
+    #[serde(default)]
+    pub found: Vec<FoundUnit>,
+    #[serde(default)]
+    pub done: Vec<DoneUnit>,
+    /// Units wanted, of this phase.
+    #[serde(default)]
+    pub lease: Option<(UnitPhase, u32)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FoundUnit {
+    /// The unit that found it.
+    pub from: Vec<u8>,
+    pub unit: WireUnit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DoneUnit {
+    pub phase: UnitPhase,
+    pub path: Vec<u8>,
+}
+
+/// The hub's answer: units leased to the agent; or none and `Over` when
+/// the phase asked for is over (none and not over: ask again soon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UnitsAnswer {
+    pub units: Vec<WireUnit>,
+    pub over: bool,
+}
+
+/// Why a units request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitsRefused {
+    #[error("the hub gave {0} no shared execution {1}")]
+    NoSuchJob(String, String),
+    #[error("a request names at most {UNITS_MAX} units of each kind")]
+    TooMany,
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+}
 
 #[derive(Default)]
 pub struct Board {
@@ -107,25 +362,42 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn post(&self, job: Job) {
-        self.insert(job, false);
+    /// Posts the execution for `agents` (one, or several sharing it).
+    pub fn post(&self, job: Job, agents: &[String]) {
+        self.insert(job, agents, false);
         self.posted.notify_waiters();
     }
 
-    /// A job its agent was running when the hub stopped (killed, or its
-    /// machine lost): posted as picked up, so that the agent's reports and
-    /// operations are taken at once when they come again.
-    pub fn post_resumed(&self, job: Job) {
-        self.insert(job, true);
+    /// A job its agents were running when the hub stopped (killed, or its
+    /// machine lost): posted as picked up, so that the agents' reports and
+    /// operations are taken at once when they come again. The units of a
+    /// shared one start again from the root (what was done is found done).
+    pub fn post_resumed(&self, job: Job, agents: &[String]) {
+        self.insert(job, agents, true);
     }
 
-    fn insert(&self, job: Job, picked_up: bool) {
-        let slot = Slot {
-            job,
-            report: None,
-            picked_up,
-        };
-        let id = slot.job.execution_id.clone();
+    fn insert(&self, mut job: Job, agents: &[String], picked_up: bool) {
+        job.shared = agents.len() > 1;
+        let units = job.shared.then(|| {
+            let included = job.options.validate().map_or(true, |f| f.root_included());
+            let verify = job.options.verify_mode != VerifyMode::None;
+            Units::new(Unit::root(included), verify)
+        });
+        let now = Instant::now();
+        let parts = agents
+            .iter()
+            .map(|a| {
+                let part = Part {
+                    report: None,
+                    picked_up,
+                    seen: now,
+                    session: None,
+                };
+                (a.clone(), part)
+            })
+            .collect();
+        let id = job.execution_id.clone();
+        let slot = Slot { job, parts, units };
         self.slots.lock().unwrap().insert(id, slot);
     }
 
@@ -149,7 +421,7 @@ impl Board {
                 .lock()
                 .unwrap()
                 .values()
-                .any(|s| s.job.agent_id == agent_id && !s.picked_up);
+                .any(|s| s.parts.get(agent_id).is_some_and(|p| !p.picked_up));
             if news || tokio::time::timeout_at(deadline, posted).await.is_err() {
                 return self.jobs_for(agent_id);
             }
@@ -158,14 +430,16 @@ impl Board {
 
     /// The jobs of `agent_id`, running or to start; they count as picked up.
     pub fn jobs_for(&self, agent_id: &str) -> Vec<Job> {
+        let now = Instant::now();
         self.slots
             .lock()
             .unwrap()
             .values_mut()
-            .filter(|s| s.job.agent_id == agent_id)
-            .map(|s| {
-                s.picked_up = true;
-                s.job.clone()
+            .filter_map(|s| {
+                let part = s.parts.get_mut(agent_id)?;
+                part.picked_up = true;
+                part.seen = now;
+                Some(s.job_for(agent_id))
             })
             .collect()
     }
@@ -178,11 +452,10 @@ impl Board {
             .unwrap()
             .values()
             .find(|s| {
-                s.job.agent_id == agent_id
-                    && s.job.destination_location_id == location_id
-                    && s.running()
+                s.job.destination_location_id == location_id
+                    && s.parts.get(agent_id).is_some_and(Part::running)
             })
-            .map(|s| s.job.clone())
+            .map(|s| s.job_for(agent_id))
     }
 
     /// Records a report; `None` when `agent_id` has no such job. Answers
@@ -194,43 +467,110 @@ impl Board {
         report: Report,
     ) -> Option<ReportAnswer> {
         let mut slots = self.slots.lock().unwrap();
-        let slot = slots
-            .get_mut(execution_id)
-            .filter(|s| s.job.agent_id == agent_id)?;
+        let slot = slots.get_mut(execution_id)?;
         let answer = ReportAnswer {
             cancel: slot.job.cancel,
-            bytes_per_second: Some(slot.job.options.bytes_per_second),
+            bytes_per_second: Some(slot.limit_for()),
         };
+        let part = slot.parts.get_mut(agent_id)?;
+        part.seen = Instant::now();
         // A report is only taken from an agent that has the job, and an
         // ended job stays ended (no report reopens its grant).
-        if slot.report.as_ref().is_some_and(Report::finished) {
+        if part.finished() {
             return Some(answer);
         }
-        slot.picked_up = true;
-        slot.report = Some(report);
+        part.picked_up = true;
+        part.report = Some(report);
         drop(slots);
         self.changed.notify_all();
         Some(answer)
     }
 
-    /// A new bandwidth limit for a job, given to its agent with the answer
-    /// to its next report.
+    /// An agent's request about the units of a shared job: what it found
+    /// and did is taken, then units are leased to it.
+    pub fn units(
+        &self,
+        agent_id: &str,
+        execution_id: &str,
+        request: UnitsRequest,
+    ) -> Result<UnitsAnswer, UnitsRefused> {
+        let no_job = || UnitsRefused::NoSuchJob(agent_id.into(), execution_id.into());
+        if request.found.len() > UNITS_MAX || request.done.len() > UNITS_MAX {
+            return Err(UnitsRefused::TooMany);
+        }
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(execution_id).ok_or_else(no_job)?;
+        let part = slot
+            .parts
+            .get_mut(agent_id)
+            .filter(|p| p.running())
+            .ok_or_else(no_job)?;
+        part.seen = now;
+        let renewed = part.session.as_ref() != Some(&request.session);
+        part.session = Some(request.session);
+        let units = slot.units.as_mut().ok_or_else(no_job)?;
+        if renewed {
+            // The agent runs the job anew: what it held before is free.
+            units.release(agent_id);
+        }
+        for f in request.found {
+            units.found(agent_id, &f.from, f.unit.into())?;
+        }
+        for d in request.done {
+            units.done(agent_id, d.phase.into(), &d.path);
+        }
+        let answer = match request.lease {
+            None => UnitsAnswer {
+                units: Vec::new(),
+                over: units.is_over(),
+            },
+            Some((phase, max)) => {
+                match units.lease(agent_id, phase.into(), (max as usize).min(UNITS_MAX)) {
+                    Lease::Units(u) => UnitsAnswer {
+                        units: u.into_iter().map(WireUnit::from).collect(),
+                        over: false,
+                    },
+                    Lease::Wait => UnitsAnswer::default(),
+                    Lease::Over => UnitsAnswer {
+                        units: Vec::new(),
+                        over: true,
+                    },
+                }
+            }
+        };
+        slot.release_lost(now);
+        drop(slots);
+        self.changed.notify_all();
+        Ok(answer)
+    }
+
+    /// A new bandwidth limit for a job, given to its agents with the
+    /// answer to their next report (each agent's is its share of it).
     pub fn set_bytes_per_second(&self, execution_id: &str, bytes_per_second: i64) {
         if let Some(s) = self.slots.lock().unwrap().get_mut(execution_id) {
             s.job.options.bytes_per_second = bytes_per_second;
         }
     }
 
-    /// The latest report, after a new one arrives or `timeout` passes.
+    /// The execution as its agents report it ([`Slot::merged`]), after a
+    /// new report arrives or `timeout` passes. The units of agents gone
+    /// quiet are freed for the others.
     pub fn wait(&self, execution_id: &str, timeout: Duration) -> Option<Report> {
         let slots = self.slots.lock().unwrap();
-        let (slots, _) = self.changed.wait_timeout(slots, timeout).unwrap();
-        slots.get(execution_id).and_then(|s| s.report.clone())
+        let (mut slots, _) = self.changed.wait_timeout(slots, timeout).unwrap();
+        let now = Instant::now();
+        let slot = slots.get_mut(execution_id)?;
+        slot.release_lost(now);
+        slot.merged(now)
     }
 
     pub fn cancel(&self, execution_id: &str) {
         if let Some(s) = self.slots.lock().unwrap().get_mut(execution_id) {
             s.job.cancel = true;
+            if let Some(units) = &mut s.units {
+                units.cancel();
+            }
         }
     }
 
@@ -254,6 +594,7 @@ mod tests {
             connections: None,
             options: Options::new(),
             cancel: false,
+            shared: false,
         }
     }
 
@@ -279,8 +620,8 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Another agent's job does not end the wait; its own does.
-        board.post(job("exec-b", "agent-b", "loc-1"));
-        board.post(job("exec-a", "agent-a", "loc-1"));
+        board.post(job("exec-b", "agent-b", "loc-1"), &["agent-b".into()]);
+        board.post(job("exec-a", "agent-a", "loc-1"), &["agent-a".into()]);
         let got = tokio::time::timeout(JOBS_WAIT_MAX / 2, waiting)
             .await
             .expect("woken by the post, not by the end of the wait")
@@ -297,7 +638,7 @@ mod tests {
     #[test]
     fn a_location_is_granted_to_its_agent_only_while_its_execution_runs() {
         let board = Board::default();
-        board.post(job("exec-1", "agent-a", "loc-1"));
+        board.post(job("exec-1", "agent-a", "loc-1"), &["agent-a".into()]);
         // Posted, not picked up yet.
         assert!(board.grant("agent-a", "loc-1").is_none());
         assert_eq!(board.jobs_for("agent-a").len(), 1);
@@ -325,5 +666,78 @@ mod tests {
         assert!(board.grant("agent-a", "loc-1").is_none());
         board.remove("exec-1");
         assert!(board.grant("agent-a", "loc-1").is_none());
+    }
+
+    #[test]
+    fn a_shared_job_leases_units_splits_the_limit_and_merges_the_reports() {
+        let board = Board::default();
+        let mut j = job("exec-1", "agent-a", "loc-1");
+        j.options.bytes_per_second = 3 << 20;
+        j.options.verify_mode = VerifyMode::None;
+        let agents = ["agent-a".to_string(), "agent-b".to_string()];
+        board.post(j, &agents);
+        let a = board.jobs_for("agent-a");
+        assert!(a[0].shared);
+        // One budget: each agent gets its share.
+        assert_eq!(a[0].options.bytes_per_second, (3 << 20) / 2);
+        assert_eq!(board.jobs_for("agent-b")[0].agent_id, "agent-b");
+        // Another agent has no part in it.
+        let ask = |session: &str| UnitsRequest {
+            session: session.into(),
+            lease: Some((UnitPhase::Transferring, 8)),
+            ..UnitsRequest::default()
+        };
+        assert!(matches!(
+            board.units("agent-c", "exec-1", ask("s")),
+            Err(UnitsRefused::NoSuchJob(..))
+        ));
+        let root = board.units("agent-a", "exec-1", ask("s1")).unwrap();
+        assert_eq!(root.units.len(), 1);
+        assert_eq!(
+            board.units("agent-b", "exec-1", ask("s2")).unwrap(),
+            UnitsAnswer::default()
+        );
+        // agent-a restarts: what it held is free again, for anyone.
+        let again = board.units("agent-b", "exec-1", ask("s2")).unwrap();
+        assert!(again.units.is_empty());
+        assert_eq!(
+            board
+                .units("agent-a", "exec-1", ask("s3"))
+                .unwrap()
+                .units
+                .len(),
+            1
+        );
+        // A path that is no unit is refused, naming it.
+        let mut bad = ask("s3");
+        bad.found.push(FoundUnit {
+            from: b"/".to_vec(),
+            unit: WireUnit {
+                path: b"/../etc".to_vec(),
+                included: true,
+                keep_meta: false,
+            },
+        });
+        let refused = board.units("agent-a", "exec-1", bad).unwrap_err();
+        assert!(refused.to_string().contains(".."), "{refused}");
+        let mut done = ask("s3");
+        done.lease = None;
+        done.done.push(DoneUnit {
+            phase: UnitPhase::Transferring,
+            path: b"/".to_vec(),
+        });
+        assert!(board.units("agent-a", "exec-1", done).unwrap().over);
+        let mut counted = report(ferry_model::api::SUCCESS);
+        counted.counters.files_transferred = 3;
+        board.report("agent-a", "exec-1", counted.clone());
+        // agent-b still runs: not ended yet.
+        let merged = board.wait("exec-1", Duration::from_millis(1)).unwrap();
+        assert_eq!(merged.status, "TRANSFERRING");
+        board.report("agent-b", "exec-1", counted);
+        let merged = board.wait("exec-1", Duration::from_millis(1)).unwrap();
+        assert_eq!(merged.status, ferry_model::api::SUCCESS);
+        assert_eq!(merged.counters.files_transferred, 6);
+        assert_eq!(merged.result.agents["agent-a"].units_done, 1);
+        assert_eq!(merged.result.agents["agent-a"].units_released, 1);
     }
 }

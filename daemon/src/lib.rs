@@ -166,8 +166,8 @@ impl Agent {
                 }
                 _ => None,
             };
-            if let Some(job) = job {
-                agent.board.post_resumed(job);
+            if let Some((job, agents)) = job {
+                agent.board.post_resumed(job, &agents);
             }
         }
         let a = agent.clone();

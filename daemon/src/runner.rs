@@ -307,14 +307,17 @@ fn execute(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running) {
 }
 
 /// The job of an execution whose source is an agent's location (it runs
-/// there); `None` for the others.
+/// there), with the agents it is for; `None` for the others. A location
+/// several agents reach gives the execution to all of them, but a dry run
+/// to its first.
 pub fn agent_job(
     exec: &ExecutionRecord,
     source: &records::Location,
     destination: &records::Location,
-) -> Result<Option<Job>, String> {
+) -> Result<Option<(Job, Vec<String>)>, String> {
     let LocationSpec::Agent {
         agent_id,
+        additional_agent_ids,
         location,
         compress,
         connections,
@@ -322,13 +325,17 @@ pub fn agent_job(
     else {
         return Ok(None);
     };
+    let mut agents = vec![agent_id.clone()];
+    if !exec.options.dry_run {
+        agents.extend(additional_agent_ids.iter().cloned());
+    }
     if !(destination.spec.is_mounted() || matches!(destination.spec, LocationSpec::Local { .. })) {
         return Err(
             "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub"
                 .into(),
         );
     }
-    Ok(Some(Job {
+    let job = Job {
         execution_id: exec.task_execution_id.clone(),
         task_id: exec.task_id.clone(),
         agent_id: agent_id.clone(),
@@ -338,7 +345,9 @@ pub fn agent_job(
         connections: *connections,
         options: exec.options.clone(),
         cancel: false,
-    }))
+        shared: false,
+    };
+    Ok(Some((job, agents)))
 }
 
 /// How long a cancelled execution waits for its agent to confirm.
@@ -346,15 +355,21 @@ const DISPATCH_CANCEL_WAIT: Duration = Duration::from_secs(120);
 
 /// On the hub: hands the execution to the agent that owns its source and
 /// mirrors what the agent reports until the execution ends there.
-fn dispatched(agent: &Arc<Agent>, exec: &ExecutionRecord, running: &Running, job: Job) {
+fn dispatched(
+    agent: &Arc<Agent>,
+    exec: &ExecutionRecord,
+    running: &Running,
+    (job, agents): (Job, Vec<String>),
+) {
     let id = &exec.task_execution_id;
-    agent
-        .events
-        .info(&format!("{id}: handed to the agent {}", job.agent_id));
+    agent.events.info(&format!(
+        "{id}: handed to the agent(s) {}",
+        agents.join(", ")
+    ));
     // Posted already when taken up again after a restart.
-    let agent_id = job.agent_id.clone();
+    let agent_id = agents[0].clone();
     if !agent.board.has(id) {
-        agent.board.post(job);
+        agent.board.post(job, &agents);
     }
     // A limit changed between the claim and the post reached the throttle only.
     let limit = running.throttle.limit().map_or(-1, |r| r as i64);
@@ -471,9 +486,16 @@ fn run_engine<D: Location>(
         fanout,
         running.cancel.clone(),
     ) {
-        Ok(e) => e
-            .with_source_digests(agent.digests.clone(), src_scope)
-            .with_throttle(running.throttle.clone()),
+        Ok(e) => {
+            let e = e
+                .with_source_digests(agent.digests.clone(), src_scope)
+                .with_throttle(running.throttle.clone());
+            let share = agent.destinations.get().and_then(|d| d.share(id));
+            match share {
+                Some(share) => e.with_share(share),
+                None => e,
+            }
+        }
         Err(e) => return fail("InvalidOptions", e.to_string()),
     };
     let done = Mutex::new(false);
@@ -796,6 +818,7 @@ pub fn result_of(s: &Summary) -> ResultDetail {
         estimated_duration: s.estimated_duration,
         error_code: s.error_code.clone(),
         error_detail: s.error_detail.clone(),
+        ..ResultDetail::default()
     }
 }
 

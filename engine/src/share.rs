@@ -20,8 +20,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Condvar, Mutex};
 
-use serde::Serialize;
-
 /// One directory of the tree, as a unit of work.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Unit {
@@ -175,26 +173,15 @@ impl Feeder {
     }
 }
 
-/// What one agent did of a shared execution.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AgentShare {
-    /// Units it leased, in both phases.
-    pub units_leased: u64,
-    /// Units it did, in both phases.
-    pub units_done: u64,
-    /// Units it held when it was lost, leased again to others.
-    pub units_released: u64,
-}
+pub use ferry_model::api::{AgentShare, ReleasedUnit};
 
-/// A unit leased again because its agent was lost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Released {
-    /// Its path (not valid UTF-8 shown with U+FFFD).
-    pub path: String,
-    pub agent_id: String,
-    pub phase: &'static str,
+/// A unit an agent sent that cannot be one.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("{0}")]
+    Path(String),
+    #[error("{unit:?} is not a directory right below the unit {from:?}")]
+    NotBelow { unit: String, from: String },
 }
 
 /// Released units listed at most per execution (all are counted).
@@ -216,7 +203,7 @@ pub struct Units {
     all: Vec<Unit>,
     known: HashSet<Vec<u8>>,
     agents: BTreeMap<String, AgentShare>,
-    released: Vec<Released>,
+    released: Vec<ReleasedUnit>,
 }
 
 impl Units {
@@ -257,35 +244,36 @@ impl Units {
         Lease::Units(units)
     }
 
-    /// `agent` found `unit` in a unit it holds. A path seen before is
-    /// taken once.
-    pub fn found(&mut self, agent: &str, from: &[u8], unit: Unit) -> Result<(), String> {
-        check_path(&unit.path)?;
-        match self.leased.get(from) {
-            Some((_, holder)) if holder == agent => {}
-            _ => {
-                return Err(format!(
-                    "the unit {:?} is not leased to {agent}",
-                    String::from_utf8_lossy(from)
-                ))
-            }
+    /// `agent` found `unit` in the unit `from` it holds; false when it
+    /// holds it no longer (leased to another since). A path seen before
+    /// is taken once.
+    pub fn found(&mut self, agent: &str, from: &[u8], unit: Unit) -> Result<bool, UnitError> {
+        check_path(&unit.path).map_err(UnitError::Path)?;
+        if self
+            .leased
+            .get(from)
+            .is_none_or(|(_, holder)| holder != agent)
+        {
+            return Ok(false);
         }
-        let below = match from {
-            b"/" => unit.path.len() > 1,
-            _ => unit.path.starts_with(from) && unit.path.get(from.len()) == Some(&b'/'),
+        let name = match from {
+            b"/" => unit.path.get(1..),
+            _ => unit
+                .path
+                .strip_prefix(from)
+                .and_then(|rest| rest.strip_prefix(b"/")),
         };
-        if !below || unit.path[from.len()..].iter().skip(1).any(|&b| b == b'/') {
-            return Err(format!(
-                "{:?} is not a directory of the unit {:?}",
-                String::from_utf8_lossy(&unit.path),
-                String::from_utf8_lossy(from)
-            ));
+        if name.is_none_or(|n| n.is_empty() || n.contains(&b'/')) {
+            return Err(UnitError::NotBelow {
+                unit: String::from_utf8_lossy(&unit.path).into_owned(),
+                from: String::from_utf8_lossy(from).into_owned(),
+            });
         }
         if self.phase == SharedPhase::Transferring && self.known.insert(unit.path.clone()) {
             self.all.push(unit.clone());
             self.queued.push_back(unit);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `agent` did the unit `path` of `phase`. Whether it held it (a unit
@@ -322,13 +310,14 @@ impl Units {
         for path in lost.iter().rev() {
             let (unit, _) = self.leased.remove(path).expect("listed");
             if self.released.len() < RELEASED_LISTED {
-                self.released.push(Released {
+                self.released.push(ReleasedUnit {
                     path: String::from_utf8_lossy(&unit.path).into_owned(),
                     agent_id: agent.to_string(),
                     phase: match self.phase {
                         SharedPhase::Transferring => "TRANSFERRING",
                         SharedPhase::Verifying => "VERIFYING",
-                    },
+                    }
+                    .into(),
                 });
             }
             self.queued.push_front(unit);
@@ -359,8 +348,13 @@ impl Units {
     }
 
     /// What each agent did, and the units leased again.
-    pub fn agents(&self) -> (&BTreeMap<String, AgentShare>, &[Released]) {
+    pub fn agents(&self) -> (&BTreeMap<String, AgentShare>, &[ReleasedUnit]) {
         (&self.agents, &self.released)
+    }
+
+    /// The phase the units are in.
+    pub fn phase(&self) -> SharedPhase {
+        self.phase
     }
 
     /// Units known so far (each directory once).
@@ -427,7 +421,7 @@ mod tests {
         assert_eq!(units.lease("b", Transferring, 8), Lease::Wait);
         assert_eq!(units.lease("b", Verifying, 8), Lease::Wait);
         // Only the holder adds below its unit, one level down.
-        assert!(units.found("b", b"/", unit("/x")).is_err());
+        assert!(!units.found("b", b"/", unit("/x")).unwrap());
         assert!(units.found("a", b"/", unit("/x/y")).is_err());
         assert!(units.found("a", b"/", unit("/../x")).is_err());
         for d in ["/x", "/y", "/z", "/x"] {

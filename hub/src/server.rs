@@ -315,6 +315,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/agent/v1/executions/{execution}/report",
             post(agent_report),
         )
+        .route("/agent/v1/executions/{execution}/units", post(agent_units))
         .layer(middleware::from_fn_with_state(hub.clone(), agent_auth))
         .layer(DefaultBodyLimit::max(AGENT_JSON_BODY_MAX))
         .layer(middleware::from_fn_with_state(REQUEST_BUDGET, budget))
@@ -633,6 +634,28 @@ async fn agent_report(
     }
 }
 
+/// Work units of an execution several agents share: what the agent found
+/// and did, and units leased to it (`ferry_daemon::dispatch::Board::units`).
+async fn agent_units(
+    State(hub): State<Arc<Hub>>,
+    Extension(id): Extension<AgentId>,
+    UrlPath(execution): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    use ferry_daemon::dispatch::UnitsRefused;
+    let request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
+    };
+    match hub.agent.board.units(&id.0, &execution, request) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e @ UnitsRefused::NoSuchJob(..)) => {
+            refuse(StatusCode::NOT_FOUND, "ExecutionNotFound", e.to_string())
+        }
+        Err(e) => refuse(StatusCode::BAD_REQUEST, "InvalidUnit", e.to_string()),
+    }
+}
+
 /// Whether an agent may make special files (devices, FIFOs, sockets,
 /// set-id files) with this job on this location: the task asked for them
 /// and the hub's location allows them.
@@ -828,6 +851,7 @@ mod tests {
                 ..Options::default()
             },
             cancel: false,
+            shared: false,
         };
         let allowing = LocationSpec::Local {
             path: "/dst".into(),

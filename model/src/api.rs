@@ -2,6 +2,8 @@
 //! What the agent keeps: locations, tasks and executions, in the JSON shape
 //! of the API (DataSync's PascalCase names and SCREAMING_SNAKE_CASE values).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CounterSnapshot;
@@ -112,6 +114,10 @@ pub enum LocationSpec {
     /// which sends the data to the hub's destination.
     Agent {
         agent_id: String,
+        /// More agents that reach the same source (DataSync's further
+        /// `AgentArns`): an execution is then shared by all of them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        additional_agent_ids: Vec<String>,
         location: Box<LocationSpec>,
         #[serde(default)]
         compress: bool,
@@ -291,6 +297,37 @@ pub struct ResultDetail {
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<String>,
+    /// With several agents on the execution: what each did, by agent id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentShare>,
+    /// Units leased again because their agent was lost (the first
+    /// thousand; `AgentShare::units_released` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_units: Vec<ReleasedUnit>,
+}
+
+/// What one agent did of an execution shared by several: its work units
+/// (one directory each, transferred and then verified).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentShare {
+    /// Units it leased, in both phases.
+    pub units_leased: u64,
+    /// Units it did, in both phases.
+    pub units_done: u64,
+    /// Units it held when it was lost, leased again to others.
+    pub units_released: u64,
+}
+
+/// A unit leased again because its agent was lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReleasedUnit {
+    /// The directory's path (not valid UTF-8 shown with U+FFFD).
+    pub path: String,
+    pub agent_id: String,
+    /// TRANSFERRING or VERIFYING.
+    pub phase: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,13 @@ macro_rules! counters {
                 CounterSnapshot { $($field: self.$field.load(Ordering::Relaxed)),+ }
             }
         }
+
+        impl CounterSnapshot {
+            /// Adds `other`'s counts (several agents' parts of one execution).
+            pub fn add(&mut self, other: &CounterSnapshot) {
+                $(self.$field += other.$field;)+
+            }
+        }
     };
 }
 

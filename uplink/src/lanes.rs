@@ -633,6 +633,17 @@ impl Lanes {
         }
     }
 
+    /// Waits until no cast change is in flight in `dir` itself (its
+    /// entries, a large file's chunks, directories made in it).
+    pub fn wait_in(&self, dir: &[u8]) {
+        let mut p = self.shared.pending.lock().unwrap();
+        while p.by_dir.keys().any(|d| d == dir || parent_of(d) == dir)
+            || p.creating.iter().any(|c| parent_of(c) == dir)
+        {
+            p = self.shared.settled.wait(p).unwrap();
+        }
+    }
+
     /// Waits until every cast change is done; the failures.
     pub fn settle(&self) -> Vec<DeferredFailure> {
         let mut p = self.shared.pending.lock().unwrap();

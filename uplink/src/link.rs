@@ -40,9 +40,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::remote::RemoteLocation;
+use super::share::HubShare;
 use ferry_daemon::dispatch::{Job, JobList, Report, ReportAnswer, JOBS_WAIT_MAX};
 use ferry_daemon::Agent;
 use ferry_daemon::{api, runner};
+use ferry_engine::share::WorkShare;
 use ferry_model::api::{self as records, ActivationStarted, ActivationStatus, LocationSpec, Task};
 use ferry_wire::activation::{Issued, Register, Registered};
 use ferry_wire::ca::{self, write_file};
@@ -218,6 +220,9 @@ pub struct Link {
     jobs: Mutex<HashMap<String, String>>,
     /// The hub's ids of executions that ended here (never started again).
     done: Mutex<HashSet<String>>,
+    /// Executions the hub shares among several agents: the local id to
+    /// the hub's ([`runner::Destinations::share`]).
+    shared: Mutex<HashMap<String, String>>,
     policy: LinkPolicy,
     data_plane: Mutex<Option<DataPlane>>,
 }
@@ -301,6 +306,7 @@ impl Link {
             log,
             jobs: Mutex::default(),
             done: Mutex::default(),
+            shared: Mutex::default(),
             policy,
             data_plane: Mutex::default(),
         });
@@ -636,6 +642,7 @@ impl Link {
             };
             if end {
                 self.jobs.lock().unwrap().remove(&hub_id);
+                self.shared.lock().unwrap().remove(&local_id);
                 self.done.lock().unwrap().insert(hub_id);
             }
         }
@@ -664,9 +671,18 @@ impl Link {
             match started {
                 Ok(local) => {
                     (self.log)(&format!(
-                        "hub: running its execution {} as {local}",
-                        job.execution_id
+                        "hub: running its execution {} as {local}{}",
+                        job.execution_id,
+                        if job.shared {
+                            ", shared with other agents"
+                        } else {
+                            ""
+                        }
                     ));
+                    if job.shared {
+                        let hub_id = job.execution_id.clone();
+                        self.shared.lock().unwrap().insert(local.clone(), hub_id);
+                    }
                     self.jobs.lock().unwrap().insert(job.execution_id, local);
                 }
                 Err((code, why)) => {
@@ -1051,6 +1067,21 @@ impl runner::Destinations for Link {
         self.remote_location(location_id, compress, connections)
             .map(|l| Box::new(l) as Box<dyn runner::Destination>)
             .map_err(|e| e.to_string())
+    }
+
+    /// The hub's units, through the data plane the execution's
+    /// destination opened (`open` comes first).
+    fn share(&self, execution_id: &str) -> Option<Arc<dyn WorkShare>> {
+        let hub_id = self.shared.lock().unwrap().get(execution_id)?.clone();
+        let plane = self.data_plane.lock().unwrap();
+        let plane = plane.as_ref()?;
+        let share = HubShare::new(
+            plane.client.sharing_connections(),
+            plane.rt.clone()?,
+            &hub_id,
+            self.log.clone(),
+        );
+        Some(Arc::new(share))
     }
 }
 

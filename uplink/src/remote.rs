@@ -459,6 +459,10 @@ impl Location for RemoteLocation {
         self.inner.deferring.store(true, Ordering::Relaxed);
     }
 
+    fn wait_settled(&self, dir: &Vec<u8>) {
+        self.inner.lanes.wait_in(dir);
+    }
+
     fn settle(&self) -> Vec<DeferredFailure> {
         self.inner.lanes.settle()
     }

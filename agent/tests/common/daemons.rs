@@ -327,6 +327,25 @@ impl Agent {
     }
 
     pub fn start_as(bins: &Binaries, dir: &Path, extra: &str, nofile: Option<u64>) -> Agent {
+        let agent = Agent::launch(bins, dir, extra, nofile);
+        wait_for("the activation port", Duration::from_secs(20), || {
+            TcpStream::connect(agent.activation).is_ok()
+        });
+        agent
+    }
+
+    /// An agent started again in `dir` once activated (its activation port
+    /// stays closed then), as [`Agent::start`] started it.
+    #[allow(dead_code)]
+    pub fn restart(dir: &Path) -> Agent {
+        let sources = format!(
+            "  hub_local_sources: [{}]\n",
+            dir.parent().unwrap().display()
+        );
+        Agent::launch(&Binaries::cargo(), dir, &sources, None)
+    }
+
+    fn launch(bins: &Binaries, dir: &Path, extra: &str, nofile: Option<u64>) -> Agent {
         let port = free_port();
         let yaml = format!(
             "version: 2\ndaemon:\n  data_dir: {data}\n  socket: {sock}\n  activation_listen: 127.0.0.1:{port}\n  activated_marker: {marker}\n  poll_seconds: 1\n{extra}",
@@ -336,9 +355,6 @@ impl Agent {
         );
         let d = Daemon::start_as(bins, dir, &yaml, nofile);
         let activation: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for("the activation port", Duration::from_secs(20), || {
-            TcpStream::connect(activation).is_ok()
-        });
         Agent { d, activation }
     }
 
