@@ -36,6 +36,9 @@ def parse_args():
     p.add_argument("--wan", action="store_true",
                    help="across the internet: ferry's agent -> hub against rsync over ssh and rclone over sftp, "
                         "through ferry-netproxy (report in OUT/wan)")
+    p.add_argument("--scale-out", action="store_true",
+                   help="--wan: one task on one, two and four agents, each behind its own 25 Mbit/s link "
+                        "(report in OUT/scale-out)")
     p.add_argument("--smoke", action="store_true", help="tiny trees, one run: checks that every tool runs and every copy is exact")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the small-file count (1,000 by default, --wan 20,000)")
     p.add_argument("--large-mib", type=int,
@@ -303,11 +306,15 @@ def filter_plan(args, workloads, tools):
 
 
 def main_wan(args):
-    out = os.path.join(os.path.abspath(args.out), "wan")
+    out = os.path.join(os.path.abspath(args.out), "scale-out" if args.scale_out else "wan")
     os.makedirs(out, exist_ok=True)
-    if args.large_mib is None:
-        args.large_mib = 256
-    workloads = filter_plan(args, wan.smoke_workloads() if args.smoke else wan.default_workloads(), wan.TOOLS)
+    if args.scale_out:
+        workloads = wan.scale_out_workloads(args.smoke)
+    else:
+        if args.large_mib is None:
+            args.large_mib = 256
+        workloads = wan.smoke_workloads() if args.smoke else wan.default_workloads()
+    workloads = filter_plan(args, workloads, wan.TOOLS)
     if args.smoke:
         args.runs = 1
     here = os.path.dirname(os.path.abspath(args.ferry))
@@ -350,6 +357,13 @@ def main_wan(args):
         "runs": args.runs,
         "once over": f"{args.once_over} s",
     }
+    if args.scale_out:
+        meta["mode"] = ("several agents on one task: a hub and up to four agents as processes on this machine, each "
+                        "agent behind its own ferry-netproxy link (25 Mbit/s each way, 50 ms round trip); rsync over "
+                        "ssh through one such link")
+        meta["trees"] = (f"small {sz['small']['files']:,} x {sz['small']['size'] // 1024} KiB in {sz['small']['dirs']} "
+                         f"directories; large {sz['large']['files']} x {sz['large']['size'] // MIB} MiB in one directory")
+        meta["bytes"] = {k: v["files"] * v["size"] for k, v in sz.items() if "size" in v}
     loads = [r["load1"] for r in results if "load1" in r]
     if loads:
         meta["load average (1 min) at the end of the runs"] = \

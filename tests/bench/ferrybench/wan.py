@@ -27,15 +27,25 @@ from .util import BenchError, write
 
 MIB = 1 << 20
 
-TOOLS = ["rsync", "rclone", "ferry", "ferry-verify"]
+TOOLS = ["rsync", "rclone", "ferry", "ferry-verify", "ferry-x2", "ferry-x4"]
 INCREMENTAL_TOOLS = ["rsync", "rclone", "ferry", "ferry-verify"]
+# Several agents on one task (--scale-out), each behind its own link.
+SCALE_OUT_TOOLS = ["rsync", "ferry", "ferry-x2", "ferry-x4"]
 
 LABELS = {
     "rsync": "rsync -a over ssh",
     "rclone": "rclone copy --transfers 64 --checkers 64 (sftp)",
     "ferry": "ferry agent → hub, verification off",
     "ferry-verify": "ferry agent → hub, verification on",
+    "ferry-x2": "ferry, 2 agents → hub (a link each), verification off",
+    "ferry-x4": "ferry, 4 agents → hub (a link each), verification off",
 }
+
+
+def agents_of(tool):
+    """How many agents share the task: `ferry-xN` N, other ferry tools 1."""
+    m = re.fullmatch(r"ferry-x(\d+)", tool)
+    return int(m.group(1)) if m else 1
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,8 @@ class Series:
     rate_mbit: int = 0
 
 
-SERIES = {s.name: s for s in [Series("50ms", 50), Series("50ms 100Mbit", 50, 100)]}
+SERIES = {s.name: s for s in [Series("50ms", 50), Series("50ms 100Mbit", 50, 100),
+                               Series("50ms 25Mbit a link", 50, 25)]}
 
 
 def default_workloads():
@@ -70,7 +81,23 @@ def smoke_workloads():
     ]
 
 
+def scale_out_workloads(smoke):
+    """One task on one, two and four agents, each agent's link its own
+    (25 Mbit/s): the link bounds each agent, not the source or the hub."""
+    tools = SCALE_OUT_TOOLS
+    if smoke:
+        return [Workload("small", "small", ["50ms 25Mbit a link"], tools)]
+    return [Workload("small", "small", ["50ms 25Mbit a link"], tools),
+            Workload("large", "large", ["50ms 25Mbit a link"], tools)]
+
+
 def sizes(args):
+    if getattr(args, "scale_out", False):
+        if args.smoke:
+            return dict(small=dict(files=400, dirs=8, size=8192), large=dict(files=1, size=4 * MIB),
+                        mixed=dict(files=0, dirs=1))
+        return dict(small=dict(files=int(4000 * args.scale), dirs=40, size=8192),
+                    large=dict(files=4, size=(args.large_mib or 32) * MIB), mixed=dict(files=0, dirs=1))
     if args.smoke:
         return dict(small=dict(files=200, dirs=4, size=8192), large=dict(files=1, size=16 * MIB),
                     mixed=dict(files=30, dirs=3, cap=4 * MIB))
@@ -182,12 +209,11 @@ class Ferry:
     """A hub and an agent as processes (as agent/tests/common/daemons.rs
     starts them), the agent activated with the hub through the proxy."""
 
-    def __init__(self, bins, work, series, sources):
+    def __init__(self, bins, work, series, sources, agents=1):
         self.bins, self.work = bins, work
         shutil.rmtree(work, ignore_errors=True)
-        hub_dir, agent_dir = os.path.join(work, "hub"), os.path.join(work, "agent")
+        hub_dir = os.path.join(work, "hub")
         os.makedirs(hub_dir)
-        os.makedirs(agent_dir)
         self.hub_port = free_port()
         self.hub_sock = os.path.join(hub_dir, "api.sock")
         write(os.path.join(hub_dir, "ferry.yaml"),
@@ -196,27 +222,35 @@ class Ferry:
         self.hub = Process([bins["ferry-agent"], "--config", os.path.join(hub_dir, "ferry.yaml")],
                            os.path.join(hub_dir, "daemon.log"), stdout=subprocess.DEVNULL)
         wait_for("the hub's HTTPS port", lambda: self.hub.check_alive() or can_connect(("127.0.0.1", self.hub_port)))
-        self.proxy = Proxy(bins["ferry-netproxy"], self.hub_port, series, os.path.join(work, "proxy.log"))
-        act_port = free_port()
-        self.marker = os.path.join(agent_dir, "activated")
-        self.agent_sock = os.path.join(agent_dir, "api.sock")
-        write(os.path.join(agent_dir, "ferry.yaml"),
-              f"version: 2\ndaemon:\n  data_dir: {agent_dir}/data\n  socket: {self.agent_sock}\n"
-              f"  activation_listen: 127.0.0.1:{act_port}\n  activated_marker: {self.marker}\n"
-              f"  poll_seconds: 1\n  hub_local_sources: [{sources}]\n")
-        self.agent = Process([bins["ferry-agent"], "--config", os.path.join(agent_dir, "ferry.yaml")],
-                             os.path.join(agent_dir, "daemon.log"), stdout=subprocess.DEVNULL)
-        wait_for("the agent's activation port", lambda: self.agent.check_alive() or can_connect(("127.0.0.1", act_port)))
-        self.agent_id = self._activate(hub_dir, act_port)
+        # Each agent behind a link of its own.
+        self.proxies, self.agents, self.agent_ids = [], [], []
+        for i in range(agents):
+            agent_dir = os.path.join(work, "agent" if i == 0 else f"agent{i}")
+            os.makedirs(agent_dir)
+            proxy = Proxy(bins["ferry-netproxy"], self.hub_port, series,
+                          os.path.join(work, "proxy.log" if i == 0 else f"proxy{i}.log"))
+            act_port = free_port()
+            marker = os.path.join(agent_dir, "activated")
+            write(os.path.join(agent_dir, "ferry.yaml"),
+                  f"version: 2\ndaemon:\n  data_dir: {agent_dir}/data\n  socket: {agent_dir}/api.sock\n"
+                  f"  activation_listen: 127.0.0.1:{act_port}\n  activated_marker: {marker}\n"
+                  f"  poll_seconds: 1\n  hub_local_sources: [{sources}]\n")
+            agent = Process([bins["ferry-agent"], "--config", os.path.join(agent_dir, "ferry.yaml")],
+                            os.path.join(agent_dir, "daemon.log"), stdout=subprocess.DEVNULL)
+            wait_for("the agent's activation port", lambda: agent.check_alive() or can_connect(("127.0.0.1", act_port)))
+            self.proxies.append(proxy)
+            self.agents.append(agent)
+            self.agent_ids.append(self._activate(hub_dir, act_port, proxy, marker, f"site{i}"))
+        self.agent, self.proxy = self.agents[0], self.proxies[0]
 
-    def _activate(self, hub_dir, act_port):
+    def _activate(self, hub_dir, act_port, proxy, marker, name):
         ca = os.path.join(hub_dir, "data/hub/ca/ca.pem")
         with open(ca) as f:
             pem = f.read()
         der = base64.b64decode("".join(l for l in pem.splitlines() if not l.startswith("-----")))
         fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
-        # The agent registers with the hub through the proxy, as it will work.
-        query = urllib.parse.urlencode({"hub": f"127.0.0.1:{self.proxy.port}", "hubFingerprint": fingerprint})
+        # The agent registers with the hub through its link, as it will work.
+        query = urllib.parse.urlencode({"hub": f"127.0.0.1:{proxy.port}", "hubFingerprint": fingerprint})
         with socket.create_connection(("127.0.0.1", act_port)) as s:
             s.sendall(f"GET /?{query} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n".encode())
             answer = b""
@@ -229,18 +263,19 @@ class Ferry:
             token = f.read().strip()
         env = dict(os.environ, FERRY_HUB=f"127.0.0.1:{self.hub_port}", FERRY_HUB_TOKEN=token, FERRY_HUB_CA=ca)
         key = m.group(1).decode()
-        subprocess.run([self.bins["ferry"], "agent", "activate", key, "--name", "site"], env=env, check=True,
+        subprocess.run([self.bins["ferry"], "agent", "activate", key, "--name", name], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        wait_for("the activation marker", lambda: os.path.exists(self.marker))
+        wait_for("the activation marker", lambda: os.path.exists(marker))
         out = subprocess.run([self.bins["ferry"], "agent", "list", "--json"], env=env, check=True,
                              stdout=subprocess.PIPE).stdout
-        return next(a["AgentId"] for a in json.loads(out)["Agents"] if a["Name"] == "site")
+        return next(a["AgentId"] for a in json.loads(out)["Agents"] if a["Name"] == name)
 
-    def task(self, src, dst, verify):
-        """A task kept on the hub, the agent's local `src` to the hub's
-        local `dst`: its id."""
+    def task(self, src, dst, verify, agents=1):
+        """A task kept on the hub, the local `src` of the first `agents`
+        agents to the hub's local `dst`: its id."""
         d = self._post("/v1/locations", {"Type": "LOCAL", "Path": dst})
-        s = self._post("/v1/locations", {"Type": "AGENT", "AgentId": self.agent_id,
+        s = self._post("/v1/locations", {"Type": "AGENT", "AgentId": self.agent_ids[0],
+                                         "AdditionalAgentIds": self.agent_ids[1:agents],
                                          "Location": {"Type": "LOCAL", "Path": src}})
         task = self._post("/v1/tasks", {"Name": f"wan-{os.path.basename(dst)}", "SourceLocationId": s["LocationId"],
                                         "DestinationLocationId": d["LocationId"],
@@ -268,12 +303,13 @@ class Ferry:
             if time.monotonic() - start > timeout:
                 raise BenchError(f"ferry's execution {eid} did not end in {timeout} s: {ex}")
             self.hub.check_alive()
-            self.agent.check_alive()
+            for agent in self.agents:
+                agent.check_alive()
             time.sleep(0.01)
         return ex["Status"] == "SUCCESS", time.monotonic() - start, ex
 
     def stop(self):
-        for p in (self.agent, self.proxy, self.hub):
+        for p in (*self.agents, *self.proxies, self.hub):
             p.stop()
 
 
@@ -399,7 +435,8 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
     """One workload in one series: fresh daemons and proxies (peak RSS per
     run: reset before it, read after)."""
     progress(f"{w.name} | {series.name}: starting the hub, the agent (activated through the link), the link for ssh")
-    ferry = Ferry(bins, os.path.join(work, "ferry"), series, src_root)
+    agents = max((agents_of(t) for t in w.tools if t.startswith("ferry")), default=1)
+    ferry = Ferry(bins, os.path.join(work, "ferry"), series, src_root, agents)
     ssh_proxy = Proxy(bins["ferry-netproxy"], sshd.port, series, os.path.join(work, "ssh-proxy.log"))
     slow, results = set(), []
     try:
@@ -449,7 +486,7 @@ def run_group(args, w, series, work, src_root, dst_root, made, bins, sshd, out):
                 res = dict(id=rid, workload=w.name, series=series.name, tool=tool, run=r,
                            src_ops=None, dst_ops=None, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
                 if tool.startswith("ferry"):
-                    task = task or ferry.task(src, dst, verify=tool == "ferry-verify")
+                    task = task or ferry.task(src, dst, verify=tool == "ferry-verify", agents=agents_of(tool))
                     ok, seconds, execution = ferry.run(task)
                     res.update(rc=0 if ok else 1, ms=int(seconds * 1000), phases=ferry_phases(execution),
                                execution=execution)
@@ -529,7 +566,29 @@ def markdown(rows, meta):
         return report.common_cells(r, LABELS) + memory
     out += report.workload_sections(
         rows, ["series", "tool", "median", "runs", "peer/ferry", "peak RSS agent", "peak RSS hub"], cells)
-    return "\n".join(out + _phases_table(rows))
+    return "\n".join(out + _scale_out_table(rows, meta) + _phases_table(rows))
+
+
+def _scale_out_table(rows, meta):
+    """One, two and four agents on one task: throughput and speed-up."""
+    ferry = [r for r in rows if r["tool"] in ("ferry", "ferry-x2", "ferry-x4") and r["median_ms"]]
+    if not any(r["tool"] != "ferry" for r in ferry):
+        return []
+    out = ["## Scale-out: agents on one task", "",
+           "Each agent behind a link of its own; speed-up is one agent's time / this time, and per agent that",
+           "divided by the agents.", "",
+           "| workload | series | agents | median | MiB/s | speed-up | per agent |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in ferry:
+        one = next((x for x in ferry if (x["workload"], x["series"], x["tool"]) ==
+                    (r["workload"], r["series"], "ferry")), None)
+        n = agents_of(r["tool"])
+        mib = meta.get("bytes", {}).get(r["workload"], 0) / MIB
+        speed = one["median_ms"] / r["median_ms"] if one else None
+        out.append(f"| {r['workload']} | {r['series']} | {n} | {report.fmt_ms(r['median_ms'])} "
+                   f"| {mib / (r['median_ms'] / 1000):.1f} | {f'{speed:.2f}' if speed else '—'} "
+                   f"| {f'{speed / n:.2f}' if speed else '—'} |")
+    return out + [""]
 
 
 def _phases_table(rows):
