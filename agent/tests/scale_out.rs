@@ -10,6 +10,8 @@ mod common;
 #[path = "common/daemons.rs"]
 mod daemons;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -138,10 +140,101 @@ fn agents_share_an_execution_survive_one_killed_and_take_one_joining() {
     // Every unit (the root, 8 and 48 directories) transferred and verified once.
     let units: u64 = (0..4).map(done).sum();
     assert_eq!(units, 2 * (1 + 8 + 48), "{}", e["Result"]);
+    // Each agent's part, for Prometheus too.
+    let bytes = |i: usize| {
+        e["Result"]["Agents"][&ids[i]]["BytesTransferred"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(bytes(0) > 0 && bytes(2) > 0, "{}", e["Result"]);
+    let mut s = UnixStream::connect(hub.d.socket()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    let line = format!("agent_id=\"{}\"}} {released}", ids[1]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_agent_units_released{") && l.ends_with(&line)),
+        "{metrics}"
+    );
     // 1,920 files, 56 directories and the root verified.
     let entries = 1920 + 56 + 1;
     assert!(
         e["Counters"]["FilesVerified"].as_u64().unwrap() >= entries,
         "{e}"
     );
+}
+
+/// Agents that reach the destination themselves (NFS to EFS over a VPN,
+/// say): the data never crosses the hub, which only leases the units.
+#[test]
+fn agents_that_reach_the_destination_write_it_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    make_source(&src);
+    let writes = format!(
+        "  hub_local_sources: [{}]\n  hub_local_destinations: [{}]\n",
+        src.display(),
+        dst.display()
+    );
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| Agent::start_with(&tmp.path().join(format!("agent{i}")), &writes, None))
+        .collect();
+    let mut ids = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        activate_as(&hub, agent, hub.addr, &format!("a{i}"));
+        ids.push(agent_id(&hub, &format!("a{i}")));
+    }
+    let location = |agents: &[String], path: &Path| {
+        let (status, l) = hub.d.api(
+            "POST",
+            "/v1/locations",
+            Some(
+                json!({"Type": "AGENT", "AgentId": agents[0], "AdditionalAgentIds": agents[1..],
+                        "Location": {"Type": "LOCAL", "Path": path}}),
+            ),
+        );
+        assert_eq!(status, 201, "{l}");
+        l["LocationId"].as_str().unwrap().to_string()
+    };
+    let task = |name: &str, s: &str, d: &str| {
+        hub.d.api(
+            "POST",
+            "/v1/tasks",
+            Some(
+                json!({"Name": name, "SourceLocationId": s, "DestinationLocationId": d,
+                        "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT"}}),
+            ),
+        )
+    };
+    let s = location(&ids, &src);
+    // Other agents than the source's: refused, saying why.
+    let elsewhere = location(&ids[..1], &dst);
+    let (status, refused) = task("elsewhere", &s, &elsewhere);
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["Message"].as_str().unwrap().contains("same agents"),
+        "{refused}"
+    );
+    // Nested on the agents' side: refused too.
+    let inside = location(&ids, &src.join("d1"));
+    assert_eq!(task("nested", &s, &inside).0, 400);
+
+    let d = location(&ids, &dst);
+    let (status, t) = task("site-to-site", &s, &d);
+    assert_eq!(status, 201, "{t}");
+    let id = start_task(&hub, t["TaskId"].as_str().unwrap(), json!({}));
+    let e = daemons::wait_execution(&hub.d, &id, Duration::from_secs(120));
+    assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", hub.d.log());
+    assert!(common::compare_trees(&src, &dst).is_empty());
+    for agent_id in &ids {
+        let done = e["Result"]["Agents"][agent_id]["UnitsDone"]
+            .as_u64()
+            .unwrap();
+        assert!(done > 0, "{}", e["Result"]);
+    }
 }

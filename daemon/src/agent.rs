@@ -274,9 +274,13 @@ pub trait Destinations: Send + Sync {
 
     /// When the local execution `execution_id` runs a job its hub shares
     /// among several agents: the hub's units, leased to this agent
-    /// ([`ferry_engine::share`]).
-    fn share(&self, _execution_id: &str) -> Option<Arc<dyn ferry_engine::share::WorkShare>> {
-        None
+    /// ([`ferry_engine::share`]); an error when they cannot be reached
+    /// (the execution must not run alone then).
+    fn share(
+        &self,
+        _execution_id: &str,
+    ) -> Result<Option<Arc<dyn ferry_engine::share::WorkShare>>, String> {
+        Ok(None)
     }
 }
 

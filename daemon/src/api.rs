@@ -306,12 +306,6 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
                     format!("the hub location {id} can only be a destination"),
                 ))
             }
-            Some(l) if role == "destination" && matches!(l.spec, LocationSpec::Agent { .. }) => {
-                return Err(bad_request(
-                    "InvalidTask",
-                    format!("the agent location {id} can only be a source"),
-                ))
-            }
             Some(_) => {}
         }
     }
@@ -319,16 +313,31 @@ async fn create_task(State(agent): Shared, bytes: Bytes) -> Reply {
         store.location(&req.source_location_id)?.map(|l| l.spec),
         Some(LocationSpec::Agent { .. })
     );
-    let destination_local = matches!(
+    let destination_here = matches!(
         store
             .location(&req.destination_location_id)?
             .map(|l| l.spec),
         Some(LocationSpec::Local { .. } | LocationSpec::Nfs { .. } | LocationSpec::Efs { .. })
     );
-    if source_on_agent && !destination_local {
+    let destination_on_agent = matches!(
+        store
+            .location(&req.destination_location_id)?
+            .map(|l| l.spec),
+        Some(LocationSpec::Agent { .. })
+    );
+    if destination_on_agent && !source_on_agent {
         return Err(bad_request(
             "InvalidTask",
-            "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub",
+            format!(
+                "the agent location {} is a destination only for a task whose source its agents reach too",
+                req.destination_location_id
+            ),
+        ));
+    }
+    if source_on_agent && !destination_here && !destination_on_agent {
+        return Err(bad_request(
+            "InvalidTask",
+            "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub, or to one its agents reach",
         ));
     }
     if req.source_location_id == req.destination_location_id {

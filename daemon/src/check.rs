@@ -100,8 +100,8 @@ pub fn location(spec: &LocationSpec) -> Result<(), String> {
             match inner.as_ref() {
                 // The path is on the agent: only its shape can be checked here.
                 LocationSpec::Local { path, .. } => local_shape(path),
-                nfs @ LocationSpec::Nfs { .. } => location(nfs),
-                _ => Err("an agent's location is NFS or LOCAL".into()),
+                l @ (LocationSpec::Nfs { .. } | LocationSpec::Efs { .. }) => location(l),
+                _ => Err("an agent's location is NFS, EFS or LOCAL".into()),
             }
         }
     }
@@ -134,12 +134,52 @@ fn check_connections(n: Option<u32>) -> Result<(), String> {
 /// (device and inode up the tree: links and `..` cannot hide it), NFS
 /// locations by server, export and subdirectory.
 pub fn task(source: &LocationSpec, destination: &LocationSpec) -> Result<(), String> {
-    let source_inner = match source {
-        LocationSpec::Agent { location, .. } => location.as_ref(),
-        s => s,
+    let inner = |l: &'_ LocationSpec| match l {
+        LocationSpec::Agent { location, .. } => location.clone(),
+        l => Box::new(l.clone()),
     };
-    let relation = match (source_inner, destination) {
-        // On the hub, an agent's local path is on that agent: not comparable.
+    let (source_inner, destination_inner) = (inner(source), inner(destination));
+    if let LocationSpec::Agent { location, .. } = destination {
+        // The agents write it themselves: the same agents as the source's.
+        fn agents(l: &LocationSpec) -> Option<Vec<&String>> {
+            let LocationSpec::Agent {
+                agent_id,
+                additional_agent_ids,
+                ..
+            } = l
+            else {
+                return None;
+            };
+            let mut all: Vec<&String> = additional_agent_ids.iter().collect();
+            all.push(agent_id);
+            all.sort();
+            Some(all)
+        }
+        if agents(source).is_none() || agents(source) != agents(destination) {
+            return Err(format!(
+                "the destination {} is an agent's location: the source must be one of the same agents' locations",
+                destination.uri()
+            ));
+        }
+        if !matches!(
+            location.as_ref(),
+            LocationSpec::Nfs { .. } | LocationSpec::Efs { .. } | LocationSpec::Local { .. }
+        ) {
+            return Err("an agent's location is NFS, EFS or LOCAL".into());
+        }
+    }
+    let both_on_agents = matches!(
+        (source, destination),
+        (LocationSpec::Agent { .. }, LocationSpec::Agent { .. })
+    );
+    let relation = match (source_inner.as_ref(), destination_inner.as_ref()) {
+        // On the hub, an agent's local path is on that agent: comparable
+        // only with another of the agents' own.
+        (LocationSpec::Local { path: s, .. }, LocationSpec::Local { path: d, .. })
+            if both_on_agents =>
+        {
+            lexical_relation(s, d)
+        }
         (LocationSpec::Local { path: s, .. }, LocationSpec::Local { path: d, .. })
             if !matches!(source, LocationSpec::Agent { .. }) =>
         {
@@ -160,6 +200,26 @@ pub fn task(source: &LocationSpec, destination: &LocationSpec) -> Result<(), Str
             "the source {s} is inside the destination {d}: the task would overwrite or delete its own source"
         )),
         None => Ok(()),
+    }
+}
+
+/// How two absolute paths on another machine nest, by their names alone.
+fn lexical_relation(source: &str, destination: &str) -> Option<Relation> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let (s, d) = (parts(source), parts(destination));
+    if s == d {
+        Some(Relation::Same)
+    } else if d.starts_with(&s) {
+        Some(Relation::DestinationInside)
+    } else if s.starts_with(&d) {
+        Some(Relation::SourceInside)
+    } else {
+        None
     }
 }
 

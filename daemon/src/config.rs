@@ -17,6 +17,7 @@
 //!   activation_listen: 0.0.0.0:80   # agent: the activation port until activated
 //!   activated_marker: /data/ferry/activated
 //!   hub_local_sources: [/srv/data]  # agent: local paths a hub's task may read
+//!   hub_local_destinations: []      # agent: local paths a hub's task may write
 //!   require_hub_fingerprint: false  # agent: true refuses activation without it
 //!   https_listen: 0.0.0.0:443       # hub: agents and operators
 //!   hub_names: [hub.example.com]    # hub: names in its TLS certificate

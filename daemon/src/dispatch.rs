@@ -39,6 +39,11 @@ pub struct Job {
     pub source: LocationSpec,
     /// The hub location written to.
     pub destination_location_id: String,
+    /// The destination as the agent reaches it, when it is an agent's
+    /// location too (the agent writes it itself; the hub only
+    /// coordinates, and grants nothing of its own locations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<LocationSpec>,
     #[serde(default)]
     pub compress: bool,
     #[serde(default)]
@@ -224,6 +229,14 @@ impl Slot {
             result.total_duration = result.total_duration.max(r.result.total_duration);
         }
         result.agents = agents.clone();
+        for (id, part) in &self.parts {
+            if let Some(r) = &part.report {
+                let share = result.agents.entry(id.clone()).or_default();
+                share.files_transferred = r.counters.files_transferred;
+                share.bytes_transferred = r.counters.bytes_transferred;
+                share.files_verified = r.counters.files_verified;
+            }
+        }
         result.released_units = released.to_vec();
         Some(Report {
             status: status.into(),
@@ -359,7 +372,13 @@ pub struct Board {
     changed: Condvar,
     /// Wakes agents waiting for work.
     posted: Notify,
+    /// Wakes agents waiting for units.
+    units_changed: Notify,
 }
+
+/// How long the hub holds an agent's ask for units when none is free
+/// ([`Board::wait_for_units`]): a unit found elsewhere reaches it at once.
+pub const UNITS_WAIT: Duration = Duration::from_secs(2);
 
 impl Board {
     /// Posts the execution for `agents` (one, or several sharing it).
@@ -452,7 +471,8 @@ impl Board {
             .unwrap()
             .values()
             .find(|s| {
-                s.job.destination_location_id == location_id
+                s.job.destination.is_none()
+                    && s.job.destination_location_id == location_id
                     && s.parts.get(agent_id).is_some_and(Part::running)
             })
             .map(|s| s.job_for(agent_id))
@@ -509,24 +529,34 @@ impl Board {
         part.seen = now;
         let renewed = part.session.as_ref() != Some(&request.session);
         part.session = Some(request.session);
+        // No agent takes more than its share of the units free now: the
+        // others find some too.
+        let running = slot
+            .parts
+            .values()
+            .filter(|p| p.running() && !p.lost(now))
+            .count();
         let units = slot.units.as_mut().ok_or_else(no_job)?;
+        // Whether others waiting for units should look again.
+        let mut news = false;
         if renewed {
             // The agent runs the job anew: what it held before is free.
-            units.release(agent_id);
+            news |= units.release(agent_id) > 0;
         }
         for f in request.found {
-            units.found(agent_id, &f.from, f.unit.into())?;
+            news |= units.found(agent_id, &f.from, f.unit.into())?;
         }
         for d in request.done {
-            units.done(agent_id, d.phase.into(), &d.path);
+            news |= units.done(agent_id, d.phase.into(), &d.path);
         }
+        let fair = units.queued().div_ceil(running.max(1)).clamp(1, UNITS_MAX);
         let answer = match request.lease {
             None => UnitsAnswer {
                 units: Vec::new(),
                 over: units.is_over(),
             },
             Some((phase, max)) => {
-                match units.lease(agent_id, phase.into(), (max as usize).min(UNITS_MAX)) {
+                match units.lease(agent_id, phase.into(), fair.min(max as usize)) {
                     Lease::Units(u) => UnitsAnswer {
                         units: u.into_iter().map(WireUnit::from).collect(),
                         over: false,
@@ -539,10 +569,41 @@ impl Board {
                 }
             }
         };
-        slot.release_lost(now);
+        news |= slot.release_lost(now) > 0;
         drop(slots);
-        self.changed.notify_all();
+        if news {
+            self.changed.notify_all();
+            self.units_changed.notify_waiters();
+        }
         Ok(answer)
+    }
+
+    /// [`Board::units`], held up to [`UNITS_WAIT`] while no unit is free
+    /// and the phase goes on.
+    pub async fn wait_for_units(
+        &self,
+        agent_id: &str,
+        execution_id: &str,
+        mut request: UnitsRequest,
+    ) -> Result<UnitsAnswer, UnitsRefused> {
+        let deadline = tokio::time::Instant::now() + UNITS_WAIT;
+        loop {
+            let changed = self.units_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking: a change in between is not missed.
+            changed.as_mut().enable();
+            let asks = request.lease.is_some();
+            let answer = self.units(agent_id, execution_id, request.clone())?;
+            if !asks || answer.over || !answer.units.is_empty() {
+                return Ok(answer);
+            }
+            // Found and done are taken once.
+            request.found.clear();
+            request.done.clear();
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(answer);
+            }
+        }
     }
 
     /// A new bandwidth limit for a job, given to its agents with the
@@ -561,7 +622,9 @@ impl Board {
         let (mut slots, _) = self.changed.wait_timeout(slots, timeout).unwrap();
         let now = Instant::now();
         let slot = slots.get_mut(execution_id)?;
-        slot.release_lost(now);
+        if slot.release_lost(now) > 0 {
+            self.units_changed.notify_waiters();
+        }
         slot.merged(now)
     }
 
@@ -570,6 +633,7 @@ impl Board {
             s.job.cancel = true;
             if let Some(units) = &mut s.units {
                 units.cancel();
+                self.units_changed.notify_waiters();
             }
         }
     }
@@ -582,6 +646,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn job(id: &str, agent: &str, location: &str) -> Job {
         Job {
@@ -590,6 +655,7 @@ mod tests {
             agent_id: agent.into(),
             source: LocationSpec::local("/src"),
             destination_location_id: location.into(),
+            destination: None,
             compress: false,
             connections: None,
             options: Options::new(),
@@ -739,5 +805,51 @@ mod tests {
         assert_eq!(merged.counters.files_transferred, 6);
         assert_eq!(merged.result.agents["agent-a"].units_done, 1);
         assert_eq!(merged.result.agents["agent-a"].units_released, 1);
+        assert_eq!(merged.result.agents["agent-b"].files_transferred, 3);
+    }
+
+    #[tokio::test]
+    async fn an_agent_waiting_for_units_gets_those_another_finds() {
+        let board = Arc::new(Board::default());
+        let agents = ["agent-a".to_string(), "agent-b".to_string()];
+        board.post(job("exec-1", "agent-a", "loc-1"), &agents);
+        board.jobs_for("agent-a");
+        board.jobs_for("agent-b");
+        let ask = |session: &str| UnitsRequest {
+            session: session.into(),
+            lease: Some((UnitPhase::Transferring, 8)),
+            ..UnitsRequest::default()
+        };
+        let root = board
+            .wait_for_units("agent-a", "exec-1", ask("a"))
+            .await
+            .unwrap();
+        assert_eq!(root.units.len(), 1);
+        let waiting = {
+            let board = board.clone();
+            tokio::spawn(async move { board.wait_for_units("agent-b", "exec-1", ask("b")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "held while nothing is free");
+        let mut found = ask("a");
+        found.lease = None;
+        found.found.push(FoundUnit {
+            from: b"/".to_vec(),
+            unit: WireUnit {
+                path: b"/d".to_vec(),
+                included: true,
+                keep_meta: false,
+            },
+        });
+        board
+            .wait_for_units("agent-a", "exec-1", found)
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(UNITS_WAIT / 2, waiting)
+            .await
+            .expect("woken by the unit found, not by the end of the wait")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.units[0].path, b"/d");
     }
 }

@@ -139,6 +139,43 @@ pub fn render(
             e.result.total_duration
         );
     }
+    // Several agents on an execution: each agent's part.
+    type AgentRead = fn(&ferry_model::api::AgentShare) -> u64;
+    const AGENT_PARTS: &[(&str, &str, AgentRead)] = &[
+        ("units_leased", "Work units leased to the agent", |a| {
+            a.units_leased
+        }),
+        ("units_done", "Work units the agent did", |a| a.units_done),
+        (
+            "units_released",
+            "Work units the agent held when it was lost, leased again to others",
+            |a| a.units_released,
+        ),
+        ("files_transferred", "Entries the agent transferred", |a| {
+            a.files_transferred
+        }),
+        ("bytes_transferred", "Bytes the agent transferred", |a| {
+            a.bytes_transferred
+        }),
+        ("files_verified", "Entries the agent verified", |a| {
+            a.files_verified
+        }),
+    ];
+    for (name, help, read) in AGENT_PARTS {
+        let _ = writeln!(out, "# HELP ferry_agent_{name} {help} (latest execution of each task shared by several agents).");
+        let _ = writeln!(out, "# TYPE ferry_agent_{name} gauge");
+        for e in latest {
+            for (agent, part) in &e.result.agents {
+                let _ = writeln!(
+                    out,
+                    "ferry_agent_{name}{{{},agent_id=\"{}\"}} {}",
+                    labels(e),
+                    escape(agent),
+                    read(part)
+                );
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP ferry_executions Executions kept in the history, by status."

@@ -329,18 +329,24 @@ pub fn agent_job(
     if !exec.options.dry_run {
         agents.extend(additional_agent_ids.iter().cloned());
     }
-    if !(destination.spec.is_mounted() || matches!(destination.spec, LocationSpec::Local { .. })) {
-        return Err(
-            "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub"
-                .into(),
-        );
-    }
+    let reached = match &destination.spec {
+        // Checked when the task was made (`check::task`): the same agents.
+        LocationSpec::Agent { location, .. } => Some(location.as_ref().clone()),
+        d if d.is_mounted() || matches!(d, LocationSpec::Local { .. }) => None,
+        _ => {
+            return Err(
+                "a task from an agent's location writes to a LOCAL, NFS or EFS location of the hub, or to one its agents reach"
+                    .into(),
+            )
+        }
+    };
     let job = Job {
         execution_id: exec.task_execution_id.clone(),
         task_id: exec.task_id.clone(),
         agent_id: agent_id.clone(),
         source: location.as_ref().clone(),
         destination_location_id: destination.location_id.clone(),
+        destination: reached,
         compress: *compress,
         connections: *connections,
         options: exec.options.clone(),
@@ -490,10 +496,10 @@ fn run_engine<D: Location>(
             let e = e
                 .with_source_digests(agent.digests.clone(), src_scope)
                 .with_throttle(running.throttle.clone());
-            let share = agent.destinations.get().and_then(|d| d.share(id));
-            match share {
-                Some(share) => e.with_share(share),
-                None => e,
+            match agent.destinations.get().map(|d| d.share(id)) {
+                Some(Ok(Some(share))) => e.with_share(share),
+                Some(Err(why)) => return fail("HubUnavailable", why),
+                _ => e,
             }
         }
         Err(e) => return fail("InvalidOptions", e.to_string()),

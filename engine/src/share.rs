@@ -357,6 +357,11 @@ impl Units {
         self.phase
     }
 
+    /// Units waiting for an agent in the current phase.
+    pub fn queued(&self) -> usize {
+        self.queued.len()
+    }
+
     /// Units known so far (each directory once).
     pub fn count(&self) -> usize {
         self.all.len()

@@ -647,7 +647,12 @@ async fn agent_units(
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "InvalidRequest", e.to_string()),
     };
-    match hub.agent.board.units(&id.0, &execution, request) {
+    match hub
+        .agent
+        .board
+        .wait_for_units(&id.0, &execution, request)
+        .await
+    {
         Ok(answer) => Json(answer).into_response(),
         Err(e @ UnitsRefused::NoSuchJob(..)) => {
             refuse(StatusCode::NOT_FOUND, "ExecutionNotFound", e.to_string())
@@ -844,6 +849,7 @@ mod tests {
             agent_id: "agent-1".into(),
             source: LocationSpec::local("/src"),
             destination_location_id: "loc-1".into(),
+            destination: None,
             compress: false,
             connections: None,
             options: Options {

@@ -317,6 +317,13 @@ pub struct AgentShare {
     pub units_done: u64,
     /// Units it held when it was lost, leased again to others.
     pub units_released: u64,
+    /// Its own counters, as it last reported them.
+    #[serde(default)]
+    pub files_transferred: u64,
+    #[serde(default)]
+    pub bytes_transferred: u64,
+    #[serde(default)]
+    pub files_verified: u64,
 }
 
 /// A unit leased again because its agent was lost.

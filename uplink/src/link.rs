@@ -122,17 +122,23 @@ fn check_fingerprint(given: Option<&str>) -> Result<Option<String>, LinkError> {
 /// Why an execution the hub handed over is not run here.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceRefused {
-    #[error("the hub asked this agent to read its local path {path:?}; the agent reads for its hub only NFS exports and the local paths its configuration lists under daemon: hub_local_sources ({allowed})")]
-    LocalNotAllowed { path: String, allowed: String },
+    #[error("the hub asked this agent to {verb} its local path {path:?}; the agent {verb}s for its hub only NFS or EFS locations and the local paths its configuration lists under daemon: {key} ({allowed})")]
+    LocalNotAllowed {
+        verb: &'static str,
+        key: &'static str,
+        path: String,
+        allowed: String,
+    },
     #[error(
-        "the hub asked this agent to read {path:?}, which is not there or not readable: {source}"
+        "the hub asked this agent to {verb} {path:?}, which is not there or not reachable: {source}"
     )]
     Unreadable {
+        verb: &'static str,
         path: String,
         source: std::io::Error,
     },
-    #[error("the source of a hub's task is an NFS or local location of the agent, not {0}")]
-    Kind(String),
+    #[error("the {role} of a hub's task on this agent is one of its NFS, EFS or local locations, not {uri}")]
+    Kind { role: &'static str, uri: String },
 }
 
 /// What the agent's own configuration lets its hub do.
@@ -140,6 +146,9 @@ pub enum SourceRefused {
 pub struct LinkPolicy {
     /// Local directories a hub's execution may read (with what is under them).
     pub hub_local_sources: Vec<PathBuf>,
+    /// Local directories a hub's execution may write, when the agent
+    /// reaches its destination itself.
+    pub hub_local_destinations: Vec<PathBuf>,
     /// No activation without the hub's CA fingerprint.
     pub require_hub_fingerprint: bool,
 }
@@ -152,34 +161,67 @@ impl LinkPolicy {
         match source {
             LocationSpec::Nfs { .. } => Ok(source.clone()),
             LocationSpec::Local { path, .. } => {
-                let real =
-                    std::fs::canonicalize(path).map_err(|source| SourceRefused::Unreadable {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let inside = self.hub_local_sources.iter().any(|allowed| {
-                    std::fs::canonicalize(allowed).is_ok_and(|a| real.starts_with(a))
-                });
-                if !inside {
-                    let allowed = if self.hub_local_sources.is_empty() {
-                        "none".to_string()
-                    } else {
-                        self.hub_local_sources
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    return Err(SourceRefused::LocalNotAllowed {
-                        path: path.clone(),
-                        allowed,
-                    });
-                }
-                Ok(LocationSpec::local(real.to_string_lossy().into_owned()))
+                local_inside(path, &self.hub_local_sources, "read", "hub_local_sources")
             }
-            other => Err(SourceRefused::Kind(other.uri())),
+            other => Err(SourceRefused::Kind {
+                role: "source",
+                uri: other.uri(),
+            }),
         }
     }
+
+    /// The same for a destination the agent reaches itself: NFS and EFS
+    /// as given, a local path only inside `hub_local_destinations`.
+    pub fn check_destination(&self, dst: &LocationSpec) -> Result<LocationSpec, SourceRefused> {
+        match dst {
+            LocationSpec::Nfs { .. } | LocationSpec::Efs { .. } => Ok(dst.clone()),
+            LocationSpec::Local { path, .. } => local_inside(
+                path,
+                &self.hub_local_destinations,
+                "write",
+                "hub_local_destinations",
+            ),
+            other => Err(SourceRefused::Kind {
+                role: "destination",
+                uri: other.uri(),
+            }),
+        }
+    }
+}
+
+/// `path` resolved, if inside one of `allowed` (both resolved).
+fn local_inside(
+    path: &str,
+    allowed: &[PathBuf],
+    verb: &'static str,
+    key: &'static str,
+) -> Result<LocationSpec, SourceRefused> {
+    let real = std::fs::canonicalize(path).map_err(|source| SourceRefused::Unreadable {
+        verb,
+        path: path.to_string(),
+        source,
+    })?;
+    let inside = allowed
+        .iter()
+        .any(|a| std::fs::canonicalize(a).is_ok_and(|a| real.starts_with(a)));
+    if !inside {
+        let allowed = if allowed.is_empty() {
+            "none".to_string()
+        } else {
+            allowed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(SourceRefused::LocalNotAllowed {
+            verb,
+            key,
+            path: path.to_string(),
+            allowed,
+        });
+    }
+    Ok(LocationSpec::local(real.to_string_lossy().into_owned()))
 }
 
 /// The warning for an activation that trusted the hub on first contact.
@@ -495,15 +537,34 @@ impl Link {
         compress: bool,
         connections: usize,
     ) -> Result<RemoteLocation, LinkError> {
-        let made_for = (
-            self.state.lock().unwrap().hub.clone(),
-            std::fs::read(self.cert_path()).unwrap_or_default(),
-            connections,
-        );
+        let (client, rt) = self.data_plane(Some(connections))?;
+        Ok(RemoteLocation::new(
+            client,
+            rt,
+            location_id.to_string(),
+            compress,
+        ))
+    }
+
+    /// The data plane's client (sharing its connections) and runtime: the
+    /// one kept if it was made for this hub, certificate and `connections`
+    /// (any number with `None`), else a new one, kept for the next.
+    fn data_plane(
+        &self,
+        connections: Option<usize>,
+    ) -> Result<(HubClient, Arc<tokio::runtime::Runtime>), LinkError> {
+        let hub = self.state.lock().unwrap().hub.clone();
+        let cert = std::fs::read(self.cert_path()).unwrap_or_default();
         let mut kept = self.data_plane.lock().unwrap();
         let plane = match kept.take() {
-            Some(plane) if plane.made_for == made_for => plane,
+            Some(plane)
+                if (&plane.made_for.0, &plane.made_for.1) == (&hub, &cert)
+                    && connections.is_none_or(|n| n == plane.made_for.2) =>
+            {
+                plane
+            }
             _ => {
+                let connections = connections.unwrap_or(1);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("ferry-hub-io")
@@ -515,20 +576,18 @@ impl Link {
                     self.client(connections)?
                 };
                 DataPlane {
-                    made_for,
+                    made_for: (hub, cert, connections),
                     client,
                     rt: Some(Arc::new(rt)),
                 }
             }
         };
-        let location = RemoteLocation::new(
+        let both = (
             plane.client.sharing_connections(),
             plane.rt.clone().expect("kept"),
-            location_id.to_string(),
-            compress,
         );
         *kept = Some(plane);
-        Ok(location)
+        Ok(both)
     }
 
     /// One step of a pending activation: asks the hub for the certificate.
@@ -666,7 +725,20 @@ impl Link {
                 .check_source(&job.source)
                 .map_err(|e| ("SourceNotAllowed", e.to_string()))
                 .and_then(|source| {
-                    start_local(agent, &job, &source).map_err(|e| ("AgentCannotStart", e))
+                    let destination = match &job.destination {
+                        // A location the agent reaches itself.
+                        Some(d) => self
+                            .policy
+                            .check_destination(d)
+                            .map_err(|e| ("DestinationNotAllowed", e.to_string()))?,
+                        None => LocationSpec::Hub {
+                            hub_location_id: job.destination_location_id.clone(),
+                            compress: job.compress,
+                            connections: job.connections,
+                        },
+                    };
+                    start_local(agent, &job, &source, &destination)
+                        .map_err(|e| ("AgentCannotStart", e))
                 });
             match started {
                 Ok(local) => {
@@ -815,20 +887,19 @@ fn location_for(store: &ferry_daemon::store::Store, spec: &LocationSpec) -> Resu
 }
 
 /// Queues a job of the hub here, as the task `hub-TASKID` from `source`
-/// (the job's, as [`LinkPolicy::check_source`] allowed it) to the hub's location.
-fn start_local(agent: &Arc<Agent>, job: &Job, source: &LocationSpec) -> Result<String, String> {
+/// (the job's, as [`LinkPolicy::check_source`] allowed it) to
+/// `destination` (the hub's location, or one the agent reaches itself).
+fn start_local(
+    agent: &Arc<Agent>,
+    job: &Job,
+    source: &LocationSpec,
+    destination: &LocationSpec,
+) -> Result<String, String> {
     let err = |e: ferry_daemon::store::StoreError| e.to_string();
     let task = {
         let store = agent.store.lock().unwrap();
         let src = location_for(&store, source)?;
-        let dst = location_for(
-            &store,
-            &LocationSpec::Hub {
-                hub_location_id: job.destination_location_id.clone(),
-                compress: job.compress,
-                connections: job.connections,
-            },
-        )?;
+        let dst = location_for(&store, destination)?;
         let name = format!("hub-{}", job.task_id);
         match store.task_by_name(&name).map_err(err)? {
             Some(t) => {
@@ -1024,7 +1095,7 @@ mod tests {
 
         let some = LinkPolicy {
             hub_local_sources: vec![allowed.clone()],
-            require_hub_fingerprint: false,
+            ..LinkPolicy::default()
         };
         let real = std::fs::canonicalize(&allowed).unwrap();
         assert_eq!(some.check_source(&local(&allowed)).unwrap(), local(&real));
@@ -1052,8 +1123,28 @@ mod tests {
         };
         assert!(matches!(
             some.check_source(&hub),
-            Err(SourceRefused::Kind(_))
+            Err(SourceRefused::Kind { .. })
         ));
+        // Writing is allowed apart: a local path to read is not one to write.
+        let e = some.check_destination(&local(&allowed)).unwrap_err();
+        assert!(
+            e.to_string().contains("hub_local_destinations (none)"),
+            "{e}"
+        );
+        assert_eq!(some.check_destination(&nfs).unwrap(), nfs);
+        let writer = LinkPolicy {
+            hub_local_destinations: vec![allowed.join("sub")],
+            ..LinkPolicy::default()
+        };
+        let sub = local(&real.join("sub"));
+        assert_eq!(
+            writer
+                .check_destination(&local(&allowed.join("sub")))
+                .unwrap(),
+            sub
+        );
+        assert!(writer.check_destination(&local(&allowed)).is_err());
+        assert!(writer.check_source(&local(&allowed.join("sub"))).is_err());
     }
 }
 
@@ -1069,19 +1160,15 @@ impl runner::Destinations for Link {
             .map_err(|e| e.to_string())
     }
 
-    /// The hub's units, through the data plane the execution's
-    /// destination opened (`open` comes first).
-    fn share(&self, execution_id: &str) -> Option<Arc<dyn WorkShare>> {
-        let hub_id = self.shared.lock().unwrap().get(execution_id)?.clone();
-        let plane = self.data_plane.lock().unwrap();
-        let plane = plane.as_ref()?;
-        let share = HubShare::new(
-            plane.client.sharing_connections(),
-            plane.rt.clone()?,
-            &hub_id,
-            self.log.clone(),
-        );
-        Some(Arc::new(share))
+    /// The hub's units, over the data plane (the one the execution's
+    /// destination opened, when it is the hub).
+    fn share(&self, execution_id: &str) -> Result<Option<Arc<dyn WorkShare>>, String> {
+        let Some(hub_id) = self.shared.lock().unwrap().get(execution_id).cloned() else {
+            return Ok(None);
+        };
+        let (client, rt) = self.data_plane(None).map_err(|e| e.to_string())?;
+        let share = HubShare::new(client, rt, &hub_id, self.log.clone());
+        Ok(Some(Arc::new(share)))
     }
 }
 

@@ -19,8 +19,9 @@ use ferry_daemon::dispatch::{DoneUnit, FoundUnit, UnitsAnswer, UnitsRequest, UNI
 use ferry_engine::share::{Lease, SharedPhase, Unit, WorkShare};
 use ferry_wire::client::{HubClient, HubError};
 
-/// How long to wait before asking again when the hub has no unit free.
-const ASK_AGAIN: Duration = Duration::from_millis(200);
+/// How long to wait before asking again when the hub had no unit free
+/// (it holds the ask a while first: `ferry_daemon::dispatch::UNITS_WAIT`).
+const ASK_AGAIN: Duration = Duration::from_millis(50);
 /// How long to wait after a failed request (the link retries it).
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
 

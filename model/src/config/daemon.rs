@@ -10,6 +10,7 @@
 //!   activation_listen: 0.0.0.0:80   # agent: the activation port until activated
 //!   activated_marker: /data/ferry/activated
 //!   hub_local_sources: [/srv/data]  # agent: local paths a hub's task may read
+//!   hub_local_destinations: []      # agent: local paths a hub's task may write
 //!   require_hub_fingerprint: false  # agent: true refuses activation without it
 //!   https_listen: 0.0.0.0:443       # hub: agents and operators
 //!   hub_names: [hub.example.com]    # hub: names in its TLS certificate
@@ -67,6 +68,10 @@ pub struct Daemon {
     /// Agent: local directories an execution handed over by the hub may
     /// read (NFS sources are always allowed; nothing local by default).
     pub hub_local_sources: Vec<PathBuf>,
+    /// Agent: local directories an execution handed over by the hub may
+    /// write, when its destination is a location the agent reaches itself
+    /// (NFS and EFS always; nothing local by default).
+    pub hub_local_destinations: Vec<PathBuf>,
     /// Agent: refuse an activation without the hub's CA fingerprint.
     pub require_hub_fingerprint: bool,
     /// CloudWatch metrics and logs, task reports to S3 (none without it).
@@ -94,6 +99,7 @@ impl Default for Daemon {
             operator_token: None,
             activation_key_seconds: 30 * 60,
             hub_local_sources: Vec::new(),
+            hub_local_destinations: Vec::new(),
             require_hub_fingerprint: false,
             aws: None,
             efs_ca_certificates: None,
@@ -126,6 +132,9 @@ impl Daemon {
         }
         for p in &self.hub_local_sources {
             path("hub_local_sources", p)?;
+        }
+        for p in &self.hub_local_destinations {
+            path("hub_local_destinations", p)?;
         }
         let range = |k: &str, v: u64, r: RangeInclusive<u64>, unit: &str| {
             if r.contains(&v) {

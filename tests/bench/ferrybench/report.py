@@ -70,7 +70,9 @@ def summarize(results, files_per_workload):
             if ferry_row and ferry_row["median_ms"]:
                 ratios.append(row["median_ms"] / ferry_row["median_ms"])
         row["ratio_vs_ferry"] = round(statistics.median(ratios), 2) if ratios else None
-    rows.sort(key=lambda x: list(LABELS).index(x["tool"]))
+    # The NFS benchmark's order; the WAN one sorts its rows itself.
+    order = list(LABELS)
+    rows.sort(key=lambda x: order.index(x["tool"]) if x["tool"] in order else len(order))
     return rows
 
 

@@ -256,6 +256,7 @@ fn start_role(agent: &std::sync::Arc<Agent>, doc: &Document) -> Result<axum::Rou
                 log,
                 LinkPolicy {
                     hub_local_sources: d.hub_local_sources.clone(),
+                    hub_local_destinations: d.hub_local_destinations.clone(),
                     require_hub_fingerprint: d.require_hub_fingerprint,
                 },
             )
