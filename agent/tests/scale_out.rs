@@ -168,11 +168,15 @@ fn agents_share_an_execution_survive_one_killed_and_take_one_joining() {
 }
 
 /// Agents that reach the destination themselves (NFS to EFS over a VPN,
-/// say): the data never crosses the hub, which only leases the units.
+/// say): the data never crosses the hub, which only leases the units. The
+/// hub is killed halfway and started again: its units start again from the
+/// root, what was done is found done, and the execution ends SUCCESS.
 #[test]
 fn agents_that_reach_the_destination_write_it_themselves() {
     let tmp = tempfile::tempdir().unwrap();
-    let hub = Hub::start(&tmp.path().join("hub"), 1800);
+    let port = daemons::free_port();
+    let bins = daemons::Binaries::cargo();
+    let mut hub = Hub::start_on(&bins, &tmp.path().join("hub"), 1800, None, port);
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&dst).unwrap();
     make_source(&src);
@@ -207,7 +211,8 @@ fn agents_that_reach_the_destination_write_it_themselves() {
             "/v1/tasks",
             Some(
                 json!({"Name": name, "SourceLocationId": s, "DestinationLocationId": d,
-                        "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT"}}),
+                        "Options": {"VerifyMode": "POINT_IN_TIME_CONSISTENT",
+                                    "BytesPerSecond": 4 << 20}}),
             ),
         )
     };
@@ -228,8 +233,15 @@ fn agents_that_reach_the_destination_write_it_themselves() {
     let (status, t) = task("site-to-site", &s, &d);
     assert_eq!(status, 201, "{t}");
     let id = start_task(&hub, t["TaskId"].as_str().unwrap(), json!({}));
-    let e = daemons::wait_execution(&hub.d, &id, Duration::from_secs(120));
+    wait_for("a quarter of the bytes", Duration::from_secs(60), || {
+        let (_, e) = hub.d.api("GET", &format!("/v1/executions/{id}"), None);
+        e["Counters"]["BytesTransferred"].as_u64().unwrap_or(0) > 30 << 18
+    });
+    hub.d.stop(libc::SIGKILL);
+    hub = Hub::start_on(&bins, &tmp.path().join("hub"), 1800, None, port);
+    let e = daemons::wait_execution(&hub.d, &id, Duration::from_secs(180));
     assert_eq!(e["Status"], "SUCCESS", "{e}\n{}", hub.d.log());
+    assert!(hub.d.log().contains("taken up again"), "{}", hub.d.log());
     assert!(common::compare_trees(&src, &dst).is_empty());
     for agent_id in &ids {
         let done = e["Result"]["Agents"][agent_id]["UnitsDone"]

@@ -136,9 +136,19 @@ impl Slot {
         job
     }
 
+    /// The limit split among the agents at work now (running and heard
+    /// from; all named before any starts), given again with every
+    /// report's answer: a lost agent's share goes to the others.
     fn limit_for(&self) -> i64 {
+        let now = Instant::now();
+        let working = self
+            .parts
+            .values()
+            .filter(|p| p.running() && !p.lost(now))
+            .count();
+        let agents = if working == 0 { self.parts.len() } else { working };
         match self.job.options.bytes_per_second {
-            limit if limit > 0 => (limit / self.parts.len().max(1) as i64).max(1),
+            limit if limit > 0 => (limit / agents.max(1) as i64).max(1),
             limit => limit,
         }
     }
@@ -744,9 +754,11 @@ mod tests {
         board.post(j, &agents);
         let a = board.jobs_for("agent-a");
         assert!(a[0].shared);
-        // One budget: each agent gets its share.
-        assert_eq!(a[0].options.bytes_per_second, (3 << 20) / 2);
+        // One budget: the first agent at work has it all, then each its share.
+        assert_eq!(a[0].options.bytes_per_second, 3 << 20);
         assert_eq!(board.jobs_for("agent-b")[0].agent_id, "agent-b");
+        let share = board.report("agent-a", "exec-1", report("TRANSFERRING"));
+        assert_eq!(share.unwrap().bytes_per_second, Some((3 << 20) / 2));
         // Another agent has no part in it.
         let ask = |session: &str| UnitsRequest {
             session: session.into(),

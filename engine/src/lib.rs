@@ -572,6 +572,14 @@ impl<S: Location, D: Location> Execution<S, D> {
             error_detail = Some(format!("cannot read the roots: {e}"));
         }
         for f in ctx.dst.settle() {
+            // A unit's subdirectory made meanwhile by another agent doing
+            // the unit again: it is there, as wanted.
+            let made_meanwhile = ctx.share.is_some()
+                && f.kind == Kind::Dir
+                && f.error.kind() == io::ErrorKind::AlreadyExists;
+            if made_meanwhile {
+                continue;
+            }
             // Counted as transferred when it was acknowledged.
             let _ = ctx.counters.files_transferred.fetch_update(
                 std::sync::atomic::Ordering::Relaxed,

@@ -62,6 +62,9 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 ctx.record(|| Record::new(path, kind, Outcome::Deleted, Phase::Transferring));
             }
             Ok(()) => {}
+            // Gone already: removed meanwhile (by another agent doing the
+            // same unit again, say); what was wanted holds.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 Counters::inc(&ctx.counters.files_failed_delete);
                 ctx.record(|| {

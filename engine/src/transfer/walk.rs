@@ -215,7 +215,12 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 self.remove_tree(&parent.dst, &name, kind, &rel, false);
             }
             let made = match create {
-                true => ctx.dst.make_dir(&parent.dst, &name, 0o700),
+                // Made meanwhile by another agent doing this unit again
+                // (its first agent was taken for lost): it is the unit's.
+                true => match ctx.dst.make_dir(&parent.dst, &name, 0o700) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    made => made,
+                },
                 false => Ok(()),
             };
             match made {
