@@ -146,7 +146,11 @@ impl Slot {
             .values()
             .filter(|p| p.running() && !p.lost(now))
             .count();
-        let agents = if working == 0 { self.parts.len() } else { working };
+        let agents = if working == 0 {
+            self.parts.len()
+        } else {
+            working
+        };
         match self.job.options.bytes_per_second {
             limit if limit > 0 => (limit / agents.max(1) as i64).max(1),
             limit => limit,
@@ -277,6 +281,9 @@ pub struct WireUnit {
     pub included: bool,
     #[serde(default)]
     pub keep_meta: bool,
+    /// One large file, not a directory.
+    #[serde(default)]
+    pub entry: bool,
 }
 
 impl From<Unit> for WireUnit {
@@ -285,6 +292,7 @@ impl From<Unit> for WireUnit {
             path: u.path,
             included: u.included,
             keep_meta: u.keep_meta,
+            entry: u.entry,
         }
     }
 }
@@ -295,6 +303,7 @@ impl From<WireUnit> for Unit {
             path: u.path,
             included: u.included,
             keep_meta: u.keep_meta,
+            entry: u.entry,
         }
     }
 }
@@ -794,6 +803,7 @@ mod tests {
                 path: b"/../etc".to_vec(),
                 included: true,
                 keep_meta: false,
+                entry: false,
             },
         });
         let refused = board.units("agent-a", "exec-1", bad).unwrap_err();
@@ -851,6 +861,7 @@ mod tests {
                 path: b"/d".to_vec(),
                 included: true,
                 keep_meta: false,
+                entry: false,
             },
         });
         board

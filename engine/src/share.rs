@@ -31,6 +31,10 @@ pub struct Unit {
     /// Its attributes are kept as they are (OverwriteMode NEVER on a
     /// directory the destination had).
     pub keep_meta: bool,
+    /// The unit is one large file of its directory (`path` the file's),
+    /// not a directory: large files go to several agents at once. Checked
+    /// in VERIFYING with its directory.
+    pub entry: bool,
 }
 
 impl Unit {
@@ -40,6 +44,7 @@ impl Unit {
             path: b"/".to_vec(),
             included,
             keep_meta: false,
+            entry: false,
         }
     }
 
@@ -270,7 +275,10 @@ impl Units {
             });
         }
         if self.phase == SharedPhase::Transferring && self.known.insert(unit.path.clone()) {
-            self.all.push(unit.clone());
+            // A file is checked with its directory.
+            if !unit.entry {
+                self.all.push(unit.clone());
+            }
             self.queued.push_back(unit);
         }
         Ok(true)
@@ -362,7 +370,7 @@ impl Units {
         self.queued.len()
     }
 
-    /// Units known so far (each directory once).
+    /// Directory units known so far (each once).
     pub fn count(&self) -> usize {
         self.all.len()
     }
@@ -378,6 +386,7 @@ mod tests {
             path: p.to_vec(),
             included: true,
             keep_meta: false,
+            entry: false,
         };
         assert_eq!(unit(b"/").names().unwrap(), Vec::<&OsStr>::new());
         assert_eq!(
@@ -404,6 +413,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             included: true,
             keep_meta: false,
+            entry: false,
         }
     }
 
@@ -448,6 +458,13 @@ mod tests {
         for p in ["/z", "/y", "/y/deep"] {
             assert!(units.done("c", Transferring, p.as_bytes()));
         }
+        // A large file of /z is a unit of its own, not checked apart.
+        let mut big = unit("/z/big");
+        big.entry = true;
+        assert!(
+            !units.found("c", b"/z", big.clone()).unwrap(),
+            "/z is not c's yet"
+        );
         // Found again by the second doing of /y: taken once.
         assert!(units.found("a", b"/x", unit("/x/1")).is_ok());
         assert!(units.done("a", Transferring, b"/x"));

@@ -117,6 +117,11 @@ fn three_agents_share_one_tree_and_a_lost_ones_unit_is_leased_again() {
         fs::write(src.join(format!("d{d}/top")), b"top").unwrap();
     }
     std::os::unix::fs::symlink("d0/top", src.join("link")).unwrap();
+    // Large files: units of their own.
+    for big in ["big0", "d2/big1"] {
+        let data: Vec<u8> = (0..32u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+        fs::write(src.join(big), data).unwrap();
+    }
     fs::set_permissions(src.join("d3"), fs::Permissions::from_mode(0o750)).unwrap();
     // At the destination already: a file to keep (same size and times),
     // a tree to remove.
@@ -203,8 +208,9 @@ fn three_agents_share_one_tree_and_a_lost_ones_unit_is_leased_again() {
     let (agents, released) = units.agents();
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].path, "/");
+    // Each directory transferred and verified, each large file transferred.
     let done: u64 = agents.values().map(|a| a.units_done).sum();
-    assert_eq!(done, 2 * 49);
+    assert_eq!(done, 2 * 49 + 2);
     for name in ["a", "b", "c"] {
         assert!(
             agents[name].units_done > 0,

@@ -23,7 +23,7 @@ use crate::report::{Outcome, Phase, Record};
 use crate::sched::Slot;
 
 /// Files at least this large are copied as ranges by several workers.
-const SPLIT_THRESHOLD: u64 = 32 << 20;
+pub(super) const SPLIT_THRESHOLD: u64 = 32 << 20;
 /// The size of one range of a large file.
 const RANGE_SIZE: u64 = 8 << 20;
 /// The copy buffer of each worker.

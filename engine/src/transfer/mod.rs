@@ -304,7 +304,10 @@ impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
             ),
             Some(d) => {
                 let update = plan::meta_update(&node.src_meta, d, &ctx.opts);
-                let counts = !update.is_empty();
+                // A file's unit sets its directory's times again; the
+                // directory's own unit counts it.
+                let entry = node.unit.as_ref().is_some_and(|u| u.unit.entry);
+                let counts = !update.is_empty() && !entry;
                 (update, counts)
             }
         };

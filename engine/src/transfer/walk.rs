@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,11 +50,21 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                     io::Error::new(io::ErrorKind::InvalidInput, e),
                 )
             })?;
-            let (src, dst) = match names.as_slice() {
+            // A file's unit opens its directory.
+            let dirs = match (unit.entry, names.split_last()) {
+                (true, Some((_, dirs))) => dirs,
+                (true, None) => {
+                    let e =
+                        io::Error::new(io::ErrorKind::InvalidInput, "a file unit names no file");
+                    return Err(("take the unit", e));
+                }
+                (false, _) => names.as_slice(),
+            };
+            let (src, dst) = match dirs {
                 [] => (ctx.src.root(), ctx.dst.root()),
-                names => (
-                    open_below(&ctx.src, src_root, names),
-                    open_below(&ctx.dst, dst_root, names),
+                dirs => (
+                    open_below(&ctx.src, src_root, dirs),
+                    open_below(&ctx.dst, dst_root, dirs),
                 ),
             };
             let src = src.map_err(|e| ("open source directory", e))?;
@@ -67,10 +78,11 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 .stat_dir(&dst)
                 .map_err(|e| ("stat destination directory", e))?;
             Ok(DirNode {
-                rel: unit.path.clone(),
-                name: names
-                    .last()
-                    .map_or_else(OsString::new, |n| n.to_os_string()),
+                rel: match unit.entry {
+                    true => parent_path(&unit.path),
+                    false => unit.path.clone(),
+                },
+                name: dirs.last().map_or_else(OsString::new, |n| n.to_os_string()),
                 staged: None,
                 hidden: false,
                 src,
@@ -90,6 +102,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             })
         })();
         match opened {
+            Ok(node) if unit.entry => self.entry_unit(Arc::new(node), &unit),
             Ok(node) => {
                 self.scans_outstanding.fetch_add(1, Ordering::AcqRel);
                 self.list(Arc::new(node));
@@ -97,6 +110,43 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             Err((what, e)) => {
                 ctx.fail(Phase::Preparing, &unit.path, Kind::Dir, what, &e);
                 self.unit_over(&unit);
+            }
+        }
+    }
+
+    /// A file's unit: the file compared again (it may have changed, or be
+    /// done already by an agent lost since) and carried out in its
+    /// directory, whose times are set again after it.
+    fn entry_unit(&self, node: Arc<DirNode<S, D>>, unit: &Unit) {
+        let ctx = self.ctx;
+        let name = OsStr::from_bytes(unit.path.rsplit(|&b| b == b'/').next().unwrap_or_default());
+        let dst = match ctx.dst.stat(&node.dst, name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(("stat destination", e)),
+        };
+        let src = ctx
+            .src
+            .stat(&node.src, name)
+            .map_err(|e| ("stat source", e));
+        match src.and_then(|s| Ok((s, dst?))) {
+            Ok((src, dst)) => {
+                let decision = plan::decide(&src, dst.as_ref(), None, &ctx.opts);
+                let entry = EntryJob {
+                    dir: node.clone(),
+                    name: name.to_os_string(),
+                    src,
+                    dst,
+                    decision,
+                };
+                // The node's own count stands for the file.
+                self.sched.push(Slot::Dir(node.key()), Job::Entry(entry));
+            }
+            // Removed from the source since its directory was listed.
+            Err((_, e)) if e.kind() == io::ErrorKind::NotFound => self.release(node),
+            Err((what, e)) => {
+                ctx.fail(Phase::Transferring, &unit.path, Kind::File, what, &e);
+                self.release(node);
             }
         }
     }
@@ -231,6 +281,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                             path: rel,
                             included,
                             keep_meta,
+                            entry: false,
                         });
                     }
                 }
@@ -385,6 +436,21 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 }
                 Decision::UpdateMeta(_) => Counters::inc(&c.estimated_files_to_transfer),
             }
+            // With several agents, a large file is a unit of its own (not a
+            // hard link: its group stays with one agent).
+            let own_unit = matches!(decision, Decision::Copy(_))
+                && s.kind == Kind::File
+                && s.size >= FILE_UNIT_MIN
+                && s.nlink < 2;
+            if let (true, Some(root)) = (own_unit, &node.unit) {
+                root.found.lock().unwrap().push(Unit {
+                    path: child_path(&node.rel, &name),
+                    included: true,
+                    keep_meta: false,
+                    entry: true,
+                });
+                continue;
+            }
             entries.push(Job::Entry(EntryJob {
                 dir: node.clone(),
                 name,
@@ -422,6 +488,18 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
         for scan in scans {
             self.sched.push(Slot::Scan, scan);
         }
+    }
+}
+
+/// Files from this size on are units of their own with several agents
+/// (the size from which one agent copies a file in ranges).
+const FILE_UNIT_MIN: u64 = super::copy::SPLIT_THRESHOLD;
+
+/// The directory of the `/`-rooted `path` (`/` for a name at the root).
+fn parent_path(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
     }
 }
 
