@@ -548,8 +548,9 @@ impl Board {
         part.seen = now;
         let renewed = part.session.as_ref() != Some(&request.session);
         part.session = Some(request.session);
-        // No agent takes more than its share of the units free now: the
-        // others find some too.
+        // No agent takes more than half its share of the units free now:
+        // the others find some too, and those that end first take what is
+        // left, so that the agents end together.
         let running = slot
             .parts
             .values()
@@ -568,7 +569,10 @@ impl Board {
         for d in request.done {
             news |= units.done(agent_id, d.phase.into(), &d.path);
         }
-        let fair = units.queued().div_ceil(running.max(1)).clamp(1, UNITS_MAX);
+        let fair = units
+            .queued()
+            .div_ceil(2 * running.max(1))
+            .clamp(1, UNITS_MAX);
         let answer = match request.lease {
             None => UnitsAnswer {
                 units: Vec::new(),
