@@ -124,6 +124,11 @@ struct Slot {
     parts: BTreeMap<String, Part>,
     /// Several agents: the units they lease.
     units: Option<Units>,
+    /// Counts the news (reports, units done or found); `seen`: as far as
+    /// [`Board::wait`] has returned them. A report that comes while the
+    /// hub's runner is not waiting is not missed.
+    news: u64,
+    seen: u64,
 }
 
 impl Slot {
@@ -435,7 +440,13 @@ impl Board {
             })
             .collect();
         let id = job.execution_id.clone();
-        let slot = Slot { job, parts, units };
+        let slot = Slot {
+            job,
+            parts,
+            units,
+            news: 0,
+            seen: 0,
+        };
         self.slots.lock().unwrap().insert(id, slot);
     }
 
@@ -520,6 +531,7 @@ impl Board {
         }
         part.picked_up = true;
         part.report = Some(report);
+        slot.news += 1;
         drop(slots);
         self.changed.notify_all();
         Some(answer)
@@ -593,6 +605,7 @@ impl Board {
             }
         };
         news |= slot.release_lost(now) > 0;
+        slot.news += u64::from(news);
         drop(slots);
         if news {
             self.changed.notify_all();
@@ -641,10 +654,16 @@ impl Board {
     /// new report arrives or `timeout` passes. The units of agents gone
     /// quiet are freed for the others.
     pub fn wait(&self, execution_id: &str, timeout: Duration) -> Option<Report> {
-        let slots = self.slots.lock().unwrap();
-        let (mut slots, _) = self.changed.wait_timeout(slots, timeout).unwrap();
+        let mut slots = self.slots.lock().unwrap();
+        let unseen = |slots: &HashMap<String, Slot>| {
+            slots.get(execution_id).is_some_and(|s| s.news != s.seen)
+        };
+        if !unseen(&slots) {
+            slots = self.changed.wait_timeout(slots, timeout).unwrap().0;
+        }
         let now = Instant::now();
         let slot = slots.get_mut(execution_id)?;
+        slot.seen = slot.news;
         if slot.release_lost(now) > 0 {
             self.units_changed.notify_waiters();
         }
@@ -826,7 +845,10 @@ mod tests {
         let merged = board.wait("exec-1", Duration::from_millis(1)).unwrap();
         assert_eq!(merged.status, "TRANSFERRING");
         board.report("agent-b", "exec-1", counted);
-        let merged = board.wait("exec-1", Duration::from_millis(1)).unwrap();
+        // Reported before the hub's runner waits: not missed (no wait).
+        let asked = Instant::now();
+        let merged = board.wait("exec-1", Duration::from_secs(60)).unwrap();
+        assert!(asked.elapsed() < Duration::from_secs(30));
         assert_eq!(merged.status, ferry_model::api::SUCCESS);
         assert_eq!(merged.counters.files_transferred, 6);
         assert_eq!(merged.result.agents["agent-a"].units_done, 1);

@@ -363,7 +363,8 @@ def main_wan(args):
                         "ssh through one such link")
         meta["trees"] = (f"small {sz['small']['files']:,} x {sz['small']['size'] // 1024} KiB in {sz['small']['dirs']} "
                          f"directories; large {sz['large']['files']} x {sz['large']['size'] // MIB} MiB in one directory")
-        meta["bytes"] = {k: v["files"] * v["size"] for k, v in sz.items() if "size" in v}
+        # For the throughput column (not shown in the list).
+        meta["_bytes"] = {k: v["files"] * v["size"] for k, v in sz.items() if "size" in v}
     loads = [r["load1"] for r in results if "load1" in r]
     if loads:
         meta["load average (1 min) at the end of the runs"] = \

@@ -552,7 +552,7 @@ def add_rss(rows, results):
 
 def markdown(rows, meta):
     out = ["# Ferry benchmark across the internet (agent → hub)", ""]
-    out += [f"- {k}: {v}" for k, v in meta.items()]
+    out += [f"- {k}: {v}" for k, v in meta.items() if not k.startswith("_")]
     out += ["", "Times are medians of the runs (a run longer than the once-over limit is not repeated: `runs` = 1).",
             "Ratios are peer time / ferry time, run by run in the same series; above 1 means ferry is faster.",
             "Ferry with verification is measured against ferry without it: its ratio is what verification costs.",
@@ -583,7 +583,7 @@ def _scale_out_table(rows, meta):
         one = next((x for x in ferry if (x["workload"], x["series"], x["tool"]) ==
                     (r["workload"], r["series"], "ferry")), None)
         n = agents_of(r["tool"])
-        mib = meta.get("bytes", {}).get(r["workload"], 0) / MIB
+        mib = meta.get("_bytes", {}).get(r["workload"], 0) / MIB
         speed = one["median_ms"] / r["median_ms"] if one else None
         out.append(f"| {r['workload']} | {r['series']} | {n} | {report.fmt_ms(r['median_ms'])} "
                    f"| {mib / (r['median_ms'] / 1000):.1f} | {f'{speed:.2f}' if speed else '—'} "
