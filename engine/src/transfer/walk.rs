@@ -9,10 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use std::sync::Mutex;
 
 use super::{DirNode, EntryJob, Failure, Job, ScanJob, Transfer, UnitRoot};
 use crate::counters::Counters;
@@ -443,10 +441,12 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 && s.size >= FILE_UNIT_MIN
                 && s.nlink < 2;
             if let (true, Some(root)) = (own_unit, &node.unit) {
+                // Its directory's attributes are kept as the directory's
+                // own unit keeps them.
                 root.found.lock().unwrap().push(Unit {
                     path: child_path(&node.rel, &name),
                     included: true,
-                    keep_meta: false,
+                    keep_meta: node.keep_meta,
                     entry: true,
                 });
                 continue;
