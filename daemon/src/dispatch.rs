@@ -206,7 +206,13 @@ impl Slot {
                 .then_some(r)
         });
         let ended = self.parts.values().all(|p| !p.running() || p.lost(now));
-        let nobody = self.parts.values().all(|p| p.finished());
+        // Every agent that came has ended (one named but never seen does
+        // not hold the execution up).
+        let nobody = self
+            .parts
+            .values()
+            .filter(|p| p.picked_up)
+            .all(|p| p.finished());
         let mut result = match (units.is_over(), failed) {
             (true, Some(r)) if ended => r.result.clone(),
             (true, None) if ended => {
@@ -900,5 +906,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.units[0].path, b"/d");
+    }
+
+    #[test]
+    fn a_shared_job_whose_agents_all_failed_ends_without_the_one_never_seen() {
+        let board = Board::default();
+        let agents = ["agent-a".to_string(), "agent-b".to_string()];
+        board.post(job("exec-1", "agent-a", "loc-1"), &agents);
+        board.jobs_for("agent-a");
+        // agent-a cannot mount the source; agent-b never comes.
+        let mut failed = report(ferry_model::api::ERROR);
+        failed.result.error_code = Some("SourceUnavailable".into());
+        board.report("agent-a", "exec-1", failed);
+        let merged = board.wait("exec-1", Duration::from_secs(60)).unwrap();
+        assert_eq!(merged.status, ferry_model::api::ERROR);
+        assert_eq!(
+            merged.result.error_code.as_deref(),
+            Some("SourceUnavailable")
+        );
     }
 }
