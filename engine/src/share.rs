@@ -117,8 +117,9 @@ pub trait WorkShare: Send + Sync {
     /// Up to `max` units of `phase` for this agent; blocks a while (not
     /// forever) when there are none yet.
     fn lease(&self, phase: SharedPhase, max: usize) -> Lease;
-    /// The unit `from` found the subdirectory `unit`, made at the
-    /// destination already: a unit for any agent.
+    /// The unit `from` (still in work here) found the subdirectory or
+    /// file `unit`, there at the destination already: a unit for any
+    /// agent, to hand over soon.
     fn found(&self, from: &Unit, unit: Unit);
     /// `unit` of `phase` is done here, its changes done at the destination.
     fn done(&self, phase: SharedPhase, unit: &Unit);

@@ -193,12 +193,12 @@ impl WorkShare for HubShare {
         }
     }
 
-    /// Sent with the unit's end ([`WorkShare::done`]), which follows.
     fn found(&self, from: &Unit, unit: Unit) {
         self.inner.pending.lock().unwrap().found.push(FoundUnit {
             from: from.path.clone(),
             unit: unit.into(),
         });
+        self.flush_soon();
     }
 
     fn done(&self, phase: SharedPhase, unit: &Unit) {

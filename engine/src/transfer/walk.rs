@@ -274,13 +274,18 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
             match made {
                 Ok(()) => {
                     parent.modified.fetch_or(create, Ordering::Relaxed);
-                    if let Some(root) = &parent.unit {
-                        root.found.lock().unwrap().push(Unit {
-                            path: rel,
-                            included,
-                            keep_meta,
-                            entry: false,
-                        });
+                    let unit = Unit {
+                        path: rel,
+                        included,
+                        keep_meta,
+                        entry: false,
+                    };
+                    match (&parent.unit, &ctx.share) {
+                        // There already: another agent may take it at once.
+                        (Some(root), Some(share)) if !create => share.found(&root.unit, unit),
+                        // Made now: once the making is done, with the unit's end.
+                        (Some(root), _) => root.found.lock().unwrap().push(unit),
+                        (None, _) => {}
                     }
                 }
                 Err(e) => ctx.fail(Phase::Preparing, &rel, Kind::Dir, "create directory", &e),
