@@ -216,7 +216,9 @@ impl Slot {
         let mut result = match (units.is_over(), failed) {
             (true, Some(r)) if ended => r.result.clone(),
             (true, None) if ended => {
-                let mut result = reports[0].result.clone();
+                // A successful agent's phases, not one that failed early.
+                let ok = reports.iter().find(|r| r.status == SUCCESS);
+                let mut result = ok.unwrap_or(&reports[0]).result.clone();
                 result.error_code = None;
                 result.error_detail = None;
                 result
@@ -233,14 +235,18 @@ impl Slot {
                 ..ResultDetail::default()
             },
         };
-        let status = if units.is_over() && ended || nobody {
-            match failed.or(reports
-                .iter()
-                .copied()
-                .find(|r| r.status == ERROR && nobody))
-            {
-                Some(_) => ERROR,
-                None => SUCCESS,
+        let status = if units.is_over() && ended {
+            if failed.is_some() {
+                ERROR
+            } else {
+                SUCCESS
+            }
+        } else if nobody {
+            // No agent left to do the units: failed, if one said why.
+            if reports.iter().any(|r| r.status == ERROR) {
+                ERROR
+            } else {
+                SUCCESS
             }
         } else if units.phase() == SharedPhase::Verifying {
             "VERIFYING"
@@ -924,5 +930,49 @@ mod tests {
             merged.result.error_code.as_deref(),
             Some("SourceUnavailable")
         );
+    }
+
+    #[test]
+    fn an_agent_that_failed_before_any_unit_leaves_the_work_to_the_others() {
+        let board = Board::default();
+        let mut j = job("exec-1", "agent-a", "loc-1");
+        j.options.verify_mode = VerifyMode::None;
+        let agents = ["agent-a".to_string(), "agent-b".to_string()];
+        board.post(j, &agents);
+        board.jobs_for("agent-a");
+        board.jobs_for("agent-b");
+        let mut failed = report(ferry_model::api::ERROR);
+        failed.result.prepare_status = ferry_model::api::ERROR.into();
+        failed.result.error_code = Some("SourceUnavailable".into());
+        board.report("agent-a", "exec-1", failed);
+        let request = UnitsRequest {
+            session: "b".into(),
+            lease: Some((UnitPhase::Transferring, 8)),
+            ..UnitsRequest::default()
+        };
+        assert_eq!(
+            board
+                .units("agent-b", "exec-1", request)
+                .unwrap()
+                .units
+                .len(),
+            1
+        );
+        let done = UnitsRequest {
+            session: "b".into(),
+            done: vec![DoneUnit {
+                phase: UnitPhase::Transferring,
+                path: b"/".to_vec(),
+            }],
+            ..UnitsRequest::default()
+        };
+        assert!(board.units("agent-b", "exec-1", done).unwrap().over);
+        let mut ok = report(ferry_model::api::SUCCESS);
+        ok.result.prepare_status = ferry_model::api::SUCCESS.into();
+        board.report("agent-b", "exec-1", ok);
+        let merged = board.wait("exec-1", Duration::from_secs(60)).unwrap();
+        assert_eq!(merged.status, ferry_model::api::SUCCESS);
+        assert_eq!(merged.result.prepare_status, ferry_model::api::SUCCESS);
+        assert_eq!(merged.result.error_code, None);
     }
 }
