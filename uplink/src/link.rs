@@ -154,12 +154,12 @@ pub struct LinkPolicy {
 }
 
 impl LinkPolicy {
-    /// The source to use for a job's `source`: NFS as given, a local path
+    /// The source to use for a job's `source`: NFS and EFS as given, a local path
     /// only inside an allowed directory (compared once every symlink in
     /// both is resolved, and used resolved).
     pub fn check_source(&self, source: &LocationSpec) -> Result<LocationSpec, SourceRefused> {
         match source {
-            LocationSpec::Nfs { .. } => Ok(source.clone()),
+            LocationSpec::Nfs { .. } | LocationSpec::Efs { .. } => Ok(source.clone()),
             LocationSpec::Local { path, .. } => {
                 local_inside(path, &self.hub_local_sources, "read", "hub_local_sources")
             }
