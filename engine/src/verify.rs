@@ -25,7 +25,7 @@ use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
 use super::share::{Feeder, SharedPhase, Unit, WorkShare};
 use super::{child_path, is_temp_name, list_pair, open_below, Ctx, KnownHash, Pair};
-use crate::location::{Kind, Location, Meta, Reader};
+use crate::location::{Kind, Location, Meta, MetaUpdate, Reader};
 
 /// Why an entry failed verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -334,6 +334,7 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         };
         let mut hashes = Vec::new();
         let mut subdirs = Vec::new();
+        let mut removed_leftovers = false;
         for Pair {
             name,
             src: s,
@@ -341,6 +342,11 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
         } in pairs
         {
             if is_temp_name(&name) {
+                // A unit's leftovers, kept while agents were transferring.
+                if let (Some(_), Some(d)) = (&ticket, &d) {
+                    self.remove_leftover(&dst, &name, d.kind, &child_path(rel, &name));
+                    removed_leftovers = true;
+                }
                 continue;
             }
             let path = child_path(rel, &name);
@@ -408,6 +414,19 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
                     }
                 }
                 (None, None) => unreachable!(),
+            }
+        }
+        // Removing leftovers moved the directory's times: put them back
+        // (unless they are kept as the destination has them).
+        if removed_leftovers && ticket.as_ref().is_some_and(|t| !t.unit.keep_meta) {
+            let times = plan::creation_update(src_meta, &ctx.opts, ctx.creator, false);
+            let update = MetaUpdate {
+                mtime: times.mtime,
+                atime: times.atime,
+                ..MetaUpdate::default()
+            };
+            if let Err(e) = ctx.dst.update_dir(&dst, &update) {
+                ctx.fail(Phase::Verifying, rel, Kind::Dir, "set directory times", &e);
             }
         }
         // The listings of the directories opened next, asked for together
@@ -669,6 +688,28 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             } else {
                 self.verified(&path, src_meta.kind, 0);
             }
+        }
+    }
+
+    /// Removes a temporary name left by an interrupted transfer (with what
+    /// is below it, for a directory). A failure is reported, not fatal.
+    fn remove_leftover(&self, dir: &D::Dir, name: &OsStr, kind: Kind, path: &[u8]) {
+        let ctx = self.ctx;
+        let removed = (|| {
+            if kind == Kind::Dir {
+                let sub = ctx.dst.open_dir(dir, name)?;
+                for e in ctx.dst.list(&sub)? {
+                    let below = child_path(path, &e.name);
+                    self.remove_leftover(&sub, &e.name, e.meta.kind, &below);
+                }
+            }
+            ctx.dst.remove(dir, name, kind)
+        })();
+        if let Err(e) = removed.or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }) {
+            ctx.fail(Phase::Verifying, path, kind, "remove a leftover", &e);
         }
     }
 

@@ -464,7 +464,10 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 decision,
             }));
         }
-        for (name, meta) in leftovers {
+        // With several agents, a temporary name may be another agent's
+        // file being written (a unit done twice at once): leftovers go in
+        // VERIFYING, once every unit is transferred.
+        for (name, meta) in leftovers.into_iter().filter(|_| ctx.share.is_none()) {
             let path = child_path(&node.rel, &name);
             self.remove_tree(&node.dst, &name, meta.kind, &path, false);
         }
