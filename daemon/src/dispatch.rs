@@ -145,12 +145,7 @@ impl Slot {
     /// from; all named before any starts), given again with every
     /// report's answer: a lost agent's share goes to the others.
     fn limit_for(&self) -> i64 {
-        let now = Instant::now();
-        let working = self
-            .parts
-            .values()
-            .filter(|p| p.running() && !p.lost(now))
-            .count();
+        let working = self.working(Instant::now());
         let agents = if working == 0 {
             self.parts.len()
         } else {
@@ -160,6 +155,14 @@ impl Slot {
             limit if limit > 0 => (limit / agents.max(1) as i64).max(1),
             limit => limit,
         }
+    }
+
+    /// Agents at work now: running, and heard from lately.
+    fn working(&self, now: Instant) -> usize {
+        self.parts
+            .values()
+            .filter(|p| p.running() && !p.lost(now))
+            .count()
     }
 
     /// Frees the units of agents not heard of for [`LOST_AFTER`].
@@ -575,11 +578,7 @@ impl Board {
         // No agent takes more than half its share of the units free now:
         // the others find some too, and those that end first take what is
         // left, so that the agents end together.
-        let running = slot
-            .parts
-            .values()
-            .filter(|p| p.running() && !p.lost(now))
-            .count();
+        let running = slot.working(now);
         let units = slot.units.as_mut().ok_or_else(no_job)?;
         // Whether others waiting for units should look again.
         let mut news = false;

@@ -268,6 +268,28 @@ pub(crate) fn open_below<L: Location>(
     Ok(dir)
 }
 
+/// What was being done when an operation failed, and why.
+pub(crate) type Failure = (&'static str, io::Error);
+
+/// The directory `names` lead to on both sides, opened below the roots
+/// (the roots again for none): a unit's, with several agents.
+pub(crate) fn open_both<S: Location, D: Location>(
+    (src, dst): (&S, &D),
+    (src_root, dst_root): (&S::Dir, &D::Dir),
+    names: &[&OsStr],
+) -> Result<(S::Dir, D::Dir), Failure> {
+    let (s, d) = match names {
+        [] => (src.root(), dst.root()),
+        names => (
+            open_below(src, src_root, names),
+            open_below(dst, dst_root, names),
+        ),
+    };
+    let s = s.map_err(|e| ("open source directory", e))?;
+    let d = d.map_err(|e| ("open destination directory", e))?;
+    Ok((s, d))
+}
+
 /// Temporary names are `.ferry~` + 16 hex digits + `~tmp`.
 const TEMP_PREFIX: &[u8] = b".ferry~";
 const TEMP_SUFFIX: &[u8] = b"~tmp";

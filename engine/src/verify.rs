@@ -24,7 +24,7 @@ use super::plan;
 use super::report::{Outcome, Phase, Record};
 use super::sched::{Scheduler, Slot};
 use super::share::{Feeder, SharedPhase, Unit, WorkShare};
-use super::{child_path, is_temp_name, list_pair, open_below, Ctx, KnownHash, Pair};
+use super::{child_path, is_temp_name, list_pair, open_below, open_both, Ctx, KnownHash, Pair};
 use crate::location::{Kind, Location, Meta, MetaUpdate, Reader};
 
 /// Why an entry failed verification.
@@ -240,13 +240,8 @@ impl<S: Location, D: Location> Verify<'_, S, D> {
             let names = unit
                 .names()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let (src, dst) = match names.as_slice() {
-                [] => (ctx.src.root()?, ctx.dst.root()?),
-                names => (
-                    open_below(&ctx.src, src_root, names)?,
-                    open_below(&ctx.dst, dst_root, names)?,
-                ),
-            };
+            let (src, dst) = open_both((&ctx.src, &ctx.dst), (src_root, dst_root), &names)
+                .map_err(|(_, e)| e)?;
             let (src_meta, dst_meta) = (ctx.src.stat_dir(&src)?, ctx.dst.stat_dir(&dst)?);
             Ok((src, dst, src_meta, dst_meta))
         })();

@@ -155,7 +155,7 @@ pub(crate) struct Transfer<'a, S: Location, D: Location> {
     feeder: Feeder,
 }
 
-type Failure = (&'static str, io::Error);
+pub(super) use crate::Failure;
 
 impl<'a, S: Location, D: Location> Transfer<'a, S, D> {
     pub fn new(ctx: &'a Ctx<S, D>) -> Self {

@@ -21,7 +21,7 @@ use crate::plan::{self, Decision, DirDecision};
 use crate::report::Phase;
 use crate::sched::Slot;
 use crate::share::{SharedPhase, Unit};
-use crate::{child_path, is_temp_name, list_pair, open_below, symlink_targets, Pair};
+use crate::{child_path, is_temp_name, list_pair, open_both, symlink_targets, Pair};
 
 impl<S: Location, D: Location> Transfer<'_, S, D> {
     pub(super) fn scan_finished(&self) {
@@ -58,15 +58,7 @@ impl<S: Location, D: Location> Transfer<'_, S, D> {
                 }
                 (false, _) => names.as_slice(),
             };
-            let (src, dst) = match dirs {
-                [] => (ctx.src.root(), ctx.dst.root()),
-                dirs => (
-                    open_below(&ctx.src, src_root, dirs),
-                    open_below(&ctx.dst, dst_root, dirs),
-                ),
-            };
-            let src = src.map_err(|e| ("open source directory", e))?;
-            let dst = dst.map_err(|e| ("open destination directory", e))?;
+            let (src, dst) = open_both((&ctx.src, &ctx.dst), (src_root, dst_root), dirs)?;
             let src_meta = ctx
                 .src
                 .stat_dir(&src)
