@@ -842,6 +842,16 @@ mod tests {
         });
         let refused = board.units("agent-a", "exec-1", bad).unwrap_err();
         assert!(refused.to_string().contains(".."), "{refused}");
+        // More than a request may carry: refused whole.
+        let mut flood = ask("s3");
+        flood.done = (0..=UNITS_MAX)
+            .map(|i| DoneUnit {
+                phase: UnitPhase::Transferring,
+                path: format!("/d{i}").into_bytes(),
+            })
+            .collect();
+        let refused = board.units("agent-a", "exec-1", flood).unwrap_err();
+        assert!(matches!(refused, UnitsRefused::TooMany), "{refused}");
         let mut done = ask("s3");
         done.lease = None;
         done.done.push(DoneUnit {
